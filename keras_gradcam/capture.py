@@ -1,0 +1,235 @@
+"""The one place that touches ``tf.GradientTape``.
+
+:class:`Capture` runs the user's model once (``training=False``) and records the outputs of the
+chosen layers and the gradient of the explained score with respect to them, for a whole batch in
+one forward and one backward pass. It works for any model structure, nested sub-models included,
+because it does not rebuild the graph: while a compiled function is being traced it wraps the
+chosen layers' ``call`` so that their outputs are watched by the tape, and it restores every
+attribute it touched in a ``finally`` block. Outside tracing the model is never touched.
+
+Summing the per-sample scores before differentiating is exact: in inference mode sample *b*'s
+score depends only on sample *b* (METHODS.md section 1.3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from .layers import LayerInfo, output_layer
+from .targets import class_scores
+
+__all__ = ["Capture", "Captured"]
+
+
+@dataclass
+class Captured:
+    """What one forward/backward pass of a batch gives (all float32, channels last)."""
+
+    activations: list  # per layer: (B, *spatial, K)
+    gradients: list | None  # per layer: same shapes, d score / d activations
+    scores: tf.Tensor  # (B,) explained score
+    targets: tf.Tensor  # (B,) int32 explained class, -1 for callable targets
+    predictions: tf.Tensor  # (B,) int32 top-1 class, -1 when the output is not (B, classes)
+    num_classes: int | None = None  # static size of the explained class axis
+    output: tf.Tensor | None = None  # the explained output (B, ...) as computed (logits by default)
+
+
+def _softmax_kind(layer) -> str | None:
+    """How ``layer`` applies a softmax, if it does: as its class or as its ``activation``."""
+    if isinstance(layer, keras.layers.Softmax):
+        return "layer"
+    act = getattr(layer, "activation", None)
+    if act is not None and getattr(act, "__name__", "") == "softmax":
+        return "activation"
+    return None
+
+
+def _linear(x):
+    return x
+
+
+def _identity_call(inputs, *args, **kwargs):
+    return inputs
+
+
+class Capture:
+    """Record layer activations and score gradients of a Keras model for a batch.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The user's model; it is called with ``training=False`` and never modified.
+    layers : list of LayerInfo
+        The layers whose outputs (and gradients) are recorded.
+    output : int or str, optional
+        Which output of a multi-output model is explained by class-index targets.
+    score : {"logit", "output"}, default="logit"
+        ``"logit"`` explains the pre-softmax score when the selected output ends in a softmax
+        (a ``Softmax`` layer, or a layer with ``activation="softmax"``); ``"output"`` explains the
+        output as the model gives it.
+    """
+
+    def __init__(self, model: keras.Model, layers: Sequence[LayerInfo], output=None, score: str = "logit"):
+        if score not in ("logit", "output"):
+            raise ValueError(f"score must be 'logit' or 'output'; got {score!r}.")
+        self.model = model
+        self.layers = list(layers)
+        self.output_index = self._output_index(output)
+        self.score = score
+        self._softmax = None
+        if score == "logit":
+            head = output_layer(model, self.output_index or 0)
+            kind = _softmax_kind(head) if head is not None else None
+            if kind is not None:
+                self._softmax = (head, kind)
+        self._tape = None
+        self._edit = None
+        self._records: list[list] = []
+
+    # -- model outputs -------------------------------------------------------------------------
+    def _output_index(self, output) -> int | None:
+        names = list(getattr(self.model, "output_names", None) or [])
+        n_out = len(getattr(self.model, "outputs", None) or []) or 1
+        if output is None:
+            return None if n_out > 1 else 0
+        if isinstance(output, str):
+            if output not in names:
+                raise ValueError(f"output={output!r} is not an output of the model; its outputs are {names}.")
+            return names.index(output)
+        if isinstance(output, int) and 0 <= output < n_out:
+            return output
+        raise ValueError(f"output={output!r} is out of range: the model has {n_out} output(s) {names}.")
+
+    def select(self, outputs):
+        """The output explained by class-index targets."""
+        if isinstance(outputs, dict):
+            names = list(getattr(self.model, "output_names", None) or outputs)
+            if self.output_index is None:
+                raise ValueError(self._ambiguous(names))
+            return outputs[names[self.output_index]]
+        if isinstance(outputs, (list, tuple)):
+            if len(outputs) == 1:
+                return outputs[0]
+            if self.output_index is None:
+                raise ValueError(self._ambiguous(list(getattr(self.model, "output_names", []))))
+            return outputs[self.output_index]
+        return outputs
+
+    @staticmethod
+    def _ambiguous(names) -> str:
+        return (
+            f"the model has several outputs {names}; say which one class targets refer to with "
+            "output=<index or name>, or pass a callable target, e.g. targets=lambda out: out[1][:, 0]."
+        )
+
+    # -- tracing-time interception -------------------------------------------------------------
+    @contextlib.contextmanager
+    def active(self):
+        """Wrap the chosen layers (and a softmax head, for logits) while a function is traced.
+
+        Everything set here is undone in ``finally``, also when tracing raises.
+        """
+        touched = []  # (object, attribute, had_instance_attr, old_value)
+
+        def setattr_tmp(obj, name, value):
+            touched.append((obj, name, name in obj.__dict__, obj.__dict__.get(name)))
+            object.__setattr__(obj, name, value)
+
+        try:
+            for i, info in enumerate(self.layers):
+                setattr_tmp(info.layer, "call", self._recording_call(info.layer.call, i))
+            if self._softmax is not None:
+                head, kind = self._softmax
+                if kind == "layer":
+                    setattr_tmp(head, "call", _identity_call)
+                else:
+                    setattr_tmp(head, "activation", _linear)
+            yield self
+        finally:
+            for obj, name, had, old in reversed(touched):
+                if had:
+                    object.__setattr__(obj, name, old)
+                else:
+                    object.__delattr__(obj, name)
+
+    def _recording_call(self, call: Callable, i: int) -> Callable:
+        def recording_call(*args, **kwargs):
+            out = call(*args, **kwargs)
+            if self._edit is not None:
+                out = self._edit(i, out)
+            if self._tape is not None:
+                self._tape.watch(out)
+            self._records[i].append(out)
+            return out
+
+        return recording_call
+
+    # -- the pass ------------------------------------------------------------------------------
+    def __call__(self, x, targets, gradients: bool = True, edit=None) -> Captured:
+        """One forward (and backward) pass of ``x``; call inside a function traced under :meth:`active`.
+
+        ``targets`` is an int32 tensor ``(B,)`` (``-1`` = the top-1 class of that sample) or a
+        callable ``outputs -> (B,)`` scores. ``edit(i, out) -> out``, if given, replaces the output
+        of the i-th recorded layer in the forward pass (e.g. to ablate channels); what is recorded
+        is the edited tensor.
+        """
+        self._records = [[] for _ in self.layers]
+        with tf.GradientTape(watch_accessed_variables=False, persistent=False) as tape:
+            self._tape = tape if gradients else None
+            self._edit = edit
+            try:
+                outputs = self.model(x, training=False)
+            finally:
+                self._tape = None
+                self._edit = None
+            if callable(targets):
+                scores = tf.cast(targets(outputs), tf.float32)
+                if scores.shape.rank != 1:
+                    raise ValueError(
+                        "a callable target must return one score per sample, shape (N,); "
+                        f"it returned shape {tuple(scores.shape)}. Reduce the other axes, e.g. with tf.reduce_sum."
+                    )
+                try:
+                    predictions = class_scores(self.select(outputs), None)[2]
+                except ValueError:
+                    predictions = -tf.ones_like(scores, tf.int32)
+                resolved = -tf.ones_like(scores, tf.int32)
+                num_classes, selected = None, None
+            else:
+                selected = self.select(outputs)
+                scores, resolved, predictions = class_scores(selected, targets)
+                num_classes = selected.shape[-1]
+            total = tf.reduce_sum(scores)
+        raw = [self._single(i) for i in range(len(self.layers))]
+        grads = None
+        if gradients:
+            grads = tape.gradient(total, raw, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            grads = [self._standard(g, info) for g, info in zip(grads, self.layers)]
+        acts = [self._standard(a, info) for a, info in zip(raw, self.layers)]
+        return Captured(acts, grads, scores, resolved, predictions, num_classes, selected)
+
+    def _single(self, i: int):
+        info, rec = self.layers[i], self._records[i]
+        if len(rec) != 1:
+            raise ValueError(
+                f"layer {info.path!r} was called {len(rec)} times in one forward pass; keras-gradcam "
+                "needs a layer that runs exactly once. Pick another layer (a shared layer has no single map)."
+            )
+        out = rec[0]
+        if not tf.is_tensor(out):
+            raise ValueError(f"layer {info.path!r} returns {type(out).__name__}, not a single tensor; pick another layer.")
+        return out
+
+    @staticmethod
+    def _standard(t, info: LayerInfo):
+        """float32, channels last."""
+        t = tf.cast(t, tf.float32)
+        if info.channels_first:
+            rank = t.shape.rank
+            t = tf.transpose(t, [0] + list(range(2, rank)) + [1])
+        return t

@@ -1,0 +1,111 @@
+"""``explain()``: one call from a model and images to an :class:`Explanation`."""
+
+from __future__ import annotations
+
+import weakref
+
+import keras
+
+from .base import BaseCAM
+from .explanation import Explanation
+from .methods import METHODS
+from .targets import Targets
+
+__all__ = ["explain", "get_method"]
+
+_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "smoothgradcampp": "smoothgradcam++",
+            "smoothgradcamplusplus": "smoothgradcam++", "integratedgradcam": "integrated-gradcam"}
+
+# explainers kept per model so that repeated explain() calls reuse their compiled functions
+_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+
+
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "+")
+
+
+def get_method(name: str | type) -> type[BaseCAM]:
+    """The explainer class for a method name (case, ``-`` and ``_`` ignored; ``"gradcampp"`` works).
+
+    Raises
+    ------
+    ValueError
+        Unknown name; the message lists the known ones.
+    """
+    if isinstance(name, type) and issubclass(name, BaseCAM):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"method must be a name from keras_gradcam.METHODS or a class; got {type(name).__name__}.")
+    wanted = _key(name)
+    table = {_key(k): v for k, v in METHODS.items()}
+    table.update({k: METHODS[v] for k, v in _ALIASES.items() if v in METHODS})
+    if wanted not in table:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}.")
+    return table[wanted]
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    hash(value)
+    return value
+
+
+def explain(
+    model: keras.Model,
+    images,
+    method: str = "gradcam++",
+    layer=None,
+    targets: Targets = None,
+    *,
+    batch_size: int = 32,
+    **options,
+) -> Explanation:
+    """Explain ``images`` with one of the methods in :data:`keras_gradcam.METHODS`.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Functional, Sequential or nested Keras 3 model; it is not modified.
+    images : array-like of shape (n_samples, ...), or list/dict of arrays for multi-input models
+        Preprocessed as the model expects.
+    method : str, default="gradcam++"
+        A name from :data:`keras_gradcam.METHODS`, e.g. ``"gradcam"``, ``"gradcam++"``,
+        ``"smoothgradcam++"``, ``"xgradcam"``, ``"hirescam"``, ``"layercam"``, ``"integrated-gradcam"``.
+    layer : str, keras.layers.Layer or None, default=None
+        Layer name, ``"outer/inner"`` path, or layer object; None picks the last spatial layer.
+    targets : None, int, sequence of int or callable, default=None
+        What to explain; see :meth:`keras_gradcam.base.BaseCAM.__call__`.
+    batch_size : int, default=32
+        Largest number of images per forward pass.
+    **options
+        Method options (``counterfactual=True``, ``n_samples=``, ``steps=``, ``output=``, ...).
+
+    Returns
+    -------
+    Explanation
+
+    Notes
+    -----
+    Explainers are cached per model and arguments, so calling ``explain`` again with the same
+    model reuses the compiled function (no retracing).
+
+    Examples
+    --------
+    >>> import keras_gradcam as kg                              # doctest: +SKIP
+    >>> exp = kg.explain(model, images, method="gradcam++")     # doctest: +SKIP
+    >>> exp.heatmaps.shape                                      # doctest: +SKIP
+    (8, 64, 64)
+    """
+    cls = get_method(method)
+    try:
+        key = (cls, _hashable(layer), _hashable(sorted(options.items())), batch_size)
+    except TypeError:  # an array option: no caching
+        key = None
+    per_model = _CACHE.setdefault(model, {}) if key is not None else {}
+    explainer = per_model.get(key)
+    if explainer is None:
+        explainer = cls(model, layer, batch_size=batch_size, **options)
+        if key is not None:
+            per_model[key] = explainer
+    return explainer(images, targets)

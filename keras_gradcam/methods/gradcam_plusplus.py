@@ -1,0 +1,84 @@
+"""Grad-CAM++ (Chattopadhyay et al., WACV 2018)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from ..base import BaseCAM
+from ..postprocess import spatial_sum, weighted_sum
+
+ALPHA_NORMS = (None, "positive", "all")
+
+
+def gradcampp_alpha(acts: tf.Tensor, grads: tf.Tensor, eps: float = 1e-7) -> tf.Tensor:
+    r"""Paper Eq. 19 in its stable form, :math:`\alpha = 1 / (2 + g \sum_{ab} A_{ab})` where g > 0.
+
+    Equal to :math:`g^2 / (2g^2 + \sum_{ab}A_{ab}\, g^3)`; zero where ``g <= 0`` (it is multiplied
+    by ReLU(g) anyway) and where the denominator is ``<= eps`` (possible only for layers with
+    negative activations, where the closed form breaks down).
+    """
+    den = 2.0 + grads * spatial_sum(acts, keepdims=True)
+    ok = (grads > 0) & (den > eps)
+    return tf.where(ok, 1.0 / tf.where(ok, den, 1.0), 0.0)
+
+
+def renormalize_alpha(alpha: tf.Tensor, grads: tf.Tensor, mode: str | None) -> tf.Tensor:
+    """Optional per-channel renormalisation of alpha found in some implementations (not the paper)."""
+    if mode is None:
+        return alpha
+    keep = tf.cast(grads > 0, alpha.dtype) if mode == "positive" else tf.ones_like(alpha)
+    total = spatial_sum(alpha * keep, keepdims=True)
+    return tf.math.divide_no_nan(alpha, total)
+
+
+class GradCAMPlusPlus(BaseCAM):
+    r"""Grad-CAM++: positive gradients weighted per position by the paper's alpha coefficients.
+
+    Grad-CAM averages gradients, so a large object dominates small ones; Grad-CAM++ weights each
+    position so that every instance of the class contributes, which helps with several objects
+    of the same class in one image.
+
+    Parameters
+    ----------
+    model, layer, output, score, counterfactual, batch_size
+        See :class:`~keras_gradcam.base.BaseCAM`.
+    alpha_norm : {None, "positive", "all"}, default=None
+        None follows the paper (no renormalisation). ``"positive"`` divides alpha per channel by
+        its sum over positive-gradient positions (the original TF code), ``"all"`` by its sum
+        over all positions (tf-keras-vis).
+
+    Notes
+    -----
+    With :math:`g = \partial S^c / \partial A^k_{ij}` the gradient of the pre-softmax score and
+    :math:`Y^c = \exp(S^c)` (paper Eq. 12-19; the network after the layer is assumed
+    piece-wise linear, so only first derivatives are needed):
+
+    .. math:: \alpha^{kc}_{ij} = \frac{g^2}{2 g^2 + \sum_{ab} A^k_{ab}\, g^3},\qquad
+              w^c_k = \sum_{ij} \alpha^{kc}_{ij}\, \mathrm{ReLU}(g),\qquad
+              L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A^k\Big)
+
+    The sum of the activations, as in the paper and its original code (xplique uses the mean,
+    torch-cam :math:`\sum_{ab} A_{ab} g_{ab}^3`). The :math:`\exp(S^c)` factor cancels in alpha and
+    only scales each sample's weights, so it is dropped (it overflows float32 above 88). One
+    forward and one backward pass.
+
+    References
+    ----------
+    A. Chattopadhyay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional
+    Networks", WACV 2018, arXiv:1710.11063, Eq. 19-20.
+    """
+
+    name = "gradcam++"
+
+    def __init__(self, model, layer=None, *, alpha_norm: str | None = None, **kwargs):
+        if alpha_norm not in ALPHA_NORMS:
+            raise ValueError(f"alpha_norm must be one of {ALPHA_NORMS}; got {alpha_norm!r}.")
+        super().__init__(model, layer, **kwargs)
+        self.alpha_norm = alpha_norm
+
+    def get_config(self):
+        return {**super().get_config(), "alpha_norm": self.alpha_norm}
+
+    def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+        alpha = renormalize_alpha(gradcampp_alpha(acts, grads), grads, self.alpha_norm)
+        return weighted_sum(acts, spatial_sum(alpha * tf.nn.relu(grads)))

@@ -1,0 +1,53 @@
+"""XGrad-CAM (Fu et al., BMVC 2020)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from ..base import BaseCAM
+from ..postprocess import spatial_sum, weighted_sum
+
+
+class XGradCAM(BaseCAM):
+    r"""XGrad-CAM: gradients averaged with weights proportional to the activations.
+
+    Derived from the paper's sensitivity and conservation axioms: for a conv -> global average
+    pooling -> linear head the pre-ReLU map sums to the class score minus its bias.
+
+    Parameters
+    ----------
+    model, layer, output, score, counterfactual, batch_size
+        See :class:`~keras_gradcam.base.BaseCAM`.
+    eps : float, default=1e-7
+        A channel whose activations sum to at most ``eps`` in absolute value gets weight 0 (a dead
+        channel, or a signed channel whose sum vanishes and would give an exploding weight).
+
+    Notes
+    -----
+    .. math:: \alpha^c_k = \sum_{ij} \frac{A^k_{ij}}{\sum_{ab} A^k_{ab}}
+              \frac{\partial y^c}{\partial A^k_{ij}},\qquad
+              L^c = \mathrm{ReLU}\Big(\sum_k \alpha^c_k A^k\Big)
+
+    The official code adds ``1e-6`` to the denominator instead of zeroing; both agree wherever the
+    activation sum is not tiny. One forward and one backward pass.
+
+    References
+    ----------
+    R. Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs",
+    BMVC 2020.
+    """
+
+    name = "xgradcam"
+
+    def __init__(self, model, layer=None, *, eps: float = 1e-7, **kwargs):
+        super().__init__(model, layer, **kwargs)
+        self.eps = float(eps)
+
+    def get_config(self):
+        return {**super().get_config(), "eps": self.eps}
+
+    def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+        total = spatial_sum(acts)
+        ok = tf.abs(total) > self.eps
+        weights = tf.where(ok, spatial_sum(grads * acts) / tf.where(ok, total, 1.0), 0.0)
+        return weighted_sum(acts, weights)
