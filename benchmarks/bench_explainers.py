@@ -1,0 +1,93 @@
+"""Speed of every explainer as a ratio to plain compiled passes of the same model, in one run.
+
+ResNet50 (``weights=None``), 224x224, batch 16, CPU, layer ``conv5_block3_out``. For each method
+it prints images/s and the median time divided by:
+
+* the plain compiled forward pass of the batch (one-pass methods; target <= 1.05x), and
+* ``n`` plain compiled forward+backward passes, the backward going from the top logits to the
+  same layer (Smooth Grad-CAM++ with ``n`` samples, Integrated Grad-CAM with ``n`` steps;
+  target <= 1.15x).
+
+Machines are noisy: every figure is a median over ``--repeats`` runs after a warm-up call that
+traces the compiled functions. Usage::
+
+    python benchmarks/bench_explainers.py [--size 224] [--batch 16] [--repeats 5] [--samples 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_gradcam as kg  # noqa: E402
+
+ONE_PASS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up: tracing
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--samples", type=int, default=8, help="n for Smooth Grad-CAM++ and steps for Integrated Grad-CAM")
+    p.add_argument("--layer", default="conv5_block3_out")
+    args = p.parse_args(argv)
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3), classifier_activation=None)
+    x = np.random.default_rng(0).uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype("float32")
+    xt = tf.constant(x)
+
+    forward = tf.function(lambda v: model(v, training=False))
+    grad_model = keras.Model(model.inputs, [model.get_layer(args.layer).output, model.output])
+
+    @tf.function
+    def forward_backward(v):
+        with tf.GradientTape() as tape:
+            acts, logits = grad_model(v, training=False)
+            tape.watch(acts)
+            total = tf.reduce_sum(tf.reduce_max(logits, axis=-1))
+        return tape.gradient(total, acts)
+
+    t_fwd = median_time(lambda: forward(xt).numpy(), args.repeats)
+    t_fb = median_time(lambda: forward_backward(xt).numpy(), args.repeats)
+    print(f"ResNet50 {args.size}x{args.size}, batch {args.batch}, layer {args.layer}, median of {args.repeats}")
+    print(f"plain forward: {t_fwd * 1000:.0f} ms ({args.batch / t_fwd:.1f} img/s); "
+          f"forward+backward to the layer: {t_fb * 1000:.0f} ms")
+    print(f"| method | img/s | time / baseline | baseline | target |")
+    print(f"|---|---|---|---|---|")
+    rows = []
+    n = args.samples
+    setups = [(m, {}, t_fwd, "1 forward", 1.05) for m in ONE_PASS] + [
+        ("smoothgradcam++", {"n_samples": n}, n * t_fb, f"{n} fwd+bwd", 1.15),
+        ("integrated-gradcam", {"steps": n}, n * t_fb, f"{n} fwd+bwd", 1.15),
+    ]
+    for name, options, base, base_name, target in setups:
+        cam = kg.get_method(name)(model, args.layer, batch_size=args.batch, **options)
+        t = median_time(lambda: cam(x), args.repeats)
+        ratio = t / base
+        rows.append({"method": name, "img_per_s": args.batch / t, "ratio": ratio, "baseline": base_name, "target": target})
+        print(f"| {name} | {args.batch / t:.1f} | {ratio:.3f} | {base_name} | <= {target} |", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
