@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import weakref
+from collections import OrderedDict
 
 import keras
 
@@ -16,8 +16,10 @@ __all__ = ["explain", "get_method"]
 _ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "smoothgradcampp": "smoothgradcam++",
             "smoothgradcamplusplus": "smoothgradcam++", "integratedgradcam": "integrated-gradcam"}
 
-# explainers kept per model so that repeated explain() calls reuse their compiled functions
-_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+# the last few explainers, so that repeated explain() calls reuse their compiled functions;
+# bounded, because an explainer holds its model
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 8
 
 
 def _key(name: str) -> str:
@@ -87,8 +89,9 @@ def explain(
 
     Notes
     -----
-    Explainers are cached per model and arguments, so calling ``explain`` again with the same
-    model reuses the compiled function (no retracing).
+    The last eight explainers are cached by model and arguments, so calling ``explain`` again with
+    the same model reuses the compiled function (no retracing). For a loop over many calls, an
+    explainer object (e.g. ``kg.GradCAMPlusPlus(model)``) makes the reuse explicit.
 
     Examples
     --------
@@ -99,13 +102,16 @@ def explain(
     """
     cls = get_method(method)
     try:
-        key = (cls, _hashable(layer), _hashable(sorted(options.items())), batch_size)
+        key = (id(model), cls, _hashable(layer), _hashable(sorted(options.items())), batch_size)
     except TypeError:  # an array option: no caching
         key = None
-    per_model = _CACHE.setdefault(model, {}) if key is not None else {}
-    explainer = per_model.get(key)
-    if explainer is None:
+    explainer = _CACHE.get(key) if key is not None else None
+    if explainer is None or explainer.model is not model:
         explainer = cls(model, layer, batch_size=batch_size, **options)
         if key is not None:
-            per_model[key] = explainer
+            _CACHE[key] = explainer
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
     return explainer(images, targets)
