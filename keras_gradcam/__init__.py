@@ -6,8 +6,9 @@
 >>> exp = cam(images, targets=[3, 7])                             # doctest: +SKIP
 """
 
-from . import datasets
+from . import datasets, metrics
 from .base import BaseCAM
+from .evaluate import evaluate, format_table
 from .explain import explain, get_method
 from .explanation import Explanation
 from .layers import list_layers
@@ -36,8 +37,11 @@ __all__ = [
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
     "datasets",
+    "evaluate",
     "explain",
+    "format_table",
     "get_method",
     "list_layers",
+    "metrics",
     "__version__",
 ]

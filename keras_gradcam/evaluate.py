@@ -1,0 +1,309 @@
+"""``evaluate()``: every metric of :mod:`keras_gradcam.metrics` for every method, as a table.
+
+>>> rows = kg.evaluate(model, images, methods=["gradcam", "gradcam++"], masks=masks)   # doctest: +SKIP
+>>> print(kg.format_table(rows))                                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import keras
+import numpy as np
+
+from . import metrics as M
+from .explain import explain, get_method
+
+__all__ = ["METRICS", "COLUMNS", "evaluate", "format_table"]
+
+#: Metric names :func:`evaluate` accepts in ``metrics=``, in table order.
+METRICS: tuple[str, ...] = (
+    "energy_pointing_game",
+    "pointing_game",
+    "localization",
+    "average_drop",
+    "increase_in_confidence",
+    "win_rate",
+    "deletion_auc",
+    "insertion_auc",
+    "occlusion_correlation",
+    "randomization",
+    "map_area",
+    "map_entropy",
+)
+
+#: Table columns: name -> (what it is, "higher" or "lower" is better, or "" when neither).
+COLUMNS: dict[str, tuple[str, str]] = {
+    "energy_pointing_game": ("share of the map's energy on the object mask", "higher"),
+    "pointing_game": ("hit rate of the map's maximum (within `tolerance` px of the mask)", "higher"),
+    "localization_accuracy": ("fraction of boxes (15 % threshold, largest component) with IoU >= 0.5", "higher"),
+    "localization_iou": ("mean IoU of those boxes with the ground-truth box", "higher"),
+    "average_drop": ("Average Drop %, confidence lost on E = L * I", "lower"),
+    "increase_in_confidence": ("% of images whose confidence rises on E = L * I", "higher"),
+    "win_rate": ("% of images where this method's E keeps the most confidence", "higher"),
+    "deletion_auc": ("RISE deletion AUC (substrate 0)", "lower"),
+    "insertion_auc": ("RISE insertion AUC (from a blurred copy)", "higher"),
+    "occlusion_correlation": ("Spearman rho with an occlusion map", "higher"),
+    "randomization_similarity": ("mean |Spearman| with the trained map over cascading randomisation", "lower"),
+    "map_area": ("fraction of pixels >= 50 % of the map's maximum", ""),
+    "map_entropy": ("normalised entropy of the map", ""),
+}
+
+_LOCALISATION = ("energy_pointing_game", "pointing_game", "localization")
+
+
+def _log(verbose: bool, message: str) -> None:
+    if verbose:
+        print(message, file=sys.stderr, flush=True)
+
+
+def evaluate(
+    model: keras.Model,
+    images,
+    methods: Sequence[str] = ("gradcam", "gradcam++"),
+    masks=None,
+    boxes=None,
+    targets=None,
+    *,
+    metrics: Sequence[str] | None = None,
+    layer=None,
+    score: str = "probability",
+    batch_size: int = 64,
+    tolerance: float = 15,
+    steps: int | None = None,
+    occlusion_patch: int | None = None,
+    occlusion_stride: int | None = None,
+    randomization_images: int | None = 16,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 0,
+    verbose: bool = False,
+) -> list[dict[str, Any]]:
+    """Run every metric for every method on one set of images.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Single-input image classifier; never modified.
+    images : array-like of shape (n_samples, height, width, channels)
+        Preprocessed as the model expects.
+    methods : sequence of str, default=("gradcam", "gradcam++")
+        Names from :data:`keras_gradcam.METHODS` (or any name :func:`keras_gradcam.get_method`
+        knows).
+    masks : array-like of bool, shape (n_samples, height, width), optional
+        Object masks for the pointing games; boxes are derived from them when ``boxes`` is None.
+    boxes : array-like of int, shape (n_samples, 4) or (n_samples, max_boxes, 4), optional
+        Ground-truth boxes ``(y_min, x_min, y_max, x_max)``, max exclusive, for localisation;
+        masks are derived from them when ``masks`` is None (the Score-CAM protocol uses boxes).
+    targets : None, int or sequence of int, default=None
+        Class explained per image by every method and every metric; None: the model's top-1
+        class. Pass the ground-truth labels for the pointing-game protocol.
+    metrics : sequence of str, optional
+        Subset of :data:`METRICS`; None runs all that the inputs allow (the localisation
+        metrics need ``masks`` or ``boxes``; ``win_rate`` needs two methods).
+    layer : str, optional
+        Explained layer for every method (None: each method's default).
+    score : {"probability", "logit", "output"}, default="probability"
+        Score space of the model metrics.
+    batch_size : int, default=64
+        Images per forward pass (explanations and perturbations).
+    tolerance : float, default=15
+        Pointing-game tolerance in pixels (scale it with the image size: 15 px is meant for
+        224-500 px images).
+    steps : int, optional
+        Deletion/insertion steps (None: the image height, as RISE).
+    occlusion_patch, occlusion_stride : int, optional
+        Occlusion window and stride (None: ``min(H, W) / 7`` and a quarter of that).
+    randomization_images : int or None, default=16
+        The randomisation check re-explains this many images (the first ones) once per layer;
+        None uses all.
+    method_options : mapping, optional
+        Per-method options for the explainer, e.g. ``{"smoothgradcam++": {"n_samples": 8}}``.
+    seed : int, default=0
+        Seed of the randomisation check.
+    verbose : bool, default=False
+        Print progress to stderr.
+
+    Returns
+    -------
+    list of dict
+        One row per method: ``"method"``, ``"n_images"``, one column per metric (see
+        :data:`COLUMNS`; ``None`` where not computed) and ``"seconds"`` (time to explain).
+        Print it with :func:`format_table`.
+
+    Raises
+    ------
+    ValueError
+        Unknown metric or method, a localisation metric without masks or boxes, shape
+        mismatches (the message names both shapes).
+
+    Notes
+    -----
+    The occlusion map and the confidences on the unperturbed images are computed once and
+    shared by all methods; each method is explained once. Expensive parts: deletion and
+    insertion (``steps + 1`` forwards per image each), occlusion (one forward per window) and
+    the randomisation check (one explanation per layer with weights).
+
+    Examples
+    --------
+    >>> ds = kg.datasets.make_shapes(n=32, image_size=32)                                    # doctest: +SKIP
+    >>> rows = kg.evaluate(model, ds.images, ["gradcam", "gradcam++"], masks=ds.masks,
+    ...                    targets=ds.labels, tolerance=2)                                   # doctest: +SKIP
+    >>> print(kg.format_table(rows))                                                         # doctest: +SKIP
+    """
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise ValueError("methods is empty; pass names from keras_gradcam.METHODS, e.g. ['gradcam', 'gradcam++'].")
+    for name in methods:
+        get_method(name)  # fail early on a typo
+    x = M._as_images(images)
+    n, height, width = x.shape[:3]
+    shape = (n, height, width)
+    if masks is not None:
+        masks = M._as_masks(masks, shape, ref="images[..., 0]")
+    if boxes is not None:
+        boxes = M._as_boxes(boxes, n)
+    if masks is None and boxes is not None:
+        masks = M.boxes_to_masks(boxes, (height, width))
+    if boxes is None and masks is not None:
+        boxes = M.masks_to_boxes(masks)
+
+    if metrics is None:
+        wanted = [m for m in METRICS if masks is not None or m not in _LOCALISATION]
+    else:
+        wanted = [metrics] if isinstance(metrics, str) else list(metrics)
+        unknown = [m for m in wanted if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}.")
+        if masks is None and any(m in _LOCALISATION for m in wanted):
+            raise ValueError(
+                f"{[m for m in wanted if m in _LOCALISATION]} need ground truth: pass masks= (n_samples, height, "
+                "width) or boxes= (n_samples, 4)."
+            )
+    options = {k: dict(v) for k, v in (method_options or {}).items()}
+    bs = M._positive_int("batch_size", batch_size)
+
+    scorer = M._Scorer(model, score)
+    _, classes = scorer.predict(x, targets, bs)
+    occlusion = None
+    if "occlusion_correlation" in wanted:
+        t0 = time.perf_counter()
+        occlusion = M.occlusion_map(scorer, x, classes, patch=occlusion_patch, stride=occlusion_stride,
+                                    score=score, batch_size=bs)
+        _log(verbose, f"occlusion map: {time.perf_counter() - t0:.1f} s")
+    confidence = any(m in wanted for m in ("average_drop", "increase_in_confidence", "win_rate"))
+
+    rows, kept = [], {}
+    for name in methods:
+        opts = options.get(name, {})
+        t0 = time.perf_counter()
+        exp = explain(model, x, method=name, layer=layer, targets=classes, batch_size=bs, **opts)
+        seconds = time.perf_counter() - t0
+        h = exp.heatmaps
+        row: dict[str, Any] = {"method": name, "n_images": n}
+        if "energy_pointing_game" in wanted:
+            row["energy_pointing_game"] = M.energy_pointing_game(h, masks)
+        if "pointing_game" in wanted:
+            row["pointing_game"] = M.pointing_game(h, masks, tolerance=tolerance)
+        if "localization" in wanted:
+            loc = M.localization(h, boxes)
+            row["localization_accuracy"] = loc.accuracy
+            row["localization_iou"] = float(loc.ious.mean())
+        if confidence:
+            y, o, _ = M._masked_scores(scorer, x, h, classes, score=score, mask_space="preprocessed",
+                                       raw_images=None, preprocess=None, output=None, batch_size=bs)
+            kept[name] = o
+            if "average_drop" in wanted:
+                row["average_drop"] = M._reduce(M._drop(y, o), "mean", nan_ok=True)
+            if "increase_in_confidence" in wanted:
+                row["increase_in_confidence"] = float(100.0 * np.mean(o > y))
+            if "win_rate" in wanted:
+                row["win_rate"] = None  # filled in once every method has run
+        if "deletion_auc" in wanted:
+            row["deletion_auc"] = M.deletion_auc(scorer, x, h, classes, steps=steps, score=score, batch_size=bs)
+        if "insertion_auc" in wanted:
+            row["insertion_auc"] = M.insertion_auc(scorer, x, h, classes, steps=steps, score=score, batch_size=bs)
+        if "occlusion_correlation" in wanted:
+            row["occlusion_correlation"] = M.occlusion_correlation(
+                scorer, x, h, classes, patch=occlusion_patch, stride=occlusion_stride, score=score, occlusion=occlusion
+            )
+        if "randomization" in wanted:
+            k = n if randomization_images is None else min(n, M._positive_int("randomization_images", randomization_images))
+            res = M.randomization_check(model, x[:k], name, layer, classes[:k], seed=seed, batch_size=bs, **opts)
+            row["randomization_similarity"] = res.summary("abs_spearman")
+        if "map_area" in wanted:
+            row["map_area"] = M.map_area(h)
+        if "map_entropy" in wanted:
+            row["map_entropy"] = M.map_entropy(h)
+        row["seconds"] = seconds
+        rows.append(row)
+        _log(verbose, f"{name}: explained in {seconds:.1f} s, metrics done")
+
+    if "win_rate" in wanted and len(kept) > 1:
+        for row in rows:
+            others = np.max([o for k, o in kept.items() if k != row["method"]], axis=0)
+            row["win_rate"] = M._win_outcome(kept[row["method"]], others, "mean")
+    return rows
+
+
+def _cell(value, digits: int) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *, digits: int = 3) -> str:
+    """Render rows (e.g. from :func:`evaluate`) as a Markdown table.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        One dict per row; missing keys print as ``-``.
+    columns : sequence of str, optional
+        Columns in order; None uses every key, in order of first appearance.
+    digits : int, default=3
+        Decimals of float cells.
+
+    Returns
+    -------
+    str
+        A Markdown (GitHub) pipe table, columns padded to equal width; numbers right-aligned.
+
+    Examples
+    --------
+    >>> from keras_gradcam.evaluate import format_table
+    >>> print(format_table([{"method": "gradcam", "pointing_game": 0.75}]))
+    | method  | pointing_game |
+    |:--------|--------------:|
+    | gradcam |         0.750 |
+    """
+    rows = list(rows)
+    if columns is None:
+        columns = []
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+    columns = list(columns)
+    if not columns:
+        return ""
+    cells = [[_cell(row.get(c), digits) for c in columns] for row in rows]
+    numeric = [
+        all(isinstance(row.get(c), (int, float, np.number)) and not isinstance(row.get(c), bool) or row.get(c) is None
+            for row in rows) and any(row.get(c) is not None for row in rows)
+        for c in columns
+    ]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values):
+        out = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "| " + " | ".join(out) + " |"
+
+    rule = "|" + "|".join((("-" * (w + 1)) + ":") if num else (":" + "-" * (w + 1)) for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(columns), rule] + [line(r) for r in cells])
