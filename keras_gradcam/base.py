@@ -247,7 +247,7 @@ class BaseCAM:
         -------
         Explanation
         """
-        x = _as_inputs(images)
+        x = self._ordered(_as_inputs(images))
         arrays = _flat(x)
         n = arrays[0].shape[0] if arrays and arrays[0].ndim else 0
         self._check_inputs(arrays, n)
@@ -258,7 +258,7 @@ class BaseCAM:
         bs = int(batch_size or self.batch_size)
         per_batch = max(1, bs // self._expansion()) if self._expansion() > 1 else bs
         per_batch = min(per_batch, n)
-        chunk = max(1, bs // per_batch) if self._expansion() > 1 else 0
+        chunk = max(1, bs // per_batch)  # variants per pass, for methods that expand samples
         fn = self._function(x, t, chunk, size)
         if not callable(t):
             check_range(t, self._num_classes)
@@ -278,6 +278,16 @@ class BaseCAM:
             predictions=None if (preds < 0).all() else preds.astype(np.int64),
         )
 
+    def _ordered(self, x):
+        """Dict inputs in the order of the model's input dict (Keras matches them by key)."""
+        spec = getattr(self.model, "input", None) if getattr(self.model, "built", False) else None
+        if not (isinstance(x, dict) and isinstance(spec, dict)):
+            return x
+        missing = [k for k in spec if k not in x]
+        if missing:
+            raise ValueError(f"images is missing the model inputs {missing}; the model takes {list(spec)}, got {list(x)}.")
+        return {k: x[k] for k in spec}
+
     def _check_inputs(self, arrays: list[np.ndarray], n: int) -> None:
         if not arrays or n == 0:
             raise ValueError("images is empty; pass a batch of shape (n_samples, ...) with n_samples >= 1.")
@@ -286,7 +296,8 @@ class BaseCAM:
                 raise ValueError(f"all inputs need the same number of samples; got {[b.shape[0] for b in arrays]}.")
             if not np.isfinite(a).all():
                 raise ValueError("images contain NaN or inf values; clean or preprocess them first.")
-        expected = [tuple(t.shape) for t in (getattr(self.model, "inputs", None) or [])]
+        spec = getattr(self.model, "input", None) if getattr(self.model, "built", False) else None
+        expected = [tuple(t.shape) for t in (list(spec.values()) if isinstance(spec, dict) else getattr(self.model, "inputs", None) or [])]
         for a, shape in zip(arrays, expected):
             if len(shape) == a.ndim + 1:
                 raise ValueError(

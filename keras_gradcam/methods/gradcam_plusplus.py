@@ -10,25 +10,25 @@ from ..postprocess import spatial_sum, weighted_sum
 ALPHA_NORMS = (None, "positive", "all")
 
 
-def gradcampp_alpha(acts: tf.Tensor, grads: tf.Tensor, eps: float = 1e-7) -> tf.Tensor:
-    r"""Paper Eq. 19 in its stable form, :math:`\alpha = 1 / (2 + g \sum_{ab} A_{ab})` where g > 0.
+def gradcampp_alpha(acts: tf.Tensor, grads: tf.Tensor, mode: str | None = None, eps: float = 1e-7) -> tf.Tensor:
+    r"""Paper Eq. 19 in its stable form, :math:`\alpha = 1 / (2 + g \sum_{ab} A_{ab})`.
 
-    Equal to :math:`g^2 / (2g^2 + \sum_{ab}A_{ab}\, g^3)`; zero where ``g <= 0`` (it is multiplied
-    by ReLU(g) anyway) and where the denominator is ``<= eps`` (possible only for layers with
-    negative activations, where the closed form breaks down).
+    Equal to :math:`g^2 / (2g^2 + \sum_{ab}A_{ab}\, g^3)` wherever ``g != 0``. Zero where ``g <= 0``
+    (it is multiplied by ReLU(g) anyway) and where the denominator is ``<= eps`` (possible only
+    for layers with negative activations, where the closed form breaks down).
+
+    ``mode`` renormalises alpha per channel, as some implementations do (not the paper):
+    ``"positive"`` divides by its sum over the positive-gradient positions (original TF code),
+    ``"all"`` by its sum over every position with a non-zero gradient, negative ones included
+    (tf-keras-vis).
     """
     den = 2.0 + grads * spatial_sum(acts, keepdims=True)
-    ok = (grads > 0) & (den > eps)
-    return tf.where(ok, 1.0 / tf.where(ok, den, 1.0), 0.0)
-
-
-def renormalize_alpha(alpha: tf.Tensor, grads: tf.Tensor, mode: str | None) -> tf.Tensor:
-    """Optional per-channel renormalisation of alpha found in some implementations (not the paper)."""
+    defined = (grads != 0) & (tf.abs(den) > eps)
+    alpha = tf.where(defined, 1.0 / tf.where(defined, den, 1.0), 0.0)
+    positive = tf.where((grads > 0) & (den > eps), alpha, 0.0)
     if mode is None:
-        return alpha
-    keep = tf.cast(grads > 0, alpha.dtype) if mode == "positive" else tf.ones_like(alpha)
-    total = spatial_sum(alpha * keep, keepdims=True)
-    return tf.math.divide_no_nan(alpha, total)
+        return positive
+    return tf.math.divide_no_nan(positive, spatial_sum(positive if mode == "positive" else alpha, keepdims=True))
 
 
 class GradCAMPlusPlus(BaseCAM):
@@ -80,5 +80,5 @@ class GradCAMPlusPlus(BaseCAM):
         return {**super().get_config(), "alpha_norm": self.alpha_norm}
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
-        alpha = renormalize_alpha(gradcampp_alpha(acts, grads), grads, self.alpha_norm)
+        alpha = gradcampp_alpha(acts, grads, self.alpha_norm)
         return weighted_sum(acts, spatial_sum(alpha * tf.nn.relu(grads)))
