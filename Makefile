@@ -25,6 +25,8 @@ test-slow: install
 
 bench: install
 	$(PY) benchmarks/bench_explainers.py
+	$(PY) benchmarks/bench_callback.py
+	$(PY) benchmarks/bench_scorecam.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache runs outputs

@@ -8,28 +8,51 @@
 
 from . import datasets, metrics
 from .base import BaseCAM
+from .callback import GradCAMCallback
 from .evaluate import evaluate, format_table
 from .explain import explain, get_method
 from .explanation import Explanation
 from .layers import list_layers
+from .overlay import overlay
 from .methods import (
     METHODS,
+    AblationCAM,
+    EigenCAM,
     GradCAM,
     GradCAMPlusPlus,
+    GuidedBackprop,
+    GuidedGradCAM,
+    GuidedGradCAMPlusPlus,
     HiResCAM,
     IntegratedGradCAM,
     LayerCAM,
+    ScoreCAM,
     SmoothGradCAMPlusPlus,
     XGradCAM,
+    guided_clone,
+    guided_relu,
 )
+from .neurons import NeuronImportance, neuron_importance, textual_explanation
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "AblationCAM",
+    "EigenCAM",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "GuidedGradCAMPlusPlus",
+    "NeuronImportance",
+    "ScoreCAM",
+    "guided_clone",
+    "guided_relu",
+    "neuron_importance",
+    "textual_explanation",
     "BaseCAM",
     "Explanation",
     "GradCAM",
+    "GradCAMCallback",
     "GradCAMPlusPlus",
     "HiResCAM",
     "IntegratedGradCAM",
@@ -43,5 +66,6 @@ __all__ = [
     "get_method",
     "list_layers",
     "metrics",
+    "overlay",
     "__version__",
 ]

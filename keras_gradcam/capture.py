@@ -93,10 +93,15 @@ class Capture:
 
     # -- model outputs -------------------------------------------------------------------------
     def _output_index(self, output) -> int | None:
+        """Position of the explained output in ``keras.tree.flatten(outputs)`` order."""
         names = list(getattr(self.model, "output_names", None) or [])
         n_out = len(getattr(self.model, "outputs", None) or []) or 1
+        structure = getattr(self.model, "output", None) if getattr(self.model, "built", False) else None
         if output is None:
             return None if n_out > 1 else 0
+        if isinstance(output, str) and isinstance(structure, dict) and output in structure:
+            keys = keras.tree.flatten({k: k for k in structure})  # dict keys in flatten order
+            return keys.index(output)
         if isinstance(output, str):
             if output not in names:
                 raise ValueError(f"output={output!r} is not an output of the model; its outputs are {names}.")
@@ -107,18 +112,13 @@ class Capture:
 
     def select(self, outputs):
         """The output explained by class-index targets."""
-        if isinstance(outputs, dict):
-            names = list(getattr(self.model, "output_names", None) or outputs)
-            if self.output_index is None:
-                raise ValueError(self._ambiguous(names))
-            return outputs[names[self.output_index]]
-        if isinstance(outputs, (list, tuple)):
-            if len(outputs) == 1:
-                return outputs[0]
-            if self.output_index is None:
-                raise ValueError(self._ambiguous(list(getattr(self.model, "output_names", []))))
-            return outputs[self.output_index]
-        return outputs
+        flat = keras.tree.flatten(outputs)
+        if len(flat) == 1:
+            return flat[0]
+        if self.output_index is None:
+            names = list(outputs) if isinstance(outputs, dict) else list(getattr(self.model, "output_names", []))
+            raise ValueError(self._ambiguous(names))
+        return flat[self.output_index]
 
     @staticmethod
     def _ambiguous(names) -> str:

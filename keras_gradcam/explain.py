@@ -14,7 +14,9 @@ from .targets import Targets
 __all__ = ["explain", "get_method"]
 
 _ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "smoothgradcampp": "smoothgradcam++",
-            "smoothgradcamplusplus": "smoothgradcam++", "integratedgradcam": "integrated-gradcam"}
+            "smoothgradcamplusplus": "smoothgradcam++", "integratedgradcam": "integrated-gradcam",
+            "guidedgradcampp": "guided-gradcam++", "guidedgradcamplusplus": "guided-gradcam++",
+            "guidedbackpropagation": "guided-backprop"}
 
 # the last few explainers, so that repeated explain() calls reuse their compiled functions;
 # bounded, because an explainer holds its model

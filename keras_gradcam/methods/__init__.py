@@ -1,16 +1,34 @@
 """One module per method, each holding its math; :data:`METHODS` maps names to classes."""
 
+from .ablationcam import AblationCAM
+from .eigencam import EigenCAM
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
+from .guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus, guided_clone, guided_relu
 from .hirescam import HiResCAM
 from .integrated_gradcam import IntegratedGradCAM
 from .layercam import LayerCAM
+from .scorecam import ScoreCAM
 from .smooth_gradcam_plusplus import SmoothGradCAMPlusPlus
 from .xgradcam import XGradCAM
 
 METHODS = {
     cls.name: cls
-    for cls in (GradCAM, GradCAMPlusPlus, SmoothGradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, IntegratedGradCAM)
+    for cls in (
+        GradCAM,
+        GradCAMPlusPlus,
+        SmoothGradCAMPlusPlus,
+        XGradCAM,
+        HiResCAM,
+        LayerCAM,
+        IntegratedGradCAM,
+        GuidedBackprop,
+        GuidedGradCAM,
+        GuidedGradCAMPlusPlus,
+        ScoreCAM,
+        AblationCAM,
+        EigenCAM,
+    )
 }
 
 __all__ = [
@@ -22,4 +40,12 @@ __all__ = [
     "HiResCAM",
     "LayerCAM",
     "IntegratedGradCAM",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "GuidedGradCAMPlusPlus",
+    "ScoreCAM",
+    "AblationCAM",
+    "EigenCAM",
+    "guided_clone",
+    "guided_relu",
 ]

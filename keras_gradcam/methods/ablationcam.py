@@ -1,0 +1,175 @@
+"""Ablation-CAM (Desai & Ramaswamy, WACV 2020)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..capture import Capture
+from .scorecam import _ChannelPerturbation
+
+__all__ = ["AblationCAM"]
+
+DROPS = ("relative", "absolute")
+
+
+class AblationCAM(_ChannelPerturbation):
+    r"""Ablation-CAM: each channel weighted by how much the class score drops without it.
+
+    Gradient-free: channel *k* of the layer is set to zero inside the network (an intervention
+    on the activations, not on the input) and the forward pass is finished; a channel whose
+    removal lowers the target score a lot gets a large weight.
+
+    Parameters
+    ----------
+    model, layer, output, score, batch_size
+        See :class:`~keras_gradcam.base.BaseCAM`. ``batch_size`` bounds the number of ablated copies
+        in one forward pass. ``counterfactual`` is not supported (no gradients).
+    drop : {"relative", "absolute"}, default="relative"
+        ``"relative"`` is the paper's :math:`(y^c - y^c_k) / y^c`; ``"absolute"`` is
+        :math:`y^c - y^c_k`. The relative drop is meaningless when :math:`y^c \le 0` (the sign
+        flips): such samples use the absolute drop and a ``UserWarning`` says how many there were.
+    head_only : bool, default=True
+        When the layer is a top-level layer of a Functional or Sequential model and the model's
+        output depends on the input only through that layer (no skip connection around it), the
+        ablated passes run only the sub-network after the layer, which is much cheaper. Otherwise,
+        and with ``head_only=False``, every ablated pass runs the whole model with the channel
+        zeroed as the layer's output is produced (this works for layers inside nested backbones).
+        Both give the same weights.
+    verbose : {0, 1, 2}, default=1
+        ``keras.utils.Progbar`` over the forward passes; 0 is silent.
+
+    Returns
+    -------
+    Explanation
+        ``extras["channel_weights"]`` holds the ``(n_samples, channels)`` weights.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``drop`` or ``counterfactual=True``.
+
+    Notes
+    -----
+    With :math:`y^c` the explained score (the pre-softmax logit by default) and :math:`y^c_k` the
+    same score with channel :math:`A^k` set to 0:
+
+    .. math:: w^c_k = \frac{y^c - y^c_k}{y^c},\qquad L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A^k\Big)
+
+    Ablation sets the channel to 0, as in the paper (pytorch-grad-cam uses ``min - 1e7`` for
+    layers with negative activations). Cost: one forward pass plus ``K`` forward passes per
+    sample (``K`` = channels of the layer), of the head only when possible, no backward pass.
+
+    References
+    ----------
+    S. Desai and H. G. Ramaswamy, "Ablation-CAM: Visual Explanations for Deep Convolutional
+    Network via Gradient-free Localization", WACV 2020.
+
+    Examples
+    --------
+    >>> cam = AblationCAM(model, layer="conv2d_1", verbose=0)   # doctest: +SKIP
+    >>> exp = cam(images)                                       # doctest: +SKIP
+    >>> exp.extras["channel_weights"].shape                     # doctest: +SKIP
+    (8, 128)
+    """
+
+    name = "ablationcam"
+
+    def __init__(self, model, layer=None, *, drop: str = "relative", head_only: bool = True, **kwargs):
+        if drop not in DROPS:
+            raise ValueError(f"drop must be one of {DROPS}; got {drop!r}.")
+        self.drop = drop
+        self.head_only = bool(head_only)
+        self._head_capture: Capture | None = None
+        self._nonpositive = 0
+        super().__init__(model, layer, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "drop": self.drop, "head_only": self.head_only}
+
+    # -- the sub-network after the layer -------------------------------------------------------
+    def _setup(self, sample=None) -> None:
+        super()._setup(sample)
+        head = self._head_model() if self.head_only else None
+        self._head_capture = None
+        if head is not None:
+            self._head_capture = Capture(head, [], output=self._capture.output_index, score=self.score)
+
+    def _head_model(self) -> keras.Model | None:
+        """``keras.Model(layer.output, model.output)`` if the output depends only on the layer."""
+        info = self.layers[0]
+        if "/" in info.path:
+            return None
+        try:
+            try:
+                outputs = self.model.output
+            except (AttributeError, ValueError):
+                outputs = self.model.outputs
+                outputs = outputs[0] if len(outputs) == 1 else outputs
+            return keras.Model(info.layer.output, outputs)
+        except (AttributeError, ValueError, TypeError, KeyError):
+            return None  # disconnected: a path to the output bypasses the layer
+
+    @property
+    def uses_head(self) -> bool:
+        """Whether ablated passes run only the sub-network after the layer."""
+        if self._capture is None:
+            raise RuntimeError("the model is not built yet; call the explainer on a batch first.")
+        return self._head_capture is not None
+
+    def _contexts(self) -> list:
+        extra = [self._head_capture.active()] if self._head_capture is not None else []
+        return super()._contexts() + extra
+
+    # -- the ablated passes --------------------------------------------------------------------
+    def _perturbed_scores(self, xb, acts, channels, targets, size):
+        info = self.layers[0]
+        c = tf.shape(channels)[1]
+        k = acts.shape[-1]
+        keep = tf.reshape(1.0 - tf.one_hot(tf.transpose(channels), k), [-1, k])  # (c * B, K)
+        rank = acts.shape.rank
+        tiled_targets = self._tile_targets(targets, c)
+        if self._head_capture is not None:
+            ablated = self._tile(acts, c) * tf.reshape(keep, [-1] + [1] * (rank - 2) + [k])
+            if info.channels_first:
+                ablated = tf.transpose(ablated, [0, rank - 1] + list(range(1, rank - 1)))
+            ablated = tf.cast(ablated, info.layer.output.dtype)
+            cap = self._head_capture(ablated, tiled_targets, gradients=False)
+        else:
+            shape = [-1, k] + [1] * (rank - 2) if info.channels_first else [-1] + [1] * (rank - 2) + [k]
+
+            def edit(i, out):
+                return out * tf.cast(tf.reshape(keep, shape), out.dtype)
+
+            tiled = tf.nest.map_structure(lambda a: self._tile(a, c), xb)
+            cap = self._capture(tiled, tiled_targets, gradients=False, edit=edit)
+        shape = tf.stack([c, -1])
+        scores = tf.reshape(cap.scores, shape)
+        return scores, tf.ones_like(scores, tf.bool)
+
+    def _begin(self) -> None:
+        self._nonpositive = 0
+
+    def _weights(self, clean_scores, scores, valid):
+        y = clean_scores[:, None].astype(np.float64)
+        drop = y - scores
+        if self.drop == "absolute":
+            return drop
+        positive = y > 0
+        self._nonpositive += int((~positive).sum())
+        return np.where(positive, drop / np.where(positive, y, 1.0), drop)
+
+    def _finish(self) -> None:
+        if self._nonpositive:
+            warnings.warn(
+                f"{self._nonpositive} sample(s) have an explained score y <= 0, where the relative drop "
+                "(y - y_k) / y is undefined or flips sign; their channel weights use the absolute drop "
+                "y - y_k instead. Pass drop='absolute' to use it for all samples.",
+                UserWarning,
+                stacklevel=3,
+            )
+        self._nonpositive = 0

@@ -1,0 +1,127 @@
+"""Eigen-CAM (Muhammad & Yeasin, IJCNN 2020)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from ..base import BaseCAM
+
+__all__ = ["EigenCAM", "eigen_map"]
+
+
+def eigen_map(acts: tf.Tensor, center: bool = False) -> tf.Tensor:
+    r"""Projection of the activations on their first principal direction, one map per sample.
+
+    Parameters
+    ----------
+    acts : tf.Tensor of shape (B, *spatial, K)
+        Activations, channels last.
+    center : bool, default=False
+        Subtract each channel's spatial mean before the SVD (and project the centred matrix).
+
+    Returns
+    -------
+    tf.Tensor of shape (B, *spatial)
+        :math:`O v_1` with the sign chosen so that the entry of largest absolute value is
+        positive (a zero map stays zero).
+
+    Notes
+    -----
+    With :math:`O \in \mathbb{R}^{Z \times K}` the activations of one sample reshaped to
+    (positions, channels) and :math:`O = U \Sigma V^\top` its thin SVD,
+    :math:`L = O v_1 = \sigma_1 u_1`. The SVD is batched (``tf.linalg.svd``).
+
+    References
+    ----------
+    M. B. Muhammad and M. Yeasin, "Eigen-CAM: Class Activation Map using Principal Components",
+    IJCNN 2020.
+
+    Examples
+    --------
+    >>> acts = tf.constant([[[[1.0, 0.0]], [[3.0, 0.0]]]])   # (1, 2, 1, 2): one sample, 2x1 grid
+    >>> eigen_map(acts).numpy().round(3).tolist()
+    [[[1.0], [3.0]]]
+    """
+    acts = tf.cast(acts, tf.float32)
+    shape = tf.shape(acts)
+    k = acts.shape[-1]
+    o = tf.reshape(acts, tf.stack([shape[0], -1, k]))  # (B, Z, K)
+    if center:
+        o = o - tf.reduce_mean(o, axis=1, keepdims=True)
+    _, _, v = tf.linalg.svd(o, full_matrices=False)  # TF returns V, not V^H
+    projected = tf.einsum("bzk,bk->bz", o, v[..., 0])
+    peak = tf.gather(projected, tf.argmax(tf.abs(projected), axis=1, output_type=tf.int32), batch_dims=1)
+    sign = tf.where(peak < 0, -1.0, 1.0)
+    return tf.reshape(projected * sign[:, None], shape[:-1])
+
+
+class EigenCAM(BaseCAM):
+    r"""Eigen-CAM: the first principal component of the layer's activations.
+
+    Class-agnostic and gradient-free: the map is where the layer's dominant activation pattern is
+    strongest, whatever the target. ``exp.targets`` and ``exp.scores`` still report the top-1 class
+    (or the given targets) for reference; they do not change the map.
+
+    Parameters
+    ----------
+    model, layer, output, score, batch_size
+        See :class:`~keras_gradcam.base.BaseCAM`. ``counterfactual`` is not supported (no
+        gradients).
+    center : bool, default=False
+        Subtract the per-channel mean before the SVD (pytorch-grad-cam); the paper does not centre.
+    relu : bool, default=False
+        Apply a ReLU to the projection before upsampling (pytorch-grad-cam's generic post-processing;
+        not part of the method). Heatmaps are min-max normalised either way.
+
+    Raises
+    ------
+    ValueError
+        ``counterfactual=True``.
+
+    Notes
+    -----
+    Per sample, with :math:`O` the activations reshaped to (positions, channels) and
+    :math:`O = U\Sigma V^\top`:
+
+    .. math:: L = O\, v_1 \quad (\text{reshaped to the layer's spatial grid})
+
+    The SVD's sign is arbitrary; the rule here makes the entry of largest absolute value positive.
+    One forward pass, no backward pass, plus one batched SVD of a :math:`Z \times K` matrix per
+    sample. Being independent of everything above the layer, Eigen-CAM passes no
+    model-randomisation sanity check for those layers.
+
+    References
+    ----------
+    M. B. Muhammad and M. Yeasin, "Eigen-CAM: Class Activation Map using Principal Components",
+    IJCNN 2020.
+
+    Examples
+    --------
+    >>> exp = EigenCAM(model, layer="conv2d_1")(images)   # doctest: +SKIP
+    >>> exp.heatmaps.shape                                # doctest: +SKIP
+    (8, 64, 64)
+    """
+
+    name = "eigencam"
+    relu = False
+    gradients = False
+
+    def __init__(self, model, layer=None, *, center: bool = False, relu: bool = False, **kwargs):
+        if kwargs.get("counterfactual"):
+            raise ValueError(
+                "counterfactual=True negates gradients, but Eigen-CAM uses no gradients (and no class); "
+                "use GradCAM(..., counterfactual=True) for counterfactual explanations."
+            )
+        self.center = bool(center)
+        self.relu = bool(relu)
+        super().__init__(model, layer, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("counterfactual", None)
+        return {**config, "center": self.center, "relu": self.relu}
+
+    def compute(self, acts: tf.Tensor, grads: tf.Tensor | None) -> tf.Tensor:
+        return eigen_map(acts, self.center)

@@ -1,0 +1,286 @@
+"""Score-CAM, Ablation-CAM and Eigen-CAM against numbers computed independently with numpy."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from keras_gradcam.methods.ablationcam import AblationCAM
+from keras_gradcam.methods.eigencam import EigenCAM
+from keras_gradcam.methods.scorecam import ScoreCAM, plan_passes
+
+# A tiny network: 1x1 conv (3 channels, the third constant) -> 2x2 average pooling (the explained
+# layer, 3x3x3) -> global average pooling -> Dense(3). Every number below follows from these weights.
+# Upsampling 3 -> 6 misses interior extremes, so normalising masks before or after it differs.
+KERNEL = np.array([1.0, -1.0, 0.0], np.float32).reshape(1, 1, 1, 3)
+BIAS = np.array([0.0, 0.5, 0.3], np.float32)
+DENSE = np.array([[2.0, -1.0, 0.5], [1.0, 1.5, -2.0], [0.5, 0.2, 0.1]], np.float32)  # (channels, classes)
+DENSE_B = np.array([0.1, -0.2, 0.0], np.float32)
+
+
+def tiny(activation=None, nested=False, skip=False) -> keras.Model:
+    inp = keras.Input((6, 6, 1))
+    conv = keras.layers.Conv2D(3, 1, name="conv")
+    pool = keras.layers.AveragePooling2D(2, name="pool")
+    if nested:
+        backbone = keras.Model(inp, pool(conv(inp)), name="backbone")
+        h = backbone(inp)
+    else:
+        h = pool(conv(inp))
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    dense = keras.layers.Dense(3, activation=activation, name="dense")
+    out = dense(h)
+    if skip:  # a path around the explained layer: the logits also get 0.7 * mean(x)
+        side = keras.layers.Dense(3, use_bias=False, name="side")
+        out = keras.layers.Add()([out, side(keras.layers.GlobalAveragePooling2D()(inp))])
+        side.set_weights([np.full((1, 3), 0.7, np.float32)])
+    model = keras.Model(inp, out)
+    conv.set_weights([KERNEL, BIAS])
+    dense.set_weights([DENSE, DENSE_B])
+    return model
+
+
+X = np.random.default_rng(0).uniform(-1, 1, size=(3, 6, 6, 1)).astype(np.float32)
+
+
+def np_acts(x):
+    """The pooled conv activations (N, 3, 3, 3)."""
+    a = x * KERNEL[0, 0] + BIAS
+    n = a.shape[0]
+    return a.reshape(n, 3, 2, 3, 2, 3).mean(axis=(2, 4))
+
+
+def np_logits(x, skip=False):
+    out = np_acts(x).mean(axis=(1, 2)) @ DENSE + DENSE_B
+    return out + 0.7 * x.mean(axis=(1, 2, 3))[:, None] if skip else out
+
+
+def softmax(z, axis=-1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def up(maps, size=(6, 6)):
+    """Bilinear (half-pixel) upsampling by TensorFlow: (N, h, w) -> (N, *size)."""
+    return tf.image.resize(maps[..., None], size, method="bilinear").numpy()[..., 0]
+
+
+def minmax(m):
+    lo = m.min(axis=(1, 2), keepdims=True)
+    span = m.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 1e-8, (m - lo) / np.where(span > 1e-8, span, 1), 0.0)
+
+
+def np_scorecam(x, targets, variant="probability"):
+    acts = np_acts(x)
+    scores = np.zeros((len(x), 3))
+    valid = np.zeros((len(x), 3), bool)
+    for k in range(3):
+        u = up(acts[..., k])
+        valid[:, k] = (u.max(axis=(1, 2)) - u.min(axis=(1, 2))) > 1e-8
+        logits = np_logits(x * minmax(u)[..., None])
+        picked = softmax(logits) if variant == "probability" else logits
+        scores[:, k] = picked[np.arange(len(x)), targets]
+    if variant == "probability":
+        weights = np.where(valid, scores, 0.0)
+    else:
+        weights = np.where(valid, softmax(np.where(valid, scores, -np.inf), axis=1), 0.0)
+    layer_map = np.maximum((acts * weights[:, None, None]).sum(-1), 0)
+    return weights, layer_map, minmax(up(layer_map))
+
+
+TARGETS = np.array([0, 1, 2])
+
+
+# -- Score-CAM --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["probability", "channel-softmax"])
+def test_scorecam_weights_by_hand(variant):
+    exp = ScoreCAM(tiny(), "pool", weights=variant, verbose=0)(X, targets=TARGETS)
+    weights, layer_map, heat = np_scorecam(X, TARGETS, variant)
+    assert weights[:, 2].max() == 0 and weights[:, :2].min() > 0  # constant channel 2 skipped
+    np.testing.assert_allclose(exp.extras["channel_weights"], weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(exp.layer_heatmaps, layer_map, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(exp.heatmaps, heat, atol=1e-5)
+
+
+def test_scorecam_does_not_softmax_twice():
+    weights, _, _ = np_scorecam(X, TARGETS)
+    as_logits = ScoreCAM(tiny("softmax"), "pool", verbose=0)(X, targets=TARGETS)
+    as_probs = ScoreCAM(tiny("softmax"), "pool", score="output", verbose=0)(X, targets=TARGETS)
+    np.testing.assert_allclose(as_logits.extras["channel_weights"], weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(as_probs.extras["channel_weights"], weights, rtol=1e-5, atol=1e-6)
+    twice = softmax(softmax(np_logits(X * minmax(up(np_acts(X)[..., 0]))[..., None])))[np.arange(3), TARGETS]
+    assert np.abs(twice - weights[:, 0]).max() > 1e-3  # the check can tell a double softmax
+
+
+def test_faster_scorecam_keeps_the_top_std_channels():
+    exp = ScoreCAM(tiny(), "pool", max_channels=1, verbose=0)(X, targets=TARGETS)
+    full, _, _ = np_scorecam(X, TARGETS)
+    std = np_acts(X).std(axis=(1, 2))
+    best = std.argmax(axis=1)
+    expected = np.zeros_like(full)
+    expected[np.arange(3), best] = full[np.arange(3), best]
+    np.testing.assert_allclose(exp.extras["channel_weights"], expected, rtol=1e-5, atol=1e-6)
+
+
+# -- Ablation-CAM -----------------------------------------------------------------------------------
+
+
+def np_ablation(x, targets, skip=False, absolute=False):
+    """y_k with channel k of the pooled layer set to 0, through the (linear) head, by numpy."""
+    y = np_logits(x, skip)[np.arange(len(x)), targets]
+    weights = np.zeros((len(x), 3))
+    for k in range(3):
+        acts = np_acts(x)
+        acts[..., k] = 0
+        yk = (acts.mean(axis=(1, 2)) @ DENSE + DENSE_B)[np.arange(len(x)), targets]
+        if skip:
+            yk = yk + 0.7 * x.mean(axis=(1, 2, 3))
+        weights[:, k] = (y - yk) if absolute else (y - yk) / y
+    return y, weights
+
+
+POSITIVE = np.array([0, 0, 0])  # class 0 has a positive logit for every sample of X
+
+
+def test_ablation_weights_by_hand_on_every_path():
+    y, weights = np_ablation(X, POSITIVE)
+    assert (y > 0).all()
+    layer_map = np.maximum((np_acts(X) * weights[:, None, None]).sum(-1), 0)
+    runs = {
+        "head": AblationCAM(tiny(), "pool", verbose=0),
+        "full": AblationCAM(tiny(), "pool", head_only=False, verbose=0),
+        "nested": AblationCAM(tiny(nested=True), "backbone/pool", verbose=0),
+    }
+    for name, cam in runs.items():
+        exp = cam(X, targets=POSITIVE)
+        assert cam.uses_head == (name == "head"), name
+        np.testing.assert_allclose(exp.extras["channel_weights"], weights, rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(exp.layer_heatmaps, layer_map, rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(exp.scores, y, rtol=1e-5, err_msg=name)
+
+
+def test_ablation_with_a_skip_connection_runs_the_whole_model():
+    cam = AblationCAM(tiny(skip=True), "pool", verbose=0)
+    exp = cam(X, targets=POSITIVE)
+    assert not cam.uses_head
+    _, weights = np_ablation(X, POSITIVE, skip=True)
+    np.testing.assert_allclose(exp.extras["channel_weights"], weights, rtol=1e-4, atol=1e-6)
+
+
+def test_ablation_nonpositive_score_warns_and_uses_the_absolute_drop():
+    targets = np.array([0, 1, 2])
+    y, absolute = np_ablation(X, targets, absolute=True)
+    assert (y <= 0).any() and (y > 0).any()
+    with pytest.warns(UserWarning, match=r"y <= 0"):
+        exp = AblationCAM(tiny(), "pool", verbose=0)(X, targets=targets)
+    _, relative = np_ablation(X, targets)
+    expected = np.where(y[:, None] > 0, relative, absolute)
+    np.testing.assert_allclose(exp.extras["channel_weights"], expected, rtol=1e-4, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exp = AblationCAM(tiny(), "pool", drop="absolute", verbose=0)(X, targets=targets)
+    np.testing.assert_allclose(exp.extras["channel_weights"], absolute, rtol=1e-4, atol=1e-6)
+
+
+# -- Eigen-CAM --------------------------------------------------------------------------------------
+
+
+def np_eigen(acts, center=False):
+    maps = []
+    for a in acts:
+        o = a.reshape(-1, a.shape[-1]).astype(np.float64)
+        if center:
+            o = o - o.mean(axis=0)
+        _, _, vt = np.linalg.svd(o, full_matrices=False)
+        m = o @ vt[0]
+        m = m * (1.0 if m[np.abs(m).argmax()] > 0 else -1.0)
+        maps.append(m.reshape(a.shape[:-1]))
+    return np.stack(maps)
+
+
+@pytest.fixture(scope="module")
+def conv_net():
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((12, 12, 3))
+    h = keras.layers.Conv2D(6, 3, activation="relu", name="c1")(inp)
+    h = keras.layers.Conv2D(5, 3, name="c2")(h)  # signed activations: the sign rule matters
+    out = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(h))
+    return keras.Model(inp, out)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_eigencam_against_numpy_svd(conv_net, center):
+    x = np.random.default_rng(1).normal(size=(4, 12, 12, 3)).astype(np.float32)
+    acts = keras.Model(conv_net.input, conv_net.get_layer("c2").output)(x).numpy()
+    cam = EigenCAM(conv_net, "c2", center=center)
+    exp = cam(x)
+    expected = np_eigen(acts, center)
+    np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert (exp.layer_heatmaps < 0).any()  # no ReLU by default
+    np.testing.assert_allclose(exp.heatmaps, minmax(up(expected, (12, 12))), atol=1e-4)
+    other = cam(x, targets=[3, 2, 1, 0])  # class-agnostic
+    np.testing.assert_allclose(other.heatmaps, exp.heatmaps, atol=1e-6)
+
+
+# -- shared behaviour -------------------------------------------------------------------------------
+
+
+def test_batch_equals_one_by_one_and_chunking_does_not_matter(conv_net):
+    x = np.random.default_rng(4).normal(size=(3, 12, 12, 3)).astype(np.float32)
+    for cls in (ScoreCAM, AblationCAM, EigenCAM):
+        kwargs = {} if cls is EigenCAM else {"verbose": 0}
+        cam = cls(conv_net, "c2", batch_size=4, **kwargs)
+        full = cam(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # y <= 0 samples for Ablation-CAM
+            wide = cam(x, batch_size=64)
+            for i in range(len(x)):
+                one = cam(x[i : i + 1])
+                np.testing.assert_allclose(one.heatmaps, full.heatmaps[i : i + 1], atol=1e-5, err_msg=cls.name)
+        np.testing.assert_allclose(wide.heatmaps, full.heatmaps, atol=1e-5, err_msg=cls.name)
+
+
+def test_nested_backbone_equals_flat_for_scorecam_and_eigencam():
+    flat, nested = tiny(), tiny(nested=True)
+    for cls, kwargs in ((ScoreCAM, {"verbose": 0}), (EigenCAM, {})):
+        a = cls(flat, "pool", **kwargs)(X, targets=TARGETS)
+        b = cls(nested, "backbone/pool", **kwargs)(X, targets=TARGETS)
+        np.testing.assert_allclose(b.heatmaps, a.heatmaps, atol=1e-6, err_msg=cls.name)
+
+
+def test_plan_passes_bounds_images_per_pass():
+    for n, k, bs in [(8, 64, 32), (8, 3, 32), (1, 2048, 8), (5, 7, 1), (3, 100, 250)]:
+        samples, chunk = plan_passes(n, k, bs)
+        assert 1 <= samples <= n and 1 <= chunk <= k
+        assert samples * chunk <= max(bs, 1)
+
+
+def test_progress_bar_only_when_verbose(capsys):
+    cam = ScoreCAM(tiny(), "pool", verbose=1)
+    cam(X[:1])
+    assert "pass" in capsys.readouterr().out
+    cam.verbose = 0
+    cam(X[:1])
+    assert capsys.readouterr().out == ""
+
+
+def test_options_are_checked():
+    model = tiny()
+    for cls in (ScoreCAM, AblationCAM, EigenCAM):
+        with pytest.raises(ValueError, match="counterfactual"):
+            cls(model, "pool", counterfactual=True)
+    with pytest.raises(ValueError, match="weights must be one of"):
+        ScoreCAM(model, "pool", weights="softmax")
+    with pytest.raises(ValueError, match="max_channels"):
+        ScoreCAM(model, "pool", max_channels=0)
+    with pytest.raises(ValueError, match="drop must be one of"):
+        AblationCAM(model, "pool", drop="ratio")
+    with pytest.raises(ValueError, match="verbose"):
+        AblationCAM(model, "pool", verbose=3)
