@@ -1,0 +1,647 @@
+"""GradCAMCallback with real parts: Keras fit, TensorBoard's own event loader and server.
+
+Expected values come from the library's public pieces used independently (``explain`` +
+``overlay``), from hand-made masks, or from training runs compared with each other.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import plugin_event_accumulator, plugin_event_multiplexer
+
+import keras_gradcam
+from keras_gradcam import callback as callback_module
+from keras_gradcam import datasets
+from keras_gradcam.callback import GradCAMCallback, _energy_inside, _pointing_hit, _tile
+from keras_gradcam.explain import explain
+from keras_gradcam.overlay import overlay
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 16
+N_PROBES = 4
+PROBE_TAGS = {f"gradcam++/probe_{i:02d}" for i in range(N_PROBES)}
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def tiny_model(size=SIZE, classes=3, name_prefix=""):
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name=name_prefix + "c1")(inp)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name=name_prefix + "c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(classes, name=name_prefix + "head")(x)
+    model = keras.Model(inp, out)
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = datasets.make_shapes(n=24, image_size=SIZE, seed=3)
+    probes = ds[datasets.make_probe_set(ds, per_class=1)]
+    extra = ds[[0]]
+    probe_images = np.concatenate([probes.images, extra.images])
+    return {
+        "x": ds.images,
+        "y": ds.labels,
+        "probes": probe_images,
+        "labels": np.concatenate([probes.labels, extra.labels]),
+        "masks": np.concatenate([probes.masks, extra.masks]),
+        "names": ds.class_names,
+    }
+
+
+def load_run(run_dir) -> plugin_event_accumulator.EventAccumulator:
+    acc = plugin_event_accumulator.EventAccumulator(
+        str(run_dir), size_guidance={"tensors": 0}, tensor_size_guidance={"images": 0, "scalars": 0, "text": 0}
+    )
+    acc.Reload()
+    return acc
+
+
+def decode(event) -> np.ndarray:
+    width, height, data = tf.make_ndarray(event.tensor_proto)
+    image = tf.io.decode_image(data, channels=3).numpy()
+    assert image.shape[:2] == (int(height), int(width))
+    return image
+
+
+def fit(model, data, cb, epochs=2, **kwargs):
+    callbacks = [cb] if cb else []
+    return model.fit(data["x"], data["y"], epochs=epochs, batch_size=8, verbose=0, callbacks=callbacks, **kwargs)
+
+
+# -- metrics, by hand -----------------------------------------------------------------------------
+def test_energy_inside_by_hand():
+    heat = np.zeros((3, 4, 4), np.float32)
+    heat[0, 0, 0], heat[0, 3, 3] = 3.0, 1.0  # 3 of 4 units on the object
+    heat[2] = 1.0  # uniform map, object of 4 pixels out of 16
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, :2, :2] = True
+    masks[2, 1:3, 1:3] = True
+    masks[1, 0, 0] = True  # heat[1] is all zero: no evidence anywhere
+    share = _energy_inside(heat, masks)
+    np.testing.assert_allclose(share[[0, 2]], [0.75, 0.25])
+    assert np.isnan(share[1])
+    empty = _energy_inside(np.ones((1, 4, 4)), np.zeros((1, 4, 4), bool))
+    assert np.isnan(empty[0])  # no object: left out
+
+
+def test_pointing_hit_by_hand():
+    heat = np.zeros((4, 5, 5), np.float32)
+    masks = np.zeros((4, 5, 5), bool)
+    heat[0, 1, 1] = 1.0
+    masks[0, 1, 1] = True  # hit
+    heat[1, 4, 4] = 1.0
+    masks[1, 0, 0] = True  # miss
+    heat[2, 0, 3] = heat[2, 2, 0] = 1.0
+    masks[2, 0, 3] = True  # tie: first in row-major order (0, 3) -> hit
+    masks[3, 2, 2] = True  # all-zero map: a miss
+    np.testing.assert_array_equal(_pointing_hit(heat, masks), [1.0, 0.0, 1.0, 0.0])
+    # tolerance: (4, 4) is sqrt(32) ~ 5.66 px from (0, 0)
+    assert _pointing_hit(heat[1:2], masks[1:2], tolerance=5.0)[0] == 0.0
+    assert _pointing_hit(heat[1:2], masks[1:2], tolerance=6.0)[0] == 1.0
+    assert np.isnan(_pointing_hit(np.ones((1, 3, 3)), np.zeros((1, 3, 3), bool))[0])
+
+
+def test_tile_layout():
+    tiles = np.stack([np.full((2, 3, 3), i, np.uint8) for i in range(5)])
+    grid = _tile(tiles, gap=1)
+    assert grid.shape == (2 * 2 + 1, 3 * 3 + 2, 3)  # 3 columns, 2 rows
+    assert grid[0, 0, 0] == 0 and grid[0, 4, 0] == 1 and grid[3, 0, 0] == 3 and grid[3, 4, 0] == 4
+    assert grid[2, 0, 0] == 255 and grid[3, 8, 0] == 255  # gap line and empty slot
+
+
+# -- construction-time errors ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"probe_images": np.zeros((SIZE, SIZE))}, ValueError, r"\(n_probes, height, width, channels\).*batch axis"),
+        ({"probe_images": np.zeros((1, 2, SIZE, SIZE, 3))}, ValueError, "got shape"),
+        ({"probe_images": {"a": np.zeros((1, SIZE, SIZE, 3))}}, TypeError, "Multi-input models are not supported"),
+        ({"probe_images": np.full((2, SIZE, SIZE, 3), np.nan)}, ValueError, "NaN"),
+        ({"probe_images": np.zeros((2, SIZE, SIZE, 5))}, ValueError, "pass display_images="),
+        ({"targets": "label"}, ValueError, "needs probe_labels"),
+        ({"targets": "top1"}, ValueError, '"predicted", "label", an int or one int per probe'),
+        ({"targets": 1.5}, TypeError, '"predicted", "label", an int or one int per probe'),
+        ({"targets": True}, TypeError, "one int per probe"),
+        ({"targets": -1}, ValueError, ">= 0"),
+        ({"targets": [0, 1]}, ValueError, "2 entries but there are 3 probes"),
+        ({"every_n_epochs": 0}, ValueError, "every_n_epochs must be an int >= 1"),
+        ({"every_n_epochs": 1.5}, ValueError, "every_n_epochs must be an int >= 1"),
+        ({"probe_masks": np.zeros((3, 8, 8), bool)}, ValueError, r"probe_masks must have shape \(3, 16, 16\).*got \(3, 8, 8\)"),
+        ({"probe_masks": np.zeros((2, SIZE, SIZE), bool)}, ValueError, r"probe_masks must have shape \(3, 16, 16\)"),
+        ({"probe_labels": [0, 1]}, ValueError, "probe_labels must hold the true classes: 3 ints"),
+        ({"probe_labels": [0, -1, 2]}, ValueError, "class indices >= 0"),
+        ({"log_dir": 5}, TypeError, "log_dir must be a str or os.PathLike"),
+        ({"run_name": ""}, ValueError, "run_name must be a non-empty str"),
+        ({"method": "gradcam+++"}, ValueError, "unknown method 'gradcam\\+\\+\\+'; choose one of"),
+        ({"colormap": "jett"}, ValueError, "unknown colormap 'jett'"),
+        ({"alpha": -0.1}, ValueError, r"alpha must be a number in \[0, 1\]"),
+        ({"image_format": "gif"}, ValueError, "image_format must be one of"),
+        ({"warn_below": 2}, ValueError, "warn_below must be a share in"),
+        ({"on_error": "ignore"}, ValueError, "on_error must be 'raise'"),
+        ({"class_names": "abc"}, TypeError, "class_names must be a sequence of str"),
+        ({"display_images": np.zeros((2, SIZE, SIZE, 3))}, ValueError, "display_images must be 3 images"),
+        ({"method_options": [1]}, TypeError, "method_options must be a dict"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(tmp_path, kwargs, error, match):
+    args = {"probe_images": np.zeros((3, SIZE, SIZE, 3), np.float32), "log_dir": str(tmp_path)}
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        GradCAMCallback(**args)
+    assert not (tmp_path / "gradcam").exists()
+
+
+def test_good_arguments_accepted(tmp_path):
+    probes = np.zeros((3, SIZE, SIZE, 3), np.float32)
+    one_hot = np.eye(3)[[2, 0, 1]]
+    masks = np.ones((3, SIZE, SIZE, 1))
+    cb = GradCAMCallback(probes, tmp_path, probe_labels=one_hot, targets="label", probe_masks=masks)
+    np.testing.assert_array_equal(cb._target_arg, [2, 0, 1])
+    assert cb.run_dir == os.path.join(str(tmp_path), "gradcam")
+    GradCAMCallback(probes, str(tmp_path), targets=[0, 1, 2], method="GradCAM", probe_labels=[1, 1, 1])
+    GradCAMCallback(tf.constant(probes[..., 0]), tmp_path, targets=np.int64(2))  # grayscale, tensor
+
+
+def test_get_config_plain_values(tmp_path):
+    cb = GradCAMCallback(np.zeros((3, SIZE, SIZE, 3)), tmp_path / "logs", method="xgradcam", layer="c2",
+                         targets=np.array([0, 2, 1]), every_n_epochs=3, class_names=["a", "b", "c"])
+    config = cb.get_config()
+    assert config["log_dir"] == str(tmp_path / "logs")
+    assert config["method"] == "xgradcam" and config["layer"] == "c2" and config["targets"] == [0, 2, 1]
+    assert config["every_n_epochs"] == 3 and config["run_name"] == "gradcam"
+    assert config["class_names"] == ["a", "b", "c"]
+    json.dumps(config)  # plain values only, no arrays
+    assert not any(isinstance(v, np.ndarray) for v in config.values())
+    rebuilt = GradCAMCallback(np.zeros((3, SIZE, SIZE, 3)), **config)
+    assert rebuilt.get_config() == config
+
+
+# -- failures before or during training ---------------------------------------------------------
+def test_probe_shape_mismatch_fails_before_training(tmp_path, data):
+    model = tiny_model()
+    before = [w.copy() for w in model.get_weights()]
+    cb = GradCAMCallback(np.zeros((2, 20, 20, 3), np.float32), tmp_path)
+    expected = r"probe_images have shape \(2, 20, 20, 3\) but the model takes inputs of shape \(None, 16, 16, 3\)"
+    with pytest.raises(ValueError, match=expected):
+        fit(model, data, cb)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # no step was taken
+
+
+def test_target_out_of_range_fails_before_training(tmp_path, data):
+    cb = GradCAMCallback(data["probes"], tmp_path, targets=7)
+    with pytest.raises(ValueError, match=r"targets include class 7 but the model has 3 classes \(0 .. 2\)"):
+        fit(tiny_model(), data, cb)
+
+
+def test_unknown_layer_fails_before_training(tmp_path, data):
+    cb = GradCAMCallback(data["probes"], tmp_path, layer="no_such_layer")
+    with pytest.raises(ValueError, match="no_such_layer"):
+        fit(tiny_model(), data, cb)
+
+
+def test_unwritable_log_dir_fails_before_training(tmp_path, data):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    cb = GradCAMCallback(data["probes"], blocker / "logs")
+    with pytest.raises(OSError, match="cannot create its run folder .*Pass a writable log_dir"):
+        fit(tiny_model(), data, cb)
+
+
+def test_failure_inside_callback_is_reported(tmp_path, data, monkeypatch, caplog):
+    def broken(self):
+        raise tf.errors.ResourceExhaustedError(None, None, "out of memory (simulated)")
+
+    monkeypatch.setattr(GradCAMCallback, "_explain", broken)
+    cb = GradCAMCallback(data["probes"], tmp_path)
+    expected = r"GradCAMCallback failed at epoch 0 .*ResourceExhaustedError.*on_error='warn'"
+    with pytest.raises(RuntimeError, match=expected) as info:
+        fit(tiny_model(), data, cb)
+    # chained to the original error (Keras' traceback filter drops __cause__, the context stays)
+    assert isinstance(info.value.__cause__ or info.value.__context__, tf.errors.ResourceExhaustedError)
+
+    cb = GradCAMCallback(data["probes"], tmp_path / "warn", on_error="warn")
+    with caplog.at_level(logging.ERROR, logger="keras_gradcam"):
+        history = fit(tiny_model(), data, cb, epochs=3)
+    assert len(history.history["loss"]) == 3  # training went on
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "switched off for the rest of this fit" in errors[0].getMessage()
+
+
+# -- what is written --------------------------------------------------------------------------
+def test_event_files_exact_tags_steps_and_images(tmp_path, data):
+    log_dir = tmp_path / "exp1"
+    model = tiny_model()
+    cb = GradCAMCallback(data["probes"], log_dir, probe_labels=data["labels"], probe_masks=data["masks"],
+                         class_names=data["names"], every_n_epochs=2, grid=True)
+    model.fit(data["x"], data["y"], epochs=5, batch_size=8, verbose=0,
+              callbacks=[keras.callbacks.TensorBoard(str(log_dir)), cb])
+
+    mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={"images": 0, "scalars": 0, "text": 0})
+    mux.AddRunsFromDirectory(str(log_dir))
+    mux.Reload()
+    assert set(mux.Runs()) == {"train", "gradcam"}  # beside Keras' run, in the same TensorBoard
+    tags = set(mux.Runs()["gradcam"]["tensors"])
+    expected = PROBE_TAGS | {"gradcam++/grid", "gradcam++/captions", "bias/energy_inside_object", "bias/pointing_game"}
+    assert tags == expected
+    assert set(mux.PluginRunToTagToContent("images")) == {"gradcam"}
+    assert set(mux.PluginRunToTagToContent("images")["gradcam"]) == PROBE_TAGS | {"gradcam++/grid"}
+    assert set(mux.PluginRunToTagToContent("scalars")["gradcam"]) == {"bias/energy_inside_object", "bias/pointing_game"}
+    assert "epoch_loss" in mux.PluginRunToTagToContent("scalars")["train"]
+
+    logged = [0, 2, 4]  # every 2nd epoch (0-based, Keras' TensorBoard steps) and the last one
+    for tag in expected:
+        events = mux.Tensors("gradcam", tag)
+        assert [e.step for e in events] == logged, tag  # one per logged epoch, step = epoch
+    assert cb.history["epoch"] == logged
+
+    strip = max(2, SIZE // 16)
+    for tag in PROBE_TAGS:
+        image = decode(mux.Tensors("gradcam", tag)[-1])
+        assert image.shape == (SIZE + strip, SIZE, 3)
+    grid = decode(mux.Tensors("gradcam", "gradcam++/grid")[-1])
+    assert grid.shape == (2 * (SIZE + strip) + 2, 2 * SIZE + 2, 3)
+
+    for name in ("energy_inside_object", "pointing_game"):
+        values = [float(tf.make_ndarray(e.tensor_proto)) for e in mux.Tensors("gradcam", f"bias/{name}")]
+        np.testing.assert_allclose(values, cb.history[name], rtol=1e-6)
+        assert all(0.0 <= v <= 1.0 for v in values)
+
+    desc = mux.SummaryMetadata("gradcam", "gradcam++/probe_01").summary_description
+    true_name = data["names"][data["labels"][1]]
+    assert f"**Probe 01**, true class **{true_name}**" in desc and "Grad-CAM++" in desc and "`c2`" in desc
+    caption = tf.make_ndarray(mux.Tensors("gradcam", "gradcam++/captions")[-1].tensor_proto).item().decode()
+    assert caption.startswith("**Epoch 5** (step 4), Grad-CAM++ at layer `c2`")
+    assert "| probe | true | predicted | explained | score | inside object | pointing hit |" in caption
+    assert caption.count("\n| 0") == N_PROBES
+    scalar_desc = mux.SummaryMetadata("gradcam", "bias/energy_inside_object").summary_description
+    assert f"scores {data['masks'].mean():.0%}" in scalar_desc
+
+
+def test_overlay_pixels_are_kg_overlay_of_explain(tmp_path, data):
+    """PNG is lossless: the logged image is exactly overlay(probes, explain(...).heatmaps)."""
+    model = tiny_model()
+    cb = GradCAMCallback(data["probes"], tmp_path, image_format="png", alpha=0.5, colormap="inferno",
+                         targets=[0, 1, 2, 0], grid=True)
+    fit(model, data, cb, epochs=1)
+    exp = explain(model, data["probes"], method="gradcam++", targets=[0, 1, 2, 0])
+    expected = overlay(data["probes"], exp.heatmaps, alpha=0.5, colormap="inferno")
+    acc = load_run(tmp_path / "gradcam")
+    for i in range(N_PROBES):
+        got = decode(acc.Tensors(f"gradcam++/probe_{i:02d}")[0])
+        assert got.shape == (SIZE, SIZE, 3)  # no labels: no strip
+        np.testing.assert_array_equal(got, expected[i])
+    np.testing.assert_array_equal(decode(acc.Tensors("gradcam++/grid")[0]), _tile(expected))
+    # with PNG the events are what tf.summary.image itself writes for the same uint8 overlay
+    writer = tf.summary.create_file_writer(str(tmp_path / "reference"))
+    with writer.as_default(step=0):
+        tf.summary.image("gradcam++/probe_00", expected[:1])
+    writer.close()
+    ref = load_run(tmp_path / "reference")
+    ours = acc.Tensors("gradcam++/probe_00")[0].tensor_proto
+    assert tf.make_ndarray(ref.Tensors("gradcam++/probe_00")[0].tensor_proto).tolist() == tf.make_ndarray(ours).tolist()
+    assert ref.SummaryMetadata("gradcam++/probe_00").plugin_data == acc.SummaryMetadata("gradcam++/probe_00").plugin_data
+    assert "bias/energy_inside_object" not in acc.Tags()["tensors"]  # no masks: no bias scalars
+    caption = tf.make_ndarray(acc.Tensors("gradcam++/captions")[0].tensor_proto).item().decode()
+    explained = [line.split("|")[4].strip() for line in caption.splitlines() if line.startswith("| 0")]
+    assert explained == ["0", "1", "2", "0"]
+
+
+def test_strip_marks_right_and_wrong_predictions(tmp_path, data):
+    model = tiny_model()
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_labels=data["labels"], image_format="png")
+    fit(model, data, cb, epochs=1)
+    predictions = explain(model, data["probes"]).predictions
+    acc = load_run(tmp_path / "gradcam")
+    assert "gradcam++/grid" not in acc.Tags()["tensors"]  # off by default
+    for i in range(N_PROBES):
+        strip = decode(acc.Tensors(f"gradcam++/probe_{i:02d}")[0])[SIZE:]
+        colour = callback_module._CORRECT if predictions[i] == data["labels"][i] else callback_module._WRONG
+        assert (strip == colour).all()
+
+
+def test_warning_when_evidence_lies_outside_objects(tmp_path, data, caplog):
+    masks = np.zeros_like(data["masks"])
+    masks[:, :2, :2] = True  # a tiny "object" in the corner: nearly all evidence lies outside
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=masks, method="gradcam", warn_below=0.9)
+    with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
+        fit(tiny_model(), data, cb, epochs=3)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "keras_gradcam"]
+    assert len(warnings) == 2  # when it falls below (epoch 1), and at the end of fit (epoch 3)
+    share = cb.history["energy_inside_object"][2]
+    expected = f"Only {100 * share:.0f}% of the Grad-CAM evidence lies inside the objects at epoch 3 "
+    assert warnings[1].startswith(expected)
+    assert "at epoch 1 " in warnings[0] and "the objects cover 2% of the probe images" in warnings[0]
+    assert "the model may be using a shortcut (background, watermark). Look at the probe overlays" in warnings[1]
+
+    auto = GradCAMCallback(data["probes"], tmp_path, probe_masks=masks)
+    assert auto.warn_threshold == pytest.approx(2 * 4 / SIZE**2)  # "auto": twice the objects' area share
+    full = np.ones_like(masks)
+    assert GradCAMCallback(data["probes"], tmp_path, probe_masks=full).warn_threshold == 0.5  # at most a half
+    assert GradCAMCallback(data["probes"], tmp_path).warn_threshold is None  # no masks
+
+    caplog.clear()
+    cb = GradCAMCallback(data["probes"], tmp_path / "quiet", probe_masks=masks, warn_below=None)
+    with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
+        fit(tiny_model(), data, cb, epochs=1)
+    assert not [r for r in caplog.records if r.name == "keras_gradcam"]
+
+
+# -- training is not disturbed ------------------------------------------------------------------
+def bn_dropout_model():
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Dropout(0.3)(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="last")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.Dropout(0.2)(x))
+    return keras.Model(inp, out)
+
+
+def train_once(data, callback):
+    keras.utils.set_random_seed(0)
+    model = bn_dropout_model()
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    callbacks = [callback] if callback else []
+    model.fit(data["x"], data["y"], epochs=3, batch_size=8, shuffle=False, verbose=0, callbacks=callbacks)
+    return [v.numpy().copy() for v in model.weights], [v.numpy().copy() for v in model.optimizer.variables]
+
+
+def test_bit_identical_weights_with_and_without_callback(tmp_path, data):
+    weights_a, opt_a = train_once(data, None)
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_labels=data["labels"], probe_masks=data["masks"])
+    weights_b, opt_b = train_once(data, cb)
+    assert cb.history["epoch"] == [0, 1, 2]  # it did run every epoch
+    assert len(weights_a) == len(weights_b) and len(opt_a) == len(opt_b)
+    for a, b in zip(weights_a + opt_a, weights_b + opt_b):
+        assert np.array_equal(a, b)  # BatchNorm statistics, optimizer state, everything
+    assert not np.array_equal(weights_a[0], bn_dropout_model().get_weights()[0])  # training did change them
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+class _Probe(keras.callbacks.Callback):
+    """Records, after the Grad-CAM callback, the traced-function counts and RSS per epoch."""
+
+    def __init__(self, cb):
+        super().__init__()
+        self.cb, self.rows = cb, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        traces = sum(fn.experimental_get_tracing_count() for fn in self.cb.explainer._fns.values())
+        self.rows.append((epoch, traces, self.cb._write_fn.experimental_get_tracing_count(), rss_kib()))
+
+
+def test_memory_flat_and_no_retracing_over_30_epochs(tmp_path, data):
+    model = tiny_model()
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_labels=data["labels"], probe_masks=data["masks"])
+    rec = _Probe(cb)
+    model.fit(data["x"][:8], data["y"][:8], epochs=30, batch_size=8, verbose=0, callbacks=[cb, rec])
+    assert len(cb.history["epoch"]) == 30
+    assert len(cb.explainer._fns) == 1
+    assert {row[1] for row in rec.rows} == {1} and {row[2] for row in rec.rows} == {1}  # traced once, reused
+    growth_mib = (rec.rows[29][3] - rec.rows[9][3]) / 1024
+    assert growth_mib < 4.0, f"RSS grew by {growth_mib:.1f} MiB between epochs 10 and 30: {rec.rows}"
+    assert cb._writer is None  # closed at on_train_end
+
+
+def test_reuse_across_fits_and_lazy_writers(tmp_path, data):
+    model = tiny_model()
+    cb = GradCAMCallback(data["probes"], tmp_path, every_n_epochs=1)
+    assert cb._writer is None and not (tmp_path / "gradcam").exists()  # nothing at construction
+    fit(model, data, cb, epochs=2)
+    explainer, fn = cb.explainer, next(iter(cb.explainer._fns.values()))
+    assert cb._writer is None
+    fit(model, data, cb, epochs=4, initial_epoch=2)
+    assert cb.explainer is explainer and fn.experimental_get_tracing_count() == 1  # no retracing
+    assert cb.history["epoch"] == [2, 3]  # reset per fit
+    acc = load_run(tmp_path / "gradcam")
+    assert [e.step for e in acc.Tensors("gradcam++/probe_00")] == [0, 1, 2, 3]
+    assert len(list((tmp_path / "gradcam").glob("events.out.tfevents.*"))) == 2  # one writer per fit
+
+    other = tiny_model(name_prefix="o_")
+    fit(other, data, cb, epochs=1)  # a new model gets a new explainer
+    assert cb.explainer is not explainer and cb.explainer.layer == "o_c2"
+
+
+def test_sequential_without_input_is_built_by_fit(tmp_path, data):
+    model = keras.Sequential(
+        [keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)]
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = GradCAMCallback(data["probes"], tmp_path, method="gradcam")
+    fit(model, data, cb, epochs=1)
+    expected = {t.replace("++", "") for t in PROBE_TAGS} | {"gradcam/captions"}
+    assert set(load_run(tmp_path / "gradcam").Tags()["tensors"]) == expected
+
+
+# -- distribution -------------------------------------------------------------------------------
+def test_only_the_chief_writes(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(callback_module, "_is_chief", lambda model=None: False)
+    cb = GradCAMCallback(data["probes"], tmp_path)
+    fit(tiny_model(), data, cb, epochs=2)
+    assert not (tmp_path / "gradcam").exists() and cb.history["epoch"] == []
+
+
+def test_mirrored_strategy_single_device(tmp_path, data):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = tiny_model()
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=data["masks"])
+    fit(model, data, cb, epochs=2)
+    assert callback_module._is_chief(model)
+    assert cb.history["epoch"] == [0, 1]
+    assert PROBE_TAGS <= set(load_run(tmp_path / "gradcam").Tags()["tensors"])
+
+
+MIRRORED_SCRIPT = """
+import sys, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from keras_gradcam.callback import GradCAMCallback
+from tensorboard.backend.event_processing import plugin_event_accumulator
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+keras.utils.set_random_seed(0)
+x = np.random.rand(16, 16, 16, 3).astype("float32"); y = np.arange(16) % 3
+with strategy.scope():
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c")(inp)
+    h = keras.layers.BatchNormalization()(h)
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h)))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+masks = np.zeros((3, 16, 16), bool); masks[:, 4:12, 4:12] = True
+cb = GradCAMCallback(x[:3], sys.argv[1], probe_masks=masks)
+model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[cb])
+acc = plugin_event_accumulator.EventAccumulator(sys.argv[1] + "/gradcam"); acc.Reload()
+print(sorted(acc.Tags()["tensors"]), [e.step for e in acc.Tensors("gradcam++/probe_00")])
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_two_replicas(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "'gradcam++/probe_02'" in res.stdout and "'bias/energy_inside_object'" in res.stdout
+    assert "[0, 1]" in res.stdout  # steps of the two epochs
+
+
+# -- a real TensorBoard -------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_tensorboard_serves_the_image_tags(tmp_path, data):
+    log_dir = tmp_path / "exp"
+    cb = GradCAMCallback(data["probes"], log_dir, probe_masks=data["masks"])
+    model = tiny_model()
+    callbacks = [keras.callbacks.TensorBoard(str(log_dir)), cb]
+    model.fit(data["x"], data["y"], epochs=2, batch_size=8, verbose=0, callbacks=callbacks)
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(log_dir), "--port", str(port),
+           "--host", "127.0.0.1", "--load_fast=false", "--reload_interval", "1"]  # loopback only (--bind_all is off)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        pytest.skip(f"tensorboard could not be started: {e}")
+    base = f"http://127.0.0.1:{port}"
+    tags, reason = None, "no answer within 90 s"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                reason = f"tensorboard exited with {proc.returncode}: {proc.stderr.read()[-1500:]}"
+                break
+            try:
+                with urllib.request.urlopen(base + "/data/plugin/images/tags", timeout=5) as r:
+                    tags = json.load(r)
+                if "gradcam" in tags and len(tags["gradcam"]) == N_PROBES:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        if not tags or "gradcam" not in tags:
+            pytest.skip(f"tensorboard did not serve the log dir on loopback: {reason}")
+        assert set(tags) == {"gradcam"}
+        assert set(tags["gradcam"]) == PROBE_TAGS
+        assert "<strong>Probe 00</strong>" in tags["gradcam"]["gradcam++/probe_00"]["description"]  # markdown, rendered
+        with urllib.request.urlopen(base + "/data/plugin/scalars/tags", timeout=10) as r:
+            scalars = json.load(r)
+        assert {"bias/energy_inside_object", "bias/pointing_game"} == set(scalars["gradcam"])
+        assert "epoch_loss" in scalars["train"]
+        query = urllib.parse.urlencode({"run": "gradcam", "tag": "gradcam++/probe_00", "sample": 0})
+        with urllib.request.urlopen(base + "/data/plugin/images/images?" + query, timeout=10) as r:
+            images = json.load(r)
+        assert [im["step"] for im in images] == [0, 1]
+        url = base + "/data/plugin/images/individualImage?" + images[1]["query"]
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.headers["Content-Type"] == "image/jpeg"
+            assert r.read()[:2] == b"\xff\xd8"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- docs ---------------------------------------------------------------------------------------
+def test_docstring_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(keras_gradcam, "GradCAMCallback", GradCAMCallback, raising=False)  # until exported
+    monkeypatch.setattr(keras_gradcam, "overlay", overlay, raising=False)
+    result = doctest.testmod(callback_module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
+    assert (tmp_path / "runs" / "doc" / "gradcam").is_dir() and (tmp_path / "runs" / "doc" / "train").is_dir()
+
+
+# -- the point of it all: dataset bias shows up in the scalar -----------------------------------
+def _bias_model(size, classes=3):
+    inp = keras.Input((size, size, 3))
+    x = inp
+    for filters in (16, 32):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="last_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(classes, activation="softmax")(x))
+
+
+def _train_and_log(ds, probes, log_dir):
+    keras.utils.set_random_seed(0)
+    model = _bias_model(ds.image_size)
+    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    cb = GradCAMCallback(probes.images, log_dir, probe_labels=probes.labels, probe_masks=probes.masks,
+                         class_names=probes.class_names)
+    history = model.fit(ds.images, ds.labels, epochs=10, batch_size=32, shuffle=False, verbose=0,
+                        callbacks=[keras.callbacks.TensorBoard(str(log_dir)), cb])
+    acc = load_run(Path(log_dir) / "gradcam")
+    scalars = {name: [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(f"bias/{name}")]
+               for name in ("energy_inside_object", "pointing_game")}
+    return history.history["accuracy"], scalars, cb
+
+
+@pytest.mark.slow
+def test_bias_end_to_end_shortcut_shows_in_the_scalar(tmp_path, caplog):
+    """A CNN trained where a corner patch gives the class away looks at the patch, not the shape.
+
+    Same CNN, seed and schedule on the biased data (every image carries the class-coloured corner
+    cue) and on its cue-free twin; the probes carry the cue in both runs, like a validation set
+    drawn from the biased source. About 1 min on 2 CPU cores.
+    """
+    biased, clean = datasets.make_biased_pair(n=1500, image_size=32, spurious_rate=1.0, seed=0)
+    probe_ds = datasets.make_shapes(n=60, image_size=32, spurious_rate=1.0, seed=123)
+    probes = probe_ds[datasets.make_probe_set(probe_ds, per_class=4)]
+
+    with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
+        acc_b, scal_b, cb_b = _train_and_log(biased, probes, tmp_path / "biased")
+    warned_b = [r.getMessage() for r in caplog.records if r.name == "keras_gradcam"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
+        acc_c, scal_c, cb_c = _train_and_log(clean, probes, tmp_path / "clean")
+    warned_c = [r.getMessage() for r in caplog.records if r.name == "keras_gradcam"]
+
+    assert acc_b[-1] > 0.95  # the shortcut is learnt at once
+    assert acc_c[-1] > 0.45  # the shapes are learnt, more slowly (chance: 0.33)
+    assert len(scal_b["energy_inside_object"]) == len(scal_c["energy_inside_object"]) == 10
+    energy_b, energy_c = scal_b["energy_inside_object"][-1], scal_c["energy_inside_object"][-1]
+    assert energy_b < 0.5 * energy_c, (scal_b, scal_c)
+    assert np.mean(scal_b["energy_inside_object"][-3:]) < 0.5 * np.mean(scal_c["energy_inside_object"][-3:])
+    assert scal_b["pointing_game"][-1] < scal_c["pointing_game"][-1]
+    # the plain-language warning: for the biased model at its last epoch, not for the clean one
+    assert any(m.startswith("Only ") and "at epoch 10 " in m for m in warned_b), warned_b
+    assert not any("at epoch 10 " in m for m in warned_c), warned_c
+    assert cb_b.warn_threshold == pytest.approx(min(0.5, 2 * probes.masks.mean()))
