@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from . import metrics
 from .explain import get_method
 from .overlay import _colormap_table, overlay
 
@@ -44,69 +45,6 @@ _ON_ERROR = ("raise", "warn")
 _CORRECT = np.array([46, 160, 67], np.uint8)  # strip under a probe: prediction right
 _WRONG = np.array([214, 39, 40], np.uint8)  # ... wrong
 _GAP_VALUE = 255  # white lines between the tiles of the grid
-
-
-# -- bias metrics (METHODS.md 3.4-3.5), plain numpy ---------------------------------------------
-def _energy_inside(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Share of each map's energy inside its mask (energy-based pointing game, Score-CAM 4.3).
-
-    Parameters
-    ----------
-    heatmaps : ndarray of shape (n, h, w)
-        Non-negative maps at the masks' resolution.
-    masks : ndarray of shape (n, h, w), bool
-
-    Returns
-    -------
-    ndarray of shape (n,), float64
-        ``sum(L * mask) / sum(L)``; NaN where the map is all zero (no evidence anywhere) or the
-        mask is empty (no object), so these probes drop out of a ``nanmean``.
-    """
-    heat = np.asarray(heatmaps, np.float32)
-    n = heat.shape[0]
-    heat = np.maximum(heat, 0.0).reshape(n, -1)
-    weight = np.asarray(masks).reshape(n, -1) != 0
-    total = heat.sum(axis=1, dtype=np.float64)
-    inside = np.einsum("ij,ij->i", heat, weight.astype(np.float32), dtype=np.float64)
-    ok = (total > 0) & weight.any(axis=1)
-    return np.where(ok, inside / np.where(ok, total, 1.0), np.nan)
-
-
-def _pointing_hit(heatmaps: np.ndarray, masks: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
-    """Pointing game (Zhang et al. 2016): does each map's maximum fall on its object?
-
-    Parameters
-    ----------
-    heatmaps : ndarray of shape (n, h, w)
-    masks : ndarray of shape (n, h, w), bool
-    tolerance : float, default=0
-        A hit when the maximum is on a mask pixel, or closer than ``tolerance`` pixels to one
-        (TorchRay uses 15 px on full-size images).
-
-    Returns
-    -------
-    ndarray of shape (n,), float64
-        1.0 for a hit, 0.0 for a miss (an all-zero map points nowhere: a miss), NaN where the mask
-        is empty. Ties at the maximum: the first pixel in row-major order.
-    """
-    heat = np.asarray(heatmaps, np.float64)
-    masks = np.asarray(masks, bool)
-    n, h, w = heat.shape
-    flat = heat.reshape(n, -1)
-    idx = flat.argmax(axis=1)
-    y, x = np.divmod(idx, w)
-    hit = masks[np.arange(n), y, x]
-    if tolerance > 0:
-        yy, xx = np.mgrid[:h, :w]
-        d2 = (yy[None] - y[:, None, None]) ** 2 + (xx[None] - x[:, None, None]) ** 2
-        hit = hit | (masks & (d2 < tolerance**2)).any(axis=(1, 2))
-    hit = hit & (flat.max(axis=1) > 0)
-    return np.where(masks.any(axis=(1, 2)), hit.astype(np.float64), np.nan)
-
-
-def _nanmean(values: np.ndarray) -> float:
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else float("nan")
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -203,7 +141,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         epoch of each ``fit``.
     probe_masks : array-like of shape (n_probes, height, width), bool, optional
         Object masks of the probes (nonzero = object), e.g. ``SyntheticShapes.masks``. Enables the
-        bias scalars and the warning. A probe with an empty mask is left out of the means.
+        bias scalars and the warning. Every mask must contain its object (no empty mask).
     run_name : str, default="gradcam"
         Name of the run folder under ``log_dir``.
     class_names : sequence of str, optional
@@ -270,7 +208,8 @@ class GradCAMCallback(keras.callbacks.Callback):
     created at the first logged epoch and closed at ``on_train_end``, so memory stays flat; the
     same instance can be passed to several ``fit`` calls.
 
-    *Bias scalars* (METHODS.md 3.4-3.5), over the probes with a non-empty mask and a non-zero map:
+    *Bias scalars* (METHODS.md 3.4-3.5), computed with :mod:`keras_gradcam.metrics` (an all-zero
+    map has no energy inside and misses the pointing game):
     ``energy_inside_object = mean_i sum(L_i * M_i) / sum(L_i)`` with ``L_i`` the heatmap at image
     resolution, and ``pointing_game = mean_i [argmax L_i lies on M_i]``. A heatmap spread evenly
     scores the object's area share (given in the scalar's description); a model that uses a
@@ -479,6 +418,12 @@ class GradCAMCallback(keras.callbacks.Callback):
             raise ValueError(
                 f"probe_masks must have shape {shape} (one (height, width) object mask per probe, the probes' "
                 f"spatial size); got {arr.shape}."
+            )
+        empty = np.flatnonzero(~(arr > 0).reshape(len(arr), -1).any(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"probe_masks of probes {empty[:10].tolist()} are empty; every probe needs the mask of its object. "
+                "Drop the probes without an object."
             )
         return arr > 0
 
@@ -756,9 +701,9 @@ class GradCAMCallback(keras.callbacks.Callback):
                     f"heatmaps have shape {heat.shape} but probe_masks {self._masks.shape}; masks must have the "
                     "spatial size of the model input."
                 )
-            energy = _energy_inside(heat, self._masks)
-            hits = _pointing_hit(heat, self._masks, self.pointing_tolerance)
-            scalars = np.array([_nanmean(energy), _nanmean(hits)], np.float32)
+            energy = metrics.energy_pointing_game(heat, self._masks, reduction=None)
+            hits = metrics.pointing_game(heat, self._masks, tolerance=self.pointing_tolerance, reduction=None)
+            scalars = np.array([energy.mean(), hits.mean()], np.float32)
 
         captions = self._captions(epoch, exp, energy, hits, scalars)
         self._ensure_writer(exp.layer, (images.shape[1:], grid.shape))

@@ -476,7 +476,7 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
     Notes
     -----
     The maximum is the first maximal pixel in row-major order (``argmax`` of the flattened
-    map), so a constant (e.g. all-zero) map points at ``(0, 0)``. This is the per-image
+    map). An all-zero map points nowhere and counts as a miss. This is the per-image
     accuracy; TorchRay reports the mean over classes of per-class accuracies, which you get by
     averaging the per-image values class by class.
 
@@ -509,6 +509,7 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
         xx = np.arange(width)[None, None, :]
         d2 = (yy - py[:, None, None]) ** 2 + (xx - px[:, None, None]) ** 2
         hits = (m & (d2 < float(tolerance) ** 2)).any((1, 2))
+    hits &= h.reshape(n, -1).max(1) > 0  # an all-zero map points nowhere
     return _reduce(hits.astype(np.float64), reduction)
 
 

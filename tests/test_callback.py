@@ -27,7 +27,7 @@ from tensorboard.backend.event_processing import plugin_event_accumulator, plugi
 import keras_gradcam
 from keras_gradcam import callback as callback_module
 from keras_gradcam import datasets
-from keras_gradcam.callback import GradCAMCallback, _energy_inside, _pointing_hit, _tile
+from keras_gradcam.callback import GradCAMCallback, _tile
 from keras_gradcam.explain import explain
 from keras_gradcam.overlay import overlay
 
@@ -83,39 +83,6 @@ def decode(event) -> np.ndarray:
 def fit(model, data, cb, epochs=2, **kwargs):
     callbacks = [cb] if cb else []
     return model.fit(data["x"], data["y"], epochs=epochs, batch_size=8, verbose=0, callbacks=callbacks, **kwargs)
-
-
-# -- metrics, by hand -----------------------------------------------------------------------------
-def test_energy_inside_by_hand():
-    heat = np.zeros((3, 4, 4), np.float32)
-    heat[0, 0, 0], heat[0, 3, 3] = 3.0, 1.0  # 3 of 4 units on the object
-    heat[2] = 1.0  # uniform map, object of 4 pixels out of 16
-    masks = np.zeros((3, 4, 4), bool)
-    masks[0, :2, :2] = True
-    masks[2, 1:3, 1:3] = True
-    masks[1, 0, 0] = True  # heat[1] is all zero: no evidence anywhere
-    share = _energy_inside(heat, masks)
-    np.testing.assert_allclose(share[[0, 2]], [0.75, 0.25])
-    assert np.isnan(share[1])
-    empty = _energy_inside(np.ones((1, 4, 4)), np.zeros((1, 4, 4), bool))
-    assert np.isnan(empty[0])  # no object: left out
-
-
-def test_pointing_hit_by_hand():
-    heat = np.zeros((4, 5, 5), np.float32)
-    masks = np.zeros((4, 5, 5), bool)
-    heat[0, 1, 1] = 1.0
-    masks[0, 1, 1] = True  # hit
-    heat[1, 4, 4] = 1.0
-    masks[1, 0, 0] = True  # miss
-    heat[2, 0, 3] = heat[2, 2, 0] = 1.0
-    masks[2, 0, 3] = True  # tie: first in row-major order (0, 3) -> hit
-    masks[3, 2, 2] = True  # all-zero map: a miss
-    np.testing.assert_array_equal(_pointing_hit(heat, masks), [1.0, 0.0, 1.0, 0.0])
-    # tolerance: (4, 4) is sqrt(32) ~ 5.66 px from (0, 0)
-    assert _pointing_hit(heat[1:2], masks[1:2], tolerance=5.0)[0] == 0.0
-    assert _pointing_hit(heat[1:2], masks[1:2], tolerance=6.0)[0] == 1.0
-    assert np.isnan(_pointing_hit(np.ones((1, 3, 3)), np.zeros((1, 3, 3), bool))[0])
 
 
 def test_tile_layout():
@@ -440,7 +407,7 @@ def test_reuse_across_fits_and_lazy_writers(tmp_path, data):
     assert cb.explainer is explainer and fn.experimental_get_tracing_count() == 1  # no retracing
     assert cb.history["epoch"] == [2, 3]  # reset per fit
     acc = load_run(tmp_path / "gradcam")
-    assert [e.step for e in acc.Tensors("gradcam++/probe_00")] == [0, 1, 2, 3]
+    assert sorted(e.step for e in acc.Tensors("gradcam++/probe_00")) == [0, 1, 2, 3]  # two event files, any order
     assert len(list((tmp_path / "gradcam").glob("events.out.tfevents.*"))) == 2  # one writer per fit
 
     other = tiny_model(name_prefix="o_")
