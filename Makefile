@@ -4,18 +4,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo quickstart test test-slow test-browser bench docs clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,docs]"
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) examples/demo.py
+	$(PY) examples/dataset_bias.py
+
+quickstart: install
+	$(PY) examples/quickstart.py
 
 test: install
 	$(PY) -m pytest -q -m "not slow"
@@ -23,10 +26,18 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+test-browser: install
+	command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium; }
+	test -d runs/biased || $(PY) examples/dataset_bias.py
+	KG_BROWSER_LOGDIR=runs KG_SAVE_SCREENSHOT=1 $(PY) -m pytest -q -rs tests/test_browser.py
+
 bench: install
 	$(PY) benchmarks/bench_explainers.py
 	$(PY) benchmarks/bench_callback.py
 	$(PY) benchmarks/bench_scorecam.py
 
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache runs outputs
+	rm -rf $(VENV) build *.egg-info .pytest_cache runs outputs site

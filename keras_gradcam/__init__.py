@@ -14,6 +14,7 @@ from .explain import explain, get_method
 from .explanation import Explanation
 from .layers import list_layers
 from .overlay import overlay
+from .plotting import plot
 from .methods import (
     METHODS,
     AblationCAM,
@@ -67,5 +68,6 @@ __all__ = [
     "list_layers",
     "metrics",
     "overlay",
+    "plot",
     "__version__",
 ]

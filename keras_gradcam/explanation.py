@@ -94,3 +94,262 @@ class Explanation:
             else:
                 joined[f.name] = values[0]
         return cls(**joined)
+
+    # -- on disk (save / to_dict / load) --------------------------------------------------------
+    _MANIFEST = "manifest.json"
+    _FORMAT = "keras-gradcam explanation"
+
+    def to_dict(self, arrays: bool = False, class_names=None) -> dict[str, Any]:
+        """A JSON-serialisable summary: method, layer, and per sample the target, score, prediction.
+
+        Parameters
+        ----------
+        arrays : bool, default=False
+            Also include ``heatmaps`` and ``layer_heatmaps`` as nested lists (large: off by default).
+        class_names : sequence of str, optional
+            Adds ``target_names`` and ``prediction_names`` (class names instead of indices).
+
+        Returns
+        -------
+        dict
+            Keys ``method``, ``layer`` (str or list of str), ``n_samples``, ``targets`` (list of int,
+            or None for a callable target), ``scores`` (list of float), ``predictions`` (list of int
+            or None), ``heatmap_shape``, ``layer_heatmap_shape``; plus the options above.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from keras_gradcam import Explanation
+        >>> exp = Explanation(np.zeros((1, 4, 4), "float32"), np.zeros((1, 2, 2), "float32"),
+        ...                   np.array([2]), np.array([1.5], "float32"), "conv", "gradcam")
+        >>> exp.to_dict()["targets"], exp.to_dict()["scores"]
+        ([2], [1.5])
+        """
+
+        def ints(a):
+            return None if a is None else [int(v) for v in np.asarray(a).reshape(-1)]
+
+        out: dict[str, Any] = {
+            "method": self.method,
+            "layer": list(self.layer) if isinstance(self.layer, tuple) else self.layer,
+            "n_samples": len(self),
+            "targets": ints(self.targets),
+            "scores": [float(v) for v in np.asarray(self.scores, np.float64).reshape(-1)],
+            "predictions": ints(self.predictions),
+            "heatmap_shape": [int(d) for d in self.heatmaps.shape],
+            "layer_heatmap_shape": [int(d) for d in self.layer_heatmaps.shape],
+        }
+        if class_names is not None:
+            names = [str(c) for c in class_names]
+
+            def name(k):
+                return names[k] if 0 <= k < len(names) else str(k)
+
+            out["class_names"] = names
+            out["target_names"] = None if out["targets"] is None else [name(k) for k in out["targets"]]
+            out["prediction_names"] = None if out["predictions"] is None else [name(k) for k in out["predictions"]]
+        if arrays:
+            out["heatmaps"] = np.asarray(self.heatmaps, np.float64).tolist()
+            out["layer_heatmaps"] = np.asarray(self.layer_heatmaps, np.float64).tolist()
+        return out
+
+    def save(
+        self,
+        folder,
+        images=None,
+        *,
+        names=None,
+        class_names=None,
+        alpha: float = 0.4,
+        colormap: str = "jet",
+    ) -> dict[str, Any]:
+        """Write the maps (``.npy``), PNG pictures and a JSON manifest to ``folder``.
+
+        Parameters
+        ----------
+        folder : str or os.PathLike
+            Created if missing; files of the same names are overwritten.
+        images : array-like of shape (n_samples, height, width[, channels]), optional
+            The explained images (any range :func:`keras_gradcam.overlay` accepts). With them, an
+            overlay PNG per sample is written as well.
+        names : sequence of str, optional
+            A file stem per sample (e.g. the image file names); default ``000``, ``001``, ...
+        class_names : sequence of str, optional
+            Recorded in the manifest next to the class indices.
+        alpha : float, default=0.4
+            Heatmap opacity of the overlays.
+        colormap : str, default="jet"
+            Matplotlib colormap of the heatmap and overlay PNGs.
+
+        Returns
+        -------
+        dict
+            The manifest written to ``folder/manifest.json``: :meth:`to_dict` plus ``format``,
+            ``arrays`` (file, shape and dtype of each ``.npy``), ``samples`` (per sample: name,
+            target, score, prediction and its PNG files), ``overlay`` (alpha, colormap) and
+            ``versions`` (keras-gradcam, Keras, TensorFlow, NumPy, Python).
+
+        Raises
+        ------
+        ValueError
+            ``images`` or ``names`` whose length is not the number of samples, or duplicate names.
+
+        Notes
+        -----
+        Files: ``heatmaps.npy``, ``layer_heatmaps.npy`` (and ``attributions.npy``, ``extra_<key>.npy``
+        when present); for 2-D maps ``<name>_heatmap.png`` (the colormapped map at input
+        resolution) and, with ``images``, ``<name>_overlay.png``. 1-D and 3-D maps are saved as
+        ``.npy`` only. :meth:`load` reads the folder back.
+
+        Examples
+        --------
+        >>> exp = kg.explain(model, images)                          # doctest: +SKIP
+        >>> manifest = exp.save("outputs/cam", images=images)        # doctest: +SKIP
+        >>> sorted(os.listdir("outputs/cam"))[:3]                    # doctest: +SKIP
+        ['000_heatmap.png', '000_overlay.png', '001_heatmap.png']
+        """
+        import json
+        import os
+        import platform
+
+        from .overlay import overlay
+        from .plotting import write_png
+
+        n = len(self)
+        if names is None:
+            width = max(3, len(str(n - 1)))
+            names = [f"{i:0{width}d}" for i in range(n)]
+        else:
+            if isinstance(names, str):
+                raise TypeError("names must be a sequence of str, one file stem per sample; got a single str.")
+            names = [str(s) for s in names]
+            if len(names) != n:
+                raise ValueError(f"names has {len(names)} entries but the explanation has {n} samples; give one per sample.")
+            if len(set(names)) != n:
+                raise ValueError("names must be unique (they become file names); got duplicates.")
+            bad = [s for s in names if not s or os.sep in s or (os.altsep and os.altsep in s)]
+            if bad:
+                raise ValueError(f"names must be plain file stems without path separators; got {bad[:3]}.")
+        if images is not None:
+            images = np.asarray(images.numpy() if hasattr(images, "numpy") else images)
+            if images.shape[0] != n:
+                raise ValueError(
+                    f"images has {images.shape[0]} samples but the explanation has {n}; pass the explained images."
+                )
+        folder = os.fspath(folder)
+        os.makedirs(folder, exist_ok=True)
+
+        arrays = {"heatmaps": self.heatmaps, "layer_heatmaps": self.layer_heatmaps}
+        if self.attributions is not None:
+            arrays["attributions"] = self.attributions
+        for key, value in self.extras.items():
+            if isinstance(value, np.ndarray):
+                arrays[f"extra_{key}"] = value
+        array_info = {}
+        for key, value in arrays.items():
+            np.save(os.path.join(folder, f"{key}.npy"), value)
+            array_info[key] = {"file": f"{key}.npy", "shape": [int(d) for d in value.shape], "dtype": str(value.dtype)}
+
+        two_d = self.heatmaps.ndim == 3
+        if two_d:
+            coloured = overlay(np.zeros(self.heatmaps.shape, np.uint8), self.heatmaps, alpha=1.0, colormap=colormap)
+            blended = overlay(images, self.heatmaps, alpha=alpha, colormap=colormap) if images is not None else None
+        summary = self.to_dict(class_names=class_names)
+        samples = []
+        for i, stem in enumerate(names):
+            files = {}
+            if two_d:
+                files["heatmap"] = f"{stem}_heatmap.png"
+                write_png(os.path.join(folder, files["heatmap"]), coloured[i])
+                if blended is not None:
+                    files["overlay"] = f"{stem}_overlay.png"
+                    write_png(os.path.join(folder, files["overlay"]), blended[i])
+            entry = {
+                "index": i,
+                "name": stem,
+                "target": None if summary["targets"] is None else summary["targets"][i],
+                "score": summary["scores"][i],
+                "prediction": None if summary["predictions"] is None else summary["predictions"][i],
+                "files": files,
+            }
+            if class_names is not None:
+                entry["target_name"] = None if summary["targets"] is None else summary["target_names"][i]
+                entry["prediction_name"] = None if summary["predictions"] is None else summary["prediction_names"][i]
+            samples.append(entry)
+
+        manifest = {"format": self._FORMAT, "format_version": 1, **summary}
+        manifest.update(
+            arrays=array_info,
+            samples=samples,
+            overlay={"alpha": float(alpha), "colormap": colormap if isinstance(colormap, str) else getattr(colormap, "name", None)},
+            versions=self._library_versions(),
+            python=platform.python_version(),
+        )
+        with open(os.path.join(folder, self._MANIFEST), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+        return manifest
+
+    @classmethod
+    def load(cls, folder) -> "Explanation":
+        """Read back a folder written by :meth:`save`.
+
+        Parameters
+        ----------
+        folder : str or os.PathLike
+            A folder holding ``manifest.json`` and the ``.npy`` files it lists.
+
+        Returns
+        -------
+        Explanation
+            Maps, targets, scores, predictions, layer and method as saved (``extras`` holds the
+            saved ``extra_<key>`` arrays).
+
+        Raises
+        ------
+        FileNotFoundError
+            No ``manifest.json`` in ``folder``.
+        ValueError
+            A manifest that was not written by :meth:`save`.
+        """
+        import json
+        import os
+
+        path = os.path.join(os.fspath(folder), cls._MANIFEST)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path!r} does not exist; pass a folder written by Explanation.save().")
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        if manifest.get("format") != cls._FORMAT:
+            raise ValueError(f"{path!r} is not a keras-gradcam manifest (format {manifest.get('format')!r}).")
+        arrays = {key: np.load(os.path.join(folder, info["file"])) for key, info in manifest["arrays"].items()}
+        layer = manifest["layer"]
+        return cls(
+            heatmaps=arrays["heatmaps"],
+            layer_heatmaps=arrays["layer_heatmaps"],
+            targets=None if manifest["targets"] is None else np.asarray(manifest["targets"], np.int64),
+            scores=np.asarray(manifest["scores"], np.float32),
+            layer=tuple(layer) if isinstance(layer, list) else layer,
+            method=manifest["method"],
+            predictions=None if manifest["predictions"] is None else np.asarray(manifest["predictions"], np.int64),
+            attributions=arrays.get("attributions"),
+            extras={k[len("extra_"):]: v for k, v in arrays.items() if k.startswith("extra_")},
+        )
+
+    @staticmethod
+    def _library_versions() -> dict[str, str | None]:
+        """Versions of the libraries that made an explanation (for the manifest of :meth:`save`)."""
+        import importlib.metadata
+        import sys
+
+        out = {}
+        for module, dist in (("keras_gradcam", "keras-gradcam"), ("keras", "keras"), ("tensorflow", "tensorflow"),
+                             ("numpy", "numpy")):
+            version = getattr(sys.modules.get(module), "__version__", None)
+            if version is None:
+                try:
+                    version = importlib.metadata.version(dist)
+                except importlib.metadata.PackageNotFoundError:
+                    version = None
+            out[module] = version
+        return out

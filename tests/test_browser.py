@@ -1,0 +1,138 @@
+"""TensorBoard shows the callback's probe cards, checked in a real browser as a person would.
+
+The test trains the demo (``examples/dataset_bias.py --quick``) into a temporary ``runs/`` (or uses
+``$KG_BROWSER_LOGDIR``, e.g. the ``runs/`` of ``make demo``), starts TensorBoard on loopback,
+opens its Time Series dashboard filtered to the probe tags in headless Chromium -- the dashboard
+that renders TensorBoard's image cards in the page's DOM -- and checks, after the JavaScript has
+run, that every probe tag has a card whose ``<img>`` source TensorBoard actually serves as an
+image. It then takes a screenshot; with ``KG_SAVE_SCREENSHOT=1`` (``make test-browser``) the
+screenshot becomes the callback guide's picture, ``docs/assets/tensorboard_probes.png``.
+
+Skipped, with the reason, when Chromium is not installed (``make test-browser`` installs it from
+the system packages).
+"""
+
+import html
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed; `make test-browser` installs it (apt-get install chromium) and runs this test",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 10.0) -> tuple[bytes, str]:
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # loopback only
+        return r.read(), r.headers.get("Content-Type", "")
+
+
+def chromium(*args, window: str = "1400,900", timeout: int = 120) -> str:
+    profile = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"kg-chromium-{os.getpid()}"
+    cmd = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={window}",
+        "--virtual-time-budget=20000", *args,
+    ]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    given = os.environ.get("KG_BROWSER_LOGDIR")
+    if given:
+        assert pathlib.Path(given).is_dir(), f"KG_BROWSER_LOGDIR={given!r} is not a folder; run `make demo` first"
+        return pathlib.Path(given)
+    runs = tmp_path_factory.mktemp("browser") / "runs"
+    spec = importlib.util.spec_from_file_location("example_dataset_bias", ROOT / "examples" / "dataset_bias.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    demo.main(["--quick", "--logdir", str(runs), "--out", str(runs.parent / "bias.png")])
+    return runs
+
+
+@pytest.fixture(scope="module")
+def tensorboard(logdir):
+    port = free_port()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port),
+         "--load_fast=false"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    tags = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until the event files are loaded
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            try:
+                tags = json.loads(get(f"{base}/data/plugin/images/tags")[0])
+            except OSError:
+                tags = {}
+            if any(any("/probe_" in t for t in run_tags) for run_tags in tags.values()):
+                break
+            time.sleep(1.0)
+        yield base, tags
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_probe_cards_render_and_their_images_are_served(tensorboard, tmp_path):
+    base, tags = tensorboard
+    expected = sorted({t for run_tags in tags.values() for t in run_tags if "/probe_" in t})
+    assert expected, f"TensorBoard lists no probe image tags: {tags}"
+    url = f"{base}/?tagFilter={urllib.parse.quote('/probe_')}#timeseries"
+    # a tall window: the dashboard only renders the cards that are in view
+    dom = html.unescape(chromium("--dump-dom", url, window="1400,6000"))
+
+    # the rendered page (after its JavaScript ran) names every probe tag ...
+    missing = [t for t in expected if t.split("/")[-1] not in dom]
+    assert not missing, f"probe cards not rendered: {missing}"
+    assert "Tags matching filter" in dom
+    # ... and shows images whose source TensorBoard serves
+    sources = re.findall(r'<img[^>]*\ssrc="(data/plugin/timeseries/imageData\?[^"]+)"', dom)
+    assert len(sources) >= len(expected), f"{len(sources)} card images for {len(expected)} probe tags"
+    for src in sources[:4]:
+        data, kind = get(f"{base}/{src}")
+        assert kind.startswith("image/"), kind
+        assert data[:2] == b"\xff\xd8" or data[:8] == b"\x89PNG\r\n\x1a\n"
+
+    shot = tmp_path / "tensorboard.png"
+    chromium(f"--screenshot={shot}", url)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    if os.environ.get("KG_SAVE_SCREENSHOT") == "1":
+        target = ROOT / "docs" / "assets" / "tensorboard_probes.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)

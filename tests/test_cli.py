@@ -1,0 +1,250 @@
+"""The keras-gradcam command: explain, layers, methods, evaluate, --help, exit codes and messages.
+
+Commands run in-process through ``main(argv)`` (one TensorFlow import for the whole file) on a
+tiny nested model saved as ``.keras`` and ``.h5``; one test runs ``python -m keras_gradcam`` as a
+person would, to check the entry point and that errors reach stderr.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_gradcam as kg
+from keras_gradcam import cli
+from keras_gradcam.cli import EXIT_CODES, main, preprocess
+from keras_gradcam.plotting import write_png
+
+SIZE = 24
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A nested model saved both ways, three PNG images, a JPEG, a broken file and masks."""
+    root = tmp_path_factory.mktemp("cli")
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((SIZE, SIZE, 3))
+    inner = keras.Model(inner_in, keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inner_in),
+                        name="backbone")
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = inner(inputs)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x), name="outer")
+    model.save(root / "m.keras")
+    model.save(root / "m.h5")
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(3):
+        img = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)  # another size: resized on load
+        write_png(root / f"img{i}.png", img)
+        images.append(str(root / f"img{i}.png"))
+    tf.io.write_file(str(root / "photo.jpg"), tf.io.encode_jpeg(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)))
+    (root / "broken.png").write_bytes(b"\x89PNG this is not an image")
+    (root / "notes.txt").write_text("not a model")
+    masks = root / "masks"
+    masks.mkdir()
+    for i in range(3):
+        m = np.zeros((30, 40), np.uint8)
+        m[5:20, 10:30] = 255
+        write_png(masks / f"img{i}.png", m)
+    (root / "names.txt").write_text("cat\ndog\nbird\n")
+    return {"root": root, "keras": str(root / "m.keras"), "h5": str(root / "m.h5"), "images": images, "model": model}
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- explain --------------------------------------------------------------------------------------
+def test_explain_writes_overlays_maps_manifest_and_prints_a_table(files, tmp_path, capsys):
+    out_dir = tmp_path / "cams"
+    code, out, err = run(["explain", files["keras"], *files["images"], "--out", out_dir, "--size", SIZE,
+                          "--class-names", files["root"] / "names.txt"], capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(out_dir)) == sorted(
+        [f"img{i}_{k}.png" for i in range(3) for k in ("heatmap", "overlay")]
+        + ["heatmaps.npy", "layer_heatmaps.npy", "manifest.json"]
+    )
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["method"] == "gradcam++" and manifest["layer"] == "c2"
+    assert manifest["class_names"] == ["cat", "dog", "bird"]
+    assert [s["name"] for s in manifest["samples"]] == ["img0", "img1", "img2"]
+    heat = np.load(out_dir / "heatmaps.npy")
+    assert heat.shape == (3, SIZE, SIZE) and heat.min() >= 0 and heat.max() <= 1
+
+    # the same as the library on the same preprocessed pixels
+    raw = np.stack([cli.load_image(p, (SIZE, SIZE)) for p in files["images"]])
+    expected = kg.explain(files["model"], raw.astype(np.float32) / 255.0, method="gradcam++")
+    np.testing.assert_allclose(heat, expected.heatmaps, atol=1e-5)
+    np.testing.assert_allclose(manifest["scores"], expected.scores, rtol=1e-5, atol=1e-6)
+
+    lines = out.splitlines()
+    assert lines[0].startswith("Grad-CAM++ at layer 'c2'; 3 image(s) at 24x24, preprocess 'unit'")
+    assert lines[1].split() == ["image", "explained", "score", "predicted", "overlay"]
+    name = ["cat", "dog", "bird"][int(expected.targets[0])]
+    assert lines[3].split()[1] == name and lines[3].split()[2] == f"{expected.scores[0]:.3f}"
+    assert lines[-1].startswith("wrote 3 overlay(s)")
+    assert "explaining" not in err and "error" not in err  # no progress bar when stderr is not a terminal
+
+
+def test_explain_h5_nested_layer_target_method_and_progress(files, tmp_path, capsys):
+    out_dir = tmp_path / "h5"
+    code, out, err = run(["explain", files["h5"], files["images"][0], files["root"] / "photo.jpg", "--layer", "c1",
+                          "--method", "gradcam", "--target", 2, "--batch-size", 1, "--progress", "always",
+                          "--out", out_dir], capsys)
+    assert code == 0, err
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["layer"] == "backbone/c1" and manifest["method"] == "gradcam"
+    assert manifest["targets"] == [2, 2]
+    assert "explaining 1/2 [" in err and "explaining 2/2 [" in err and "100%" in err
+    assert "photo.jpg" in out
+
+
+def test_explain_one_target_per_image_and_preprocessing(files, tmp_path, capsys):
+    code, out, err = run(["explain", files["keras"], *files["images"], "--target", 0, 1, 2, "--preprocess", "tf",
+                          "--out", tmp_path], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "manifest.json").read_text())["targets"] == [0, 1, 2]
+    assert "preprocess 'tf'" in out
+
+
+def test_same_file_names_in_two_folders_do_not_overwrite(files, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    copy = other / "img0.png"
+    copy.write_bytes(open(files["images"][0], "rb").read())
+    code, _, err = run(["explain", files["keras"], files["images"][0], copy, "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    assert {"img0_overlay.png", "img0_2_overlay.png"} <= set(os.listdir(tmp_path / "o"))
+
+
+# -- errors: exit codes and messages --------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["explain", "{root}/missing.keras", "{img}"], 3, "model file '.*missing.keras' does not exist"),
+        (["explain", "{keras}", "{root}/missing.png"], 3, "image '.*missing.png' does not exist"),
+        (["explain", "{keras}", "{root}/broken.png"], 4, "cannot read image '.*broken.png'.*Supported formats"),
+        (["explain", "{root}/notes.txt", "{img}"], 5, r"MODEL must be a Keras file ending in \.keras"),
+        (["explain", "{root}/broken.png.keras", "{img}"], 5, "cannot load '.*' as a Keras model"),
+        (["explain", "{keras}", "{img}", "--layer", "nope"], 6, "--layer: layer 'nope' is not in model 'outer'.*'c2'"),
+        (["explain", "{keras}", "{img}", "--layer", "gap"], 6, "--layer: .*spatial"),
+        (["explain", "{keras}", "{img}", "--target", "7"], 7, r"--target 7 is not a class of the model; valid classes are 0 \.\. 2"),
+        (["explain", "{keras}", "{img}", "{img}", "--target", "0", "1", "2"], 7, "one per image"),
+        (["explain", "{keras}", "{img}", "--method", "magic"], 2, "unknown method 'magic'.*gradcam"),
+        (["explain", "{keras}", "{img}", "--preprocess", "weird"], 2, "invalid choice: 'weird'"),
+        (["explain", "{keras}", "{img}", "--size", "0"], 2, "positive size like 224"),
+        (["explain", "{keras}", "{img}", "--size", "32"], 2, "does not fit the model, which takes 24x24"),
+        (["explain", "{keras}", "{img}", "--alpha", "3"], 2, r"number in \[0, 1\]"),
+        (["explain", "{keras}", "{img}", "--colormap", "nope"], 2, "unknown colormap 'nope'"),
+        (["explain", "{keras}"], 2, "the following arguments are required: IMAGE"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+        (["layers", "{root}/missing.keras"], 3, "does not exist"),
+        (["evaluate", "{keras}", "{img}", "--masks", "{root}/nomasks"], 3, "mask folder"),
+        (["evaluate", "{keras}", "{img}", "--metrics", "accuracy"], 2, "--metrics: unknown"),
+    ],
+)
+def test_errors_go_to_stderr_with_distinct_exit_codes(files, tmp_path, capsys, argv, code, message):
+    if "{root}/broken.png.keras" in argv:
+        (files["root"] / "broken.png.keras").write_bytes(b"garbage")
+    fill = {"root": files["root"], "keras": files["keras"], "img": files["images"][0]}
+    argv = [a.format(**fill) for a in argv] + (["--out", str(tmp_path)] if argv[0] == "explain" else [])
+    got, out, err = run(argv, capsys)
+    assert got == code, err
+    assert out == ""
+    errors = [line for line in err.splitlines() if line.startswith("keras-gradcam: error: ")]
+    assert len(errors) == 1, err  # (TensorFlow may log its own warnings before it)
+    assert re.search(message, err[err.index("keras-gradcam: error: "):], re.S), err
+
+
+def test_every_exit_code_is_documented_in_help(capsys):
+    for argv in ([], ["explain"], ["layers"], ["methods"], ["evaluate"]):
+        code, out, _ = run([*argv, "--help"], capsys)
+        assert code == 0
+        assert "usage: keras-gradcam" in out
+        for number, meaning in EXIT_CODES.items():
+            assert f"  {number}  {meaning}" in out
+    code, out, _ = run(["explain", "--help"], capsys)
+    for option in ("--method", "--layer", "--target", "--size", "--preprocess", "--out", "--progress"):
+        assert option in out
+    for mode in ("none", "unit", "imagenet-caffe", "imagenet-torch", "tf"):
+        assert mode in out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    code, out, err = run([], capsys)
+    assert code == 2 and "usage: keras-gradcam" in err
+
+
+# -- layers, methods, evaluate --------------------------------------------------------------------
+def test_layers_lists_nested_paths_and_marks_the_default(files, capsys):
+    code, out, err = run(["layers", files["keras"]], capsys)
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines()[3:]]
+    assert [r[0] if r[0] != "*" else r[1] for r in rows] == ["backbone", "backbone/c1", "c2"]
+    assert out.splitlines()[-1].startswith("* c2")
+    code, out, _ = run(["layers", files["h5"], "--all"], capsys)
+    assert code == 0 and "gap" in out and "head" in out
+
+
+def test_layers_of_a_model_without_spatial_layers(tmp_path, capsys):
+    dense = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2)])
+    dense.save(tmp_path / "dense.keras")
+    code, out, err = run(["layers", tmp_path / "dense.keras"], capsys)
+    assert code == 6 and "no layer with a spatial output" in err
+
+
+def test_methods_lists_the_registry(capsys):
+    code, out, _ = run(["methods"], capsys)
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()[2:]]
+    assert names == list(kg.METHODS)
+
+
+def test_evaluate_prints_a_table_per_method(files, capsys):
+    code, out, err = run(["evaluate", files["keras"], *files["images"], "--methods", "gradcam", "layercam",
+                          "--masks", files["root"] / "masks", "--metrics", "energy_pointing_game", "pointing_game",
+                          "--tolerance", 2], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "2 method(s) on 3 image(s) at 24x24" in lines[0]
+    assert "energy_pointing_game" in lines[1] and "pointing_game" in lines[1]
+    assert lines[3].strip("| ").startswith("gradcam ") and lines[4].strip("| ").startswith("layercam ")
+
+
+# -- pieces ---------------------------------------------------------------------------------------
+def test_preprocessing_modes_against_their_definitions():
+    x = np.array([[[[0, 128, 255]]]], np.uint8)
+    np.testing.assert_allclose(preprocess(x, "none"), [[[[0, 128, 255]]]])
+    np.testing.assert_allclose(preprocess(x, "unit"), [[[[0, 128 / 255, 1]]]], rtol=1e-6)
+    np.testing.assert_allclose(preprocess(x, "tf"), [[[[-1, 128 / 127.5 - 1, 1]]]], atol=1e-6)
+    np.testing.assert_allclose(preprocess(x, "imagenet-caffe"), [[[[255 - 103.939, 128 - 116.779, 0 - 123.68]]]], rtol=1e-6)
+    np.testing.assert_allclose(
+        preprocess(x, "imagenet-torch"),
+        [[[[(0 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (1 - 0.406) / 0.225]]]], rtol=1e-5,
+    )
+    # Keras' own ImageNet preprocessing agrees ("caffe" and "torch" modes)
+    batch = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3)).astype(np.uint8)
+    from keras.applications import imagenet_utils
+
+    for mode, ours in (("caffe", "imagenet-caffe"), ("torch", "imagenet-torch"), ("tf", "tf")):
+        theirs = imagenet_utils.preprocess_input(batch.astype(np.float32), mode=mode)
+        np.testing.assert_allclose(preprocess(batch, ours), theirs, rtol=1e-5, atol=1e-4)
+
+
+def test_python_dash_m_entry_point(files):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-m", "keras_gradcam", "layers", files["root"] / "nothing.keras"],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 3
+    assert done.stdout == ""
+    assert "keras-gradcam: error: model file" in done.stderr
