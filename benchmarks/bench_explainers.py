@@ -8,10 +8,11 @@ it prints images/s and the median time divided by:
   same layer (Smooth Grad-CAM++ with ``n`` samples, Integrated Grad-CAM with ``n`` steps;
   target <= 1.15x).
 
-Machines are noisy: every figure is a median over ``--repeats`` runs after a warm-up call that
-traces the compiled functions. Usage::
+Machines are noisy: the baseline and the method are timed in alternation, round after round,
+and the figure is the median over ``--repeats`` rounds of the per-round ratio (after a warm-up
+call that traces the compiled functions). Usage::
 
-    python benchmarks/bench_explainers.py [--size 224] [--batch 16] [--repeats 5] [--samples 8]
+    python benchmarks/bench_explainers.py [--size 224] [--batch 16] [--repeats 11] [--samples 16]
 """
 
 from __future__ import annotations
@@ -32,22 +33,30 @@ import keras_gradcam as kg  # noqa: E402
 ONE_PASS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: tracing
-    times = []
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def paired(fn, baseline, repeats: int) -> tuple[float, float]:
+    """Median time of ``fn`` and median of ``time(fn) / time(baseline)`` over alternating rounds."""
+    fn(), baseline()  # warm-up: tracing
+    times, ratios = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        b = timed(baseline)
+        t = timed(fn)
+        times.append(t)
+        ratios.append(t / b)
+    return statistics.median(times), statistics.median(ratios)
 
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--samples", type=int, default=8, help="n for Smooth Grad-CAM++ and steps for Integrated Grad-CAM")
+    p.add_argument("--repeats", type=int, default=11, help="rounds for one-pass methods (a third of it, >= 3, for the others)")
+    p.add_argument("--samples", type=int, default=16, help="n for Smooth Grad-CAM++ and steps for Integrated Grad-CAM")
     p.add_argument("--layer", default="conv5_block3_out")
     args = p.parse_args(argv)
 
@@ -67,23 +76,32 @@ def main(argv=None) -> list[dict]:
             total = tf.reduce_sum(tf.reduce_max(logits, axis=-1))
         return tape.gradient(total, acts)
 
-    t_fwd = median_time(lambda: forward(xt).numpy(), args.repeats)
-    t_fb = median_time(lambda: forward_backward(xt).numpy(), args.repeats)
-    print(f"ResNet50 {args.size}x{args.size}, batch {args.batch}, layer {args.layer}, median of {args.repeats}")
-    print(f"plain forward: {t_fwd * 1000:.0f} ms ({args.batch / t_fwd:.1f} img/s); "
-          f"forward+backward to the layer: {t_fb * 1000:.0f} ms")
-    print(f"| method | img/s | time / baseline | baseline | target |")
-    print(f"|---|---|---|---|---|")
+    def run_forward():
+        forward(xt).numpy()
+
+    def run_forward_backward(n):
+        def run():
+            for _ in range(n):
+                forward_backward(xt).numpy()
+
+        return run
+
+    t_fwd, _ = paired(run_forward, run_forward, args.repeats)
+    print(f"ResNet50 {args.size}x{args.size}, batch {args.batch}, layer {args.layer}, CPU, "
+          f"median of {args.repeats} rounds ({max(3, args.repeats // 3)} for the multi-pass methods)")
+    print(f"plain compiled forward pass: {t_fwd * 1000:.0f} ms ({args.batch / t_fwd:.1f} img/s)")
+    print("| method | img/s | time / baseline | baseline | target |")
+    print("|---|---|---|---|---|")
     rows = []
     n = args.samples
-    setups = [(m, {}, t_fwd, "1 forward", 1.05) for m in ONE_PASS] + [
-        ("smoothgradcam++", {"n_samples": n}, n * t_fb, f"{n} fwd+bwd", 1.15),
-        ("integrated-gradcam", {"steps": n}, n * t_fb, f"{n} fwd+bwd", 1.15),
+    few = max(3, args.repeats // 3)
+    setups = [(m, {}, run_forward, "1 forward", 1.05, args.repeats) for m in ONE_PASS] + [
+        ("smoothgradcam++", {"n_samples": n}, run_forward_backward(n), f"{n} forward+backward", 1.15, few),
+        ("integrated-gradcam", {"steps": n}, run_forward_backward(n), f"{n} forward+backward", 1.15, few),
     ]
-    for name, options, base, base_name, target in setups:
+    for name, options, baseline, base_name, target, repeats in setups:
         cam = kg.get_method(name)(model, args.layer, batch_size=args.batch, **options)
-        t = median_time(lambda: cam(x), args.repeats)
-        ratio = t / base
+        t, ratio = paired(lambda: cam(x), baseline, repeats)
         rows.append({"method": name, "img_per_s": args.batch / t, "ratio": ratio, "baseline": base_name, "target": target})
         print(f"| {name} | {args.batch / t:.1f} | {ratio:.3f} | {base_name} | <= {target} |", flush=True)
     return rows

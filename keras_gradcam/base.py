@@ -77,6 +77,7 @@ class BaseCAM:
     """
 
     name: ClassVar[str] = "base"
+    display_name: ClassVar[str] = ""  # how papers write it, for titles ("Grad-CAM++")
     relu: ClassVar[bool] = True  # the method's own ReLU on the combined map
     gradients: ClassVar[bool] = True
 
@@ -247,36 +248,51 @@ class BaseCAM:
         -------
         Explanation
         """
+        x, t, n, bs = self._prepare(images, targets, batch_size)
+        size = self._out_size(x)
+        # fill a pass with as many samples as possible, then with variants of each (noise draws,
+        # path points) so that one pass holds at most `bs` images
+        per_batch = min(bs, n)
+        chunk = max(1, bs // per_batch) if self._expansion() > 1 else 1
+        fn = self._function(x, t, chunk, size)
+        if not callable(t):
+            check_range(t, self._num_classes)
+        return self._explanation(t, *self._run_batches(fn, x, t, per_batch))
+
+    @staticmethod
+    def _run_batches(fn, x, t, per_batch: int) -> list[np.ndarray]:
+        """Run a compiled ``fn(inputs, targets)`` over the samples ``per_batch`` at a time; outputs joined."""
+        parts = []
+        for i in range(0, len(_flat(x)[0]), per_batch):
+            xb = _map(lambda a: a[i : i + per_batch], x)
+            tb = np.full((len(_flat(xb)[0]),), -1, np.int32) if callable(t) else t[i : i + per_batch]
+            parts.append([o.numpy() for o in fn(xb, tb)])
+        return [np.concatenate(p) for p in zip(*parts)]
+
+    def _explanation(self, t, heat, layer_maps, targets, scores, predictions, **fields) -> Explanation:
+        """The :class:`Explanation` of one call from its joined per-sample arrays."""
+        return Explanation(
+            heatmaps=heat,
+            layer_heatmaps=layer_maps,
+            targets=None if callable(t) else targets.astype(np.int64),
+            scores=scores,
+            layer=self.layer,
+            method=self.name,
+            predictions=None if (predictions < 0).all() else predictions.astype(np.int64),
+            **fields,
+        )
+
+    def _prepare(self, images, targets, batch_size):
+        """Checked inputs, resolved targets, number of samples and images per pass."""
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
         x = self._ordered(_as_inputs(images))
         arrays = _flat(x)
         n = arrays[0].shape[0] if arrays and arrays[0].ndim else 0
         self._check_inputs(arrays, n)
         if self._capture is None:
             self._setup(_map(lambda a: a[:1], x))
-        t = resolve_targets(targets, n)
-        size = self._out_size(x)
-        bs = int(batch_size or self.batch_size)
-        per_batch = max(1, bs // self._expansion()) if self._expansion() > 1 else bs
-        per_batch = min(per_batch, n)
-        chunk = max(1, bs // per_batch)  # variants per pass, for methods that expand samples
-        fn = self._function(x, t, chunk, size)
-        if not callable(t):
-            check_range(t, self._num_classes)
-        parts = []
-        for i in range(0, n, per_batch):
-            xb = _map(lambda a: a[i : i + per_batch], x)
-            tb = np.full((len(_flat(xb)[0]),), -1, np.int32) if callable(t) else t[i : i + per_batch]
-            parts.append([o.numpy() for o in fn(xb, tb)])
-        heat, layer_maps, tgt, scores, preds = (np.concatenate(p) for p in zip(*parts))
-        return Explanation(
-            heatmaps=heat,
-            layer_heatmaps=layer_maps,
-            targets=None if callable(t) else tgt.astype(np.int64),
-            scores=scores,
-            layer=self.layer,
-            method=self.name,
-            predictions=None if (preds < 0).all() else preds.astype(np.int64),
-        )
+        return x, resolve_targets(targets, n), n, int(batch_size or self.batch_size)
 
     def _ordered(self, x):
         """Dict inputs in the order of the model's input dict (Keras matches them by key)."""

@@ -25,21 +25,13 @@ import tensorflow as tf
 
 from . import metrics
 from .explain import get_method
+from .plotting import display_name
 from .overlay import _colormap_table, overlay
 
 __all__ = ["GradCAMCallback"]
 
 logger = logging.getLogger("keras_gradcam")
 
-_DISPLAY_NAMES = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "smoothgradcam++": "Smooth Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "hirescam": "HiResCAM",
-    "layercam": "LayerCAM",
-    "integrated-gradcam": "Integrated Grad-CAM",
-}
 _IMAGE_FORMATS = ("jpeg", "png")
 _ON_ERROR = ("raise", "warn")
 _CORRECT = np.array([46, 160, 67], np.uint8)  # strip under a probe: prediction right
@@ -590,7 +582,7 @@ class GradCAMCallback(keras.callbacks.Callback):
 
     def _descriptions(self, layer) -> list[str]:
         """Markdown description of each probe card (the same at every step)."""
-        shown = _DISPLAY_NAMES.get(self.method, self.method)
+        shown = display_name(self.method)
         what = {"predicted": "the predicted class", "label": "the true class"}.get(
             self.targets if isinstance(self.targets, str) else "", "the chosen class"
         )
@@ -621,7 +613,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         from tensorboard.plugins.text import metadata as text_metadata
 
         prefix = self.tag_prefix
-        shown = _DISPLAY_NAMES.get(self.method, self.method)
+        shown = display_name(self.method)
         image_metas = [
             image_metadata.create_summary_metadata(display_name=None, description=d) for d in self._descriptions(layer)
         ]
@@ -726,7 +718,7 @@ class GradCAMCallback(keras.callbacks.Callback):
             warn = below and (not self._below or last)  # on falling below, and at the end if still below
             self._below = below
             if warn:
-                shown = _DISPLAY_NAMES.get(self.method, self.method)
+                shown = display_name(self.method)
                 logger.warning(
                     "Only %.0f%% of the %s evidence lies inside the objects at epoch %d (TensorBoard step %d; the "
                     "objects cover %.0f%% of the probe images): the model may be using a shortcut (background, "
@@ -741,7 +733,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         return np.concatenate([images, np.broadcast_to(strip, (n, rows, w, 3))], axis=1)
 
     def _captions(self, epoch, exp, energy, hits, scalars) -> str:
-        shown = _DISPLAY_NAMES.get(self.method, self.method)
+        shown = display_name(self.method)
         head = f"**Epoch {epoch + 1}** (step {epoch}), {shown} at layer `{exp.layer}`"
         if energy is not None:
             head += f": {scalars[0]:.0%} of the evidence inside the objects, pointing game {scalars[1]:.0%}"

@@ -16,7 +16,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .base import _flat
 from .methods.gradcam import GradCAM
 from .methods.scorecam import _Driven, _spec_key, _specs
 from .postprocess import normalize, resize, spatial_mean
@@ -256,7 +255,7 @@ def neuron_importance(
             model, layer, output=output, score=score, counterfactual=counterfactual, batch_size=batch_size
         )
         per_model[key] = explainer
-    x, t, n, bs = explainer._start(images, targets, None)
+    x, t, n, bs = explainer._prepare(images, targets, None)
     channels = int(explainer.layers[0].shape[1 if explainer.layers[0].channels_first else -1])
     if k > channels:
         raise ValueError(f"k={k} but layer {explainer.layer!r} has only {channels} channels; pass k <= {channels}.")
@@ -264,12 +263,7 @@ def neuron_importance(
     fn = explainer.function(x, t, int(k), bool(maps), size)
     if not callable(t):
         check_range(t, explainer._num_classes)
-    parts = []
-    for i in range(0, n, bs):
-        xb = tf.nest.map_structure(lambda a: a[i : i + bs], x)
-        tb = np.full((len(_flat(xb)[0]),), -1, np.int32) if callable(t) else t[i : i + bs]
-        parts.append([o.numpy() for o in fn(xb, tb)])
-    out = [np.concatenate(p) for p in zip(*parts)]
+    out = explainer._run_batches(fn, x, t, bs)
     alpha, top_c, top_w, bot_c, bot_w, tgt, scores = out[:7]
     top_maps, bottom_maps = (out[7], out[8]) if maps else (None, None)
     tgt = None if callable(t) else tgt.astype(np.int64)

@@ -30,24 +30,6 @@ __all__ = ["plot", "display_name", "encode_png", "write_png"]
 
 _SHOW = ("image", "heatmap", "overlay")
 
-# How the methods of the paper family are usually written; any other name is shown as registered.
-_PRETTY = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "smoothgradcam++": "Smooth Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "hirescam": "HiResCAM",
-    "layercam": "LayerCAM",
-    "integrated-gradcam": "Integrated Grad-CAM",
-    "scorecam": "Score-CAM",
-    "ablationcam": "Ablation-CAM",
-    "eigencam": "Eigen-CAM",
-    "guided-backprop": "Guided Backprop",
-    "guided-gradcam": "Guided Grad-CAM",
-    "guided-gradcam++": "Guided Grad-CAM++",
-}
-
-
 def display_name(method: str) -> str:
     """How a method name is written in titles: ``"gradcam++"`` -> ``"Grad-CAM++"``.
 
@@ -59,8 +41,8 @@ def display_name(method: str) -> str:
     Returns
     -------
     str
-        The explainer class's ``display_name`` attribute when it has one, else the usual spelling
-        of the paper, else ``method`` unchanged.
+        The explainer class's ``display_name`` attribute when it has one, else ``method``
+        unchanged.
 
     Examples
     --------
@@ -71,12 +53,12 @@ def display_name(method: str) -> str:
     try:
         from .explain import get_method
 
-        shown = getattr(get_method(method), "display_name", None)
+        shown = vars(get_method(method)).get("display_name")  # not inherited: a subclass is another method
         if isinstance(shown, str) and shown:
             return shown
     except (ValueError, TypeError):
         pass
-    return _PRETTY.get(method, method)
+    return method
 
 
 # -- PNG, without an image library ------------------------------------------------------------

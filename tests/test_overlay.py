@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras_gradcam
 from keras_gradcam.overlay import overlay
 
 ROOT = Path(__file__).resolve().parents[1]

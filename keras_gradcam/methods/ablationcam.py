@@ -78,6 +78,7 @@ class AblationCAM(_ChannelPerturbation):
     """
 
     name = "ablationcam"
+    display_name = "Ablation-CAM"
 
     def __init__(self, model, layer=None, *, drop: str = "relative", head_only: bool = True, **kwargs):
         if drop not in DROPS:

@@ -105,6 +105,7 @@ class EigenCAM(BaseCAM):
     """
 
     name = "eigencam"
+    display_name = "Eigen-CAM"
     relu = False
     gradients = False
 

@@ -42,6 +42,7 @@ class GradCAM(BaseCAM):
     """
 
     name = "gradcam"
+    display_name = "Grad-CAM"
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
         return weighted_sum(acts, spatial_mean(grads))

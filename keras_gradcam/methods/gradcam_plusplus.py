@@ -69,6 +69,7 @@ class GradCAMPlusPlus(BaseCAM):
     """
 
     name = "gradcam++"
+    display_name = "Grad-CAM++"
 
     def __init__(self, model, layer=None, *, alpha_norm: str | None = None, **kwargs):
         if alpha_norm not in ALPHA_NORMS:

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..base import BaseCAM, _flat
+from ..base import BaseCAM
 from ..capture import Capture, _identity_call, _linear, _softmax_kind
 from ..explanation import Explanation
 from ..layers import LayerInfo, ensure_built, output_layer
@@ -329,6 +329,7 @@ class GuidedBackprop(_Driven, BaseCAM):
     """
 
     name = "guided-backprop"
+    display_name = "Guided Backprop"
 
     def __init__(self, model, layer=None, *, non_relu: str = "raise", **kwargs):
         if layer is not None:
@@ -424,26 +425,12 @@ class GuidedBackprop(_Driven, BaseCAM):
         Explanation
             With ``attributions`` shaped like the input.
         """
-        x, t, n, bs = self._start(images, targets, batch_size)
+        x, t, n, bs = self._prepare(images, targets, batch_size)
         fn = self._guided_function(x, t)
         if not callable(t):
             check_range(t, self._num_classes)
-        parts = []
-        for i in range(0, n, bs):
-            xb = tf.nest.map_structure(lambda a: a[i : i + bs], x)
-            tb = np.full((len(_flat(xb)[0]),), -1, np.int32) if callable(t) else t[i : i + bs]
-            parts.append([o.numpy() for o in fn(xb, tb)])
-        attributions, heat, amount, tgt, scores, preds = (np.concatenate(p) for p in zip(*parts))
-        return Explanation(
-            heatmaps=heat,
-            layer_heatmaps=amount,
-            targets=None if callable(t) else tgt.astype(np.int64),
-            scores=scores,
-            layer=self.layer,
-            method=self.name,
-            predictions=None if (preds < 0).all() else preds.astype(np.int64),
-            attributions=attributions,
-        )
+        attributions, *outputs = self._run_batches(fn, x, t, bs)
+        return self._explanation(t, *outputs, attributions=attributions)
 
 
 class _GuidedMixin:
@@ -537,6 +524,7 @@ class GuidedGradCAM(_GuidedMixin, GradCAM):
     """
 
     name = "guided-gradcam"
+    display_name = "Guided Grad-CAM"
 
     def __init__(self, model, layer=None, *, non_relu: str = "raise", **kwargs):
         super().__init__(model, layer, **kwargs)
@@ -586,6 +574,7 @@ class GuidedGradCAMPlusPlus(_GuidedMixin, GradCAMPlusPlus):
     """
 
     name = "guided-gradcam++"
+    display_name = "Guided Grad-CAM++"
 
     def __init__(self, model, layer=None, *, non_relu: str = "raise", **kwargs):
         super().__init__(model, layer, **kwargs)

@@ -34,6 +34,7 @@ class HiResCAM(BaseCAM):
     """
 
     name = "hirescam"
+    display_name = "HiResCAM"
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
         return tf.reduce_sum(grads * acts, axis=-1)

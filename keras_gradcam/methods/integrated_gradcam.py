@@ -67,6 +67,7 @@ class IntegratedGradCAM(BaseCAM):
     """
 
     name = "integrated-gradcam"
+    display_name = "Integrated Grad-CAM"
 
     def __init__(
         self,

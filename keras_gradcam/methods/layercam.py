@@ -44,6 +44,7 @@ class LayerCAM(BaseCAM):
     """
 
     name = "layercam"
+    display_name = "LayerCAM"
 
     def __init__(self, model, layer=None, *, gamma: float = 2.0, fusion: str = "max", **kwargs):
         if fusion not in ("max", "mean"):

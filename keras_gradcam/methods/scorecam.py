@@ -19,12 +19,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..base import BaseCAM, _as_inputs, _flat, _map
+from ..base import BaseCAM, _flat, _map
 from ..capture import _softmax_kind
 from ..explanation import Explanation
 from ..layers import output_layer
 from ..postprocess import EPS, normalize, resize, weighted_sum
-from ..targets import check_range, resolve_targets
+from ..targets import check_range
 
 __all__ = ["ScoreCAM"]
 
@@ -113,18 +113,6 @@ class _Driven:
     Mixed into :class:`~keras_gradcam.base.BaseCAM` subclasses; reuses its input checks, layer
     resolution, :class:`~keras_gradcam.capture.Capture` and function cache (``self._fns``).
     """
-
-    def _start(self, images, targets, batch_size):
-        """Inputs as arrays, resolved targets, sample count and images per pass."""
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
-        x = _as_inputs(images)
-        arrays = _flat(x)
-        n = arrays[0].shape[0] if arrays and arrays[0].ndim else 0
-        self._check_inputs(arrays, n)
-        if self._capture is None:
-            self._setup(_map(lambda a: a[:1], x))
-        return x, resolve_targets(targets, n), n, int(batch_size or self.batch_size)
 
     def _contexts(self) -> list:
         """Context managers active while a function is traced (the capture's interception)."""
@@ -262,7 +250,7 @@ class _ChannelPerturbation(_Driven, BaseCAM):
             With ``extras["channel_weights"]``, the ``(n_samples, channels)`` weights of the map
             (0 for channels that were not perturbed or were skipped).
         """
-        x, t, n, bs = self._start(images, targets, batch_size)
+        x, t, n, bs = self._prepare(images, targets, batch_size)
         self._begin()
         size = self._out_size(x)
         clean = self._clean_function(x, t)
@@ -304,17 +292,8 @@ class _ChannelPerturbation(_Driven, BaseCAM):
             heat = normalize(resize(layer_map, size))
             parts.append([a.numpy() for a in (heat, layer_map, tgt, scores, preds)] + [weights])
         self._finish()
-        heat, layer_maps, tgt, scores, preds, weights = (np.concatenate(p) for p in zip(*parts))
-        return Explanation(
-            heatmaps=heat,
-            layer_heatmaps=layer_maps,
-            targets=None if callable(t) else tgt.astype(np.int64),
-            scores=scores,
-            layer=self.layer,
-            method=self.name,
-            predictions=None if (preds < 0).all() else preds.astype(np.int64),
-            extras={"channel_weights": weights},
-        )
+        *outputs, weights = (np.concatenate(p) for p in zip(*parts))
+        return self._explanation(t, *outputs, extras={"channel_weights": weights})
 
 
 class ScoreCAM(_ChannelPerturbation):
@@ -383,6 +362,7 @@ class ScoreCAM(_ChannelPerturbation):
     """
 
     name = "scorecam"
+    display_name = "Score-CAM"
 
     def __init__(self, model, layer=None, *, weights: str = "probability", max_channels: int | None = None, **kwargs):
         if weights not in SCORECAM_WEIGHTS:

@@ -69,6 +69,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     """
 
     name = "smoothgradcam++"
+    display_name = "Smooth Grad-CAM++"
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ class XGradCAM(BaseCAM):
     """
 
     name = "xgradcam"
+    display_name = "XGrad-CAM"
 
     def __init__(self, model, layer=None, *, eps: float = 1e-7, **kwargs):
         super().__init__(model, layer, **kwargs)
