@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-try:
-    from keras_gradcam import datasets
-except Exception:  # pragma: no cover - package __init__ not importable yet
-    _path = pathlib.Path(__file__).resolve().parents[1] / "keras_gradcam" / "datasets.py"
-    _spec = importlib.util.spec_from_file_location("_kg_datasets", _path)
-    datasets = importlib.util.module_from_spec(_spec)
-    sys.modules["_kg_datasets"] = datasets
-    _spec.loader.exec_module(datasets)
+from keras_gradcam import datasets
 
 ARRAY_FIELDS = (
     "images",
