@@ -14,19 +14,15 @@ the system packages).
 
 import html
 import importlib.util
-import json
 import os
 import pathlib
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.parse
-import urllib.request
 
 import pytest
+from tbserver import get, tensorboard
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -38,17 +34,6 @@ pytestmark = pytest.mark.skipif(
 
 
 ATTEMPTS = 5  # page loads before a missing card counts as a failure
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str, timeout: float = 10.0) -> tuple[bytes, str]:
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # loopback only
-        return r.read(), r.headers.get("Content-Type", "")
 
 
 def chromium(*args, window: str = "1400,900", timeout: int = 120) -> str:
@@ -82,38 +67,15 @@ def logdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tensorboard(logdir):
-    port = free_port()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port),
-         "--load_fast=false"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    tags = {}
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # until the event files are loaded
-            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-            try:
-                tags = json.loads(get(f"{base}/data/plugin/images/tags")[0])
-            except OSError:
-                tags = {}
-            if any(any("/probe_" in t for t in run_tags) for run_tags in tags.values()):
-                break
-            time.sleep(1.0)
+def served(logdir):
+    with tensorboard(logdir, ready=lambda tags: any("/probe_" in t for run in tags.values() for t in run),
+                     timeout=120) as (base, tags, reason):
+        assert reason is None, f"TensorBoard did not list the probe image tags: {reason}; it listed {tags}"
         yield base, tags
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
-def test_probe_cards_render_and_their_images_are_served(tensorboard, tmp_path):
-    base, tags = tensorboard
+def test_probe_cards_render_and_their_images_are_served(served, tmp_path):
+    base, tags = served
     expected = sorted({t for run_tags in tags.values() for t in run_tags if "/probe_" in t})
     assert expected, f"TensorBoard lists no probe image tags: {tags}"
     url = f"{base}/?tagFilter={urllib.parse.quote('/probe_')}#timeseries"

@@ -10,12 +10,9 @@ import doctest
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import keras
@@ -30,6 +27,7 @@ from keras_gradcam import datasets
 from keras_gradcam.callback import GradCAMCallback, _tile
 from keras_gradcam.explain import explain
 from keras_gradcam.overlay import overlay
+from tbserver import get, tensorboard
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -481,12 +479,6 @@ def test_mirrored_strategy_two_replicas(tmp_path):
 
 
 # -- a real TensorBoard -------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_tensorboard_serves_the_image_tags(tmp_path, data):
     log_dir = tmp_path / "exp"
     cb = GradCAMCallback(data["probes"], log_dir, probe_masks=data["masks"])
@@ -494,53 +486,20 @@ def test_real_tensorboard_serves_the_image_tags(tmp_path, data):
     callbacks = [keras.callbacks.TensorBoard(str(log_dir)), cb]
     model.fit(data["x"], data["y"], epochs=2, batch_size=8, verbose=0, callbacks=callbacks)
 
-    port = _free_port()
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(log_dir), "--port", str(port),
-           "--host", "127.0.0.1", "--load_fast=false", "--reload_interval", "1"]  # loopback only (--bind_all is off)
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    except OSError as e:
-        pytest.skip(f"tensorboard could not be started: {e}")
-    base = f"http://127.0.0.1:{port}"
-    tags, reason = None, "no answer within 90 s"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                reason = f"tensorboard exited with {proc.returncode}: {proc.stderr.read()[-1500:]}"
-                break
-            try:
-                with urllib.request.urlopen(base + "/data/plugin/images/tags", timeout=5) as r:
-                    tags = json.load(r)
-                if "gradcam" in tags and len(tags["gradcam"]) == N_PROBES:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        if not tags or "gradcam" not in tags:
+    with tensorboard(log_dir, ready=lambda tags: len(tags.get("gradcam", ())) == N_PROBES) as (base, tags, reason):
+        if "gradcam" not in tags:
             pytest.skip(f"tensorboard did not serve the log dir on loopback: {reason}")
         assert set(tags) == {"gradcam"}
         assert set(tags["gradcam"]) == PROBE_TAGS
         assert "<strong>Probe 00</strong>" in tags["gradcam"]["gradcam++/probe_00"]["description"]  # markdown, rendered
-        with urllib.request.urlopen(base + "/data/plugin/scalars/tags", timeout=10) as r:
-            scalars = json.load(r)
+        scalars = json.loads(get(base + "/data/plugin/scalars/tags")[0])
         assert {"bias/energy_inside_object", "bias/pointing_game"} == set(scalars["gradcam"])
         assert "epoch_loss" in scalars["train"]
         query = urllib.parse.urlencode({"run": "gradcam", "tag": "gradcam++/probe_00", "sample": 0})
-        with urllib.request.urlopen(base + "/data/plugin/images/images?" + query, timeout=10) as r:
-            images = json.load(r)
+        images = json.loads(get(base + "/data/plugin/images/images?" + query)[0])
         assert [im["step"] for im in images] == [0, 1]
-        url = base + "/data/plugin/images/individualImage?" + images[1]["query"]
-        with urllib.request.urlopen(url, timeout=10) as r:
-            assert r.headers["Content-Type"] == "image/jpeg"
-            assert r.read()[:2] == b"\xff\xd8"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        body, kind = get(base + "/data/plugin/images/individualImage?" + images[1]["query"])
+        assert kind == "image/jpeg" and body[:2] == b"\xff\xd8"
 
 
 # -- docs ---------------------------------------------------------------------------------------
