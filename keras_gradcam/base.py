@@ -67,8 +67,8 @@ class BaseCAM:
     output : int or str, optional
         For a multi-output model, the output that class targets refer to.
     score : {"logit", "output"}, default="logit"
-        ``"logit"`` explains the pre-softmax score when the output ends in a softmax (computed on the
-        fly, the model is untouched); ``"output"`` explains the output as it is.
+        ``"logit"`` explains the score before the output's softmax or sigmoid, when it ends in one
+        (computed on the fly, the model is untouched); ``"output"`` explains the output as it is.
     counterfactual : bool, default=False
         Negate the gradients (Grad-CAM paper, counterfactual explanations): the map shows regions
         whose removal would make the model *more* confident in the target.
@@ -99,7 +99,7 @@ class BaseCAM:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
         if score not in ("logit", "output"):
-            raise ValueError(f"score must be 'logit' (pre-softmax) or 'output' (as the model gives it); got {score!r}.")
+            raise ValueError(f"score must be 'logit' (before the softmax/sigmoid) or 'output' (as the model gives it); got {score!r}.")
         self.model = model
         self.layer_spec = layer
         self.output = output

@@ -39,14 +39,27 @@ class Captured:
     output: tf.Tensor | None = None  # the explained output (B, ...) as computed (logits by default)
 
 
-def _softmax_kind(layer) -> str | None:
-    """How ``layer`` applies a softmax, if it does: as its class or as its ``activation``."""
+LINKS = ("softmax", "sigmoid")  # output activations removed to explain logits
+
+
+def output_link(layer) -> tuple[str, str] | None:
+    """The softmax or sigmoid that ``layer`` applies, if any: ``(link, where)``.
+
+    ``where`` is ``"layer"`` for a ``keras.layers.Softmax`` layer and ``"activation"`` for a layer
+    whose ``activation`` is the link (``Dense(..., activation="sigmoid")``, ``Activation("softmax")``).
+    """
     if isinstance(layer, keras.layers.Softmax):
-        return "layer"
-    act = getattr(layer, "activation", None)
-    if act is not None and getattr(act, "__name__", "") == "softmax":
-        return "activation"
-    return None
+        return "softmax", "layer"
+    name = getattr(getattr(layer, "activation", None), "__name__", "")
+    return (name, "activation") if name in LINKS else None
+
+
+def strip_link(head, where: str, set_attr: Callable = object.__setattr__) -> None:
+    """Make ``head`` (see :func:`output_link`) give logits, setting attributes with ``set_attr``."""
+    if where == "layer":
+        set_attr(head, "call", _identity_call)
+    else:
+        set_attr(head, "activation", _linear)
 
 
 def _linear(x):
@@ -69,9 +82,9 @@ class Capture:
     output : int or str, optional
         Which output of a multi-output model is explained by class-index targets.
     score : {"logit", "output"}, default="logit"
-        ``"logit"`` explains the pre-softmax score when the selected output ends in a softmax
-        (a ``Softmax`` layer, or a layer with ``activation="softmax"``); ``"output"`` explains the
-        output as the model gives it.
+        ``"logit"`` explains the score before the link when the selected output ends in a softmax
+        or a sigmoid (a ``Softmax`` layer, or a layer with ``activation="softmax"`` or
+        ``"sigmoid"``); ``"output"`` explains the output as the model gives it.
     """
 
     def __init__(self, model: keras.Model, layers: Sequence[LayerInfo], output=None, score: str = "logit"):
@@ -81,12 +94,10 @@ class Capture:
         self.layers = list(layers)
         self.output_index = self._output_index(output)
         self.score = score
-        self._softmax = None
-        if score == "logit":
-            head = output_layer(model, self.output_index or 0)
-            kind = _softmax_kind(head) if head is not None else None
-            if kind is not None:
-                self._softmax = (head, kind)
+        self._head = output_layer(model, self.output_index or 0)
+        found = output_link(self._head) if self._head is not None else None
+        self.link = found[0] if found else None  # the head's softmax/sigmoid, kept or removed
+        self._strip = found[1] if found and score == "logit" else None
         self._tape = None
         self._edit = None
         self._records: list[list] = []
@@ -120,6 +131,16 @@ class Capture:
             raise ValueError(self._ambiguous(names))
         return flat[self.output_index]
 
+    def probabilities(self, out: tf.Tensor) -> tf.Tensor:
+        """The explained output ``(B, classes)`` as probabilities, its link applied exactly once.
+
+        A head kept as it is (``score="output"``) already gives them; otherwise the head's own
+        sigmoid (multi-label and one-unit binary heads), else a softmax over the class axis.
+        """
+        if self.link is not None and self._strip is None:
+            return out
+        return tf.sigmoid(out) if self.link == "sigmoid" else tf.nn.softmax(out, axis=-1)
+
     @staticmethod
     def _ambiguous(names) -> str:
         return (
@@ -130,7 +151,7 @@ class Capture:
     # -- tracing-time interception -------------------------------------------------------------
     @contextlib.contextmanager
     def active(self):
-        """Wrap the chosen layers (and a softmax head, for logits) while a function is traced.
+        """Wrap the chosen layers (and a softmax/sigmoid head, for logits) while a function is traced.
 
         Everything set here is undone in ``finally``, also when tracing raises.
         """
@@ -143,12 +164,8 @@ class Capture:
         try:
             for i, info in enumerate(self.layers):
                 setattr_tmp(info.layer, "call", self._recording_call(info.layer.call, i))
-            if self._softmax is not None:
-                head, kind = self._softmax
-                if kind == "layer":
-                    setattr_tmp(head, "call", _identity_call)
-                else:
-                    setattr_tmp(head, "activation", _linear)
+            if self._strip is not None:
+                strip_link(self._head, self._strip, setattr_tmp)
             yield self
         finally:
             for obj, name, had, old in reversed(touched):

@@ -23,9 +23,9 @@ Conventions shared by every function:
 * ``reduction="mean"`` returns the mean over images as a Python ``float``;
   ``reduction=None`` returns the per-image values as an ndarray of shape ``(n_samples,)``;
 * model metrics state their score space with ``score=``: ``"probability"`` (default; the
-  softmax of the logits, i.e. the model's own output when it ends in a softmax),
-  ``"logit"`` (the pre-softmax score, computed without modifying the model) or ``"output"``
-  (the selected output as the model gives it, e.g. a sigmoid);
+  model's own output when it ends in a softmax or a sigmoid, else the softmax of its logits),
+  ``"logit"`` (the score before that softmax or sigmoid, computed without modifying the model)
+  or ``"output"`` (the selected output as the model gives it);
 * the explained class is ``targets`` when given, else the model's top-1 class on the
   unperturbed image (Grad-CAM++ and RISE protocols);
 * all perturbed images of a batch go through one compiled forward function (traced once per
@@ -777,7 +777,7 @@ class _Scorer:
     """Compiled forward passes of a model returning target-class scores in one score space.
 
     Every function is traced once (``None`` batch dimensions) under :meth:`Capture.active`,
-    which computes logits on the fly for softmax heads without modifying the model.
+    which computes logits on the fly for softmax and sigmoid heads without modifying the model.
     """
 
     def __init__(self, model: keras.Model, score: str = "probability", output=None):
@@ -785,7 +785,7 @@ class _Scorer:
             raise TypeError(f"model must be a keras.Model; got {type(model).__module__}.{type(model).__name__}.")
         if score not in SCORES:
             raise ValueError(
-                f"score must be one of {SCORES}: 'probability' (softmax, default), 'logit' (pre-softmax) or "
+                f"score must be one of {SCORES}: 'probability' (default), 'logit' (before the softmax/sigmoid) or "
                 f"'output' (the model's output as is); got {score!r}."
             )
         self.model = model
@@ -799,7 +799,7 @@ class _Scorer:
         cap = self._capture(x, targets, gradients=False)
         out = tf.cast(cap.output, tf.float32)
         if self.score == "probability":
-            out = tf.nn.softmax(out, axis=-1)
+            out = self._capture.probabilities(out)
         return tf.gather(out, cap.targets, batch_dims=1), cap.targets
 
     def _compile(self, key, body, signature):

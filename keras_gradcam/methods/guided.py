@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..base import BaseCAM
-from ..capture import Capture, _identity_call, _linear, _softmax_kind
+from ..capture import Capture, output_link, strip_link
 from ..explanation import Explanation
 from ..layers import LayerInfo, ensure_built, output_layer
 from ..postprocess import normalize
@@ -258,14 +258,12 @@ def _check_same_outputs(model, clone) -> None:
         )
 
 
-def _strip_softmax(clone: keras.Model, index: int) -> None:
+def _strip_link(clone: keras.Model, index: int) -> None:
     """Make output ``index`` of the copy give logits (permanently: it is our copy)."""
     head = output_layer(clone, index)
-    kind = _softmax_kind(head) if head is not None else None
-    if kind == "layer":
-        object.__setattr__(head, "call", _identity_call)
-    elif kind == "activation":
-        object.__setattr__(head, "activation", _linear)
+    found = output_link(head) if head is not None else None
+    if found is not None:
+        strip_link(head, found[1])
 
 
 class GuidedBackprop(_Driven, BaseCAM):
@@ -282,8 +280,8 @@ class GuidedBackprop(_Driven, BaseCAM):
     layer : None
         Guided backpropagation explains the input; no layer may be given.
     output, score, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`. With ``score="logit"`` a softmax head is removed
-        on the copy, so the gradient is that of the logit.
+        See :class:`~keras_gradcam.base.BaseCAM`. With ``score="logit"`` a softmax or sigmoid head is
+        removed on the copy, so the gradient is that of the logit.
     counterfactual : bool, default=False
         Back-propagate from :math:`-y^c` instead of :math:`y^c`: with the guided rule this is not
         the negated image, but the input patterns that would *lower* the class score (the
@@ -363,7 +361,7 @@ class GuidedBackprop(_Driven, BaseCAM):
         index = Capture(self.model, [], output=self.output, score=self.score).output_index
         clone = guided_clone(self.model, self.non_relu)
         if self.score == "logit":
-            _strip_softmax(clone, index or 0)
+            _strip_link(clone, index or 0)
         # a copy-owned Identity layer in front of the copy: its output's gradient is the input gradient
         t = inputs[0]
         inp = keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name)

@@ -20,9 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..base import BaseCAM, _flat, _map
-from ..capture import _softmax_kind
 from ..explanation import Explanation
-from ..layers import output_layer
 from ..postprocess import EPS, normalize, resize, weighted_sum
 from ..targets import check_range
 
@@ -310,11 +308,13 @@ class ScoreCAM(_ChannelPerturbation):
         in one forward pass. ``counterfactual`` is not supported (no gradients).
     weights : {"probability", "channel-softmax"}, default="probability"
         ``"probability"`` (official code, paper section 3.2): the post-softmax probability of the
-        target class on the masked input. If the explained output already ends in a softmax
-        (``score="output"`` on such a model) it is used as it is, otherwise a softmax over the
-        class axis is applied (never twice). ``"channel-softmax"`` (paper Algorithm 1): a softmax
-        over channels of the explained score (the logit by default) on the masked inputs; the
-        baseline term of Algorithm 1 cancels in that softmax.
+        target class on the masked input. If the explained output already ends in a softmax or a
+        sigmoid (``score="output"`` on such a model) it is used as it is; otherwise the head's own
+        link is applied to the logits, never twice: its sigmoid for a sigmoid head (multi-label,
+        or a one-unit binary classifier), else a softmax over the class axis.
+        ``"channel-softmax"`` (paper Algorithm 1): a softmax over channels of the explained score
+        (the logit by default) on the masked inputs; the baseline term of Algorithm 1 cancels in
+        that softmax.
     max_channels : int, optional
         "Faster Score-CAM": perturb only the ``max_channels`` channels with the largest spatial
         standard deviation in each sample; the others get weight 0.
@@ -376,12 +376,6 @@ class ScoreCAM(_ChannelPerturbation):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "weights": self.weights, "max_channels": self.max_channels}
 
-    def _setup(self, sample=None) -> None:
-        super()._setup(sample)
-        head = output_layer(self.model, self._capture.output_index or 0)
-        # the explained output is a probability only if it ends in a softmax that Capture keeps
-        self._output_is_probability = self.score == "output" and head is not None and _softmax_kind(head) is not None
-
     def _num_perturbed(self, channels: int) -> int:
         return channels if self.max_channels is None else min(self.max_channels, channels)
 
@@ -421,7 +415,7 @@ class ScoreCAM(_ChannelPerturbation):
             got = cap.scores
         else:
             out = tf.cast(cap.output, tf.float32)
-            probs = out if self._output_is_probability else tf.nn.softmax(out, axis=-1)
+            probs = self._capture.probabilities(out)
             got = tf.gather(probs, cap.targets, batch_dims=1)
         shape = tf.stack([c, -1])
         return tf.reshape(got, shape), tf.reshape(valid, shape)

@@ -1,0 +1,136 @@
+"""Sigmoid heads (multi-label and one-unit binary classifiers), against numpy by hand.
+
+The model: a 1x1 ReLU convolution (the explained layer, at input resolution so no resizing is
+involved), global average pooling and a Dense head with a sigmoid. With ``A`` the layer's
+activations, ``Z`` its number of positions and ``W`` the Dense kernel, the logit of class c is
+``S_c = mean_ij(A) @ W[:, c] + b_c`` and ``dS_c / dA^k_ij = W[k, c] / Z``; the sigmoid multiplies
+that gradient by ``sigma'(S_c) <= 1/4``, so explaining the output instead of the logit changes
+every un-normalised map.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from keras_gradcam import metrics
+from keras_gradcam.methods.gradcam import GradCAM
+from keras_gradcam.methods.gradcam_plusplus import GradCAMPlusPlus
+from keras_gradcam.methods.guided import GuidedBackprop
+from keras_gradcam.methods.scorecam import ScoreCAM
+from oracles import close, relu
+
+RNG = np.random.default_rng(7)
+CONV_W = np.array([[[[1.0, -0.5, 0.8], [-0.4, 1.2, 0.6]]]], "float32")  # every channel varies over X
+CONV_B = np.array([0.2, 0.3, -0.1], "float32")
+X = RNG.uniform(0.0, 1.0, size=(3, 4, 4, 2)).astype("float32")
+
+
+def model_with(dense_w, dense_b, activation="sigmoid"):
+    inp = keras.Input((4, 4, 2))
+    a = keras.layers.Conv2D(3, 1, activation="relu", name="conv")(inp)
+    p = keras.layers.GlobalAveragePooling2D()(a)
+    out = keras.layers.Dense(dense_w.shape[1], activation=activation, name="head")(p)
+    model = keras.Model(inp, out)
+    model.get_layer("conv").set_weights([CONV_W, CONV_B])
+    model.get_layer("head").set_weights([dense_w, dense_b])
+    return model
+
+
+def np_acts(x):
+    return relu(np.einsum("bhwc,ck->bhwk", x, CONV_W[0, 0]) + CONV_B)
+
+
+def np_logits(x, w, b):
+    return np_acts(x).mean(axis=(1, 2)) @ w + b
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def np_gradcam(x, w, t, scale=1.0):
+    """Layer map of Grad-CAM for classes ``t``; ``scale`` (B,) multiplies the gradient."""
+    a = np_acts(x)
+    alpha = w[:, t].T / 16.0 * np.reshape(scale, (-1, 1))  # (B, K): mean of the constant gradient
+    return relu(np.einsum("bhwk,bk->bhw", a, alpha))
+
+
+# multi-label: three sigmoid units
+W3 = np.array([[2.0, -1.0, 0.5], [-1.5, 2.5, 1.0], [1.0, 0.5, -2.0]], "float32")
+B3 = np.array([0.5, -0.5, 1.0], "float32")
+# binary: one sigmoid unit, its only class index 0 is the positive class
+W1 = np.array([[1.0], [-2.0], [0.5]], "float32")
+B1 = np.array([-0.3], "float32")
+
+
+def test_default_explains_the_logit_before_the_sigmoid():
+    model = model_with(W3, B3)
+    t = np.array([0, 2, 1])
+    exp = GradCAM(model, "conv")(X, targets=t)
+    logits = np_logits(X, W3, B3)
+    close(exp.scores, logits[np.arange(3), t], rtol=1e-5)
+    close(exp.layer_heatmaps, np_gradcam(X, W3, t), rtol=1e-4)
+    # the gradient of the output is smaller by sigma'(S) <= 1/4: a wrong head would not pass
+    assert not np.allclose(exp.layer_heatmaps, np_gradcam(X, W3, t, scale=0.25), rtol=0.1)
+    # the model is untouched: still a sigmoid, same outputs
+    assert model.get_layer("head").activation.__name__ == "sigmoid"
+    close(model(X, training=False), sigmoid(logits), rtol=1e-5)
+
+
+def test_score_output_explains_the_sigmoid_as_it_is():
+    model = model_with(W3, B3)
+    t = np.array([1, 1, 0])
+    exp = GradCAM(model, "conv", score="output")(X, targets=t)
+    s = np_logits(X, W3, B3)[np.arange(3), t]
+    close(exp.scores, sigmoid(s), rtol=1e-5)
+    close(exp.layer_heatmaps, np_gradcam(X, W3, t, scale=sigmoid(s) * (1 - sigmoid(s))), rtol=1e-4)
+
+
+@pytest.mark.parametrize("cls", [GradCAM, GradCAMPlusPlus])
+def test_binary_counterfactual_explains_the_negative_class(cls):
+    """For one sigmoid unit, the negative class's logit is -S: a head with W, b negated."""
+    binary, negative = model_with(W1, B1), model_with(-W1, -B1)
+    counter = cls(binary, "conv", counterfactual=True)(X)
+    direct = cls(negative, "conv")(X)
+    close(counter.layer_heatmaps, direct.layer_heatmaps, rtol=1e-4, atol=1e-6)
+    if cls is GradCAM:
+        close(counter.layer_heatmaps, np_gradcam(X, -W1, np.zeros(3, int)), rtol=1e-4)
+    assert counter.layer_heatmaps.max() > 0
+
+
+def test_scorecam_weights_a_binary_head_by_its_sigmoid():
+    """Score-CAM's weight is the probability of the masked input: sigma(S), not a 1-unit softmax (= 1)."""
+    model = model_with(W1, B1)
+    exp = ScoreCAM(model, "conv", verbose=0)(X)
+    a = np_acts(X)  # (B, 4, 4, 3), already at input resolution
+    lo, hi = a.min(axis=(1, 2), keepdims=True), a.max(axis=(1, 2), keepdims=True)
+    masks = (a - lo) / (hi - lo)
+    assert (hi - lo).min() > 1e-3  # no constant channel: the reference needs no special case
+    masked = X[:, None] * np.moveaxis(masks, -1, 1)[..., None]  # (B, K, 4, 4, 2)
+    probs = sigmoid(np_logits(masked.reshape(-1, 4, 4, 2), W1, B1)).reshape(3, 3)  # (B, K)
+    close(exp.layer_heatmaps, relu(np.einsum("bhwk,bk->bhw", a, probs)), rtol=1e-4)
+    assert not np.allclose(exp.layer_heatmaps, relu(a.sum(axis=-1)), rtol=1e-2)  # softmax weights (all 1)
+
+
+def test_average_drop_reads_the_sigmoid_probability():
+    model = model_with(W1, B1)
+    h = RNG.uniform(0.0, 1.0, size=(3, 4, 4)).astype("float32")
+    y = sigmoid(np_logits(X, W1, B1))[:, 0]
+    o = sigmoid(np_logits(X * h[..., None], W1, B1))[:, 0]
+    got = metrics.average_drop(model, X, h, reduction=None)
+    close(got, 100.0 * np.maximum(0.0, y - o) / y, rtol=1e-4)
+    logit_space = metrics.average_drop(model, X, h, score="logit", reduction=None)
+    s, so = np_logits(X, W1, B1)[:, 0], np_logits(X * h[..., None], W1, B1)[:, 0]
+    close(logit_space, np.where(s > 0, 100.0 * np.maximum(0.0, s - so) / np.where(s > 0, s, 1), np.nan), rtol=1e-4)
+
+
+def test_guided_backprop_differentiates_the_logit_of_a_sigmoid_head():
+    """On its copy of the model the sigmoid is removed: same attributions as a linear head."""
+    sig, lin = model_with(W3, B3), model_with(W3, B3, activation=None)
+    t = np.array([0, 1, 2])
+    a_sig = GuidedBackprop(sig)(X, targets=t).attributions
+    close(a_sig, GuidedBackprop(lin)(X, targets=t).attributions, rtol=1e-4, atol=1e-7)
+    assert np.abs(a_sig).max() > 0
+    assert sig.get_layer("head").activation.__name__ == "sigmoid"
