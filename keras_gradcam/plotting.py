@@ -8,17 +8,16 @@ as a strip of frames. Overlays come from :func:`keras_gradcam.overlay`, the same
 TensorBoard callback logs.
 
 Matplotlib is imported when a figure is drawn, never when ``keras_gradcam`` is imported.
-This module also holds the small PNG writer :meth:`Explanation.save` uses (zlib only).
+This module also holds the PNG writer :meth:`Explanation.save` uses (``tf.io.encode_png``).
 """
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from .explanation import Explanation
 from .overlay import overlay
@@ -63,7 +62,7 @@ def display_name(method: str) -> str:
 
 # -- PNG, without an image library ------------------------------------------------------------
 def encode_png(image) -> bytes:
-    """Encode a uint8 image as PNG bytes (zlib only, no image library).
+    """Encode a uint8 image as PNG bytes, with ``tf.io.encode_png``.
 
     Parameters
     ----------
@@ -102,22 +101,7 @@ def encode_png(image) -> bytes:
             f"encode_png needs an image of shape (height, width), (height, width, 3) or (height, width, 4); "
             f"got shape {np.asarray(image).shape}."
         )
-    height, width, channels = arr.shape
-    colour_type = {1: 0, 3: 2, 4: 6}[channels]
-    raw = np.empty((height, 1 + width * channels), np.uint8)
-    raw[:, 0] = 0  # filter type "None" on every row
-    raw[:, 1:] = np.ascontiguousarray(arr).reshape(height, width * channels)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
-        + chunk(b"IEND", b"")
-    )
+    return tf.io.encode_png(np.ascontiguousarray(arr)).numpy()
 
 
 def write_png(path, image) -> None:
