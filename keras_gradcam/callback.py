@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import metrics
+from .capture import Capture
 from .explain import get_method
 from .plotting import display_name
 from .overlay import _colormap_table, overlay
@@ -550,8 +551,8 @@ class GradCAMCallback(keras.callbacks.Callback):
                 f"of the model's input size, preprocessed like the training data.{hint}"
             )
         outputs = getattr(model, "outputs", None) or []
-        if self._target_arg is not None and len(outputs) == 1 and len(outputs[0].shape) == 2:
-            classes = outputs[0].shape[-1]
+        if self._target_arg is not None and len(outputs) == 1:
+            classes = Capture(model, []).num_classes()  # a binary sigmoid unit counts as 2 classes
             if classes is not None and int(self._target_arg.max()) >= classes:
                 raise ValueError(
                     f"targets include class {int(self._target_arg.max())} but the model has {classes} classes "

@@ -85,9 +85,21 @@ class Capture:
         ``"logit"`` explains the score before the link when the selected output ends in a softmax
         or a sigmoid (a ``Softmax`` layer, or a layer with ``activation="softmax"`` or
         ``"sigmoid"``); ``"output"`` explains the output as the model gives it.
+    head : (link, logits), optional
+        What the explained output is, where the model's own head no longer says it: its link
+        (``"softmax"``, ``"sigmoid"`` or None) and whether the output is taken before it (the
+        guided copy, whose head was replaced). Read from the model when not given.
+
+    Notes
+    -----
+    A one-unit sigmoid output (``Dense(1, activation="sigmoid")``, a binary classifier) is
+    explained as two classes, 1 the positive and 0 the negative one (the convention of
+    pytorch-grad-cam's ``BinaryClassifierOutputTarget``): with ``s`` the logit and ``p`` the
+    probability, class scores are ``[-s, s]`` before the sigmoid and ``[1 - p, p]`` after it,
+    so top-1 is the predicted class and labels 0/1 are valid targets.
     """
 
-    def __init__(self, model: keras.Model, layers: Sequence[LayerInfo], output=None, score: str = "logit"):
+    def __init__(self, model: keras.Model, layers: Sequence[LayerInfo], output=None, score: str = "logit", head=None):
         if score not in ("logit", "output"):
             raise ValueError(f"score must be 'logit' or 'output'; got {score!r}.")
         self.model = model
@@ -95,9 +107,11 @@ class Capture:
         self.output_index = self._output_index(output)
         self.score = score
         self._head = output_layer(model, self.output_index or 0)
-        found = output_link(self._head) if self._head is not None else None
-        self.link = found[0] if found else None  # the head's softmax/sigmoid, kept or removed
-        self._strip = found[1] if found and score == "logit" else None
+        found = output_link(self._head) if self._head is not None and head is None else None
+        self._strip = found[1] if found and score == "logit" else None  # removed while tracing
+        if head is None:
+            head = (found[0] if found else None, score == "logit" or found is None)
+        self.link, self.logits = head  # the head's softmax/sigmoid; whether explained before it
         self._tape = None
         self._edit = None
         self._records: list[list] = []
@@ -122,14 +136,28 @@ class Capture:
         raise ValueError(f"output={output!r} is out of range: the model has {n_out} output(s) {names}.")
 
     def select(self, outputs):
-        """The output explained by class-index targets."""
+        """The output explained by class-index targets (a binary sigmoid unit as two classes)."""
         flat = keras.tree.flatten(outputs)
         if len(flat) == 1:
-            return flat[0]
-        if self.output_index is None:
+            out = flat[0]
+        elif self.output_index is None:
             names = list(outputs) if isinstance(outputs, dict) else list(getattr(self.model, "output_names", []))
             raise ValueError(self._ambiguous(names))
-        return flat[self.output_index]
+        else:
+            out = flat[self.output_index]
+        if self.link == "sigmoid" and len(out.shape) == 2 and out.shape[-1] == 1:
+            negative = -out if self.logits else 1.0 - out
+            out = keras.ops.concatenate([negative, out], axis=-1)
+        return out
+
+    def num_classes(self) -> int | None:
+        """Static size of the explained class axis, from the model's symbolic outputs (None if unknown)."""
+        try:
+            out = self.select(list(self.model.outputs))
+        except (AttributeError, TypeError, ValueError):
+            return None
+        shape = tuple(out.shape)
+        return int(shape[-1]) if len(shape) == 2 and shape[-1] is not None else None
 
     def probabilities(self, out: tf.Tensor) -> tf.Tensor:
         """The explained output ``(B, classes)`` as probabilities, its link applied exactly once.
@@ -137,7 +165,7 @@ class Capture:
         A head kept as it is (``score="output"``) already gives them; otherwise the head's own
         sigmoid (multi-label and one-unit binary heads), else a softmax over the class axis.
         """
-        if self.link is not None and self._strip is None:
+        if not self.logits:
             return out
         return tf.sigmoid(out) if self.link == "sigmoid" else tf.nn.softmax(out, axis=-1)
 

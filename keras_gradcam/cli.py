@@ -482,18 +482,12 @@ def _resolve_layer(model, layer):
 
 
 def _num_classes(model, output) -> int | None:
-    outputs = getattr(model, "outputs", None) or []
-    if len(outputs) == 1:
-        shape = tuple(outputs[0].shape)
-    else:
-        names = list(getattr(model, "output_names", []) or [])
-        index = None
-        if output is not None:
-            index = int(output) if str(output).isdigit() else (names.index(output) if output in names else None)
-        if index is None or index >= len(outputs):
-            return None
-        shape = tuple(outputs[index].shape)
-    return int(shape[-1]) if len(shape) == 2 and shape[-1] is not None else None
+    from .capture import Capture
+
+    try:
+        return Capture(model, [], output=output).num_classes()
+    except ValueError:  # a bad --output is reported where it is used
+        return None
 
 
 def _targets(values, n: int, classes: int | None):

@@ -830,22 +830,13 @@ class _Scorer:
         if callable(targets):
             raise TypeError("metrics score class indices; pass None, an int or one int per image as targets.")
         t = resolve_targets(targets, x.shape[0])
-        check_range(t, self._num_classes())
+        check_range(t, self._capture.num_classes())
         scores, classes = [], []
         for i in range(0, x.shape[0], batch_size):
             s, c = fn(x[i : i + batch_size], t[i : i + batch_size])
             scores.append(s.numpy())
             classes.append(c.numpy())
         return np.concatenate(scores), np.concatenate(classes).astype(np.int64)
-
-    def _num_classes(self) -> int | None:
-        """Static size of the class axis, for a readable out-of-range error (None if unknown)."""
-        outputs = list(getattr(self.model, "outputs", None) or [])
-        try:
-            out = self._capture.select(outputs if len(outputs) > 1 else outputs[0])
-            return int(out.shape[-1])
-        except Exception:  # noqa: BLE001 - only used to word an error message
-            return None
 
     def curves(self, start, end, rank, counts, classes, batch_size: int) -> np.ndarray:
         """Scores ``(N, len(counts))``: image ``where(rank < count, end, start)`` per count."""

@@ -175,6 +175,31 @@ def test_target_out_of_range_fails_before_training(tmp_path, data):
         fit(tiny_model(), data, cb)
 
 
+def binary_model():
+    """A one-unit sigmoid classifier, as Keras' binary tutorials build it."""
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid", name="head")(x))
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.BinaryCrossentropy())
+    return model
+
+
+def test_binary_sigmoid_model_takes_0_1_labels_as_targets(tmp_path, data):
+    """Labels 0/1 of a Dense(1, sigmoid) model are its two classes (0 = negative, logit -s)."""
+    binary = {**data, "y": (data["y"] == 0).astype("float32")}
+    labels = (data["labels"] == 0).astype(int)
+    assert set(labels) == {0, 1}
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_labels=labels, targets="label")
+    fit(binary_model(), binary, cb)
+    acc = load_run(tmp_path / "gradcam")
+    assert PROBE_TAGS <= set(acc.Tags()["tensors"])
+    assert [e.step for e in acc.Tensors("gradcam++/probe_00")] == [0, 1]
+    cb = GradCAMCallback(data["probes"], tmp_path / "bad", targets=2)
+    with pytest.raises(ValueError, match=r"targets include class 2 but the model has 2 classes \(0 .. 1\)"):
+        fit(binary_model(), binary, cb)
+
+
 def test_unknown_layer_fails_before_training(tmp_path, data):
     cb = GradCAMCallback(data["probes"], tmp_path, layer="no_such_layer")
     with pytest.raises(ValueError, match="no_such_layer"):

@@ -60,9 +60,9 @@ def np_gradcam(x, w, t, scale=1.0):
 # multi-label: three sigmoid units
 W3 = np.array([[2.0, -1.0, 0.5], [-1.5, 2.5, 1.0], [1.0, 0.5, -2.0]], "float32")
 B3 = np.array([0.5, -0.5, 1.0], "float32")
-# binary: one sigmoid unit, its only class index 0 is the positive class
+# binary: one sigmoid unit, explained as class 0 (negative, logit -s) and class 1 (positive, s)
 W1 = np.array([[1.0], [-2.0], [0.5]], "float32")
-B1 = np.array([-0.3], "float32")
+B1 = np.array([0.55], "float32")
 
 
 def test_default_explains_the_logit_before_the_sigmoid():
@@ -88,28 +88,50 @@ def test_score_output_explains_the_sigmoid_as_it_is():
     close(exp.layer_heatmaps, np_gradcam(X, W3, t, scale=sigmoid(s) * (1 - sigmoid(s))), rtol=1e-4)
 
 
+def test_binary_head_is_two_classes_negative_then_positive():
+    """One sigmoid unit: class 1 scores the logit s, class 0 its negation -s; top-1 is the prediction."""
+    model = model_with(W1, B1)
+    s = np_logits(X, W1, B1)[:, 0]
+    assert (s > 0).any() and (s < 0).any()  # both predictions occur
+    top = GradCAM(model, "conv")(X)
+    np.testing.assert_array_equal(top.targets, (s > 0).astype(int))
+    close(top.scores, np.abs(s), rtol=1e-5)
+    pos = GradCAM(model, "conv")(X, targets=1)
+    close(pos.scores, s, rtol=1e-5)
+    close(pos.layer_heatmaps, np_gradcam(X, W1, np.zeros(3, int)), rtol=1e-4)
+    neg = GradCAM(model, "conv")(X, targets=0)
+    close(neg.scores, -s, rtol=1e-5)
+    close(neg.layer_heatmaps, np_gradcam(X, -W1, np.zeros(3, int)), rtol=1e-4)
+    assert pos.layer_heatmaps.max() > 0 and neg.layer_heatmaps.max() > 0
+    with pytest.raises(IndexError, match=r"0 \.\. 1"):
+        GradCAM(model, "conv")(X, targets=2)
+    # the output as it is: class scores 1 - p and p
+    out = GradCAM(model, "conv", score="output")(X, targets=[0, 1, 0])
+    close(out.scores, [1 - sigmoid(s[0]), sigmoid(s[1]), 1 - sigmoid(s[2])], rtol=1e-5)
+
+
 @pytest.mark.parametrize("cls", [GradCAM, GradCAMPlusPlus])
-def test_binary_counterfactual_explains_the_negative_class(cls):
-    """For one sigmoid unit, the negative class's logit is -S: a head with W, b negated."""
-    binary, negative = model_with(W1, B1), model_with(-W1, -B1)
-    counter = cls(binary, "conv", counterfactual=True)(X)
-    direct = cls(negative, "conv")(X)
-    close(counter.layer_heatmaps, direct.layer_heatmaps, rtol=1e-4, atol=1e-6)
-    if cls is GradCAM:
-        close(counter.layer_heatmaps, np_gradcam(X, -W1, np.zeros(3, int)), rtol=1e-4)
-    assert counter.layer_heatmaps.max() > 0
+def test_binary_counterfactual_of_one_class_is_the_other(cls):
+    """The negative class's logit is -s, as for a head with W, b negated, and as negated gradients."""
+    binary, flipped = model_with(W1, B1), model_with(-W1, -B1)
+    negative = cls(binary, "conv")(X, targets=0)
+    close(negative.layer_heatmaps, cls(flipped, "conv")(X, targets=1).layer_heatmaps, rtol=1e-4, atol=1e-6)
+    counter = cls(binary, "conv", counterfactual=True)(X, targets=1)
+    close(counter.layer_heatmaps, negative.layer_heatmaps, rtol=1e-4, atol=1e-6)
 
 
 def test_scorecam_weights_a_binary_head_by_its_sigmoid():
-    """Score-CAM's weight is the probability of the masked input: sigma(S), not a 1-unit softmax (= 1)."""
+    """Score-CAM's weight is the class probability of the masked input: p or 1 - p, not a 1-unit softmax (= 1)."""
     model = model_with(W1, B1)
-    exp = ScoreCAM(model, "conv", verbose=0)(X)
+    t = np.array([1, 0, 1])
+    exp = ScoreCAM(model, "conv", verbose=0)(X, targets=t)
     a = np_acts(X)  # (B, 4, 4, 3), already at input resolution
     lo, hi = a.min(axis=(1, 2), keepdims=True), a.max(axis=(1, 2), keepdims=True)
     masks = (a - lo) / (hi - lo)
     assert (hi - lo).min() > 1e-3  # no constant channel: the reference needs no special case
     masked = X[:, None] * np.moveaxis(masks, -1, 1)[..., None]  # (B, K, 4, 4, 2)
-    probs = sigmoid(np_logits(masked.reshape(-1, 4, 4, 2), W1, B1)).reshape(3, 3)  # (B, K)
+    p = sigmoid(np_logits(masked.reshape(-1, 4, 4, 2), W1, B1)).reshape(3, 3)  # (B, K)
+    probs = np.where(t[:, None] == 1, p, 1 - p)
     close(exp.layer_heatmaps, relu(np.einsum("bhwk,bk->bhw", a, probs)), rtol=1e-4)
     assert not np.allclose(exp.layer_heatmaps, relu(a.sum(axis=-1)), rtol=1e-2)  # softmax weights (all 1)
 
@@ -117,11 +139,12 @@ def test_scorecam_weights_a_binary_head_by_its_sigmoid():
 def test_average_drop_reads_the_sigmoid_probability():
     model = model_with(W1, B1)
     h = RNG.uniform(0.0, 1.0, size=(3, 4, 4)).astype("float32")
-    y = sigmoid(np_logits(X, W1, B1))[:, 0]
-    o = sigmoid(np_logits(X * h[..., None], W1, B1))[:, 0]
-    got = metrics.average_drop(model, X, h, reduction=None)
-    close(got, 100.0 * np.maximum(0.0, y - o) / y, rtol=1e-4)
-    logit_space = metrics.average_drop(model, X, h, score="logit", reduction=None)
+    p, po = sigmoid(np_logits(X, W1, B1))[:, 0], sigmoid(np_logits(X * h[..., None], W1, B1))[:, 0]
+    y, o = np.where(p > 0.5, p, 1 - p), np.where(p > 0.5, po, 1 - po)  # the predicted class, on both
+    close(metrics.average_drop(model, X, h, reduction=None), 100.0 * np.maximum(0.0, y - o) / y, rtol=1e-4)
+    got = metrics.average_drop(model, X, h, targets=1, reduction=None)
+    close(got, 100.0 * np.maximum(0.0, p - po) / p, rtol=1e-4)
+    logit_space = metrics.average_drop(model, X, h, targets=1, score="logit", reduction=None)
     s, so = np_logits(X, W1, B1)[:, 0], np_logits(X * h[..., None], W1, B1)[:, 0]
     close(logit_space, np.where(s > 0, 100.0 * np.maximum(0.0, s - so) / np.where(s > 0, s, 1), np.nan), rtol=1e-4)
 
@@ -134,3 +157,10 @@ def test_guided_backprop_differentiates_the_logit_of_a_sigmoid_head():
     close(a_sig, GuidedBackprop(lin)(X, targets=t).attributions, rtol=1e-4, atol=1e-7)
     assert np.abs(a_sig).max() > 0
     assert sig.get_layer("head").activation.__name__ == "sigmoid"
+
+
+def test_guided_backprop_binary_negative_class_is_the_flipped_head():
+    binary, flipped = model_with(W1, B1), model_with(-W1, -B1)
+    neg = GuidedBackprop(binary)(X, targets=0)
+    close(neg.attributions, GuidedBackprop(flipped)(X, targets=1).attributions, rtol=1e-4, atol=1e-7)
+    close(neg.scores, -np_logits(X, W1, B1)[:, 0], rtol=1e-5)

@@ -358,7 +358,8 @@ class GuidedBackprop(_Driven, BaseCAM):
                 f"GuidedBackprop explains models with one input (attributions shaped like it); model "
                 f"{self.model.name!r} has {len(inputs)}. Wrap it in a one-input model that fixes the others."
             )
-        index = Capture(self.model, [], output=self.output, score=self.score).output_index
+        original = Capture(self.model, [], output=self.output, score=self.score)
+        index = original.output_index
         clone = guided_clone(self.model, self.non_relu)
         if self.score == "logit":
             _strip_link(clone, index or 0)
@@ -377,7 +378,8 @@ class GuidedBackprop(_Driven, BaseCAM):
         self.guided_model = keras.Model(inp, out, name=f"guided_{self.model.name}")
         self._channels_first = any(getattr(o, "data_format", "") == "channels_first" for o in _walk(clone))
         info = LayerInfo(first, "input", (None,) + tuple(t.shape[1:]))
-        self._capture = Capture(self.guided_model, [info], output=index, score="output")
+        head = (original.link, original.logits)  # the copy's head was replaced: say what it gives
+        self._capture = Capture(self.guided_model, [info], output=index, score="output", head=head)
 
     def _signed(self, targets):
         """Targets as a callable returning -y when counterfactual; a dict receives the class indices."""
