@@ -107,11 +107,10 @@ class Capture:
         self.output_index = self._output_index(output)
         self.score = score
         self._head = output_layer(model, self.output_index or 0)
-        found = output_link(self._head) if self._head is not None and head is None else None
+        found = output_link(self._head) if self._head is not None else None
         self._strip = found[1] if found and score == "logit" else None  # removed while tracing
-        if head is None:
-            head = (found[0] if found else None, score == "logit" or found is None)
-        self.link, self.logits = head  # the head's softmax/sigmoid; whether explained before it
+        # the head's softmax/sigmoid, and whether the explained output is taken before it
+        self.link, self.logits = head or (found[0] if found else None, score == "logit" or found is None)
         self._tape = None
         self._edit = None
         self._records: list[list] = []
