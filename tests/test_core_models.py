@@ -182,7 +182,7 @@ def test_conv3d_maps_have_depth_height_width():
     close(exp.heatmaps, minmax(d), atol=1e-5)
 
 
-def test_channels_first_conv_matches_channels_last():
+def test_channels_first_conv_matches_channels_last(needs_channels_first):
     rng = np.random.default_rng(10)
     kernel, bias = rng.normal(size=(2, 2, 2, 3)), np.array([0.1, -0.1, 0.2])
     w = rng.normal(size=(3, 3))

@@ -167,7 +167,7 @@ for which in ("integrated-1", "smooth-n1"):
         with open(f"{out}/{which}.err", "w") as f:
             f.write(traceback.format_exc()[-3000:])
 """
-_CHILD_DEADLINE_S = 20  # per explainer, once the child reaches it (tracing and one call take ~2 s)
+_CHILD_DEADLINE_S = 90  # a hang detector, not a timing test: tracing and one call take ~2 s, on a loaded machine 10x that
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -184,7 +184,7 @@ def isolated(tmp_path_factory):
 
     def result(which):
         started = None
-        overall = time.monotonic() + 240
+        overall = time.monotonic() + 420
         while True:
             if (out / f"{which}.npz").exists():
                 time.sleep(0.2)  # let np.savez finish writing
