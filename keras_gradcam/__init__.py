@@ -15,6 +15,7 @@ from .explanation import Explanation
 from .layers import list_layers
 from .overlay import overlay
 from .plotting import plot
+from .targets import ClassTarget, OutputTarget
 from .methods import (
     METHODS,
     AblationCAM,
@@ -51,6 +52,8 @@ __all__ = [
     "neuron_importance",
     "textual_explanation",
     "BaseCAM",
+    "ClassTarget",
+    "OutputTarget",
     "Explanation",
     "GradCAM",
     "GradCAMCallback",

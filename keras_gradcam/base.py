@@ -9,37 +9,113 @@ once per input signature and reused across calls.
 
 from __future__ import annotations
 
+import warnings
+from collections import OrderedDict
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .capture import Capture, Captured
+from .capture import TRACE_LOCK, Capture, Captured
 from .explanation import Explanation
+from .graph import reaches_output
 from .layers import LayerInfo, ensure_built, resolve_layer
 from .postprocess import normalize, resize
 from .targets import Targets, check_range, resolve_targets
 
-__all__ = ["BaseCAM"]
+__all__ = ["BaseCAM", "FunctionCache"]
+
+FUNCTIONS_KEPT = 16  # compiled functions an explainer keeps (least recently used dropped)
+
+
+class FunctionCache(OrderedDict):
+    """The compiled functions of one explainer, at most ``maxsize``, least recently used dropped.
+
+    Keys are the input signature and, for callable targets, the callable itself: a new ``lambda``
+    on every call traces a new function, so without a bound a loop over lambdas would keep every
+    graph alive. Pass a reusable target instead (an int, a sequence of ints, or one target object
+    such as :class:`~keras_gradcam.targets.ClassTarget` whose equality lets equal targets share a
+    trace) to trace once.
+    """
+
+    def __init__(self, maxsize: int = FUNCTIONS_KEPT):
+        super().__init__()
+        self.maxsize = int(maxsize)
+
+    def get(self, key, default=None):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
+MAX_DATASET_SAMPLES = 10_000  # samples a tf.data.Dataset given to an explainer is read into memory up to
 
 
 def _as_inputs(images):
-    """Images (array, tensor, list or dict of them) as a structure of float numpy arrays."""
+    """Images (array, tensor, list or dict of them, or a dataset) as a structure of float numpy arrays."""
 
     def convert(a):
         a = a.numpy() if tf.is_tensor(a) else np.asarray(a)
         if a.dtype.kind in "iub":
             return a.astype(np.float32)
         if a.dtype.kind != "f":
-            raise TypeError(f"images must be numeric arrays; got dtype {a.dtype}.")
+            raise TypeError(
+                f"images must be numeric arrays; got dtype {a.dtype}"
+                + (" (arrays of different shapes?)" if a.dtype == object else "")
+                + ". Pass a numpy array or tensor of shape (n_samples, ...), or a tf.data.Dataset."
+            )
         return a.astype(np.float32) if a.dtype == np.float64 else a
 
+    if isinstance(images, tf.data.Dataset):
+        images = _read_dataset(images)
     if isinstance(images, dict):
         return {k: convert(v) for k, v in images.items()}
     if isinstance(images, (list, tuple)):
         return [convert(v) for v in images]
     return convert(images)
+
+
+def _read_dataset(data: tf.data.Dataset):
+    """The images of a ``tf.data.Dataset`` (of images, or of ``(images, labels, ...)`` tuples), in memory.
+
+    Batched or not; up to :data:`MAX_DATASET_SAMPLES` samples.
+    """
+    spec = data.element_spec
+    if isinstance(spec, tuple):  # (images, labels[, masks]): the images are the first element
+        data = data.map(lambda *e: e[0])
+        spec = spec[0]
+    flat = keras.tree.flatten(spec)
+    if not all(isinstance(s, tf.TensorSpec) for s in flat):
+        raise TypeError(f"the dataset's elements must be tensors (images, or (images, labels) tuples); got {spec}.")
+    batched = False
+    parts, count = [], 0
+    for element in data.take(MAX_DATASET_SAMPLES + 1):
+        parts.append(element)
+        count += 1
+    if not parts:
+        raise ValueError("the dataset is empty; pass a dataset with at least one sample.")
+    # a batched dataset's elements carry a batch axis of unknown (None) size
+    batched = flat[0].shape.rank is not None and flat[0].shape.rank > 0 and flat[0].shape[0] is None
+    if batched:
+        total = sum(int(keras.tree.flatten(p)[0].shape[0]) for p in parts)
+        join = lambda *a: np.concatenate([np.asarray(v) for v in a])  # noqa: E731
+    else:
+        total = count
+        join = lambda *a: np.stack([np.asarray(v) for v in a])  # noqa: E731
+    if total > MAX_DATASET_SAMPLES:
+        raise ValueError(
+            f"the dataset has more than {MAX_DATASET_SAMPLES} samples, more than an explainer reads into memory; "
+            "explain it batch by batch (for batch in dataset: cam(batch)), or take a part (dataset.take(n))."
+        )
+    return keras.tree.map_structure(join, *parts)
 
 
 def _flat(x) -> list[np.ndarray]:
@@ -52,6 +128,96 @@ def _map(fn, x):
     if isinstance(x, list):
         return [fn(v) for v in x]
     return fn(x)
+
+
+class DeviceError(RuntimeError):
+    """The model cannot run on this device (an operation this TensorFlow build has no kernel for)."""
+
+
+class device_errors:  # noqa: N801 - used as a context manager, like contextlib's
+    """Turn TensorFlow's "no kernel on this device" errors into a :class:`DeviceError` that says why.
+
+    The common case: ``channels_first`` convolutions on a CPU, which TensorFlow runs only through
+    its oneDNN kernels (on by default on some processors only).
+    """
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if not isinstance(error, (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError)):
+            return False
+        text = str(error)
+        if "NHWC" in text or "NDHWC" in text or isinstance(error, tf.errors.UnimplementedError):
+            first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+            hint = (
+                " The model uses channels_first convolutions, which TensorFlow runs on a CPU only "
+                "through its oneDNN kernels: set TF_ENABLE_ONEDNN_OPTS=1 before importing TensorFlow, "
+                "run on a GPU, or build the model with data_format='channels_last'."
+                if ("NHWC" in text or "NDHWC" in text)
+                else ""
+            )
+            raise DeviceError(f"the model cannot run on this device: {first[:300]}.{hint}") from None
+        return False
+
+
+def explain_warnings(method: str, finite: np.ndarray, heat: np.ndarray, zero_gradients=None) -> None:
+    """Warn about samples whose explanation carries no information, and why.
+
+    ``finite``: per sample, whether the score and map are finite; ``zero_gradients``: per sample,
+    whether every gradient at the layer was exactly zero (None for gradient-free methods).
+    """
+    bad = int((~finite).sum())
+    if bad:
+        warnings.warn(
+            f"{method}: {bad} of {len(finite)} samples have a score or map that is not finite (NaN or inf): "
+            "the model's weights or outputs are not finite (e.g. after a diverged training run). Their maps "
+            "are all zero; Explanation.finite marks them.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    flat = heat.reshape(len(heat), -1)
+    empty = finite & (flat.max(axis=1, initial=0.0) <= 0)
+    if not empty.any():
+        return
+    zero = np.zeros_like(empty) if zero_gradients is None else np.asarray(zero_gradients, bool)
+    no_grad = int((empty & zero).sum())
+    other = int((empty & ~zero).sum())
+    if no_grad:
+        warnings.warn(
+            f"{method}: {no_grad} of {len(finite)} maps are all zero because every gradient at the layer is "
+            "exactly zero: the explained score does not depend on the layer (a non-differentiable score such "
+            "as tf.argmax, a layer the explained output does not depend on, or a saturated output).",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    if other:
+        warnings.warn(
+            f"{method}: {other} of {len(finite)} maps are all zero: the layer shows no positive evidence for "
+            "the explained target (the weighted sum is <= 0 everywhere, or the layer's activations are zero). "
+            "Try counterfactual=True for negative evidence, another target, or another layer.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def check_reaches(model: keras.Model, info: LayerInfo, output_index: int) -> None:
+    """Raise ``ValueError`` if the explained output does not depend on the layer (its map would be zero)."""
+    chain, current = [], model
+    try:
+        for name in info.path.split("/")[:-1]:
+            current = current.get_layer(name)
+            chain.append(current)
+    except (ValueError, AttributeError):
+        return
+    if reaches_output(model, chain + [info.layer], output_index) is False:
+        names = list(getattr(model, "output_names", None) or [])
+        out = names[output_index] if output_index < len(names) else output_index
+        raise ValueError(
+            f"layer {info.path!r} does not feed the explained output {out!r} of model {model.name!r} (it lies on "
+            "another branch), so every gradient-based map would be zero. Pick a layer on the path to that output, "
+            "or explain another output with output=<index or name>."
+        )
 
 
 class BaseCAM:
@@ -107,10 +273,11 @@ class BaseCAM:
         self.counterfactual = bool(counterfactual)
         self.batch_size = int(batch_size)
         self._capture: Capture | None = None
-        self._fns: dict = {}
+        self._fns = FunctionCache()
         self._num_classes: int | None = None
         if model.built and getattr(model, "inputs", None):
-            self._setup()  # resolve the layer now, so a wrong name fails at construction
+            with TRACE_LOCK:
+                self._setup()  # resolve the layer now, so a wrong name fails at construction
 
     # -- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -187,7 +354,11 @@ class BaseCAM:
     def _setup(self, sample=None) -> None:
         ensure_built(self.model, sample)
         infos = [resolve_layer(self.model, spec) for spec in self.layer_specs()]
-        self._capture = Capture(self.model, infos, output=self.output, score=self.score)
+        capture = Capture(self.model, infos, output=self.output, score=self.score)
+        if capture.output_index is not None:
+            for info in infos:
+                check_reaches(self.model, info, capture.output_index)
+        self._capture = capture
 
     def _expansion(self) -> int:
         """How many model inputs one sample becomes (noise draws, path steps); 1 for plain methods."""
@@ -212,22 +383,29 @@ class BaseCAM:
         if self.relu:
             layer_map = tf.nn.relu(layer_map)
         heat = normalize(resize(layer_map, size))
-        return heat, layer_map, cap.targets, cap.scores, cap.predictions
+        no = tf.zeros_like(cap.targets, tf.bool)
+        zero = cap.zero_gradients if cap.zero_gradients is not None else no
+        rows = cap.probability_rows if cap.probability_rows is not None else no
+        return heat, layer_map, cap.targets, cap.scores, cap.predictions, zero, rows
 
     def _function(self, x, targets, chunk: int, size: tuple):
         specs = _map(lambda a: tf.TensorSpec((None,) + a.shape[1:], tf.as_dtype(a.dtype)), x)
         spec_key = tuple((tuple(s.shape.as_list()[1:]), s.dtype.name) for s in _flat(specs))
         key = (spec_key, targets if callable(targets) else None, chunk)
-        fn = self._fns.get(key)
-        if fn is None:
-            if callable(targets):
-                body = lambda xb, tb: self._explain_batch(xb, targets, chunk, size)  # noqa: E731
-            else:
-                body = lambda xb, tb: self._explain_batch(xb, tb, chunk, size)  # noqa: E731
-            fn = tf.function(body, input_signature=[specs, tf.TensorSpec([None], tf.int32)])
-            with self._capture.active():
-                fn.get_concrete_function()
-            self._fns[key] = fn
+        with TRACE_LOCK:  # two threads' first calls trace once, one after the other
+            fn = self._fns.get(key)
+            if fn is None:
+                if callable(targets):
+                    body = lambda xb, tb: self._explain_batch(xb, targets, chunk, size)  # noqa: E731
+                else:
+                    body = lambda xb, tb: self._explain_batch(xb, tb, chunk, size)  # noqa: E731
+                # autograph off: our graph code has no Python control flow on tensors, and an error
+                # raised while tracing (a mistake in the inputs or the target) reaches the user as
+                # it was raised, not inside TensorFlow's "in user code" trace
+                fn = tf.function(body, input_signature=[specs, tf.TensorSpec([None], tf.int32)], autograph=False)
+                with self._capture.active():
+                    fn.get_concrete_function()  # traced now; the fixed signature never retraces
+                self._fns[key] = fn
         return fn
 
     def __call__(self, images, targets: Targets = None, *, batch_size: int | None = None) -> Explanation:
@@ -266,11 +444,31 @@ class BaseCAM:
         for i in range(0, len(_flat(x)[0]), per_batch):
             xb = _map(lambda a: a[i : i + per_batch], x)
             tb = np.full((len(_flat(xb)[0]),), -1, np.int32) if callable(t) else t[i : i + per_batch]
-            parts.append([o.numpy() for o in fn(xb, tb)])
+            with device_errors():
+                parts.append([o.numpy() for o in fn(xb, tb)])
         return [np.concatenate(p) for p in zip(*parts)]
 
-    def _explanation(self, t, heat, layer_maps, targets, scores, predictions, **fields) -> Explanation:
-        """The :class:`Explanation` of one call from its joined per-sample arrays."""
+    def _explanation(
+        self, t, heat, layer_maps, targets, scores, predictions, zero_gradients=None, probability_rows=None, **fields
+    ) -> Explanation:
+        """The :class:`Explanation` of one call from its joined per-sample arrays.
+
+        Warns about samples whose score is not finite, about all-zero maps (naming the likely
+        cause), and when probabilities were explained because the logits could not be reached.
+        """
+        axes = tuple(range(1, layer_maps.ndim))
+        finite = np.isfinite(scores) & np.isfinite(layer_maps).all(axis=axes)
+        explain_warnings(self.name, finite, heat, zero_gradients)
+        if probability_rows is not None and callable(t) is False and np.asarray(probability_rows).all():
+            warnings.warn(
+                f"{self.name}: the explained output looks like probabilities (non-negative rows that sum to one), "
+                "but no softmax or sigmoid layer was found before it to explain the logits instead (a softmax "
+                "inside a Lambda or a custom layer?). Probabilities saturate, so maps can vanish for confident "
+                "samples: end the model with Dense(..., activation='softmax') or a Softmax layer, or pass "
+                "score='output' to explain probabilities on purpose (this warning then stops).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return Explanation(
             heatmaps=heat,
             layer_heatmaps=layer_maps,
@@ -279,6 +477,7 @@ class BaseCAM:
             layer=self.layer,
             method=self.name,
             predictions=None if (predictions < 0).all() else predictions.astype(np.int64),
+            finite=finite,
             **fields,
         )
 
@@ -286,13 +485,49 @@ class BaseCAM:
         """Checked inputs, resolved targets, number of samples and images per pass."""
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
-        x = self._ordered(_as_inputs(images))
+        x = self._ordered(self._single_input_list(_as_inputs(images)))
         arrays = _flat(x)
         n = arrays[0].shape[0] if arrays and arrays[0].ndim else 0
         self._check_inputs(arrays, n)
         if self._capture is None:
             self._setup(_map(lambda a: a[:1], x))
         return x, resolve_targets(targets, n), n, int(batch_size or self.batch_size)
+
+    def _model_inputs(self) -> list:
+        """The model's symbolic inputs, in the order it takes them ([] when unknown)."""
+        spec = getattr(self.model, "input", None) if getattr(self.model, "built", False) else None
+        if isinstance(spec, dict):
+            return list(spec.values())
+        try:
+            return list(getattr(self.model, "inputs", None) or [])
+        except (AttributeError, ValueError):
+            return []
+
+    def _single_input_list(self, x):
+        """A list of single images for a single-input model, stacked into one batch.
+
+        A list holding one batch (``[images]``) is kept as it is.
+        """
+        inputs = self._model_inputs()
+        if not isinstance(x, list) or len(inputs) != 1 or not x:
+            return x
+        rank = len(inputs[0].shape)
+        if len(x) == 1 and x[0].ndim == rank:
+            return x[0]
+        if all(a.ndim == rank - 1 for a in x):
+            shapes = sorted({tuple(a.shape) for a in x})
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"images is a list of {len(x)} images of different shapes {shapes[:4]}; the model takes one "
+                    f"input of shape {tuple(inputs[0].shape)}. Resize them to one size first "
+                    "(e.g. keras.ops.image.resize), then pass them as one array."
+                )
+            return np.stack(x)
+        raise ValueError(
+            f"images is a list of {len(x)} arrays of shapes {[tuple(a.shape) for a in x][:4]}, but the model takes "
+            f"a single input of shape {tuple(inputs[0].shape)}; pass one array of shape (n_samples, ...) "
+            "(a list of single images of the same shape is stacked)."
+        )
 
     def _ordered(self, x):
         """Dict inputs in the order of the model's input dict (Keras matches them by key)."""
@@ -312,8 +547,14 @@ class BaseCAM:
                 raise ValueError(f"all inputs need the same number of samples; got {[b.shape[0] for b in arrays]}.")
             if not np.isfinite(a).all():
                 raise ValueError("images contain NaN or inf values; clean or preprocess them first.")
-        spec = getattr(self.model, "input", None) if getattr(self.model, "built", False) else None
-        expected = [tuple(t.shape) for t in (list(spec.values()) if isinstance(spec, dict) else getattr(self.model, "inputs", None) or [])]
+        inputs = self._model_inputs()
+        expected = [tuple(t.shape) for t in inputs]
+        if expected and len(arrays) != len(expected):
+            names = [getattr(t, "name", "?") for t in inputs]
+            raise ValueError(
+                f"the model takes {len(expected)} inputs {names} of shapes {expected}, but images holds "
+                f"{len(arrays)} array(s); pass a list of {len(expected)} arrays in that order, or a dict keyed by input name."
+            )
         for a, shape in zip(arrays, expected):
             if len(shape) == a.ndim + 1:
                 raise ValueError(

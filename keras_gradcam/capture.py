@@ -14,6 +14,7 @@ score depends only on sample *b* (METHODS.md section 1.3).
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -23,7 +24,18 @@ import tensorflow as tf
 from .layers import LayerInfo, output_layer
 from .targets import class_scores
 
-__all__ = ["Capture", "Captured"]
+__all__ = ["Capture", "Captured", "TRACE_LOCK"]
+
+# Tracing patches attributes of the user's layers, which every explainer of that model shares:
+# one trace at a time, process-wide. The patches act only in the tracing thread (``_tracing``), so
+# another thread calling the same model meanwhile runs it unchanged.
+TRACE_LOCK = threading.RLock()
+_tracing = threading.local()
+
+
+def _capturing(capture) -> bool:
+    """Whether ``capture`` is tracing in this thread (several can be, nested: Ablation-CAM's head)."""
+    return any(c is capture for c in getattr(_tracing, "captures", ()))
 
 
 @dataclass
@@ -37,6 +49,8 @@ class Captured:
     predictions: tf.Tensor  # (B,) int32 top-1 class, -1 when the output is not (B, classes)
     num_classes: int | None = None  # static size of the explained class axis
     output: tf.Tensor | None = None  # the explained output (B, ...) as computed (logits by default)
+    zero_gradients: tf.Tensor | None = None  # (B,) bool: every gradient of the sample is exactly 0
+    probability_rows: tf.Tensor | None = None  # (B,) bool: logits wanted, but the output row is a distribution
 
 
 LINKS = ("softmax", "sigmoid")  # output activations removed to explain logits
@@ -54,20 +68,25 @@ def output_link(layer) -> tuple[str, str] | None:
     return (name, "activation") if name in LINKS else None
 
 
-def strip_link(head, where: str, set_attr: Callable = object.__setattr__) -> None:
-    """Make ``head`` (see :func:`output_link`) give logits, setting attributes with ``set_attr``."""
+def strip_link(head, where: str, set_attr: Callable = object.__setattr__, active: Callable = lambda: True) -> None:
+    """Make ``head`` (see :func:`output_link`) give logits, setting attributes with ``set_attr``.
+
+    The replacement gives logits only while ``active()`` is true, and the original link otherwise.
+    """
     if where == "layer":
-        set_attr(head, "call", _identity_call)
+        call = head.call
+
+        def identity_call(inputs, *args, **kwargs):
+            return inputs if active() else call(inputs, *args, **kwargs)
+
+        set_attr(head, "call", identity_call)
     else:
-        set_attr(head, "activation", _linear)
+        link = head.activation
 
+        def linear(x):
+            return x if active() else link(x)
 
-def _linear(x):
-    return x
-
-
-def _identity_call(inputs, *args, **kwargs):
-    return inputs
+        set_attr(head, "activation", linear)
 
 
 class Capture:
@@ -188,22 +207,27 @@ class Capture:
             touched.append((obj, name, name in obj.__dict__, obj.__dict__.get(name)))
             object.__setattr__(obj, name, value)
 
-        try:
-            for i, info in enumerate(self.layers):
-                setattr_tmp(info.layer, "call", self._recording_call(info.layer.call, i))
-            if self._strip is not None:
-                strip_link(self._head, self._strip, setattr_tmp)
-            yield self
-        finally:
-            for obj, name, had, old in reversed(touched):
-                if had:
-                    object.__setattr__(obj, name, old)
-                else:
-                    object.__delattr__(obj, name)
+        with TRACE_LOCK:
+            _tracing.captures = getattr(_tracing, "captures", ()) + (self,)
+            try:
+                for i, info in enumerate(self.layers):
+                    setattr_tmp(info.layer, "call", self._recording_call(info.layer.call, i))
+                if self._strip is not None:
+                    strip_link(self._head, self._strip, setattr_tmp, lambda: _capturing(self))
+                yield self
+            finally:
+                _tracing.captures = tuple(c for c in _tracing.captures if c is not self)
+                for obj, name, had, old in reversed(touched):
+                    if had:
+                        object.__setattr__(obj, name, old)
+                    else:
+                        object.__delattr__(obj, name)
 
     def _recording_call(self, call: Callable, i: int) -> Callable:
         def recording_call(*args, **kwargs):
             out = call(*args, **kwargs)
+            if not _capturing(self):  # another thread, or after the trace: the layer as it is
+                return out
             if self._edit is not None:
                 out = self._edit(i, out)
             if self._tape is not None:
@@ -255,7 +279,24 @@ class Capture:
             grads = tape.gradient(total, raw, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             grads = [self._standard(g, info) for g, info in zip(grads, self.layers)]
         acts = [self._standard(a, info) for a, info in zip(raw, self.layers)]
-        return Captured(acts, grads, scores, resolved, predictions, num_classes, selected)
+        zero = None
+        if grads:
+            zero = tf.reduce_all(tf.stack([tf.reduce_all(tf.reshape(g, [tf.shape(g)[0], -1]) == 0, axis=1) for g in grads]), axis=0)
+        return Captured(acts, grads, scores, resolved, predictions, num_classes, selected, zero, self._distribution_rows(selected))
+
+    def _distribution_rows(self, selected):
+        """Per sample, whether logits were asked for but the output row is a probability distribution.
+
+        True where no softmax/sigmoid head was found to remove (a softmax inside a ``Lambda``, or
+        after layers the head detection does not see through) and the row is non-negative and sums
+        to one: then probabilities, not logits, are explained.
+        """
+        if selected is None or self.link is not None or self.score != "logit" or selected.shape.rank != 2:
+            return None
+        if selected.shape[-1] is not None and selected.shape[-1] < 2:
+            return None
+        out = tf.cast(selected, tf.float32)
+        return tf.reduce_all(out >= 0, axis=-1) & (tf.abs(tf.reduce_sum(out, axis=-1) - 1.0) < 1e-4)
 
     def _single(self, i: int):
         info, rec = self.layers[i], self._records[i]

@@ -35,6 +35,10 @@ class Explanation:
         Input-resolution, per-channel attributions (guided methods only).
     extras : dict
         Method-specific arrays (e.g. channel weights), one leading sample axis each.
+    finite : ndarray of shape (n_samples,), bool, or None
+        False for a sample whose score or map is not finite (NaN or inf: non-finite weights, or a
+        model whose outputs overflow); its heatmap is all zero and carries no information. None
+        when not recorded (an Explanation built by hand or loaded from an older save).
 
     Examples
     --------
@@ -53,8 +57,9 @@ class Explanation:
     predictions: np.ndarray | None = None
     attributions: np.ndarray | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    finite: np.ndarray | None = None
 
-    _PER_SAMPLE = ("heatmaps", "layer_heatmaps", "targets", "scores", "predictions", "attributions")
+    _PER_SAMPLE = ("heatmaps", "layer_heatmaps", "targets", "scores", "predictions", "attributions", "finite")
 
     def __len__(self) -> int:
         return int(self.heatmaps.shape[0])

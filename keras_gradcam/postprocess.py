@@ -9,8 +9,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 EPS = 1e-8
+RELATIVE_EPS = 1e-6  # a map whose range is below this fraction of its magnitude is float rounding
 
-__all__ = ["spatial_sum", "spatial_mean", "weighted_sum", "resize", "normalize", "EPS"]
+__all__ = ["spatial_sum", "spatial_mean", "weighted_sum", "resize", "normalize", "nonconstant", "EPS", "RELATIVE_EPS"]
 
 
 def _spatial_axes(t: tf.Tensor) -> list[int]:
@@ -64,11 +65,30 @@ def resize(maps: tf.Tensor, size) -> tf.Tensor:
     return maps
 
 
-def normalize(maps: tf.Tensor, eps: float = EPS) -> tf.Tensor:
-    """Per-sample min-max to [0, 1]; a constant map (``max - min <= eps``) becomes all zeros."""
+def nonconstant(maps: tf.Tensor, keepdims: bool = False, eps: float = RELATIVE_EPS) -> tf.Tensor:
+    """Per sample, whether a ``(B, ...)`` map varies: ``max - min > eps * max(|max|, |min|)``.
+
+    The threshold is relative to the map's own magnitude, so the answer does not depend on the
+    model's scale (a head scaled by 1e-9 gives maps of 1e-20 that are as informative as before);
+    a range of a few float32 rounding steps of the values counts as constant. Non-finite maps are
+    constant (they carry no information).
+    """
+    axes = list(range(1, maps.shape.rank))
+    lo = tf.reduce_min(maps, axis=axes, keepdims=keepdims)
+    hi = tf.reduce_max(maps, axis=axes, keepdims=keepdims)
+    span = hi - lo
+    magnitude = tf.maximum(tf.abs(hi), tf.abs(lo))
+    return (span > eps * magnitude) & (span > 0) & tf.math.is_finite(span)
+
+
+def normalize(maps: tf.Tensor, eps: float = RELATIVE_EPS) -> tf.Tensor:
+    """Per-sample min-max to [0, 1]; a constant map (see :func:`nonconstant`) becomes all zeros.
+
+    ``eps`` is relative to the map's magnitude, so that normalised maps do not depend on the
+    scale of the model's scores.
+    """
     axes = list(range(1, maps.shape.rank))
     lo = tf.reduce_min(maps, axis=axes, keepdims=True)
     hi = tf.reduce_max(maps, axis=axes, keepdims=True)
-    span = hi - lo
-    out = tf.math.divide_no_nan(maps - lo, span)
-    return tf.where(span > eps, out, tf.zeros_like(maps))
+    out = tf.math.divide_no_nan(maps - lo, hi - lo)
+    return tf.where(nonconstant(maps, keepdims=True, eps=eps), out, tf.zeros_like(maps))

@@ -2,14 +2,91 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 Targets = Union[None, int, Sequence[int], np.ndarray, Callable]
 
-__all__ = ["resolve_targets", "class_scores", "check_range"]
+__all__ = ["ClassTarget", "OutputTarget", "resolve_targets", "class_scores", "check_range"]
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    """The score of class ``index`` of one output, as a reusable target object.
+
+    Equal targets compare and hash equal, so an explainer traces one compiled function for all of
+    them (a new ``lambda`` on every call traces a new one each time). For one class of a
+    single-output classifier an int target (``targets=3``) does the same; a target object is for
+    multi-output models, or to keep one object for a loop.
+
+    Parameters
+    ----------
+    index : int
+        The class.
+    output : int or str, optional
+        Which output of a multi-output model (position in flatten order, or name of a dict
+        output); None for a single-output model.
+
+    Examples
+    --------
+    >>> t = ClassTarget(2, output=1)
+    >>> t == ClassTarget(2, output=1), hash(t) == hash(ClassTarget(2, output=1))
+    (True, True)
+    """
+
+    index: int
+    output: int | str | None = None
+
+    def __call__(self, outputs) -> tf.Tensor:
+        return _pick_output(outputs, self.output)[:, self.index]
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """Reduce one output to a score per sample: its sum (``reduce="sum"``) or mean over all but the batch axis.
+
+    For regression heads, segmentation logits summed over the image, or one output of a
+    multi-output model. Equal targets share one compiled function, like :class:`ClassTarget`.
+
+    Parameters
+    ----------
+    output : int or str, optional
+        Which output (None for a single-output model).
+    reduce : {"sum", "mean"}, default="sum"
+    """
+
+    output: int | str | None = None
+    reduce: str = "sum"
+
+    def __post_init__(self):
+        if self.reduce not in ("sum", "mean"):
+            raise ValueError(f"reduce must be 'sum' or 'mean'; got {self.reduce!r}.")
+
+    def __call__(self, outputs) -> tf.Tensor:
+        out = tf.cast(_pick_output(outputs, self.output), tf.float32)
+        axes = list(range(1, out.shape.rank))
+        if not axes:
+            return out
+        return tf.reduce_sum(out, axis=axes) if self.reduce == "sum" else tf.reduce_mean(out, axis=axes)
+
+
+def _pick_output(outputs, output):
+    if isinstance(outputs, dict) and isinstance(output, str):
+        if output not in outputs:
+            raise ValueError(f"output={output!r} is not an output of the model; its outputs are {list(outputs)}.")
+        return outputs[output]
+    flat = keras.tree.flatten(outputs)
+    if output is None:
+        if len(flat) != 1:
+            raise ValueError(f"the model has {len(flat)} outputs; say which one with output=<index or name>.")
+        return flat[0]
+    if not isinstance(output, int) or not 0 <= output < len(flat):
+        raise ValueError(f"output={output!r} is out of range: the model has {len(flat)} output(s).")
+    return flat[output]
 
 
 def resolve_targets(targets: Targets, n: int) -> np.ndarray | Callable:

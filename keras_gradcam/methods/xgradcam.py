@@ -18,9 +18,10 @@ class XGradCAM(BaseCAM):
     ----------
     model, layer, output, score, counterfactual, batch_size
         See :class:`~keras_gradcam.base.BaseCAM`.
-    eps : float, default=1e-7
-        A channel whose activations sum to at most ``eps`` in absolute value gets weight 0 (a dead
-        channel, or a signed channel whose sum vanishes and would give an exploding weight).
+    eps : float, default=1e-6
+        A channel whose activation sum is at most ``eps`` times the sum of its absolute values gets
+        weight 0 (a dead channel, or a signed channel whose sum cancels out and would give an
+        exploding weight). Relative, so the weights do not depend on the scale of the activations.
 
     Notes
     -----
@@ -29,7 +30,8 @@ class XGradCAM(BaseCAM):
               L^c = \mathrm{ReLU}\Big(\sum_k \alpha^c_k A^k\Big)
 
     The official code adds ``1e-6`` to the denominator instead of zeroing; both agree wherever the
-    activation sum is not tiny. One forward and one backward pass.
+    activation sum is not tiny (for post-ReLU activations the sum is its absolute sum, so only dead
+    channels are zeroed). One forward and one backward pass.
 
     References
     ----------
@@ -40,7 +42,7 @@ class XGradCAM(BaseCAM):
     name = "xgradcam"
     display_name = "XGrad-CAM"
 
-    def __init__(self, model, layer=None, *, eps: float = 1e-7, **kwargs):
+    def __init__(self, model, layer=None, *, eps: float = 1e-6, **kwargs):
         super().__init__(model, layer, **kwargs)
         self.eps = float(eps)
 
@@ -49,6 +51,6 @@ class XGradCAM(BaseCAM):
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
         total = spatial_sum(acts)
-        ok = tf.abs(total) > self.eps
+        ok = (tf.abs(total) > self.eps * spatial_sum(tf.abs(acts))) & (total != 0)
         weights = tf.where(ok, spatial_sum(grads * acts) / tf.where(ok, total, 1.0), 0.0)
         return weighted_sum(acts, weights)
