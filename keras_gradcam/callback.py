@@ -114,7 +114,8 @@ def _image_summary(name: str, image, description: str, image_format: str):
 class GradCAMCallback(keras.callbacks.Callback):
     """Log Grad-CAM++ overlays of a fixed probe set to TensorBoard during ``fit``, to reveal bias.
 
-    After every ``every_n_epochs``-th epoch (and the last one) the probes are explained with
+    After every ``every_n_epochs``-th epoch (and the last one, also when another callback stops
+    training early) the probes are explained with
     ``training=False`` and TensorBoard gets, in the run folder ``log_dir/run_name`` beside the
     ``train``/``validation`` runs of ``keras.callbacks.TensorBoard``:
 
@@ -132,7 +133,10 @@ class GradCAMCallback(keras.callbacks.Callback):
     * with ``probe_masks``: scalars ``bias/energy_inside_object`` (mean share of the heatmap's
       energy inside the object masks) and ``bias/pointing_game`` (share of probes whose heatmap
       maximum lies on the object); and a warning in the Python log when the share falls below
-      ``warn_below``.
+      ``warn_below``;
+    * ``<method>/warnings``: a text entry, only at epochs where the model's outputs for some probes
+      are not finite (NaN or inf, e.g. after the loss became NaN). Such an epoch is also reported
+      in the Python log and gets no bias scalars and no bias warning (see Notes).
 
     Parameters
     ----------
@@ -142,7 +146,9 @@ class GradCAMCallback(keras.callbacks.Callback):
     log_dir : str or os.PathLike, default="logs"
         The same directory as ``keras.callbacks.TensorBoard(log_dir)``.
     probe_labels : array-like of shape (n_probes,) or (n_probes, n_classes), optional
-        True classes (ints, or one-hot rows). Shown in captions, used by ``targets="label"``.
+        True classes (ints, or one-hot rows), each one of the model's classes (checked when the
+        model is set, or at construction against ``class_names``). Shown in captions and strips,
+        used by ``targets="label"``.
     method : str, default="gradcam++"
         Any name of :data:`keras_gradcam.METHODS` (``"gradcam"``, ``"xgradcam"``, ...).
     layer : str, keras.layers.Layer or None, default=None
@@ -152,14 +158,16 @@ class GradCAMCallback(keras.callbacks.Callback):
         ``probe_labels``), one class for all probes, or one class per probe.
     every_n_epochs : int, default=1
         Log epochs ``0, n, 2n, ...`` (Keras' 0-based epoch index, as TensorBoard steps) and the last
-        epoch of each ``fit``.
+        epoch of each ``fit``: ``params["epochs"] - 1``, or the epoch at which another callback
+        stopped training (logged in ``on_train_end``).
     probe_masks : array-like of shape (n_probes, height, width), bool, optional
         Object masks of the probes (nonzero = object), e.g. ``SyntheticShapes.masks``. Enables the
         bias scalars and the warning. Every mask must contain its object (no empty mask).
     run_name : str, default="gradcam"
         Name of the run folder under ``log_dir``.
     class_names : sequence of str, optional
-        Names shown instead of class indices.
+        Names shown instead of class indices, one per class of the model: labels and targets
+        must be below ``len(class_names)``.
     display_images : array-like of shape (n_probes, H, W[, C]), optional
         What to draw the heatmaps on, e.g. the raw images when ``probe_images`` are normalised;
         default ``probe_images`` (see :func:`keras_gradcam.overlay` for the accepted ranges).
@@ -182,6 +190,11 @@ class GradCAMCallback(keras.callbacks.Callback):
         evenly spread map gets". None: never warn.
     pointing_tolerance : float, default=0
         Pixels of tolerance of the pointing game (0: the maximum must be on an object pixel).
+        This differs on purpose from :func:`keras_gradcam.metrics.pointing_game`, whose default
+        of 15 pixels is the tolerance of the TorchRay benchmark on images of about 224 pixels:
+        probe sets are often small images (32 pixels in the examples), where a 15-pixel disc
+        covers most of the image and nearly every maximum would count as a hit. Pass 15 to
+        follow the benchmark protocol on images of that size.
     on_error : {"raise", "warn"}, default="raise"
         What a failure while logging does: stop training with an error that says what failed
         and where, or log the error and stop logging for the rest of this ``fit``.
@@ -194,7 +207,8 @@ class GradCAMCallback(keras.callbacks.Callback):
     ----------
     history : dict of str to list
         Per logged epoch of the current (or last) ``fit``: ``"epoch"`` and, with masks,
-        ``"energy_inside_object"`` and ``"pointing_game"``.
+        ``"energy_inside_object"`` and ``"pointing_game"`` (NaN at epochs whose outputs were not
+        finite for some probe).
     explainer : keras_gradcam.BaseCAM or None
         The explainer, created once for the model and reused (its compiled function too).
 
@@ -202,7 +216,10 @@ class GradCAMCallback(keras.callbacks.Callback):
     ------
     TypeError, ValueError
         At construction, for arguments of the wrong kind or shape (the message says what to pass).
-        At the start of ``fit``, for probes or targets that do not fit the model.
+        When the model is set (``set_model``, at the start of ``fit``), for probes whose shape is
+        not the model's input shape, or labels or targets that are not classes of the model; for
+        a model that ``fit`` builds (a ``Sequential`` without ``Input``), before the probes are
+        first explained. These are raised as they are, whatever ``on_error``.
     OSError
         At the start of ``fit``, when the run folder cannot be created.
     RuntimeError
@@ -229,6 +246,13 @@ class GradCAMCallback(keras.callbacks.Callback):
     scores the object's area share (given in the scalar's description); a model that uses a
     shortcut outside the objects scores below it. Both explain the ``targets`` classes: use
     ``targets="label"`` for the pointing game's original protocol (ground-truth class).
+
+    *Outputs that are not numbers.* A probe whose explained score or heatmap is not finite (a
+    diverged run leaves NaN weights; its heatmaps come back blank) has no prediction: its strip is
+    grey, its caption row shows ``-``. When any probe is affected, the epoch's bias scalars are not
+    written (the curve has a gap there rather than a drop to 0 that would read as a shortcut),
+    ``history`` gets NaN, the bias warning is skipped, and a warning naming the epoch and the
+    number of probes goes to the Python log and to the ``<method>/warnings`` text card.
 
     *Distribution.* Under ``tf.distribute`` strategies only the chief (the process for which
     ``strategy.extended.should_checkpoint`` is true) explains and writes.

@@ -757,3 +757,31 @@ def test_last_epoch_logged_when_another_callback_stops_training(tmp_path, data):
     cb = GradCAMCallback(data["probes"], tmp_path / "every", every_n_epochs=1)
     fit(tiny_model(), data, cb, epochs=3, callbacks_before=[_StopAfter(1)])
     assert [e.step for e in load_run(tmp_path / "every" / "gradcam").Tensors("gradcam++/probe_00")] == [0, 1]
+
+
+# -- the records are TensorBoard's own --------------------------------------------------------------
+def test_records_are_those_of_tf_summary(tmp_path, data):
+    """JPEG cards carry tf.summary.image's layout and metadata; scalars and text are tf.summary's own."""
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=data["masks"])  # JPEG, tolerance 0
+    cb.set_model(tiny_model())
+    cb.on_train_begin()
+    cb.on_epoch_end(0)
+    cb.on_train_end()
+    acc = load_run(tmp_path / "gradcam")
+    width, height, jpeg = tf.make_ndarray(acc.Tensors("gradcam++/probe_00")[0].tensor_proto)
+    assert (int(width), int(height)) == (SIZE, SIZE) and jpeg[:2] == b"\xff\xd8"
+    desc = acc.SummaryMetadata("gradcam++/probe_00").summary_description
+    writer = tf.summary.create_file_writer(str(tmp_path / "reference"))
+    with writer.as_default(step=0):
+        tf.summary.image("gradcam++/probe_00", np.zeros((1, SIZE, SIZE, 3), np.uint8), description=desc)
+        tf.summary.scalar("bias/pointing_game", 0.5)
+        tf.summary.text("gradcam++/captions", "x")
+    writer.close()
+    ref = load_run(tmp_path / "reference")
+    for tag in ("gradcam++/probe_00", "bias/pointing_game", "gradcam++/captions"):
+        ours, theirs = acc.SummaryMetadata(tag), ref.SummaryMetadata(tag)
+        assert (ours.plugin_data.plugin_name, ours.plugin_data.content) == (
+            theirs.plugin_data.plugin_name, theirs.plugin_data.content), tag
+    assert acc.SummaryMetadata("gradcam++/probe_00").summary_description == desc
+    # the pointing game's tolerance differs from metrics.pointing_game's default: the scalar says which
+    assert "tolerance 0 px" in acc.SummaryMetadata("bias/pointing_game").summary_description
