@@ -617,7 +617,8 @@ def test_probe_labels_outside_the_model_classes_are_rejected(tmp_path, data):
     with pytest.raises(ValueError, match=expected):
         cb.set_model(model)
     # with class_names the number of classes is known at construction
-    with pytest.raises(ValueError, match=r"probe_labels include class 7 but class_names names 3 classes \(0 .. 2\) \(first at probe 2\)"):
+    names_match = r"probe_labels include class 7 but class_names names 3 classes \(0 .. 2\) \(first at probe 2\)"
+    with pytest.raises(ValueError, match=names_match):
         GradCAMCallback(data["probes"], tmp_path, probe_labels=labels, class_names=data["names"])
     with pytest.raises(ValueError, match=r"targets include class 3 but class_names names 3 classes \(0 .. 2\)"):
         GradCAMCallback(data["probes"], tmp_path, targets=3, class_names=data["names"])
@@ -634,10 +635,13 @@ def gray_model(size=SIZE):
 @pytest.mark.parametrize(
     "probes, match",
     [
-        (np.zeros((2, SIZE, SIZE, 3)), r"probe_images have shape \(2, 16, 16, 3\) but the model takes inputs of shape "
-                                       r"\(None, 16, 16, 1\).*3 channels, the model 1.*mean\(axis=-1, keepdims=True\)"),
-        (np.zeros((2, SIZE, SIZE)), r"probe_images have shape \(2, 16, 16\) .*\(None, 16, 16, 1\).*probe_images\[\.\.\., None\]"),
-        (np.zeros((2, 20, 20, 1)), r"probe_images have shape \(2, 20, 20, 1\) .*are 20x20, the model takes 16x16.*resize"),
+        (np.zeros((2, SIZE, SIZE, 3)),
+         r"probe_images have shape \(2, 16, 16, 3\) but the model takes inputs of shape \(None, 16, 16, 1\)"
+         r".*3 channels, the model 1.*mean\(axis=-1, keepdims=True\)"),
+        (np.zeros((2, SIZE, SIZE)),
+         r"probe_images have shape \(2, 16, 16\) .*\(None, 16, 16, 1\).*probe_images\[\.\.\., None\]"),
+        (np.zeros((2, 20, 20, 1)),
+         r"probe_images have shape \(2, 20, 20, 1\) .*are 20x20, the model takes 16x16.*resize"),
     ],
 )
 def test_probe_shape_checked_when_the_model_is_set(tmp_path, probes, match):
