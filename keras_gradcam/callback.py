@@ -37,6 +37,7 @@ _IMAGE_FORMATS = ("jpeg", "png")
 _ON_ERROR = ("raise", "warn")
 _CORRECT = np.array([46, 160, 67], np.uint8)  # strip under a probe: prediction right
 _WRONG = np.array([214, 39, 40], np.uint8)  # ... wrong
+_UNKNOWN = np.array([128, 128, 128], np.uint8)  # ... no prediction: the model's output is not finite
 _GAP_VALUE = 255  # white lines between the tiles of the grid
 
 
@@ -90,10 +91,31 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _image_summary(name: str, image, description: str, image_format: str):
+    """Write one ``(height, width, 3)`` uint8 image to the default writer, PNG or JPEG encoded.
+
+    PNG goes through ``tf.summary.image``. JPEG is the one reason for building the record here:
+    ``tf.summary.image`` always encodes PNG, while JPEG (quality 90) is several times faster to
+    encode and smaller on disk. The record is the one ``tf.summary.image`` writes, with the JPEG
+    bytes in place of the PNG ones: a string tensor ``[width, height, encoded image]`` with the
+    image plugin's metadata; TensorBoard decodes either format.
+    """
+    if image_format == "png":
+        return tf.summary.image(name, image[None], max_outputs=1, description=description)
+    from tensorboard.plugins.image import metadata
+
+    height, width = image.shape[:2]  # static: the compiled caller's input signature is fixed
+    encoded = tf.io.encode_jpeg(image, quality=90)
+    tensor = tf.concat([tf.constant([str(width), str(height)]), encoded[None]], axis=0)
+    meta = metadata.create_summary_metadata(display_name=None, description=description)
+    return tf.summary.write(name, tensor, metadata=meta)
+
+
 class GradCAMCallback(keras.callbacks.Callback):
     """Log Grad-CAM++ overlays of a fixed probe set to TensorBoard during ``fit``, to reveal bias.
 
-    After every ``every_n_epochs``-th epoch (and the last one) the probes are explained with
+    After every ``every_n_epochs``-th epoch (and the last one, also when another callback stops
+    training early) the probes are explained with
     ``training=False`` and TensorBoard gets, in the run folder ``log_dir/run_name`` beside the
     ``train``/``validation`` runs of ``keras.callbacks.TensorBoard``:
 
@@ -111,7 +133,10 @@ class GradCAMCallback(keras.callbacks.Callback):
     * with ``probe_masks``: scalars ``bias/energy_inside_object`` (mean share of the heatmap's
       energy inside the object masks) and ``bias/pointing_game`` (share of probes whose heatmap
       maximum lies on the object); and a warning in the Python log when the share falls below
-      ``warn_below``.
+      ``warn_below``;
+    * ``<method>/warnings``: a text entry, only at epochs where the model's outputs for some probes
+      are not finite (NaN or inf, e.g. after the loss became NaN). Such an epoch is also reported
+      in the Python log and gets no bias scalars and no bias warning (see Notes).
 
     Parameters
     ----------
@@ -121,7 +146,9 @@ class GradCAMCallback(keras.callbacks.Callback):
     log_dir : str or os.PathLike, default="logs"
         The same directory as ``keras.callbacks.TensorBoard(log_dir)``.
     probe_labels : array-like of shape (n_probes,) or (n_probes, n_classes), optional
-        True classes (ints, or one-hot rows). Shown in captions, used by ``targets="label"``.
+        True classes (ints, or one-hot rows), each one of the model's classes (checked when the
+        model is set, or at construction against ``class_names``). Shown in captions and strips,
+        used by ``targets="label"``.
     method : str, default="gradcam++"
         Any name of :data:`keras_gradcam.METHODS` (``"gradcam"``, ``"xgradcam"``, ...).
     layer : str, keras.layers.Layer or None, default=None
@@ -131,14 +158,16 @@ class GradCAMCallback(keras.callbacks.Callback):
         ``probe_labels``), one class for all probes, or one class per probe.
     every_n_epochs : int, default=1
         Log epochs ``0, n, 2n, ...`` (Keras' 0-based epoch index, as TensorBoard steps) and the last
-        epoch of each ``fit``.
+        epoch of each ``fit``: ``params["epochs"] - 1``, or the epoch at which another callback
+        stopped training (logged in ``on_train_end``).
     probe_masks : array-like of shape (n_probes, height, width), bool, optional
         Object masks of the probes (nonzero = object), e.g. ``SyntheticShapes.masks``. Enables the
         bias scalars and the warning. Every mask must contain its object (no empty mask).
     run_name : str, default="gradcam"
         Name of the run folder under ``log_dir``.
     class_names : sequence of str, optional
-        Names shown instead of class indices.
+        Names shown instead of class indices, one per class of the model: labels and targets
+        must be below ``len(class_names)``.
     display_images : array-like of shape (n_probes, H, W[, C]), optional
         What to draw the heatmaps on, e.g. the raw images when ``probe_images`` are normalised;
         default ``probe_images`` (see :func:`keras_gradcam.overlay` for the accepted ranges).
@@ -161,6 +190,11 @@ class GradCAMCallback(keras.callbacks.Callback):
         evenly spread map gets". None: never warn.
     pointing_tolerance : float, default=0
         Pixels of tolerance of the pointing game (0: the maximum must be on an object pixel).
+        This differs on purpose from :func:`keras_gradcam.metrics.pointing_game`, whose default
+        of 15 pixels is the tolerance of the TorchRay benchmark on images of about 224 pixels:
+        probe sets are often small images (32 pixels in the examples), where a 15-pixel disc
+        covers most of the image and nearly every maximum would count as a hit. Pass 15 to
+        follow the benchmark protocol on images of that size.
     on_error : {"raise", "warn"}, default="raise"
         What a failure while logging does: stop training with an error that says what failed
         and where, or log the error and stop logging for the rest of this ``fit``.
@@ -173,7 +207,8 @@ class GradCAMCallback(keras.callbacks.Callback):
     ----------
     history : dict of str to list
         Per logged epoch of the current (or last) ``fit``: ``"epoch"`` and, with masks,
-        ``"energy_inside_object"`` and ``"pointing_game"``.
+        ``"energy_inside_object"`` and ``"pointing_game"`` (NaN at epochs whose outputs were not
+        finite for some probe).
     explainer : keras_gradcam.BaseCAM or None
         The explainer, created once for the model and reused (its compiled function too).
 
@@ -181,7 +216,10 @@ class GradCAMCallback(keras.callbacks.Callback):
     ------
     TypeError, ValueError
         At construction, for arguments of the wrong kind or shape (the message says what to pass).
-        At the start of ``fit``, for probes or targets that do not fit the model.
+        When the model is set (``set_model``, at the start of ``fit``), for probes whose shape is
+        not the model's input shape, or labels or targets that are not classes of the model; for
+        a model that ``fit`` builds (a ``Sequential`` without ``Input``), before the probes are
+        first explained. These are raised as they are, whatever ``on_error``.
     OSError
         At the start of ``fit``, when the run folder cannot be created.
     RuntimeError
@@ -208,6 +246,13 @@ class GradCAMCallback(keras.callbacks.Callback):
     scores the object's area share (given in the scalar's description); a model that uses a
     shortcut outside the objects scores below it. Both explain the ``targets`` classes: use
     ``targets="label"`` for the pointing game's original protocol (ground-truth class).
+
+    *Outputs that are not numbers.* A probe whose explained score or heatmap is not finite (a
+    diverged run leaves NaN weights; its heatmaps come back blank) has no prediction: its strip is
+    grey, its caption row shows ``-``. When any probe is affected, the epoch's bias scalars are not
+    written (the curve has a gap there rather than a drop to 0 that would read as a shortcut),
+    ``history`` gets NaN, the bias warning is skipped, and a warning naming the epoch and the
+    number of probes goes to the Python log and to the ``<method>/warnings`` text card.
 
     *Distribution.* Under ``tf.distribute`` strategies only the chief (the process for which
     ``strategy.extended.should_checkpoint`` is true) explains and writes.
@@ -294,6 +339,8 @@ class GradCAMCallback(keras.callbacks.Callback):
                 raise TypeError("class_names must be a sequence of str, e.g. ('circle', 'square', 'triangle').")
             class_names = tuple(class_names)
         self.class_names = class_names
+        if class_names is not None:
+            self._check_classes(len(class_names), "class_names names")
 
         self._display = self._check_display(display_images, n)
 
@@ -328,6 +375,8 @@ class GradCAMCallback(keras.callbacks.Callback):
         self._chief = True
         self._disabled = False
         self._below = False
+        self._checked = None  # the model whose input shape and classes the probes were checked against
+        self._last_epoch = None  # the last epoch seen in this fit (logged at its end if not yet)
 
     # -- argument checks -----------------------------------------------------------------------
     @staticmethod
@@ -399,6 +448,20 @@ class GradCAMCallback(keras.callbacks.Callback):
         if (arr < 0).any():
             raise ValueError(f"targets must be class indices >= 0; got {arr[arr < 0][:5].tolist()}.")
         return arr.astype(np.int32)
+
+    def _check_classes(self, classes: int, source: str) -> None:
+        """Reject probe labels and targets outside ``0 .. classes - 1`` (``source``: who says so)."""
+        checks = [("probe_labels", self._labels, "pass the true class index of each probe")]
+        if not (isinstance(self.targets, str) and self.targets == "label"):  # those are the labels
+            checks.append(("targets", self._target_arg, "pass targets among the model's classes"))
+        for name, values, fix in checks:
+            if values is None or int(values.max()) < classes:
+                continue
+            i = int(np.argmax(values >= classes))
+            raise ValueError(
+                f"{name} include class {int(values[i])} but {source} {classes} classes (0 .. {classes - 1}) "
+                f"(first at probe {i}); {fix}, 0 .. {classes - 1}."
+            )
 
     @staticmethod
     def _check_masks(masks, shape: tuple) -> np.ndarray:
@@ -481,6 +544,21 @@ class GradCAMCallback(keras.callbacks.Callback):
         return self.method
 
     # -- training hooks ------------------------------------------------------------------------
+    def set_model(self, model):
+        """Keep the model and check the probes, labels and targets against it, before any step.
+
+        Raises
+        ------
+        ValueError
+            When the probes do not have the model's input shape, or a probe label or target is
+            not one of the model's classes. A model without a known input shape (a
+            ``Sequential`` without ``Input``) is checked once ``fit`` has built it, before the
+            probes are first explained.
+        """
+        super().set_model(model)
+        self._checked = None
+        self._check_model(model)
+
     def on_train_begin(self, logs=None):
         """Reset per-fit state, check probes against the model, create the run folder."""
         self._close_writer()  # a previous fit that ended in an exception
@@ -489,6 +567,7 @@ class GradCAMCallback(keras.callbacks.Callback):
             self.history.update(energy_inside_object=[], pointing_game=[])
         self._disabled = False
         self._below = False
+        self._last_epoch = None
         self._chief = _is_chief(self.model)
         self._check_model(self.model)
         if self.explainer is None or self.explainer.model is not self.model:
@@ -506,10 +585,33 @@ class GradCAMCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         """Explain the probes and write the summaries, on logged epochs, on the chief only."""
+        self._last_epoch = int(epoch)
         if not self._chief or self._disabled or not self._due(epoch):
             return
+        self._safe_log(int(epoch), last=epoch == (self.params or {}).get("epochs", -1) - 1)
+
+    def on_train_end(self, logs=None):
+        """Log the epoch training ended at if it was not logged yet, then close the writer.
+
+        Training that another callback stops early (``EarlyStopping``, ``model.stop_training =
+        True``) ends before ``params["epochs"]``; its last epoch is logged here, so that the last
+        image of every card shows the trained model. A later ``fit`` opens a new writer in the
+        same run folder.
+        """
         try:
-            self._log(int(epoch))
+            done = self.history.get("epoch") or [None]
+            if self._chief and not self._disabled and self._last_epoch is not None and done[-1] != self._last_epoch:
+                self._safe_log(self._last_epoch, last=True)
+        finally:
+            self._close_writer()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _safe_log(self, epoch: int, last: bool) -> None:
+        """``_log`` with the failure policy of ``on_error``; mistakes in the probes raise as they are."""
+        if self._checked is not self.model:
+            self._check_model(self.model)  # built by fit after on_train_begin: a ValueError of the user's
+        try:
+            self._log(epoch, last)
         except Exception as e:  # noqa: BLE001 - reported with context below
             what = (
                 f"GradCAMCallback failed at epoch {epoch} while explaining the probes or writing to "
@@ -520,44 +622,59 @@ class GradCAMCallback(keras.callbacks.Callback):
             logger.error("%s. Logging of overlays is switched off for the rest of this fit; training goes on.", what)
             self._disabled = True
 
-    def on_train_end(self, logs=None):
-        """Close the writer (a later ``fit`` opens a new one in the same run folder)."""
-        self._close_writer()
-
-    # -- internals -----------------------------------------------------------------------------
     def _due(self, epoch: int) -> bool:
         last = (self.params or {}).get("epochs")
         return epoch % self.every_n_epochs == 0 or (last is not None and epoch == last - 1)
 
     def _check_model(self, model) -> None:
-        inputs = getattr(model, "inputs", None)
+        """Check the probes' shape, the labels and the targets against ``model`` (once it is built)."""
+        inputs = getattr(model, "inputs", None) if model is not None else None
         if not inputs:
-            return  # subclassed, not built yet: checked when the explainer first runs
+            return  # not built yet (a Sequential without Input): checked again before the first log
         if len(inputs) != 1:
             raise ValueError(
                 f"GradCAMCallback needs a single-input model; this one has {len(inputs)} inputs "
                 f"{[tuple(t.shape) for t in inputs]}. Explain such models with kg.explain()."
             )
-        expected = tuple(inputs[0].shape)
+        expected = (None,) + tuple(inputs[0].shape)[1:]  # any batch size (fit may build it with its own)
         got = self._probes.shape
         if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected[1:], got[1:])):
-            hint = (
-                " A single image needs a batch axis: probe_images[None]."
-                if len(expected) == len(got) + 1 and tuple(expected[1:]) == got
-                else ""
-            )
             raise ValueError(
                 f"probe_images have shape {got} but the model takes inputs of shape {expected}; pass probes "
-                f"of the model's input size, preprocessed like the training data.{hint}"
+                f"of the model's input size, preprocessed like the training data.{self._shape_hint(expected, got)}"
             )
         outputs = getattr(model, "outputs", None) or []
-        if self._target_arg is not None and len(outputs) == 1:
+        if len(outputs) == 1:
             classes = Capture(model, []).num_classes()  # a binary sigmoid unit counts as 2 classes
-            if classes is not None and int(self._target_arg.max()) >= classes:
-                raise ValueError(
-                    f"targets include class {int(self._target_arg.max())} but the model has {classes} classes "
-                    f"(0 .. {classes - 1})."
-                )
+            if classes is not None:
+                self._check_classes(classes, "the model has")
+        self._checked = model
+
+    @staticmethod
+    def _shape_hint(expected: tuple, got: tuple) -> str:
+        """How to turn probes of shape ``got`` into the model's ``expected`` input shape."""
+        if len(expected) == len(got) + 1 and tuple(expected[1:]) == got:
+            return " A single image needs a batch axis: probe_images[None]."
+        if len(expected) == len(got) + 1 and expected[-1] in (1, None):
+            return " Grayscale probes need a channel axis: probe_images[..., None]."
+        if len(expected) != len(got):
+            return f" The model takes {len(expected)}-D batches, the probes are {len(got)}-D."
+        hints = []
+        size, want = got[1:-1], expected[1:-1]
+        if any(e is not None and e != g for e, g in zip(want, size)):
+            shown = "x".join("?" if e is None else str(e) for e in want)
+            hints.append(
+                f" The probes are {'x'.join(map(str, size))}, the model takes {shown}: resize them as the "
+                "training images were (e.g. keras.ops.image.resize)."
+            )
+        if expected[-1] is not None and expected[-1] != got[-1]:
+            fix = (
+                "convert RGB probes to one channel, e.g. probe_images.mean(axis=-1, keepdims=True)"
+                if expected[-1] == 1
+                else "give the probes the channels of the training data"
+            )
+            hints.append(f" The probes have {got[-1]} channels, the model {expected[-1]}: {fix}.")
+        return "".join(hints)
 
     def _ensure_writer(self, layer, shapes) -> None:
         if self._writer is not None:
@@ -608,66 +725,46 @@ class GradCAMCallback(keras.callbacks.Callback):
         return out
 
     def _build_write_fn(self, writer, layer, shapes):
-        """One compiled function writing every summary of an epoch (traced once per writer)."""
-        from tensorboard.plugins.image import metadata as image_metadata
-        from tensorboard.plugins.scalar import metadata as scalar_metadata
-        from tensorboard.plugins.text import metadata as text_metadata
+        """One compiled function writing an epoch's images and captions (traced once per writer).
 
+        Encoding the overlays is the costly part of an epoch, so it is compiled; the few scalars
+        and notes are written eagerly by ``_log`` (only on the epochs that have them).
+        """
         prefix = self.tag_prefix
         shown = display_name(self.method)
-        image_metas = [
-            image_metadata.create_summary_metadata(display_name=None, description=d) for d in self._descriptions(layer)
-        ]
-        grid_meta = image_metadata.create_summary_metadata(
-            display_name=None,
-            description=f"All {self._n} probes, {shown} at layer `{layer}`, row by row from probe 00.",
-        )
-        caption_meta = text_metadata.create_summary_metadata(
-            display_name=None,
-            description=f"Per epoch: true, predicted and explained class and the score of each probe ({shown}).",
-        )
-        scalar_metas = {}
+        descriptions = self._descriptions(layer)
+        grid_description = f"All {self._n} probes, {shown} at layer `{layer}`, row by row from probe 00."
+        caption_description = f"Per epoch: true, predicted and explained class and the score of each probe ({shown})."
+        self._scalar_descriptions = {}
         if self._masks is not None:
             area = float(self._masks.mean())
-            scalar_metas["energy_inside_object"] = scalar_metadata.create_summary_metadata(
-                display_name=None,
-                description=(
-                    f"Share of the {shown} heatmap energy inside the probes' object masks (energy-based pointing "
-                    f"game), mean over the probes. A map spread evenly over the image scores {area:.0%} (the objects' "
-                    "area); a model that looks at the objects scores far above it; a falling curve means the "
-                    "evidence moves off the objects, e.g. to a watermark or the background."
-                ),
+            self._scalar_descriptions["energy_inside_object"] = (
+                f"Share of the {shown} heatmap energy inside the probes' object masks (energy-based pointing "
+                f"game), mean over the probes. A map spread evenly over the image scores {area:.0%} (the objects' "
+                "area); a model that looks at the objects scores far above it; a falling curve means the "
+                "evidence moves off the objects, e.g. to a watermark or the background."
             )
-            scalar_metas["pointing_game"] = scalar_metadata.create_summary_metadata(
-                display_name=None,
-                description=f"Share of probes whose {shown} heatmap maximum lies on the object (pointing game).",
+            self._scalar_descriptions["pointing_game"] = (
+                f"Share of probes whose {shown} heatmap maximum lies on the object (pointing game, tolerance "
+                f"{self.pointing_tolerance:g} px)."
             )
-        jpeg = self.image_format == "jpeg"
-
-        def encode(image):
-            data = tf.io.encode_jpeg(image, quality=90) if jpeg else tf.io.encode_png(image)
-            height, width = image.shape[:2]  # static: the input signature is fixed
-            # the tensor layout of tf.summary.image: [width, height, encoded image]
-            return tf.concat([tf.constant([str(width), str(height)]), data[None]], axis=0)
+        image_format = self.image_format
 
         @tf.function(
             input_signature=[
                 tf.TensorSpec((self._n,) + shapes[0], tf.uint8),
                 tf.TensorSpec(shapes[1], tf.uint8),
                 tf.TensorSpec((), tf.int64),
-                tf.TensorSpec((len(scalar_metas),), tf.float32),
                 tf.TensorSpec((), tf.string),
             ]
         )
-        def write(overlays, grid, step, scalars, captions):
+        def write(overlays, grid, step, captions):
             with writer.as_default(step=step):
                 for i in range(self._n):
-                    tf.summary.write(f"{prefix}/probe_{i:02d}", encode(overlays[i]), metadata=image_metas[i])
+                    _image_summary(f"{prefix}/probe_{i:02d}", overlays[i], descriptions[i], image_format)
                 if self.grid:
-                    tf.summary.write(f"{prefix}/grid", encode(grid), metadata=grid_meta)
-                tf.summary.write(f"{prefix}/captions", captions, metadata=caption_meta)
-                for j, (name, meta) in enumerate(scalar_metas.items()):
-                    tf.summary.write(f"bias/{name}", scalars[j], metadata=meta)
+                    _image_summary(f"{prefix}/grid", grid, grid_description, image_format)
+                tf.summary.text(f"{prefix}/captions", captions, description=caption_description)
             return tf.constant(0)
 
         return write
@@ -676,18 +773,19 @@ class GradCAMCallback(keras.callbacks.Callback):
         exp = self.explainer(self._probes, targets=self._target_arg)
         return exp
 
-    def _log(self, epoch: int) -> None:
+    def _log(self, epoch: int, last: bool = False) -> None:
+        """Explain the probes and write epoch ``epoch``; ``last``: the final log of this ``fit``."""
         exp = self._explain()
         heat = exp.heatmaps
         if heat.ndim != 3:
             raise ValueError(f"GradCAMCallback needs 2-D heatmaps; the explainer gave shape {heat.shape}.")
+        finite = self._finite(exp)
         images = overlay(self._display, heat, alpha=self.alpha, colormap=self.colormap)
         if self._labels is not None and exp.predictions is not None:
-            images = self._add_strips(images, exp.predictions == self._labels)
+            images = self._add_strips(images, exp.predictions == self._labels, finite)
         grid = _tile(images) if self.grid else np.zeros((1, 1, 3), np.uint8)
 
-        energy = hits = None
-        scalars = np.zeros((0,), np.float32)
+        energy = hits = scalars = None
         if self._masks is not None:
             if heat.shape != self._masks.shape:
                 raise ValueError(
@@ -696,57 +794,87 @@ class GradCAMCallback(keras.callbacks.Callback):
                 )
             energy = metrics.energy_pointing_game(heat, self._masks, reduction=None)
             hits = metrics.pointing_game(heat, self._masks, tolerance=self.pointing_tolerance, reduction=None)
-            scalars = np.array([energy.mean(), hits.mean()], np.float32)
+            energy = np.where(finite, energy, np.nan)
+            hits = np.where(finite, hits, np.nan)
+            if finite.all():  # bias numbers only of a model whose outputs are numbers
+                scalars = (float(energy.mean()), float(hits.mean()))
 
-        captions = self._captions(epoch, exp, energy, hits, scalars)
+        note = None if finite.all() else self._non_finite_note(epoch, int((~finite).sum()))
+        captions = self._captions(epoch, exp, energy, hits, scalars, finite, note)
         self._ensure_writer(exp.layer, (images.shape[1:], grid.shape))
-        self._write_fn(
-            tf.constant(images),
-            tf.constant(grid),
-            tf.constant(epoch, tf.int64),
-            tf.constant(scalars),
-            tf.constant(captions),
-        )
+        step = tf.constant(epoch, tf.int64)
+        self._write_fn(tf.constant(images), tf.constant(grid), step, tf.constant(captions))
+        with self._writer.as_default(step=step):
+            if scalars is not None:
+                for name, value in zip(("energy_inside_object", "pointing_game"), scalars):
+                    tf.summary.scalar(f"bias/{name}", value, description=self._scalar_descriptions[name])
+            if note is not None:
+                tf.summary.text(
+                    f"{self.tag_prefix}/warnings", note,
+                    description="Epochs at which the model's outputs for some probes were not finite.",
+                )
         self._writer.flush()
 
         self.history["epoch"].append(epoch)
-        if self._masks is not None:
-            share, rate = float(scalars[0]), float(scalars[1])
-            self.history["energy_inside_object"].append(share)
-            self.history["pointing_game"].append(rate)
-            below = self.warn_threshold is not None and share < self.warn_threshold
-            last = epoch == (self.params or {}).get("epochs", -1) - 1
-            warn = below and (not self._below or last)  # on falling below, and at the end if still below
-            self._below = below
-            if warn:
-                shown = display_name(self.method)
-                logger.warning(
-                    "Only %.0f%% of the %s evidence lies inside the objects at epoch %d (TensorBoard step %d; the "
-                    "objects cover %.0f%% of the probe images): the model may be using a shortcut (background, "
-                    "watermark). Look at the probe overlays in TensorBoard (run %r under %s).",
-                    100 * share, shown, epoch + 1, epoch, 100 * float(self._masks.mean()), self.run_name, self.log_dir,
-                )
+        if note is not None:
+            logger.warning("GradCAMCallback: %s", note.replace("**", ""))
+        if self._masks is None:
+            return
+        share, rate = scalars if scalars is not None else (math.nan, math.nan)
+        self.history["energy_inside_object"].append(share)
+        self.history["pointing_game"].append(rate)
+        if scalars is None:
+            return  # no bias warning from a model without finite outputs
+        below = self.warn_threshold is not None and share < self.warn_threshold
+        warn = below and (not self._below or last)  # on falling below, and at the end if still below
+        self._below = below
+        if warn:
+            shown = display_name(self.method)
+            logger.warning(
+                "Only %.0f%% of the %s evidence lies inside the objects at epoch %d (TensorBoard step %d; the "
+                "objects cover %.0f%% of the probe images): the model may be using a shortcut (background, "
+                "watermark). Look at the probe overlays in TensorBoard (run %r under %s).",
+                100 * share, shown, epoch + 1, epoch, 100 * float(self._masks.mean()), self.run_name, self.log_dir,
+            )
 
-    def _add_strips(self, images: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    def _finite(self, exp) -> np.ndarray:
+        """Per probe: whether the model's explained score (and so its output) is a finite number.
+
+        A training run whose loss became NaN leaves NaN weights: every score is NaN and the
+        heatmaps come back blank, which must not be read as "the evidence lies off the objects".
+        """
+        scores = np.asarray(exp.scores, np.float64).reshape(self._n, -1)
+        heat = np.asarray(exp.heatmaps, np.float64).reshape(self._n, -1)
+        return np.isfinite(scores).all(axis=1) & np.isfinite(heat).all(axis=1)
+
+    def _non_finite_note(self, epoch: int, bad: int) -> str:
+        return (
+            f"The model's outputs are not finite (NaN or inf) for **{bad} of {self._n} probes** at epoch {epoch + 1} "
+            f"(TensorBoard step {epoch}): training has probably diverged (NaN or exploding loss; try a lower "
+            "learning rate or gradient clipping). Their heatmaps are blank, and this epoch has no bias scalars."
+        )
+
+    def _add_strips(self, images: np.ndarray, correct: np.ndarray, finite: np.ndarray) -> np.ndarray:
         n, h, w, _ = images.shape
         rows = max(2, h // 16)
         strip = np.where(correct[:, None, None, None], _CORRECT, _WRONG).astype(np.uint8)
+        strip = np.where(finite[:, None, None, None], strip, _UNKNOWN).astype(np.uint8)
         return np.concatenate([images, np.broadcast_to(strip, (n, rows, w, 3))], axis=1)
 
-    def _captions(self, epoch, exp, energy, hits, scalars) -> str:
+    def _captions(self, epoch, exp, energy, hits, scalars, finite, note) -> str:
         shown = display_name(self.method)
         head = f"**Epoch {epoch + 1}** (step {epoch}), {shown} at layer `{exp.layer}`"
-        if energy is not None:
+        if scalars is not None:
             head += f": {scalars[0]:.0%} of the evidence inside the objects, pointing game {scalars[1]:.0%}"
         cols = ["probe", "true", "predicted", "explained", "score"]
         if energy is not None:
             cols += ["inside object", "pointing hit"]
-        lines = [head + ".", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines = [head + "."] + ([note] if note else []) + ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         preds = exp.predictions
         for i in range(self._n):
             true = self._name(self._labels[i]) if self._labels is not None else "-"
-            pred = self._name(preds[i]) if preds is not None else "-"
-            if self._labels is not None and preds is not None:
+            pred = self._name(preds[i]) if preds is not None and finite[i] else "-"
+            if self._labels is not None and preds is not None and finite[i]:
                 pred += " ✓" if preds[i] == self._labels[i] else " ✗"
             explained = self._name(exp.targets[i]) if exp.targets is not None else "-"
             row = [f"{i:02d}", _md(true), _md(pred), _md(explained), f"{float(exp.scores[i]):.3g}"]

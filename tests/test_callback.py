@@ -78,8 +78,8 @@ def decode(event) -> np.ndarray:
     return image
 
 
-def fit(model, data, cb, epochs=2, **kwargs):
-    callbacks = [cb] if cb else []
+def fit(model, data, cb, epochs=2, callbacks_before=(), **kwargs):
+    callbacks = list(callbacks_before) + ([cb] if cb else [])
     return model.fit(data["x"], data["y"], epochs=epochs, batch_size=8, verbose=0, callbacks=callbacks, **kwargs)
 
 
@@ -596,3 +596,196 @@ def test_bias_end_to_end_shortcut_shows_in_the_scalar(tmp_path, caplog):
     assert any(m.startswith("Only ") and "at epoch 10 " in m for m in warned_b), warned_b
     assert not any("at epoch 10 " in m for m in warned_c), warned_c
     assert cb_b.warn_threshold == pytest.approx(min(0.5, 2 * probes.masks.mean()))
+
+
+# -- probes and labels checked against the model (before any training step) ----------------------
+def test_probe_labels_outside_the_model_classes_are_rejected(tmp_path, data):
+    """A label the model cannot predict would make every caption and strip compare with nonsense."""
+    labels = np.array([0, 1, 7, 2])
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_labels=labels)  # targets="predicted"
+    model = tiny_model()
+    before = [w.copy() for w in model.get_weights()]
+    expected = r"probe_labels include class 7 but the model has 3 classes \(0 .. 2\) \(first at probe 2\)"
+    with pytest.raises(ValueError, match=expected + r".*true class index"):
+        cb.set_model(model)  # as soon as the model is known
+    with pytest.raises(ValueError, match=expected):
+        fit(model, data, cb)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # no step was taken
+    assert not (tmp_path / "gradcam").exists()
+    # targets="label" explains those labels: the message names probe_labels, not targets
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_labels=labels, targets="label")
+    with pytest.raises(ValueError, match=expected):
+        cb.set_model(model)
+    # with class_names the number of classes is known at construction
+    names_match = r"probe_labels include class 7 but class_names names 3 classes \(0 .. 2\) \(first at probe 2\)"
+    with pytest.raises(ValueError, match=names_match):
+        GradCAMCallback(data["probes"], tmp_path, probe_labels=labels, class_names=data["names"])
+    with pytest.raises(ValueError, match=r"targets include class 3 but class_names names 3 classes \(0 .. 2\)"):
+        GradCAMCallback(data["probes"], tmp_path, targets=3, class_names=data["names"])
+    GradCAMCallback(data["probes"], tmp_path, probe_labels=[0, 1, 2, 2], class_names=data["names"]).set_model(model)
+
+
+def gray_model(size=SIZE):
+    inp = keras.Input((size, size, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    out = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, out)
+
+
+@pytest.mark.parametrize(
+    "probes, match",
+    [
+        (np.zeros((2, SIZE, SIZE, 3)),
+         r"probe_images have shape \(2, 16, 16, 3\) but the model takes inputs of shape \(None, 16, 16, 1\)"
+         r".*3 channels, the model 1.*mean\(axis=-1, keepdims=True\)"),
+        (np.zeros((2, SIZE, SIZE)),
+         r"probe_images have shape \(2, 16, 16\) .*\(None, 16, 16, 1\).*probe_images\[\.\.\., None\]"),
+        (np.zeros((2, 20, 20, 1)),
+         r"probe_images have shape \(2, 20, 20, 1\) .*are 20x20, the model takes 16x16.*resize"),
+    ],
+)
+def test_probe_shape_checked_when_the_model_is_set(tmp_path, probes, match):
+    with pytest.raises(ValueError, match=match):
+        cb = GradCAMCallback(probes, tmp_path)
+        cb.set_model(gray_model())
+
+
+def test_probe_shape_of_a_model_built_by_fit_is_a_value_error(tmp_path, data, caplog):
+    """A Sequential without Input is built by the first step: probes are checked before they are explained.
+
+    The mismatch is the user's, so it is a ValueError naming both shapes, also with on_error="warn"
+    (which is for failures while logging, not for probes that can never fit the model).
+    """
+    model = keras.Sequential(
+        [keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)]
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    gray = {**data, "x": data["x"][..., :1]}
+    cb = GradCAMCallback(data["probes"], tmp_path, on_error="warn")  # RGB probes, 1-channel training data
+    expected = r"probe_images have shape \(4, 16, 16, 3\) but the model takes inputs of shape \(None, 16, 16, 1\)"
+    with pytest.raises(ValueError, match=expected) as info:
+        fit(model, gray, cb, epochs=2)
+    assert "in user code" not in str(info.value)
+    assert not list((tmp_path / "gradcam").glob("events.out.tfevents.*"))  # nothing written
+
+
+# -- training that diverged: no false shortcut alarm ---------------------------------------------
+def overflow_model():
+    """Hand-set weights: score = 1e30 * 27 * mean(pixel), finite for pixels of 1, inf for pixels of 1e9.
+
+    Conv2D(1, 3x3, all-ones kernel, 'same', ReLU) on a constant 3-channel image of value v gives
+    27 v in the interior; the head multiplies the average by 1e30. float32 overflows above 3.4e38.
+    """
+    inp = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(1, 3, padding="same", activation="relu", name="c")(inp)
+    out = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    model.get_layer("c").set_weights([np.ones((3, 3, 3, 1), np.float32), np.zeros(1, np.float32)])
+    model.get_layer("head").set_weights([np.array([[1e30, -1e30]], np.float32), np.zeros(2, np.float32)])
+    return model
+
+
+def test_non_finite_outputs_are_reported_not_taken_for_a_shortcut(tmp_path, data, caplog):
+    model = tiny_model()
+    model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])  # what a NaN loss leaves behind
+    weights = model.get_weights()
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_labels=data["labels"], probe_masks=data["masks"],
+                         warn_below=0.9)
+    with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
+        cb.set_model(model)
+        cb.on_train_begin()
+        cb.on_epoch_end(0)
+        cb.on_train_end()
+    messages = [r.getMessage() for r in caplog.records if r.name == "keras_gradcam"]
+    assert not any("shortcut" in m for m in messages), messages  # no bias alarm on a broken model
+    assert len(messages) == 1
+    assert "at epoch 1 (TensorBoard step 0)" in messages[0] and f"{N_PROBES} of {N_PROBES} probes" in messages[0]
+    assert "NaN or inf" in messages[0] and "diverged" in messages[0]
+    acc = load_run(tmp_path / "gradcam")
+    tags = set(acc.Tags()["tensors"])
+    assert PROBE_TAGS <= tags and "gradcam++/captions" in tags
+    assert not {"bias/energy_inside_object", "bias/pointing_game"} & tags  # skipped for that epoch
+    notes = acc.Tensors("gradcam++/warnings")
+    assert [e.step for e in notes] == [0]
+    note = tf.make_ndarray(notes[0].tensor_proto).item().decode()
+    assert f"{N_PROBES} of {N_PROBES} probes" in note and "not finite" in note
+    caption = tf.make_ndarray(acc.Tensors("gradcam++/captions")[0].tensor_proto).item().decode()
+    assert "not finite" in caption
+    assert cb.history["epoch"] == [0]
+    assert np.isnan(cb.history["energy_inside_object"]).all() and np.isnan(cb.history["pointing_game"]).all()
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(weights, model.get_weights()))
+
+
+def test_one_non_finite_probe_is_counted(tmp_path, caplog):
+    probes = np.stack([np.ones((4, 4, 3)), np.full((4, 4, 3), 1e9)]).astype(np.float32)
+    masks = np.ones((2, 4, 4), bool)
+    cb = GradCAMCallback(probes, tmp_path, probe_masks=masks, method="gradcam", targets=0,
+                         display_images=np.zeros((2, 4, 4, 3)))
+    model = overflow_model()
+    with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
+        cb.set_model(model)
+        cb.on_train_begin()
+        cb.on_epoch_end(4)
+        cb.on_train_end()
+    messages = [r.getMessage() for r in caplog.records if r.name == "keras_gradcam"]
+    assert len(messages) == 1 and "1 of 2 probes" in messages[0] and "at epoch 5 " in messages[0]
+    acc = load_run(tmp_path / "gradcam")
+    assert [e.step for e in acc.Tensors("gradcam/warnings")] == [4]
+    assert "bias/energy_inside_object" not in acc.Tags()["tensors"]
+
+
+# -- the last epoch of a fit stopped early ---------------------------------------------------------
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.stop_training = True
+
+
+def test_last_epoch_logged_when_another_callback_stops_training(tmp_path, data):
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=data["masks"], every_n_epochs=3)
+    history = fit(tiny_model(), data, cb, epochs=3, callbacks_before=[_StopAfter(1)])
+    assert len(history.history["loss"]) == 2  # epochs 0 and 1 ran
+    acc = load_run(tmp_path / "gradcam")
+    for tag in PROBE_TAGS | {"gradcam++/captions", "bias/energy_inside_object", "bias/pointing_game"}:
+        assert [e.step for e in acc.Tensors(tag)] == [0, 1], tag  # epoch 0 (due) and 1 (where it ended)
+    assert cb.history["epoch"] == [0, 1]
+    caption = tf.make_ndarray(acc.Tensors("gradcam++/captions")[-1].tensor_proto).item().decode()
+    assert caption.startswith("**Epoch 2** (step 1)")
+    assert cb._writer is None  # closed after the final log
+
+    # already logged (every epoch due): logged once, not twice
+    cb = GradCAMCallback(data["probes"], tmp_path / "every", every_n_epochs=1)
+    fit(tiny_model(), data, cb, epochs=3, callbacks_before=[_StopAfter(1)])
+    assert [e.step for e in load_run(tmp_path / "every" / "gradcam").Tensors("gradcam++/probe_00")] == [0, 1]
+
+
+# -- the records are TensorBoard's own --------------------------------------------------------------
+def test_records_are_those_of_tf_summary(tmp_path, data):
+    """JPEG cards carry tf.summary.image's layout and metadata; scalars and text are tf.summary's own."""
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=data["masks"])  # JPEG, tolerance 0
+    cb.set_model(tiny_model())
+    cb.on_train_begin()
+    cb.on_epoch_end(0)
+    cb.on_train_end()
+    acc = load_run(tmp_path / "gradcam")
+    width, height, jpeg = tf.make_ndarray(acc.Tensors("gradcam++/probe_00")[0].tensor_proto)
+    assert (int(width), int(height)) == (SIZE, SIZE) and jpeg[:2] == b"\xff\xd8"
+    desc = acc.SummaryMetadata("gradcam++/probe_00").summary_description
+    writer = tf.summary.create_file_writer(str(tmp_path / "reference"))
+    with writer.as_default(step=0):
+        tf.summary.image("gradcam++/probe_00", np.zeros((1, SIZE, SIZE, 3), np.uint8), description=desc)
+        tf.summary.scalar("bias/pointing_game", 0.5)
+        tf.summary.text("gradcam++/captions", "x")
+    writer.close()
+    ref = load_run(tmp_path / "reference")
+    for tag in ("gradcam++/probe_00", "bias/pointing_game", "gradcam++/captions"):
+        ours, theirs = acc.SummaryMetadata(tag), ref.SummaryMetadata(tag)
+        assert (ours.plugin_data.plugin_name, ours.plugin_data.content) == (
+            theirs.plugin_data.plugin_name, theirs.plugin_data.content), tag
+    assert acc.SummaryMetadata("gradcam++/probe_00").summary_description == desc
+    # the pointing game's tolerance differs from metrics.pointing_game's default: the scalar says which
+    assert "tolerance 0 px" in acc.SummaryMetadata("bias/pointing_game").summary_description
