@@ -578,6 +578,8 @@ def _read_class_names(path: str | None) -> list[str] | None:
 
 def _check_out_folder(path: str) -> None:
     """Fail early, before any work, when ``--out`` cannot become a folder (the folder is made later)."""
+    if not path.strip():
+        raise CLIError("--out is empty; pass the folder for the results, e.g. --out cams.", EXIT_USAGE)
     path = os.path.abspath(path)
     if os.path.exists(path):
         if not os.path.isdir(path):

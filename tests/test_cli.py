@@ -260,10 +260,11 @@ def test_python_dash_m_entry_point(files):
 
 # -- --out, --class-names: user errors without tracebacks -------------------------------------------
 @pytest.mark.parametrize("where, message", [("file", "is a file; --out must name a folder"),
-                                            ("file/below", "cannot be created: '.*names.txt' is a file")])
+                                            ("file/below", "cannot be created: '.*names.txt' is a file"),
+                                            ("", "--out is empty")])
 def test_out_that_is_a_file_or_below_one_is_a_usage_error(files, capsys, where, message):
     target = files["root"] / "names.txt"
-    out_arg = target if where == "file" else target / "sub" / "cams"
+    out_arg = {"file": target, "file/below": target / "sub" / "cams", "": ""}[where]
     code, out, err = run(["explain", files["keras"], files["images"][0], "--out", out_arg], capsys)
     assert code == 2 and out == ""
     errors = [line for line in err.splitlines() if line.startswith("keras-gradcam: error: ")]
