@@ -1,7 +1,7 @@
 """Shared plumbing of every explainer: inputs, batching, compiling, post-processing.
 
 A method subclasses :class:`BaseCAM` and writes its math in :meth:`BaseCAM.compute`, a pure
-function of the activations ``A`` and gradients ``g`` of one batch (METHODS.md section 2). The
+function of the activations ``A`` and gradients ``g`` of one batch (see docs/methods/). The
 base class runs :class:`~keras_gradcam.capture.Capture`, applies the method's ReLU, resizes the
 map to the input resolution and min-max normalises it, all inside one ``tf.function`` traced
 once per input signature and reused across calls.

@@ -239,7 +239,7 @@ class GradCAMCallback(keras.callbacks.Callback):
     created at the first logged epoch and closed at ``on_train_end``, so memory stays flat; the
     same instance can be passed to several ``fit`` calls.
 
-    *Bias scalars* (METHODS.md 3.4-3.5), computed with :mod:`keras_gradcam.metrics` (an all-zero
+    *Bias scalars* (Zhang et al. 2016; Score-CAM section 4.3), computed with :mod:`keras_gradcam.metrics` (an all-zero
     map has no energy inside and misses the pointing game):
     ``energy_inside_object = mean_i sum(L_i * M_i) / sum(L_i)`` with ``L_i`` the heatmap at image
     resolution, and ``pointing_game = mean_i [argmax L_i lies on M_i]``. A heatmap spread evenly

@@ -8,7 +8,7 @@ chosen layers' ``call`` so that their outputs are watched by the tape, and it re
 attribute it touched in a ``finally`` block. Outside tracing the model is never touched.
 
 Summing the per-sample scores before differentiating is exact: in inference mode sample *b*'s
-score depends only on sample *b* (METHODS.md section 1.3).
+score depends only on sample *b* (no layer mixes samples at inference).
 """
 
 from __future__ import annotations

@@ -3,23 +3,24 @@
 ::
 
     keras-gradcam explain MODEL IMAGE... [--method gradcam++] [--layer NAME] [--target N ...]
-                          [--size 224] [--preprocess unit] [--out DIR]
+                          [--size 224] [--preprocess auto] [--out DIR] [--overlay-size original]
     keras-gradcam layers MODEL          # the layers --layer accepts, nested paths included
     keras-gradcam methods               # the method names --method accepts
     keras-gradcam evaluate MODEL IMAGE... [--methods gradcam gradcam++] [--masks DIR]
 
 ``MODEL`` is a Keras 3 ``.keras`` file (or a legacy ``.h5``); images are PNG, JPEG, GIF or BMP
 files. Errors go to stderr with a distinct exit code (see :data:`EXIT_CODES` and ``--help``);
-results go to stdout, a progress bar to stderr.
+results go to stdout; the preprocessing used and a progress bar (``keras.utils.Progbar``) go to
+stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import os
 import sys
-import time
 from typing import Sequence
 
 import numpy as np
@@ -39,7 +40,7 @@ EXIT_TARGET = 7
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_ERROR: "any other error (the message says what happened)",
-    EXIT_USAGE: "bad command line: unknown option, method or preprocessing, a malformed value",
+    EXIT_USAGE: "bad command line: unknown option, method or preprocessing, a malformed value, --out or --masks not a folder",
     EXIT_MISSING: "a file or folder that does not exist (model, image or mask)",
     EXIT_IMAGE: "an image (or mask) that cannot be read or decoded",
     EXIT_MODEL: "a model file that cannot be loaded as a Keras model",
@@ -49,14 +50,11 @@ EXIT_CODES: dict[int, str] = {
 
 _EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 
-_IMAGENET_CAFFE_MEAN = np.array([103.939, 116.779, 123.68], np.float32)  # BGR
-_IMAGENET_TORCH_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-_IMAGENET_TORCH_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
 #: ``--preprocess`` choices: what each does to RGB pixel values in [0, 255].
 PREPROCESSING: dict[str, str] = {
+    "auto": "none when the model starts with its own Rescaling or Normalization layer, else unit (the default)",
     "none": "pixels as they are, floats in [0, 255] (a model with its own Rescaling layer)",
-    "unit": "x / 255, in [0, 1] (the default)",
+    "unit": "x / 255, in [0, 1]",
     "tf": "x / 127.5 - 1, in [-1, 1] (Keras Applications MobileNet, Inception, EfficientNetV2 ...)",
     "imagenet-caffe": "RGB -> BGR, minus the ImageNet mean per channel (Keras Applications ResNet50, VGG)",
     "imagenet-torch": "x / 255, minus the ImageNet mean, divided by its std (Keras Applications DenseNet, torchvision)",
@@ -125,7 +123,7 @@ def _positive(text: str) -> int:
 def _add_image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_size, default=None, metavar="HxW",
                    help="resize images to this size, e.g. 224 or 224x160 (default: the model's input size, else 224)")
-    p.add_argument("--preprocess", choices=list(PREPROCESSING), default="unit",
+    p.add_argument("--preprocess", choices=list(PREPROCESSING), default="auto",
                    help="how pixels in [0, 255] are scaled for the model: "
                    + "; ".join(f"{k}: {v}" for k, v in PREPROCESSING.items()))
     p.add_argument("--layer", default=None, metavar="NAME",
@@ -169,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class index to explain: one for all images, or one per image (default: each image's top-1 class)")
     p.add_argument("--output", default=None, metavar="NAME_OR_INDEX",
                    help="for a multi-output model: the output the class targets refer to")
-    p.add_argument("--out", default="gradcam_out", metavar="DIR", help="folder for the results (default: gradcam_out)")
+    p.add_argument("--out", default="gradcam_out", metavar="DIR",
+                   help="folder for the results, created if missing (default: gradcam_out)")
+    p.add_argument("--overlay-size", choices=("original", "model"), default="original",
+                   help="size of the overlay PNGs: original, each image's own size (the map is resized to the "
+                   "photo); model, the model's input size, as the heatmaps (default: original)")
     p.add_argument("--class-names", default=None, metavar="FILE", help="text file with one class name per line, for the table")
     p.add_argument("--alpha", type=_unit, default=0.4, help="heatmap opacity in the overlays, in [0, 1] (default: 0.4)")
     p.add_argument("--colormap", default="jet", help="Matplotlib colormap of the heatmaps (default: jet)")
@@ -254,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as e:
         print(f"keras-gradcam: error: {e}", file=sys.stderr)
         return e.code
+    except OSError as e:  # the file system refused (permissions, a full disk, ...): no traceback
+        where = f" {e.filename!r}" if getattr(e, "filename", None) else ""
+        print(f"keras-gradcam: error: cannot access{where}: {e.strerror or e}.", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("keras-gradcam: interrupted", file=sys.stderr)
         return 130
@@ -364,6 +370,50 @@ def _resolve_size(model_hw, size) -> tuple[int, int]:
     return size
 
 
+def read_image(path: str, channels: int = 3) -> np.ndarray:
+    """Read an image file at its own size: uint8 ``(height, width, channels)``.
+
+    Parameters
+    ----------
+    path : str
+        A PNG, JPEG, GIF (first frame) or BMP file.
+    channels : {1, 3}, default=3
+        Grayscale or RGB.
+
+    Returns
+    -------
+    ndarray of shape (height, width, channels), uint8
+
+    Raises
+    ------
+    CLIError
+        Exit status 3 when the file does not exist, 4 when it cannot be read or decoded.
+    """
+    import tensorflow as tf
+
+    _check_exists(path, "image")
+    if os.path.isdir(path):
+        raise CLIError(f"{path!r} is a folder, not an image file; pass the files, e.g. {path.rstrip('/')}/*.png.", EXIT_IMAGE)
+    try:
+        data = tf.io.read_file(path)
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False, dtype=tf.uint8)
+    except (tf.errors.OpError, ValueError) as e:
+        raise CLIError(
+            f"cannot read image {path!r}: {_short(e)} Supported formats: PNG, JPEG, GIF, BMP.", EXIT_IMAGE
+        ) from None
+    return image.numpy()
+
+
+def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear, antialiased resize of a uint8 image, rounded back to uint8."""
+    import tensorflow as tf
+
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    out = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8).numpy()
+
+
 def load_image(path: str, size: tuple[int, int], channels: int = 3) -> np.ndarray:
     """Read an image file and resize it: uint8 ``(height, width, channels)``.
 
@@ -385,22 +435,7 @@ def load_image(path: str, size: tuple[int, int], channels: int = 3) -> np.ndarra
     CLIError
         Exit status 3 when the file does not exist, 4 when it cannot be decoded.
     """
-    import tensorflow as tf
-
-    _check_exists(path, "image")
-    if os.path.isdir(path):
-        raise CLIError(f"{path!r} is a folder, not an image file; pass the files, e.g. {path.rstrip('/')}/*.png.", EXIT_IMAGE)
-    try:
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False, dtype=tf.uint8)
-    except (tf.errors.OpError, ValueError) as e:
-        raise CLIError(
-            f"cannot read image {path!r}: {_short(e)} Supported formats: PNG, JPEG, GIF, BMP.", EXIT_IMAGE
-        ) from None
-    if tuple(image.shape[:2]) != tuple(size):
-        image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear", antialias=True)
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-    return image.numpy()
+    return _resize_image(read_image(path, channels), size)
 
 
 def preprocess(images: np.ndarray, mode: str) -> np.ndarray:
@@ -410,7 +445,10 @@ def preprocess(images: np.ndarray, mode: str) -> np.ndarray:
     ----------
     images : ndarray of shape (n, height, width, channels), uint8
     mode : str
-        A key of :data:`PREPROCESSING`.
+        A key of :data:`PREPROCESSING` other than ``"auto"`` (resolve that first with
+        :func:`auto_preprocessing`). ``tf``, ``imagenet-caffe`` and ``imagenet-torch`` are
+        ``keras.applications.imagenet_utils.preprocess_input`` with modes ``tf``, ``caffe`` and
+        ``torch``.
 
     Returns
     -------
@@ -419,7 +457,8 @@ def preprocess(images: np.ndarray, mode: str) -> np.ndarray:
     Raises
     ------
     CLIError
-        An unknown mode, or an ImageNet mode with images that do not have 3 channels.
+        An unknown mode (``auto`` included), or an ImageNet mode with images that do not have 3
+        channels.
 
     Examples
     --------
@@ -433,15 +472,80 @@ def preprocess(images: np.ndarray, mode: str) -> np.ndarray:
         return x
     if mode == "unit":
         return x / 255.0
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode in ("imagenet-caffe", "imagenet-torch"):
-        if x.shape[-1] != 3:
+    keras_modes = {"tf": "tf", "imagenet-caffe": "caffe", "imagenet-torch": "torch"}
+    if mode in keras_modes:
+        from keras.applications import imagenet_utils
+
+        if mode != "tf" and x.shape[-1] != 3:
             raise CLIError(f"--preprocess {mode} needs RGB images for a 3-channel model; this model takes {x.shape[-1]}.", EXIT_USAGE)
-        if mode == "imagenet-caffe":
-            return x[..., ::-1] - _IMAGENET_CAFFE_MEAN
-        return (x / 255.0 - _IMAGENET_TORCH_MEAN) / _IMAGENET_TORCH_STD
-    raise CLIError(f"unknown preprocessing {mode!r}; choose one of {list(PREPROCESSING)}.", EXIT_USAGE)
+        return np.asarray(imagenet_utils.preprocess_input(x, data_format="channels_last", mode=keras_modes[mode]), np.float32)
+    choices = [m for m in PREPROCESSING if m != "auto"]
+    raise CLIError(f"unknown preprocessing {mode!r}; choose one of {choices}.", EXIT_USAGE)
+
+
+_PASS_THROUGH = ("InputLayer", "Resizing", "CenterCrop")  # layers before a Rescaling that keep the pixel range
+
+
+def _leading_scaling_layer(model):
+    """The model's first layer after its input when that is a ``Rescaling`` or ``Normalization`` layer.
+
+    A nested model in first place (a ``keras.applications`` backbone used as a layer, a
+    ``Sequential`` preprocessing block) is looked into; ``Resizing``, ``CenterCrop`` and the
+    ``Random*`` augmentation layers (identities at inference) are skipped. None otherwise.
+    """
+    import keras
+
+    for layer in model.layers:
+        name = type(layer).__name__
+        if name in _PASS_THROUGH or name.startswith("Random"):
+            continue
+        if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
+            return layer
+        if isinstance(layer, keras.Model):
+            return _leading_scaling_layer(layer)
+        return None
+    return None
+
+
+def auto_preprocessing(model) -> tuple[str, str]:
+    """What ``--preprocess auto`` means for ``model``: ``(mode, reason)``.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    (str, str)
+        ``"none"`` when the model starts with its own ``Rescaling`` layer, or a ``Normalization``
+        layer whose mean is above 1.5 somewhere (adapted on [0, 255] pixels); ``"unit"`` for a
+        ``Normalization`` layer adapted on [0, 1] pixels and for every other model. The reason
+        is a phrase for the message printed to stderr.
+    """
+    layer = _leading_scaling_layer(model)
+    if layer is None:
+        return "unit", "x / 255, as the model does not start with its own Rescaling or Normalization layer"
+    kind = type(layer).__name__
+    if kind == "Normalization":
+        mean = getattr(layer, "mean", None)
+        try:
+            peak = float(np.max(np.abs(np.asarray(mean, np.float64)))) if mean is not None else None
+        except (TypeError, ValueError):
+            peak = None
+        if peak is not None and peak <= 1.5:
+            return "unit", f"x / 255, as the model starts with a Normalization layer ({layer.name!r}) adapted on [0, 1] pixels"
+    return "none", f"pixels in [0, 255] as they are, as the model starts with its own {kind} layer ({layer.name!r})"
+
+
+def _resolve_preprocessing(model, mode: str) -> str:
+    """``--preprocess`` with ``auto`` resolved; the choice and its reason are printed to stderr."""
+    if mode == "auto":
+        mode, why = auto_preprocessing(model)
+        text = f"{why} (--preprocess auto; pass --preprocess to choose another)"
+    else:
+        text = PREPROCESSING[mode]
+    print(f"keras-gradcam: preprocess {mode!r}: {text}", file=sys.stderr)
+    return mode
 
 
 def _stems(paths: Sequence[str]) -> list[str]:
@@ -459,8 +563,41 @@ def _read_class_names(path: str | None) -> list[str] | None:
     if path is None:
         return None
     _check_exists(path, "class-names file")
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    if os.path.isdir(path):
+        raise CLIError(f"--class-names {path!r} is a folder; pass a text file with one class name per line.", EXIT_USAGE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError:
+        raise CLIError(
+            f"--class-names {path!r} is not UTF-8 text; pass a text file with one class name per line.", EXIT_USAGE
+        ) from None
+    except OSError as e:
+        raise CLIError(f"cannot read --class-names {path!r}: {e.strerror or e}.", EXIT_ERROR) from None
+
+
+def _check_out_folder(path: str) -> None:
+    """Fail early, before any work, when ``--out`` cannot become a folder (the folder is made later)."""
+    if not path.strip():
+        raise CLIError("--out is empty; pass the folder for the results, e.g. --out cams.", EXIT_USAGE)
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise CLIError(
+                f"--out {path!r} is a file; --out must name a folder (created if missing), e.g. --out {path}_cams.",
+                EXIT_USAGE,
+            )
+        existing = path
+    else:
+        existing = os.path.dirname(path)
+        while existing and not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if existing and not os.path.isdir(existing):
+            raise CLIError(
+                f"--out {path!r} cannot be created: {existing!r} is a file, not a folder. Pick a folder path.", EXIT_USAGE
+            )
+    if existing and not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {path!r}: no permission to write in {existing!r}; pick another folder.", EXIT_ERROR)
 
 
 def _method(name: str):
@@ -509,46 +646,27 @@ def _output_arg(output):
 
 
 # -- progress -----------------------------------------------------------------------------------
-class _Progress:
-    """A one-line progress bar on stderr: ``explaining  37/120 [=====>    ] 31%  2.1 s``."""
-
-    def __init__(self, total: int, mode: str, label: str = "explaining", stream=None):
-        self.stream = stream or sys.stderr
-        tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = mode == "always" or (mode == "auto" and tty)
-        self.total, self.label, self.done, self.start = total, label, 0, time.perf_counter()
-        self.width = 28
-
-    def update(self, k: int) -> None:
-        self.done = min(self.total, self.done + k)
-        if not self.enabled:
-            return
-        frac = self.done / max(1, self.total)
-        filled = int(round(frac * self.width))
-        bar = "=" * max(0, filled - 1) + (">" if filled < self.width and filled else "=" if filled else "")
-        text = (f"\r{self.label} {self.done:>{len(str(self.total))}}/{self.total} [{bar:<{self.width}}] "
-                f"{frac:4.0%}  {time.perf_counter() - self.start:.1f} s")
-        self.stream.write(text)
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
+def _progress_enabled(mode: str) -> bool:
+    """``--progress``: always, never, or auto (when stderr is a terminal)."""
+    return mode == "always" or (mode == "auto" and bool(getattr(sys.stderr, "isatty", lambda: False)()))
 
 
 # -- commands -----------------------------------------------------------------------------------
 def _load_inputs(args, model, paths):
-    """Decode the images, resized to the model's size: (uint8 images, preprocessed float32)."""
+    """Decode the images: (originals, uint8 images at the model's size, preprocessed float32, size, mode)."""
     hw, channels = _image_input(model)
     size = _resolve_size(hw, args.size)
-    raw = np.stack([load_image(p, size, channels) for p in paths])
-    return raw, preprocess(raw, args.preprocess), size
+    mode = _resolve_preprocessing(model, args.preprocess)
+    originals = [read_image(p, channels) for p in paths]
+    raw = np.stack([_resize_image(image, size) for image in originals])
+    return originals, raw, preprocess(raw, mode), size, mode
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A Markdown table, by :func:`keras_gradcam.evaluate.format_table` (numbers right-aligned)."""
+    from .evaluate import format_table
+
+    return format_table([dict(zip(header, row)) for row in rows], list(header), digits=3)
 
 
 def _cmd_explain(args) -> int:
@@ -559,6 +677,7 @@ def _cmd_explain(args) -> int:
         _colormap_table(args.colormap)
     except (ValueError, TypeError) as e:
         raise CLIError(f"--colormap: {e}", EXIT_USAGE) from None
+    _check_out_folder(args.out)
     for path in args.images:
         _check_exists(path, "image")
     class_names = _read_class_names(args.class_names)
@@ -566,17 +685,23 @@ def _cmd_explain(args) -> int:
     info = _resolve_layer(model, args.layer)
     output = _output_arg(args.output)
     targets = _targets(args.target, len(args.images), _num_classes(model, output))
-    raw, x, size = _load_inputs(args, model, args.images)
+    originals, raw, x, size, mode = _load_inputs(args, model, args.images)
 
     from .explanation import Explanation
+    from .progress import Progbar
 
     options = {"output": output} if output is not None else {}
+    if any("verbose" in inspect.signature(c.__init__).parameters for c in cls.__mro__ if "__init__" in vars(c)):
+        options["verbose"] = 0  # the per-pass bars of Score-CAM & co.: the command shows its own, per image
     try:
         explainer = cls(model, info.path, batch_size=args.batch_size, **options)
     except (ValueError, TypeError) as e:
         raise CLIError(f"cannot set up {cls.name}: {e}", EXIT_ERROR) from None
     n = len(x)
-    progress = _Progress(n, args.progress)
+    show = _progress_enabled(args.progress)
+    if show:
+        print(f"explaining {n} image(s) with {cls.name}", file=sys.stderr, flush=True)
+    progress = Progbar(n, verbose=1 if show else 0, unit_name="image")
     parts = []
     for start in range(0, n, args.batch_size):
         stop = min(n, start + args.batch_size)
@@ -587,10 +712,15 @@ def _cmd_explain(args) -> int:
             raise CLIError(f"--target: {e}", EXIT_TARGET) from None
         except ValueError as e:
             raise CLIError(f"explaining {args.images[start]!r} failed: {e}", EXIT_ERROR) from None
-        progress.update(stop - start)
+        progress.update(stop)
     exp = Explanation.concatenate(parts) if len(parts) > 1 else parts[0]
     stems = _stems(args.images)
-    exp.save(args.out, images=raw, names=stems, class_names=class_names, alpha=args.alpha, colormap=args.colormap)
+    try:
+        exp.save(args.out, images=raw, names=stems, class_names=class_names, alpha=args.alpha, colormap=args.colormap)
+        if args.overlay_size == "original":
+            _write_original_size_overlays(exp, originals, stems, args)
+    except OSError as e:
+        raise CLIError(f"cannot write the results to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
 
     def name(k):
         if k is None:
@@ -600,16 +730,31 @@ def _cmd_explain(args) -> int:
     from .plotting import display_name
 
     print(f"{display_name(exp.method)} at layer {exp.layer!r}; {n} image(s) at {size[0]}x{size[1]}, "
-          f"preprocess {args.preprocess!r}")
+          f"preprocess {mode!r}")
     rows = []
     for i, path in enumerate(args.images):
         target = None if exp.targets is None else int(exp.targets[i])
         pred = None if exp.predictions is None else int(exp.predictions[i])
         overlay_file = os.path.join(args.out, f"{stems[i]}_overlay.png")
-        rows.append([path, name(target), f"{float(exp.scores[i]):.3f}", name(pred), overlay_file])
+        rows.append([path, name(target), float(exp.scores[i]), name(pred), overlay_file])
     print(_table(["image", "explained", "score", "predicted", "overlay"], rows))
-    print(f"wrote {n} overlay(s), heatmaps.npy and manifest.json to {args.out}")
+    where = "each image's own size" if args.overlay_size == "original" else f"{size[0]}x{size[1]}"
+    print(f"wrote {n} overlay(s) (at {where}), heatmaps.npy and manifest.json to {args.out}")
     return EXIT_OK
+
+
+def _write_original_size_overlays(exp, originals, stems, args) -> None:
+    """Replace the model-size overlays :meth:`Explanation.save` wrote with ones at each photo's size.
+
+    The heatmap (at the model's input size) is resized to the photo, bilinearly, by
+    :func:`keras_gradcam.overlay`; the photo itself is not resized.
+    """
+    from .overlay import overlay
+    from .plotting import write_png
+
+    for image, heat, stem in zip(originals, exp.heatmaps, stems):
+        write_png(os.path.join(args.out, f"{stem}_overlay.png"),
+                  overlay(image, heat, alpha=args.alpha, colormap=args.colormap))
 
 
 def _cmd_layers(args) -> int:
@@ -626,7 +771,7 @@ def _cmd_layers(args) -> int:
     ]
     print(f"model {model.name!r}: {len(spatial)} layer(s) with a spatial output" + (" (* = default)" if default else ""))
     if rows:
-        print(_table(["  path", "type", "output shape", "spatial"], rows))
+        print(_table(["path", "type", "output shape", "spatial"], rows))
     if default is None:
         raise CLIError(
             "the model has no layer with a spatial output (rank >= 3), so there is nothing Grad-CAM can explain.",
@@ -710,7 +855,7 @@ def _cmd_evaluate(args) -> int:
     model = load_model(args.model)
     info = _resolve_layer(model, args.layer)
     targets = _targets(args.target, len(args.images), _num_classes(model, None))
-    _, x, size = _load_inputs(args, model, args.images)
+    _, _, x, size, mode = _load_inputs(args, model, args.images)
     masks = _find_masks(args.masks, args.images, size) if args.masks is not None else None
     accepted = inspect.signature(evaluate).parameters
     kwargs = {"methods": methods, "masks": masks}
@@ -720,7 +865,7 @@ def _cmd_evaluate(args) -> int:
         "targets": targets,
         "metrics": args.metrics,
         "tolerance": args.tolerance,
-        "verbose": _Progress(len(x), args.progress).enabled,
+        "verbose": _progress_enabled(args.progress),
     }
     kwargs.update({k: v for k, v in optional.items() if k in accepted and v is not None})
     try:
@@ -730,6 +875,47 @@ def _cmd_evaluate(args) -> int:
     except (ValueError, TypeError) as e:
         raise CLIError(f"evaluation failed: {e}", EXIT_ERROR) from None
     where = f"layer {info.path!r}" if args.layer is not None else "each method's default layer"
-    print(f"{len(methods)} method(s) on {len(x)} image(s) at {size[0]}x{size[1]}, {where}")
+    print(f"{len(methods)} method(s) on {len(x)} image(s) at {size[0]}x{size[1]}, {where}, preprocess {mode!r}")
+    rows, notes = _annotate_undefined(rows)
     print(format_table(rows))
+    for note in notes:
+        print(note)
     return EXIT_OK
+
+
+#: Why a column of :func:`keras_gradcam.evaluate.evaluate` can be NaN (undefined), for the notes.
+_NAN_REASONS: dict[str, str] = {
+    "average_drop": "the model's confidence in the explained class is 0 on every image, so the relative drop "
+    "(Y - O) / Y is undefined",
+    "occlusion_correlation": "Spearman's rank correlation is undefined on every image: the map is constant "
+    "(e.g. all zero) or no occlusion window changed the model's score",
+    "randomization_similarity": "the model has no layer with weights to randomise",
+    "localization_iou": "no box could be formed (the masks are empty or the maps all zero)",
+    "localization_accuracy": "no box could be formed (the masks are empty or the maps all zero)",
+}
+_NONE_REASONS: dict[str, str] = {
+    "win_rate": "win_rate compares methods with each other: pass two or more with --methods",
+}
+
+
+def _annotate_undefined(rows):
+    """Rows with each NaN cell written ``nan (k)``, and the notes ``(k) ...`` that say why.
+
+    One note per column with a NaN, naming the methods; a column left out (``-``) for every
+    method gets a note too when there is a known reason (``win_rate`` with one method).
+    """
+    rows = [dict(row) for row in rows]
+    notes, marks = [], {}
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    for column in columns:
+        bad = [row for row in rows if isinstance(row.get(column), float) and math.isnan(row[column])]
+        if bad:
+            k = marks.setdefault(column, len(marks) + 1)
+            for row in bad:
+                row[column] = f"nan ({k})"
+            who = ", ".join(str(row.get("method")) for row in bad)
+            why = _NAN_REASONS.get(column, "the metric is undefined on these images (e.g. all-zero maps or empty masks)")
+            notes.append(f"({k}) {column} is undefined (nan) for {who}: {why}.")
+        elif column in _NONE_REASONS and rows and all(row.get(column) is None for row in rows):
+            notes.append(f"note: {column} is not computed (-): {_NONE_REASONS[column]}.")
+    return rows, notes

@@ -1,4 +1,4 @@
-"""Evaluation metrics for saliency maps (METHODS.md section 3).
+"""Evaluation metrics for saliency maps (see docs/metrics.md).
 
 Two kinds of metric live here.
 
@@ -910,7 +910,7 @@ def _scorer(model, score: str, output) -> _Scorer:
 # Confidence metrics (Grad-CAM++ section 4.1)
 # ================================================================================================
 def _masked_scores(model, images, heatmaps, targets, *, score, mask_space, raw_images, preprocess, output, batch_size):
-    """``(Y, O, classes)``: scores on the images and on ``E = L * I`` (METHODS.md 3.1-3.2)."""
+    """``(Y, O, classes)``: scores on the images and on ``E = L * I`` (Grad-CAM++ section 4.1)."""
     h = _as_maps(heatmaps)
     x = _as_images(images, h.shape)
     _check_unit(h)
@@ -989,7 +989,7 @@ def average_drop(
     ``Y_i`` is the confidence on image *i* and ``O_i`` the confidence on ``E = L \circ I``
     (Grad-CAM++ Eq. 4 with the text's ``1/N``). Two forward passes per image. Score-CAM's
     variant (keeping only the top 50 % pixels) and pytorch-grad-cam's absolute drop are not
-    this quantity (METHODS.md 3.2).
+    this quantity (Grad-CAM++, Chattopadhyay et al. 2018, section 4.1).
 
     Examples
     --------
@@ -1443,7 +1443,7 @@ def occlusion_correlation(
     -----
     Each map is averaged over the occlusion windows (the same grid as the occlusion map), then
     ranks are compared with average ties. The paper (2510 VOC07 images) reports 0.254 for
-    Grad-CAM; patch, stride, fill and score space are unspecified there (METHODS.md 3.7).
+    Grad-CAM; patch, stride, fill and score space are unspecified there (Grad-CAM, Selvaraju et al. 2017, section 5.3).
 
     Examples
     --------

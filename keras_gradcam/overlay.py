@@ -14,9 +14,13 @@ import numpy as np
 __all__ = ["overlay"]
 
 # A float image whose values all lie in [0, 1 + _TOL_UNIT] is read as [0, 1] (small overshoots from
-# augmentation or noise are clipped rather than mistaken for a [0, 255] image).
+# augmentation or noise are clipped rather than mistaken for a [0, 255] image). One in
+# [-_TOL_BYTE, 255 + _TOL_BYTE] is read as [0, 255], except when it has values below -_TOL_UNIT and
+# none above _BYTE_PEAK: that is a preprocessed input ([-1, 1], or ImageNet mean/std-normalised,
+# whose maximum is 2.64), not a [0, 255] photo, and it is min-max rescaled like any other range.
 _TOL_UNIT = 0.05
 _TOL_BYTE = 1.0
+_BYTE_PEAK = 3.0
 
 
 @functools.lru_cache(maxsize=32)
@@ -88,7 +92,7 @@ def _scale_offset(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         raise ValueError("image contains NaN or inf values; pass a finite image.")
     unit = (lo >= -_TOL_UNIT) & (hi <= 1.0 + _TOL_UNIT)
-    byte = ~unit & (lo >= -_TOL_BYTE) & (hi <= 255.0 + _TOL_BYTE)
+    byte = ~unit & (lo >= -_TOL_BYTE) & (hi <= 255.0 + _TOL_BYTE) & ((lo >= -_TOL_UNIT) | (hi > _BYTE_PEAK))
     span = np.where(hi > lo, hi - lo, 1.0)
     scale = np.where(unit, 1.0, np.where(byte, 1.0 / 255.0, 1.0 / span))
     offset = np.where(unit | byte, 0.0, -lo / span)
@@ -102,8 +106,11 @@ def overlay(image, heatmap, alpha: float = 0.4, colormap="jet") -> np.ndarray:
     ----------
     image : array-like of shape (height, width), (height, width, 1 | 3 | 4), or a batch (n, ...) of them
         uint8 in [0, 255], or float. A float image whose values lie in [0, 1] is used as is, one in
-        [0, 255] is divided by 255, and any other range (e.g. a mean-subtracted input) is min-max
-        rescaled per image. Grayscale is repeated to RGB; an alpha channel is dropped.
+        [0, 255] is divided by 255, and any other range (a preprocessed input: ``[-1, 1]``,
+        ImageNet mean-subtracted or mean/std-normalised) is min-max rescaled per image, for display
+        only. Values down to -1 still count as [0, 255] when the image also exceeds 3 (noise
+        around a photo), but an image with negative values and a maximum of at most 3 is a
+        preprocessed one. Grayscale is repeated to RGB; an alpha channel is dropped.
     heatmap : array-like of shape (h, w), or (n, h, w) for a batch
         Values in [0, 1] (as in :attr:`Explanation.heatmaps`; values outside are clipped). Resized
         bilinearly (half-pixel centres, as ``tf.image.resize``) to the image size if needed. A

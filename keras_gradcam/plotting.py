@@ -162,8 +162,12 @@ def _series(explanations) -> list[_Series]:
     return [_Series(label, np.asarray(e.heatmaps), e.targets, e.scores) for label, e in items]
 
 
-def _parse(first, second, max_samples: int):
-    """Sort the positional arguments into (images or None, list of _Series)."""
+def _parse(first, second, max_samples: int, display_images=None):
+    """Sort the positional arguments into (images or None, list of _Series).
+
+    ``display_images``, when given, are the images returned (the ones drawn): the positional images
+    are then only what the model saw.
+    """
     arrays, series = [], None
     for arg in (first, second):
         if arg is None:
@@ -192,6 +196,9 @@ def _parse(first, second, max_samples: int):
         series = [_Series("heatmap", heat, None, None)]
     elif len(arrays) > 1:
         raise TypeError("plot() got explanations and two arrays; pass the explanations and one array of images.")
+    images_name = "images"
+    if display_images is not None:
+        images, images_name = _as_array(display_images, "display_images"), "display_images"
 
     n = series[0].heatmaps.shape[0]
     for s in series:
@@ -208,7 +215,7 @@ def _parse(first, second, max_samples: int):
             raise ValueError(f"the heatmaps of {s.label!r} contain NaN or inf values.")
     if images is not None and images.shape[0] != n:
         raise ValueError(
-            f"images has {images.shape[0]} samples but the explanations have {n}; pass the same images that "
+            f"{images_name} has {images.shape[0]} samples but the explanations have {n}; pass the same images that "
             "were explained (or slice both, e.g. kg.plot(exp[:4], images[:4]))."
         )
     if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1:
@@ -290,6 +297,7 @@ def plot(
     images_or_heatmaps=None,
     /,
     *,
+    display_images=None,
     class_names: Sequence[str] | None = None,
     labels=None,
     show: str | Sequence[str] | None = None,
@@ -314,7 +322,17 @@ def plot(
         The images the explanations explain, ``(n_samples, height, width[, channels])`` for 2-D
         maps, ``(n_samples, steps[, channels])`` for time series, ``(n_samples, frames, height,
         width[, channels])`` for video; any range :func:`keras_gradcam.overlay` accepts (uint8,
-        [0, 1], [0, 255] or preprocessed). Without images only the heatmaps are drawn.
+        [0, 1], [0, 255] or preprocessed). Images in [0, 1] or [0, 255] are drawn as they are; any
+        other range (e.g. inputs preprocessed to ``[-1, 1]`` or ImageNet mean-subtracted BGR) is
+        min-max rescaled per image for display, so the picture's contrast is stretched and a
+        mean-subtracted BGR image shows with its channels swapped: pass ``display_images`` to
+        show the original pictures instead. Without images only the heatmaps are drawn.
+    display_images : array-like, optional
+        The pictures to draw in the image and overlay panels instead of the explained images,
+        e.g. the raw uint8 photos before preprocessing; one per sample, in the ranges above. For
+        2-D maps they may have another height and width than the maps, which are then resized
+        to them (bilinear) in the overlays. Can be given without ``images_or_heatmaps``:
+        ``kg.plot(exp, display_images=raw)``.
     class_names : sequence of str, optional
         Names of the classes, used in titles instead of ``class 3``.
     labels : array-like of shape (n_samples,), optional
@@ -381,7 +399,7 @@ def plot(
     ['sample 0', 'Grad-CAM++ heatmap\\ncat (2.00)', 'Grad-CAM++ overlay\\ncat (2.00)']
     >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
-    images, series = _parse(explanations_or_images, images_or_heatmaps, max_samples)
+    images, series = _parse(explanations_or_images, images_or_heatmaps, max_samples, display_images)
     show = _check_options(show, alpha, colormap)
     if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < 1:
         raise ValueError(f"max_frames must be an int >= 1; got {max_frames!r}.")

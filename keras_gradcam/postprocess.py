@@ -57,7 +57,7 @@ def resize(maps: tf.Tensor, size) -> tf.Tensor:
 
     In 2-D this is bilinear interpolation with half-pixel centres, the same as
     ``tf.image.resize(method="bilinear")``, PyTorch ``align_corners=False`` and
-    ``cv2.INTER_LINEAR`` (METHODS.md section 1.5); in 1-D and 3-D it is the linear and trilinear
+    ``cv2.INTER_LINEAR``; in 1-D and 3-D it is the linear and trilinear
     analogue.
     """
     for axis, s in enumerate(size, start=1):

@@ -64,6 +64,11 @@ def run(argv, capsys):
     return code, out, err
 
 
+def cells(line):
+    """The cells of a Markdown table row (the CLI prints its tables with kg.format_table)."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 # -- explain --------------------------------------------------------------------------------------
 def test_explain_writes_overlays_maps_manifest_and_prints_a_table(files, tmp_path, capsys):
     out_dir = tmp_path / "cams"
@@ -89,9 +94,9 @@ def test_explain_writes_overlays_maps_manifest_and_prints_a_table(files, tmp_pat
 
     lines = out.splitlines()
     assert lines[0].startswith("Grad-CAM++ at layer 'c2'; 3 image(s) at 24x24, preprocess 'unit'")
-    assert lines[1].split() == ["image", "explained", "score", "predicted", "overlay"]
+    assert cells(lines[1]) == ["image", "explained", "score", "predicted", "overlay"]
     name = ["cat", "dog", "bird"][int(expected.targets[0])]
-    assert lines[3].split()[1] == name and lines[3].split()[2] == f"{expected.scores[0]:.3f}"
+    assert cells(lines[3])[1] == name and cells(lines[3])[2] == f"{expected.scores[0]:.3f}"
     assert lines[-1].startswith("wrote 3 overlay(s)")
     assert "explaining" not in err and "error" not in err  # no progress bar when stderr is not a terminal
 
@@ -105,7 +110,10 @@ def test_explain_h5_nested_layer_target_method_and_progress(files, tmp_path, cap
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["layer"] == "backbone/c1" and manifest["method"] == "gradcam"
     assert manifest["targets"] == [2, 2]
-    assert "explaining 1/2 [" in err and "explaining 2/2 [" in err and "100%" in err
+    # keras.utils.Progbar on stderr, one step per image (non-terminal stderr: one line per update)
+    assert "explaining 2 image(s) with gradcam" in err
+    assert "1/2" in err and "2/2" in err and "/image" in err
+    assert "1/2" not in out
     assert "photo.jpg" in out
 
 
@@ -189,9 +197,9 @@ def test_no_command_prints_help_and_fails(capsys):
 def test_layers_lists_nested_paths_and_marks_the_default(files, capsys):
     code, out, err = run(["layers", files["keras"]], capsys)
     assert code == 0, err
-    rows = [line.split() for line in out.splitlines()[3:]]
-    assert [r[0] if r[0] != "*" else r[1] for r in rows] == ["backbone", "backbone/c1", "c2"]
-    assert out.splitlines()[-1].startswith("* c2")
+    rows = [cells(line) for line in out.splitlines()[3:]]
+    assert [r[0].lstrip("* ") for r in rows] == ["backbone", "backbone/c1", "c2"]
+    assert cells(out.splitlines()[-1])[0].startswith("* c2")
     code, out, _ = run(["layers", files["h5"], "--all"], capsys)
     assert code == 0 and "gap" in out and "head" in out
 
@@ -206,7 +214,7 @@ def test_layers_of_a_model_without_spatial_layers(tmp_path, capsys):
 def test_methods_lists_the_registry(capsys):
     code, out, _ = run(["methods"], capsys)
     assert code == 0
-    names = [line.split()[0] for line in out.splitlines()[2:]]
+    names = [cells(line)[0] for line in out.splitlines()[2:]]
     assert names == list(kg.METHODS)
 
 
@@ -248,3 +256,145 @@ def test_python_dash_m_entry_point(files):
     assert done.returncode == 3
     assert done.stdout == ""
     assert "keras-gradcam: error: model file" in done.stderr
+
+
+# -- --out, --class-names: user errors without tracebacks -------------------------------------------
+@pytest.mark.parametrize("where, message", [("file", "is a file; --out must name a folder"),
+                                            ("file/below", "cannot be created: '.*names.txt' is a file"),
+                                            ("", "--out is empty")])
+def test_out_that_is_a_file_or_below_one_is_a_usage_error(files, capsys, where, message):
+    target = files["root"] / "names.txt"
+    out_arg = {"file": target, "file/below": target / "sub" / "cams", "": ""}[where]
+    code, out, err = run(["explain", files["keras"], files["images"][0], "--out", out_arg], capsys)
+    assert code == 2 and out == ""
+    errors = [line for line in err.splitlines() if line.startswith("keras-gradcam: error: ")]
+    assert len(errors) == 1 and re.search(message, errors[0]), err
+    assert "Traceback" not in err
+    assert target.read_text() == "cat\ndog\nbird\n"  # untouched
+
+
+def test_class_names_that_are_a_folder_or_not_text_are_usage_errors(files, tmp_path, capsys):
+    binary = tmp_path / "names.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x81 not utf-8")
+    for path, message in ((files["root"] / "masks", "is a folder"), (binary, "is not UTF-8 text")):
+        code, out, err = run(["explain", files["keras"], files["images"][0], "--class-names", path,
+                              "--out", tmp_path / "o"], capsys)
+        assert code == 2 and out == "" and message in err, err
+
+
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["layers", "{root}/notes.txt"], 5, r"MODEL must be a Keras file"),
+        (["layers", "{root}/masks"], 5, "is a folder"),
+        (["evaluate", "{root}/missing.keras", "{img}"], 3, "does not exist"),
+        (["evaluate", "{keras}", "{root}/broken.png"], 4, "cannot read image"),
+        (["evaluate", "{keras}", "{root}/missing.png"], 3, "image '.*missing.png' does not exist"),
+        (["evaluate", "{keras}", "{img}", "--layer", "nope"], 6, "--layer: layer 'nope'"),
+        (["evaluate", "{keras}", "{img}", "--target", "9"], 7, "--target 9 is not a class"),
+    ],
+)
+def test_other_commands_report_user_errors_in_one_line(files, capsys, argv, code, message):
+    fill = {"root": files["root"], "keras": files["keras"], "img": files["images"][0]}
+    got, out, err = run([a.format(**fill) for a in argv], capsys)
+    assert got == code and out == "", err
+    errors = [line for line in err.splitlines() if line.startswith("keras-gradcam: error: ")]
+    assert len(errors) == 1 and re.search(message, errors[0]), err
+
+
+# -- --preprocess auto ------------------------------------------------------------------------------
+def _rescaling_models():
+    """A model starting with Rescaling; one whose first layer is a nested Sequential (Resizing, Rescaling)."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(x)
+    flat = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)), name="flat")
+    prep = keras.Sequential([keras.layers.Resizing(SIZE, SIZE), keras.layers.Rescaling(1 / 127.5, offset=-1)],
+                            name="prep")
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(prep(inputs))
+    nested = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)), name="nested")
+    return flat, nested
+
+
+def test_auto_preprocessing_finds_a_leading_rescaling_or_normalization_layer(files):
+    flat, nested = _rescaling_models()
+    assert cli.auto_preprocessing(flat)[0] == "none" and "Rescaling" in cli.auto_preprocessing(flat)[1]
+    assert cli.auto_preprocessing(nested)[0] == "none"
+    assert cli.auto_preprocessing(files["model"])[0] == "unit"
+    for data, expected in ((np.full((4, 3), 200.0), "none"), (np.full((4, 3), 0.5), "unit")):
+        norm = keras.layers.Normalization()
+        norm.adapt(data + np.linspace(0.0, 0.4, 4)[:, None])
+        inputs = keras.Input((SIZE, SIZE, 3))
+        x = keras.layers.Conv2D(2, 3, name="c")(norm(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+        assert cli.auto_preprocessing(model)[0] == expected
+
+
+def test_explain_does_not_divide_by_255_twice_for_a_model_with_rescaling(files, tmp_path, capsys):
+    for model in _rescaling_models():
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        code, out, err = run(["explain", path, *files["images"], "--out", tmp_path / model.name], capsys)
+        assert code == 0, err
+        assert "preprocess 'none'" in out.splitlines()[0]
+        assert "keras-gradcam: preprocess 'none'" in err and "Rescaling" in err  # said on stderr
+        raw = np.stack([cli.load_image(p, (SIZE, SIZE)) for p in files["images"]])
+        expected = kg.explain(model, raw.astype(np.float32), method="gradcam++")  # pixels in [0, 255]
+        np.testing.assert_allclose(np.load(tmp_path / model.name / "heatmaps.npy"), expected.heatmaps, atol=1e-5)
+    code, out, err = run(["explain", path, files["images"][0], "--preprocess", "unit", "--out", tmp_path / "u"], capsys)
+    assert code == 0 and "preprocess 'unit'" in out and "keras-gradcam: preprocess 'unit'" in err
+
+
+# -- overlays at the photo's size --------------------------------------------------------------------
+def test_overlays_are_written_at_the_original_image_size_by_default(files, tmp_path, capsys):
+    code, out, err = run(["explain", files["keras"], *files["images"], "--alpha", 0.5, "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    heat = np.load(tmp_path / "o" / "heatmaps.npy")
+    for i, path in enumerate(files["images"]):
+        png = tf.io.decode_png(tf.io.read_file(str(tmp_path / "o" / f"img{i}_overlay.png"))).numpy()
+        photo = tf.io.decode_png(tf.io.read_file(path)).numpy()
+        assert png.shape == (30, 40, 3)  # the photo's size, not the model's 24x24
+        np.testing.assert_array_equal(png, kg.overlay(photo, heat[i], alpha=0.5))  # the map resized to the photo
+        small = tf.io.decode_png(tf.io.read_file(str(tmp_path / "o" / f"img{i}_heatmap.png"))).numpy()
+        assert small.shape == (SIZE, SIZE, 3)  # heatmap PNGs stay at the map's size
+    code, out, err = run(["explain", files["keras"], files["images"][0], "--overlay-size", "model",
+                          "--out", tmp_path / "m"], capsys)
+    assert code == 0, err
+    png = tf.io.decode_png(tf.io.read_file(str(tmp_path / "m" / "img0_overlay.png"))).numpy()
+    raw = cli.load_image(files["images"][0], (SIZE, SIZE))
+    np.testing.assert_array_equal(png, kg.overlay(raw, np.load(tmp_path / "m" / "heatmaps.npy")[0]))
+
+
+# -- stdout is for results ---------------------------------------------------------------------------
+def test_score_cam_progress_stays_off_stdout(files, tmp_path, capsys):
+    code, out, err = run(["explain", files["keras"], files["images"][0], "--method", "scorecam", "--progress", "always",
+                          "--out", tmp_path], capsys)
+    assert code == 0, err
+    assert "/pass" not in out and "━" not in out and "/image" not in out
+    assert "1/1" in err and "/image" in err
+    assert out.splitlines()[2].startswith("|:")  # a Markdown table, as `evaluate` prints
+
+
+def test_evaluate_explains_every_nan_it_prints(tmp_path, capsys):
+    # a dead layer (ReLU of -1 everywhere): all-zero maps and a constant model, so Spearman's rho
+    # with the occlusion map is undefined on every image
+    inputs = keras.Input((SIZE, SIZE, 3))
+    conv = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="dead")
+    x = keras.layers.GlobalAveragePooling2D()(conv(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    conv.set_weights([np.zeros((3, 3, 3, 2), np.float32), np.full((2,), -1.0, np.float32)])
+    model.save(tmp_path / "dead.keras")
+    write_png(tmp_path / "a.png", np.full((SIZE, SIZE, 3), 90, np.uint8))
+    code, out, err = run(["evaluate", tmp_path / "dead.keras", tmp_path / "a.png", "--methods", "gradcam", "layercam",
+                          "--metrics", "occlusion_correlation", "map_area"], capsys)
+    assert code == 0, err
+    assert "nan" in out
+    assert re.findall(r"\bnan\b(?! \(\d+\))", out.split("\n(")[0]) == []  # every nan cell has a note mark
+    row = cells(out.splitlines()[3])
+    assert row[0] == "gradcam" and "nan (1)" in row
+    note = [line for line in out.splitlines() if line.startswith("(1) ")]
+    assert note == ["(1) occlusion_correlation is undefined (nan) for gradcam, layercam: Spearman's rank "
+                    "correlation is undefined on every image: the map is constant (e.g. all zero) or no occlusion "
+                    "window changed the model's score."]

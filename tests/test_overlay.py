@@ -170,3 +170,26 @@ def test_docstring_examples_run():
     overlay_module = importlib.import_module("keras_gradcam.overlay")  # the package attribute is the function
     result = doctest.testmod(overlay_module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_preprocessed_ranges_are_min_max_rescaled_not_read_as_bytes():
+    # values in [-1, 1] (Keras "tf" preprocessing) fit inside [-1, 256], the [0, 255] range with its
+    # tolerance, but are not a photo: read as bytes they would come out black (<= 1/255 of white)
+    rng = np.random.default_rng(5)
+    u8 = rng.integers(0, 256, (6, 7, 3)).astype(np.float32)
+    u8[0, 0], u8[0, 1] = 0.0, 255.0  # the full range, so min-max rescaling gives u8 back
+    zero = np.zeros((6, 7), np.float32)
+    tf_style = u8 / 127.5 - 1.0
+    np.testing.assert_allclose(overlay(tf_style, zero, alpha=0.0), u8, atol=1.0)
+    # a bright picture, ImageNet mean/std-normalised (torch style): values in [-0.9, 2.6]
+    torch_style = (rng.uniform(0.25, 1.0, (6, 7, 3)) - 0.45) / 0.225
+    lo, hi = torch_style.min(), torch_style.max()
+    expected = np.rint((torch_style - lo) / (hi - lo) * 255.0)
+    np.testing.assert_allclose(overlay(torch_style, zero, alpha=0.0), expected, atol=1.0)
+
+
+def test_a_photo_with_small_negative_noise_is_still_read_as_bytes():
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0.0, 200.0, (5, 5, 3))
+    x[0, 0, 0] = -0.6  # e.g. an interpolation overshoot
+    np.testing.assert_allclose(overlay(x, np.zeros((5, 5)), alpha=0.0), np.rint(np.clip(x, 0.0, 255.0)), atol=1.0)

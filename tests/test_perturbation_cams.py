@@ -265,10 +265,10 @@ def test_plan_passes_bounds_images_per_pass():
 def test_progress_bar_only_when_verbose(capsys):
     cam = ScoreCAM(tiny(), "pool", verbose=1)
     cam(X[:1])
-    assert "pass" in capsys.readouterr().out
+    assert "pass" in capsys.readouterr().err  # progress goes to stderr (tests/test_progress.py)
     cam.verbose = 0
     cam(X[:1])
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr() == ("", "")
 
 
 def test_options_are_checked():

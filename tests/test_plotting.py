@@ -325,3 +325,30 @@ def test_to_dict_is_json_and_handles_callable_targets():
     assert exp.to_dict()["targets"] is None
     full = make_exp(1, shape=(2, 2)).to_dict(arrays=True)
     assert np.asarray(full["heatmaps"]).shape == (1, 2, 2)
+
+
+# -- plot: images in other ranges, display_images ---------------------------------------------------
+def test_image_panel_of_a_minus_one_to_one_image_is_min_max_rescaled():
+    exp = make_exp(n=1)
+    u8 = RNG.integers(0, 256, (1, 16, 16, 3)).astype(np.float32)
+    u8[0, 0, 0], u8[0, 0, 1] = 0.0, 255.0  # full range: min-max rescaling gives u8 back
+    fig = plot(exp, u8 / 127.5 - 1.0)  # Keras "tf" preprocessing
+    shown = panels(fig)[0].images[0].get_array().astype(np.float64)
+    assert shown.mean() > 60  # not black
+    np.testing.assert_allclose(shown, u8[0], atol=1.0)
+
+
+def test_display_images_are_drawn_instead_of_the_explained_images():
+    exp = make_exp(n=2)
+    raw = RNG.integers(0, 256, (2, 32, 24, 3)).astype(np.uint8)  # the photos, at another size
+    caffe = raw[:, :16, :16, ::-1].astype(np.float32) - np.array([103.939, 116.779, 123.68], np.float32)
+    fig = plot(exp, caffe, display_images=raw, alpha=0.5)
+    axes = panels(fig)
+    np.testing.assert_array_equal(axes[0].images[0].get_array(), raw[0])
+    np.testing.assert_array_equal(axes[2].images[0].get_array(), overlay(raw[0], exp.heatmaps[0], 0.5))
+    np.testing.assert_array_equal(axes[5].images[0].get_array(), overlay(raw[1], exp.heatmaps[1], 0.5))
+    np.testing.assert_array_equal(axes[1].images[0].get_array(), exp.heatmaps[0])  # maps unchanged
+    fig = plot(exp, display_images=raw, show="overlay")  # without the model's images
+    np.testing.assert_array_equal(panels(fig)[0].images[0].get_array(), overlay(raw[0], exp.heatmaps[0], 0.4))
+    with pytest.raises(ValueError, match="display_images has 1 samples but the explanations have 2"):
+        plot(exp, caffe, display_images=raw[:1])

@@ -22,6 +22,7 @@ import tensorflow as tf
 from ..base import BaseCAM, _flat, _map
 from ..explanation import Explanation
 from ..postprocess import EPS, normalize, resize, weighted_sum
+from ..progress import Progbar
 from ..targets import check_range
 
 __all__ = ["ScoreCAM"]
@@ -261,7 +262,7 @@ class _ChannelPerturbation(_Driven, BaseCAM):
         perturbed = self._perturbed_function(x, t, size, chunk)
         group = chunk * PASSES_PER_CALL
         passes = math.ceil(n / samples) * math.ceil(count / chunk)
-        bar = keras.utils.Progbar(passes, verbose=self.verbose, unit_name="pass")
+        bar = Progbar(passes, verbose=self.verbose, unit_name="pass")  # on stderr
         parts = []
         for i in range(0, n, block):
             xblock = _map(lambda a: tf.convert_to_tensor(a[i : i + block]), x)

@@ -21,8 +21,8 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     SmoothGrad applied to the gradients Grad-CAM++ uses: ``n`` copies of each image with Gaussian
     noise are back-propagated and the first, second and third powers of the gradients are
     averaged, which gives sharper, less noisy maps. The paper also promises maps of a subset of
-    feature maps or of neurons; this class implements that as reading (a) of METHODS.md
-    section 2.6, restricting the final weighted sum (``channels=``, ``neurons=``).
+    feature maps or of neurons; this class implements that by restricting the final weighted sum
+    (``channels=``, ``neurons=``; see docs/methods/smoothgradcampp.md).
 
     Parameters
     ----------
