@@ -56,6 +56,15 @@ class LayerInfo:
         return fmt == "channels_first"
 
     @property
+    def floating(self) -> bool:
+        """Whether the output is floating point, so that a gradient flows to it (True where unknown)."""
+        try:
+            dtype = self.layer.output.dtype
+        except (AttributeError, ValueError, RuntimeError):
+            return True
+        return dtype is None or keras.backend.is_float_dtype(dtype)
+
+    @property
     def spatial_shape(self) -> tuple:
         """The spatial axes of the output (batch and channel axes left out); () if not spatial."""
         if not self.spatial:
@@ -214,7 +223,7 @@ def _default(model: keras.Model, infos: list[LayerInfo]) -> LayerInfo:
             "but found none (all outputs are vectors). Pass layer= explicitly; Grad-CAM needs a "
             "convolutional (or other spatial) layer."
         )
-    located = [i for i in spatial if i.located_axes > 0]
+    located = [i for i in spatial if i.located_axes > 0 and i.floating]
     if not located:
         raise ValueError(
             f"layer=None looks for a layer whose output has more than one position along a spatial "
@@ -266,8 +275,9 @@ def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
     ``layer=None`` picks the deepest map that still locates something: among the outputs with at
     least one spatial axis of more than one position (an axis of unknown size, ``None``, counts as
     more than one; a 1x1 map such as MobileNetV3's ``logits`` carries no location), the last one
-    with the largest number of such axes, skipping shared layers. For a plain CNN, Conv1D or
-    Conv3D model this is the last feature map before the global pooling (or flatten) of the head;
+    with the largest number of such axes, skipping shared layers and integer or boolean outputs.
+    For a plain CNN, Conv1D or Conv3D model this is the last feature map before the global
+    pooling (or flatten) of the head;
     for a ``TimeDistributed`` video model, the per-frame convolution output
     ``(batch, frames, height, width, channels)`` rather than the per-frame pooled features
     ``(batch, frames, channels)``, so the map is over space and time.
@@ -287,7 +297,8 @@ def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
     ------
     ValueError
         Unknown name (the message lists candidate layers), ambiguous name, a layer whose output
-        is not spatial (Dense, Flatten, pooling to a vector...), a layer shared between several
+        is not spatial (Dense, Flatten, pooling to a vector...) or not floating point (an integer
+        or boolean operation, which no gradient reaches), a layer shared between several
         calls (the message names the layers right after its calls), or ``layer=None`` finding no
         map with more than one position.
     TypeError
@@ -322,6 +333,11 @@ def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
         raise ValueError(
             f"{what} ({type(info.layer).__name__}) has {got}; Grad-CAM needs a layer with spatial axes, "
             f"e.g. (batch, height, width, channels). Pick an earlier layer: {_candidates_text(model)}."
+        )
+    if not info.floating:
+        raise ValueError(
+            f"{what} ({type(info.layer).__name__}) outputs {info.layer.output.dtype} values, which no "
+            f"gradient reaches; Grad-CAM needs a floating-point feature map. {_candidates_text(model)}."
         )
     if shared_call_count(info) > 1:
         raise _shared_error(model, what, info)

@@ -270,3 +270,34 @@ def test_randomization_check_skips_graph_operations():
     x = np.random.default_rng(6).normal(size=(2, 4, 4, 1)).astype(np.float32)
     result = kg.metrics.randomization_check(model, x, targets=[0, 1])
     assert result.layer == add.name and result.steps == ("none", "dense", "c")
+
+
+def test_an_integer_operation_is_not_picked_and_naming_it_is_explained():
+    inp = keras.Input((6, 6, 1))
+    a = L.Conv2D(2, 3, padding="same", name="features")(inp)
+    mask = keras.ops.cast(a > 0, "int32")  # an integer (batch, 6, 6, 2) output: no gradient reaches it
+    model = keras.Model(inp, [L.Dense(2)(L.GlobalAveragePooling2D()(a)), mask])
+    assert resolve_layer(model, None).path == "features"
+    op = mask._keras_history[0]
+    with pytest.raises(ValueError, match="int32"):
+        resolve_layer(model, op.name)
+
+
+def test_a_layer_also_called_in_another_model_is_not_shared_in_this_one():
+    conv = L.Conv2D(2, 3, padding="same", name="conv")
+    inp = keras.Input((6, 6, 1))
+    model = keras.Model(inp, L.Dense(2)(L.GlobalAveragePooling2D()(conv(inp))))
+    other = keras.Input((8, 8, 1))
+    keras.Model(other, conv(other))  # a second inbound node, in another graph
+    assert len(conv._inbound_nodes) == 2
+    assert shared_call_count(resolve_layer(model, "conv")) == 1
+
+
+def test_layers_of_a_sequential_sub_model_called_twice_are_shared():
+    backbone = keras.Sequential([keras.Input((6, 6, 1)), L.Conv2D(2, 3, padding="same", name="conv")], name="seq")
+    inp = keras.Input((6, 6, 1))
+    merged = L.Concatenate(name="merged")([backbone(inp), backbone(L.ReLU()(inp))])
+    model = keras.Model(inp, L.Dense(2)(L.GlobalAveragePooling2D()(merged)))
+    assert shared_call_count(resolve_layer(backbone, "conv")) == 1  # once in its own graph
+    with pytest.raises(ValueError, match="2 times"):
+        resolve_layer(model, "seq/conv")
