@@ -116,7 +116,7 @@ class BaseCAM:
     # -- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments (without the model), Keras style."""
-        layer = self.layer_spec.name if isinstance(self.layer_spec, keras.layers.Layer) else self.layer_spec
+        layer = self.layer_spec.name if isinstance(self.layer_spec, keras.Operation) else self.layer_spec
         return {
             "method": self.name,
             "layer": layer,

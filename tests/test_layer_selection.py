@@ -301,3 +301,9 @@ def test_layers_of_a_sequential_sub_model_called_twice_are_shared():
     assert shared_call_count(resolve_layer(backbone, "conv")) == 1  # once in its own graph
     with pytest.raises(ValueError, match="2 times"):
         resolve_layer(model, "seq/conv")
+
+
+def test_an_operation_object_as_layer_is_configured_by_name():
+    model, add = _residual_model()
+    cam = kg.GradCAM(model, layer=add)
+    assert cam.layer == add.name and cam.get_config()["layer"] == add.name
