@@ -229,7 +229,8 @@ class BaseCAM:
         Functional, Sequential or nested model; never modified, always called with ``training=False``.
     layer : str, keras.layers.Layer or None, default=None
         The layer to explain: a name, a path through nested models (``"backbone/conv5_block3_out"``)
-        or a layer object. None picks the last layer with a spatial output, nested models included.
+        or a layer object. None picks the last map with more than one position, nested models included
+        (the rule is on the docs page "Layers and nested models", docs/layers.md).
     output : int or str, optional
         For a multi-output model, the output that class targets refer to.
     score : {"logit", "output"}, default="logit"
@@ -282,7 +283,7 @@ class BaseCAM:
     # -- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments (without the model), Keras style."""
-        layer = self.layer_spec.name if isinstance(self.layer_spec, keras.layers.Layer) else self.layer_spec
+        layer = self.layer_spec.name if isinstance(self.layer_spec, keras.Operation) else self.layer_spec
         return {
             "method": self.name,
             "layer": layer,

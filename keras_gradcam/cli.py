@@ -758,12 +758,15 @@ def _write_original_size_overlays(exp, originals, stems, args) -> None:
 
 
 def _cmd_layers(args) -> int:
-    from .layers import list_layers
+    from .layers import list_layers, resolve_layer
 
     model = load_model(args.model)
     infos = list_layers(model, spatial_only=not args.all)
     spatial = [i for i in infos if i.spatial]
-    default = spatial[-1].path if spatial else None
+    try:
+        default = resolve_layer(model, None).path
+    except ValueError:
+        default = None
     rows = [
         [("* " if i.path == default else "  ") + i.path, type(i.layer).__name__,
          "-" if i.shape is None else str(tuple(i.shape)), "yes" if i.spatial else "no"]

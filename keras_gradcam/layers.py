@@ -1,10 +1,12 @@
 """Find the layer to explain in a Keras model, nested sub-models included.
 
-A layer is addressed by its name (``"conv5_block3_out"``), by a path through
-nested models (``"backbone/conv5_block3_out"``) or by the layer object itself.
-Only layers with a *spatial* output qualify: rank >= 3, i.e. ``(batch, steps,
-channels)`` for Conv1D, ``(batch, height, width, channels)`` for Conv2D and
-``(batch, depth, height, width, channels)`` for Conv3D (or channels-first).
+A layer is addressed by its name (``"conv5_block3_out"``), by a path through nested models
+(``"backbone/conv5_block3_out"``) or by the layer object itself. Besides layers, the operations
+of a functional graph count too: ``x + branch`` in a residual block (ConvNeXt) is an ``Add``
+operation named ``"add_17"``, not a layer, and its output can be explained like a layer's.
+Only outputs with *spatial* axes qualify: rank >= 3, i.e. ``(batch, steps, channels)`` for
+Conv1D, ``(batch, height, width, channels)`` for Conv2D and ``(batch, depth, height, width,
+channels)`` for Conv3D (or channels-first).
 """
 
 from __future__ import annotations
@@ -14,18 +16,35 @@ from typing import Iterator, Union
 
 import keras
 
-LayerSpec = Union[None, str, keras.layers.Layer]
+LayerSpec = Union[None, str, keras.Operation]
 
-__all__ = ["LayerInfo", "list_layers", "resolve_layer", "output_layer"]
+__all__ = ["LayerInfo", "list_layers", "resolve_layer", "output_layer", "shared_call_count"]
+
+# layers that give back their input unchanged at inference (training=False)
+_PASS_THROUGH = (
+    keras.layers.Identity,
+    keras.layers.Dropout,  # SpatialDropout1D/2D/3D included
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+)
 
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A candidate layer: the object, its path from the outer model and its output shape."""
+    """A candidate: the layer (or graph operation), its path from the outer model, its output shape.
 
-    layer: keras.layers.Layer
+    ``calls`` is how many times it runs in one forward pass of the outer model, as far as the
+    functional graphs tell (a layer shared between two branches runs twice); 1 where no graph
+    tells (subclassed models).
+    """
+
+    layer: keras.Operation
     path: str
     shape: tuple | None
+    calls: int = 1
+    data_format: str | None = None  # "channels_first"/"channels_last" where known
 
     @property
     def spatial(self) -> bool:
@@ -33,10 +52,32 @@ class LayerInfo:
 
     @property
     def channels_first(self) -> bool:
-        return getattr(self.layer, "data_format", "channels_last") == "channels_first"
+        fmt = self.data_format or getattr(self.layer, "data_format", "channels_last")
+        return fmt == "channels_first"
+
+    @property
+    def floating(self) -> bool:
+        """Whether the output is floating point, so that a gradient flows to it (True where unknown)."""
+        try:
+            dtype = self.layer.output.dtype
+        except (AttributeError, ValueError, RuntimeError):
+            return True
+        return dtype is None or keras.backend.is_float_dtype(dtype)
+
+    @property
+    def spatial_shape(self) -> tuple:
+        """The spatial axes of the output (batch and channel axes left out); () if not spatial."""
+        if not self.spatial:
+            return ()
+        return tuple(self.shape[2:] if self.channels_first else self.shape[1:-1])
+
+    @property
+    def located_axes(self) -> int:
+        """Spatial axes with more than one position (an unknown size, None, counts as more than one)."""
+        return sum(1 for d in self.spatial_shape if d is None or d > 1)
 
 
-def _output_shape(layer: keras.layers.Layer) -> tuple | None:
+def _output_shape(layer: keras.Operation) -> tuple | None:
     """The layer's symbolic output shape, or None if it has none or several outputs."""
     try:
         out = layer.output
@@ -46,14 +87,66 @@ def _output_shape(layer: keras.layers.Layer) -> tuple | None:
     return tuple(shape) if shape is not None else None
 
 
-def _walk(model: keras.Model, prefix: str = "") -> Iterator[LayerInfo]:
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
+def _graph_node_ids(model: keras.Model) -> set | None:
+    """Ids of the nodes (calls) of ``model``'s functional graph; None for a model without one."""
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    by_depth = getattr(graph, "_nodes_by_depth", None)
+    if by_depth is None:
+        return None
+    return {id(node) for nodes in by_depth.values() for node in nodes}
+
+
+def _calls_in(op: keras.Operation, node_ids: set | None) -> int:
+    if node_ids is None:
+        return 1
+    return sum(1 for node in getattr(op, "_inbound_nodes", []) if id(node) in node_ids) or 1
+
+
+def _data_format(op: keras.Operation, depth: int = 0) -> str | None:
+    """``op``'s data format, or that of the op feeding it through shape-preserving ops (Add, BatchNorm...)."""
+    fmt = getattr(op, "data_format", None)
+    if fmt in ("channels_first", "channels_last") or depth > 64:
+        return fmt
+    nodes = getattr(op, "_inbound_nodes", None) or []
+    if not nodes or not nodes[0].input_tensors:
+        return None
+    source = nodes[0].input_tensors[0]
+    history = getattr(source, "_keras_history", None)
+    if history is None or tuple(source.shape) != _output_shape(op):
+        return None  # a reshape/permute may have moved the channels: nothing inherited
+    parent = history[0]
+    if isinstance(parent, keras.Model) or isinstance(parent, keras.layers.InputLayer):
+        return None
+    return _data_format(parent, depth + 1)
+
+
+def _operations(model: keras.Model) -> list:
+    """The layers and graph operations of ``model`` in execution order (layers only without a graph)."""
+    if isinstance(model, keras.Sequential) or not hasattr(model, "_nodes_by_depth"):
+        return list(model.layers)
+    return list(getattr(model, "operations", None) or model.layers)
+
+
+def _walk(model: keras.Model, prefix: str = "", calls: int = 1) -> Iterator[LayerInfo]:
+    node_ids = _graph_node_ids(model)
+    for op in _operations(model):
+        if isinstance(op, keras.layers.InputLayer):
             continue
-        path = prefix + layer.name
-        yield LayerInfo(layer, path, _output_shape(layer))
-        if isinstance(layer, keras.Model):
-            yield from _walk(layer, path + "/")
+        path = prefix + op.name
+        n = calls * _calls_in(op, node_ids)
+        yield LayerInfo(op, path, _output_shape(op), n, _data_format(op))
+        if isinstance(op, keras.Model):
+            yield from _walk(op, path + "/", n)
+
+
+def shared_call_count(info: LayerInfo) -> int:
+    """How many times ``info.layer`` runs in one forward pass of the model ``info`` was listed from.
+
+    More than one for a layer shared between branches (or inside a sub-model called twice): it
+    then has no single map. Counted from the functional graphs (the layer's inbound nodes that
+    belong to the model's graph), so 1 where no graph tells (subclassed models).
+    """
+    return info.calls
 
 
 def ensure_built(model: keras.Model, sample=None) -> None:
@@ -64,12 +157,17 @@ def ensure_built(model: keras.Model, sample=None) -> None:
     if model.built and _has_graph(model):
         return
     if sample is None:
-        raise ValueError(
-            f"Model {model.name!r} has not been built yet, so its layers have no output shapes. "
-            "Call it once on a batch (model(x)), give it a keras.Input, or pass images to the "
-            "explainer first; keras-gradcam builds it from the first batch it sees."
-        )
+        raise ValueError(_unbuilt_message(model))
     model(sample, training=False)
+
+
+def _unbuilt_message(model: keras.Model) -> str:
+    return (
+        f"Model {model.name!r} has not been built yet, so its layers have no output shapes. Build it "
+        "with its input shape, e.g. model.build((None, height, width, channels)), call it once on a "
+        "batch (model(x)), or give it one: keras.Sequential([keras.Input((height, width, channels)), "
+        "...]). keras-gradcam explainers also build it from the first batch they see."
+    )
 
 
 def _has_graph(model: keras.Model) -> bool:
@@ -91,8 +189,18 @@ def list_layers(model: keras.Model, spatial_only: bool = True) -> list[LayerInfo
     Returns
     -------
     list of LayerInfo
-        In execution order; ``info.path`` is what ``layer=`` accepts.
+        In execution order; ``info.path`` is what ``layer=`` accepts. The operations of a
+        functional graph that are not layers (``x + y`` is an ``Add`` operation named ``"add"``,
+        ``"add_1"``...) are listed too, with ``info.layer`` the operation.
+
+    Raises
+    ------
+    ValueError
+        ``model`` is a ``Sequential`` that has not been built (no input shape known yet): the
+        message says how to build it.
     """
+    if isinstance(model, keras.Sequential) and not (model.built and _has_graph(model)):
+        raise ValueError(_unbuilt_message(model))
     infos = list(_walk(model))
     return [i for i in infos if i.spatial] if spatial_only else infos
 
@@ -106,28 +214,100 @@ def _candidates_text(model: keras.Model, limit: int = 12) -> str:
     return "candidate spatial layers, last ones: " + ", ".join(repr(p) for p in tail) + more
 
 
+def _default(model: keras.Model, infos: list[LayerInfo]) -> LayerInfo:
+    """The automatic pick: among outputs located in space, the last one with the most located axes."""
+    spatial = [i for i in infos if i.spatial]
+    if not spatial:
+        raise ValueError(
+            f"layer=None looks for the last layer with a spatial output in model {model.name!r}, "
+            "but found none (all outputs are vectors). Pass layer= explicitly; Grad-CAM needs a "
+            "convolutional (or other spatial) layer."
+        )
+    located = [i for i in spatial if i.located_axes > 0 and i.floating]
+    if not located:
+        raise ValueError(
+            f"layer=None looks for a layer whose output has more than one position along a spatial "
+            f"axis in model {model.name!r}, but every spatial output is a single position (e.g. "
+            f"{spatial[-1].path!r} has shape {spatial[-1].shape}), which locates nothing. Give the "
+            "model larger inputs, or pass layer= explicitly."
+        )
+    single = [i for i in located if i.calls == 1]
+    if not single:
+        raise ValueError(
+            f"layer=None found no layer that runs once in model {model.name!r}: every candidate is "
+            f"shared (e.g. {located[-1].path!r} runs {located[-1].calls} times per forward pass). "
+            "Pass layer= naming a layer that runs once."
+        )
+    most = max(i.located_axes for i in single)
+    return [i for i in single if i.located_axes == most][-1]
+
+
+def _consumers(model: keras.Model, tensor) -> list[str]:
+    """Names of the operations of ``model``'s graph that read ``tensor``."""
+    found = []
+    for op in _operations(model):
+        for node in getattr(op, "_inbound_nodes", []):
+            if any(t is tensor for t in node.input_tensors) and op.name not in found:
+                found.append(op.name)
+    return found
+
+
+def _shared_error(model: keras.Model, what: str, info: LayerInfo) -> ValueError:
+    after = []
+    for node in getattr(info.layer, "_inbound_nodes", []):
+        for t in node.output_tensors:
+            after += [n for n in _consumers(model, t) if n not in after and n != info.layer.name]
+    hint = (
+        f" Layers right after its calls in model {model.name!r}: " + ", ".join(repr(n) for n in after) + "."
+        if after and "/" not in info.path
+        else ""
+    )
+    return ValueError(
+        f"{what} is shared: it runs {info.calls} times in one forward pass of model {model.name!r}, "
+        "so it has no single map to explain. Pick one of its calls by naming a layer that runs once, "
+        "e.g. the layer right after that call." + hint
+    )
+
+
 def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
-    """Turn ``layer=`` (None, a name, a ``"outer/inner"`` path or a Layer) into a spatial layer.
+    """Turn ``layer=`` (None, a name, a ``"outer/inner"`` path or a layer) into a spatial layer.
+
+    ``layer=None`` picks the deepest map that still locates something: among the outputs with at
+    least one spatial axis of more than one position (an axis of unknown size, ``None``, counts as
+    more than one; a 1x1 map such as MobileNetV3's ``logits`` carries no location), the last one
+    with the largest number of such axes, skipping shared layers and integer or boolean outputs.
+    For a plain CNN, Conv1D or Conv3D model this is the last feature map before the global
+    pooling (or flatten) of the head;
+    for a ``TimeDistributed`` video model, the per-frame convolution output
+    ``(batch, frames, height, width, channels)`` rather than the per-frame pooled features
+    ``(batch, frames, channels)``, so the map is over space and time.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built model.
+    spec : None, str, keras.Layer or keras.Operation
+        A name, a path through nested models, a layer or a functional-graph operation object.
+
+    Returns
+    -------
+    LayerInfo
 
     Raises
     ------
     ValueError
-        Unknown name (the message lists candidate layers), ambiguous name, or a layer whose output
-        is not spatial (Dense, Flatten, pooling to a vector...).
+        Unknown name (the message lists candidate layers), ambiguous name, a layer whose output
+        is not spatial (Dense, Flatten, pooling to a vector...) or not floating point (an integer
+        or boolean operation, which no gradient reaches), a layer shared between several
+        calls (the message names the layers right after its calls), or ``layer=None`` finding no
+        map with more than one position.
     TypeError
-        ``spec`` is not None, a string or a Layer.
+        ``spec`` is not None, a string or a layer/operation.
     """
     infos = list_layers(model, spatial_only=False)
     if spec is None:
-        spatial = [i for i in infos if i.spatial]
-        if not spatial:
-            raise ValueError(
-                f"layer=None looks for the last layer with a spatial output in model {model.name!r}, "
-                "but found none (all outputs are vectors). Pass layer= explicitly; Grad-CAM needs a "
-                "convolutional (or other spatial) layer."
-            )
-        return spatial[-1]
-    if isinstance(spec, keras.layers.Layer):
+        return _default(model, infos)
+    if isinstance(spec, keras.Operation):
         found = [i for i in infos if i.layer is spec]
         what = f"layer object {spec.name!r}"
     elif isinstance(spec, str):
@@ -154,26 +334,55 @@ def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
             f"{what} ({type(info.layer).__name__}) has {got}; Grad-CAM needs a layer with spatial axes, "
             f"e.g. (batch, height, width, channels). Pick an earlier layer: {_candidates_text(model)}."
         )
+    if not info.floating:
+        raise ValueError(
+            f"{what} ({type(info.layer).__name__}) outputs {info.layer.output.dtype} values, which no "
+            f"gradient reaches; Grad-CAM needs a floating-point feature map. {_candidates_text(model)}."
+        )
+    if shared_call_count(info) > 1:
+        raise _shared_error(model, what, info)
     return info
 
 
-def output_layer(model: keras.Model, index: int = 0) -> keras.layers.Layer | None:
-    """The layer that produces output ``index`` of ``model``, looking inside nested models.
+def _passes_through(op) -> bool:
+    """Whether ``op`` gives back its input unchanged at inference (Dropout, Identity, linear Activation)."""
+    if isinstance(op, _PASS_THROUGH):
+        return True
+    return isinstance(op, keras.layers.Activation) and op.activation is keras.activations.linear
 
-    Returns None where it cannot be told (subclassed models).
+
+def output_layer(model: keras.Model, index: int = 0) -> keras.Operation | None:
+    """The layer that computes output ``index`` of ``model``, looking inside nested models.
+
+    Layers that give back their input unchanged at inference (``Dropout`` and the other noise
+    layers, ``Identity``, ``ActivityRegularization``, ``Activation("linear")``) are looked
+    through: for ``Dense -> Activation("softmax") -> Dropout`` it is the softmax layer, so that a
+    softmax/sigmoid head is found however it is followed. A ``Lambda`` is not looked through (its
+    function cannot be seen). Returns None where it cannot be told (subclassed models).
     """
     if isinstance(model, keras.Sequential):
-        if not model.layers:
+        layers = list(model.layers)
+        while len(layers) > 1 and _passes_through(layers[-1]):
+            layers.pop()
+        if not layers:
             return None
-        layer = model.layers[-1]
+        layer = layers[-1]
         return output_layer(layer, 0) if isinstance(layer, keras.Model) else layer
     outputs = getattr(model, "outputs", None)
     if not outputs or index >= len(outputs):
         return None
-    history = getattr(outputs[index], "_keras_history", None)
-    if history is None:
-        return None
-    layer, _, tensor_index = history
-    if isinstance(layer, keras.Model):
-        return output_layer(layer, tensor_index)
-    return layer
+    tensor = outputs[index]
+    while True:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return None
+        layer, node_index, tensor_index = history
+        if isinstance(layer, keras.Model):
+            return output_layer(layer, tensor_index)
+        if not _passes_through(layer):
+            return layer
+        inputs = layer._inbound_nodes[node_index].input_tensors
+        source = getattr(inputs[0], "_keras_history", None) if len(inputs) == 1 else None
+        if source is None or isinstance(source[0], keras.layers.InputLayer):
+            return layer
+        tensor = inputs[0]

@@ -1533,7 +1533,7 @@ def _redraw(layer: keras.layers.Layer, seed: int) -> None:
 
 def _weighted_layers(model: keras.Model) -> list:
     infos = list_layers(model, spatial_only=False)
-    return [i for i in infos if not isinstance(i.layer, keras.Model) and i.layer.weights]
+    return [i for i in infos if not isinstance(i.layer, keras.Model) and getattr(i.layer, "weights", None)]
 
 
 def randomization_check(
