@@ -152,7 +152,7 @@ class GradCAMCallback(keras.callbacks.Callback):
     method : str, default="gradcam++"
         Any name of :data:`keras_gradcam.METHODS` (``"gradcam"``, ``"xgradcam"``, ...).
     layer : str, keras.layers.Layer or None, default=None
-        The layer to explain; None picks the last spatial layer (see :func:`keras_gradcam.explain`).
+        The layer to explain; None picks the default layer (see :func:`keras_gradcam.layers.resolve_layer`).
     targets : {"predicted", "label"}, int or sequence of int, default="predicted"
         What each heatmap explains: the model's top-1 class, the true class (needs
         ``probe_labels``), one class for all probes, or one class per probe.
@@ -504,7 +504,7 @@ class GradCAMCallback(keras.callbacks.Callback):
             targets = [int(t) for t in np.asarray(targets)]
         elif isinstance(targets, np.integer):
             targets = int(targets)
-        layer = self.layer.name if isinstance(self.layer, keras.layers.Layer) else self.layer
+        layer = self.layer.name if isinstance(self.layer, keras.Operation) else self.layer
         return {
             "log_dir": self.log_dir,
             "method": self.method,

@@ -127,7 +127,7 @@ def _add_image_options(p: argparse.ArgumentParser) -> None:
                    help="how pixels in [0, 255] are scaled for the model: "
                    + "; ".join(f"{k}: {v}" for k, v in PREPROCESSING.items()))
     p.add_argument("--layer", default=None, metavar="NAME",
-                   help="layer to explain, a name or an outer/inner path (default: the last spatial layer); "
+                   help="layer to explain, a name or an outer/inner path (default: the last feature map with located evidence, see docs/layers.md); "
                    "`keras-gradcam layers MODEL` lists them")
     p.add_argument("--batch-size", type=_positive, default=16, metavar="N", help="images per pass (default: 16)")
 

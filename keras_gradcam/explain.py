@@ -77,7 +77,8 @@ def explain(
         A name from :data:`keras_gradcam.METHODS`, e.g. ``"gradcam"``, ``"gradcam++"``,
         ``"smoothgradcam++"``, ``"xgradcam"``, ``"hirescam"``, ``"layercam"``, ``"integrated-gradcam"``.
     layer : str, keras.layers.Layer or None, default=None
-        Layer name, ``"outer/inner"`` path, or layer object; None picks the last spatial layer.
+        Layer name, ``"outer/inner"`` path, or layer object; None picks the last feature map
+        with located evidence (see :func:`keras_gradcam.layers.resolve_layer`).
     targets : None, int, sequence of int or callable, default=None
         What to explain; see :meth:`keras_gradcam.base.BaseCAM.__call__`.
     batch_size : int, default=32

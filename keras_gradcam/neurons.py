@@ -198,7 +198,7 @@ def neuron_importance(
     images : array-like of shape (n_samples, ...)
         Preprocessed as the model expects.
     layer : str, keras.layers.Layer or None, default=None
-        The layer whose channels are ranked (None: the last spatial layer).
+        The layer whose channels are ranked (None: the default layer, see :func:`keras_gradcam.layers.resolve_layer`).
     targets : None, int, sequence of int or callable, default=None
         What is explained, as for :class:`~keras_gradcam.GradCAM`.
     k : int, default=5

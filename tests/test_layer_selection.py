@@ -260,7 +260,8 @@ def test_cli_layers_marks_the_same_default(tmp_path, capsys):
     a = L.Conv2D(3, 1, name="logits")(L.GlobalAveragePooling2D(keepdims=True, name="gap")(a))
     keras.Model(inp, L.Flatten()(a)).save(tmp_path / "m.keras")
     assert main(["layers", str(tmp_path / "m.keras")]) == 0
-    marked = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("* ")]
+    rows = [line.strip("|").split("|")[0].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    marked = [row[2:] for row in rows if row.startswith("* ")]
     assert marked == ["features"]
 
 
