@@ -799,7 +799,10 @@ class _Scorer:
         cap = self._capture(x, targets, gradients=False)
         out = tf.cast(cap.output, tf.float32)
         if self.score == "probability":
-            out = self._capture.probabilities(out)
+            if self._capture.link is None and self._capture.logits:
+                out = _rows_as_probabilities(out)  # link unknown: maybe probabilities already
+            else:
+                out = self._capture.probabilities(out)
         return tf.gather(out, cap.targets, batch_dims=1), cap.targets
 
     def _compile(self, key, body, signature):
@@ -815,7 +818,10 @@ class _Scorer:
         if self._capture is None:
             if not (self.model.built and getattr(self.model, "inputs", None)):
                 self.model(x[:1], training=False)
-            self._capture = Capture(self.model, [], output=self.output, score="output" if self.score == "output" else "logit")
+            capture = Capture(self.model, [], output=self.output, score="output" if self.score == "output" else "logit")
+            if self.score == "probability":
+                _check_probability_output(self.model, capture, x)
+            self._capture = capture
 
     # host code -------------------------------------------------------------------------------
     def predict(self, x: np.ndarray, targets, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -895,6 +901,44 @@ class _Scorer:
             for j in range(0, m, batch_size):
                 out[i, j : j + batch_size] = fn(*(a[sl] for a in samples), variants[j : j + batch_size], classes[sl]).numpy()[0]
         return out
+
+
+def _rows_as_probabilities(out: tf.Tensor) -> tf.Tensor:
+    """``(B, classes)`` rows that are already probabilities kept as they are, the others softmaxed.
+
+    A row is a probability when it is non-negative and sums to 1 within ``1e-4`` (a softmax the
+    head detection could not see, e.g. one followed by an identity layer): a second softmax
+    would flatten it.
+    """
+    is_prob = tf.reduce_all(out >= 0.0, axis=-1) & (tf.abs(tf.reduce_sum(out, axis=-1) - 1.0) <= 1e-4)
+    return tf.where(is_prob[:, None], out, tf.nn.softmax(out, axis=-1))
+
+
+def _check_probability_output(model: keras.Model, capture: Capture, x: np.ndarray) -> None:
+    """Refuse ``score="probability"`` where the explained output is no class probability.
+
+    A softmax or sigmoid head gives probabilities; without one, only a ``(B, classes >= 2)``
+    output can be turned into probabilities by a softmax (a softmax over one unit is always 1).
+    """
+    if capture.link is not None:
+        return
+    k = capture.num_classes()
+    shape = None
+    if k is None:  # not known from the symbolic outputs (subclassed model): one forward pass
+        out = capture.select(model(x[:1], training=False))
+        shape = tuple(out.shape)
+        k = int(shape[-1]) if shape is not None and len(shape) == 2 else None
+    else:
+        shape = (None, k)
+    if k is None or k < 2:
+        what = "its shape could not be read" if shape is None else f"it has shape {('B',) + tuple(shape[1:])}"
+        raise ValueError(
+            f"score='probability': the output of model {getattr(model, 'name', type(model).__name__)!r} is not a "
+            f"class probability: it ends in no softmax or sigmoid and {what}, not (batch, classes >= 2), so a "
+            "softmax over it would be meaningless (over one unit it is "
+            "always 1.0, and every metric would be constant). Pass score='output' to score the output as it is "
+            "(e.g. a regression value or a probability the library cannot recognise), or score='logit'."
+        )
 
 
 def _scorer(model, score: str, output) -> _Scorer:

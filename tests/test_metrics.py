@@ -508,3 +508,70 @@ def test_randomization_sees_new_weights_of_methods_that_copy_the_model(cnn):
     plain = M.randomization_check(cnn, x, "gradcam", layer="c2", layers=["d2"])
     np.testing.assert_allclose(res.spearman, plain.spearman, atol=1e-6)  # the re-drawn head is seen
     assert res.abs_spearman[1].mean() < 0.99
+
+
+# ---------------------------------------------------------------------------------------------
+# Probability space: refused where the output is no class probability, never softmaxed twice
+# ---------------------------------------------------------------------------------------------
+def regression_model() -> keras.Model:
+    """One linear unit, ``y = sum_p w_p x_p`` with w = (1, 2, 3, 4): a regression, no probability."""
+    inp = keras.Input((2, 2, 1))
+    out = keras.layers.Dense(1, name="head")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    model.get_layer("head").set_weights([np.array([[1.0], [2.0], [3.0], [4.0]], np.float32), np.zeros(1, np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("metric", ["average_drop", "increase_in_confidence", "win_rate", "deletion_auc",
+                                    "insertion_auc", "occlusion_map", "occlusion_correlation"])
+def test_probability_space_refused_on_a_one_unit_linear_output(metric):
+    model = regression_model()
+    zero = np.zeros((1, 2, 2))
+    args = {"win_rate": (model, ONES, zero, zero), "occlusion_map": (model, ONES)}.get(metric, (model, ONES, zero))
+    kw = {"patch": 1, "stride": 1} if metric.startswith("occlusion") else {}
+    with pytest.raises(ValueError, match=r"not a class probability.*score='output'"):
+        getattr(M, metric)(*args, **kw)
+
+
+def test_one_unit_linear_output_is_scored_as_it_is_with_score_output():
+    model = regression_model()
+    # y = 10 on the ones image; an all-zero map keeps nothing: O = 0 -> Average Drop 100 %
+    assert M.average_drop(model, ONES, np.zeros((1, 2, 2)), score="output") == pytest.approx(100.0)
+    assert M.average_drop(model, ONES, np.zeros((1, 2, 2)), score="logit") == pytest.approx(100.0)
+    # deletion in SAL's order on the output itself: 10, 8, 5, 1, 0
+    assert M.deletion_auc(model, ONES, SAL, steps=4, score="output") == pytest.approx(19 / 4, rel=1e-6)
+
+
+def test_evaluate_refuses_probability_space_on_a_regression():
+    with pytest.raises(ValueError, match=r"not a class probability.*score='output'"):
+        kg.evaluate(regression_model(), ONES, ["gradcam"], metrics=["average_drop"])
+
+
+def test_multi_class_linear_output_gets_a_softmax():
+    # two linear units (no activation): logit_0 = sum w x, logit_1 = 0 -> p_0 = sigmoid(logit_0)
+    inp = keras.Input((2, 2, 1))
+    out = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    kernel = np.zeros((4, 2), np.float32)
+    kernel[:, 0] = [1, 2, 3, 4]
+    model.get_layer("head").set_weights([kernel, np.zeros(2, np.float32)])
+    half = np.full((1, 2, 2), 0.5)
+    y, o = sigmoid(10), sigmoid(5)
+    assert M.average_drop(model, ONES, half, 0) == pytest.approx(100 * (y - o) / y, rel=1e-5)
+
+
+@pytest.mark.parametrize("after", ["linear", "lambda"])
+def test_softmax_followed_by_a_shape_preserving_layer_is_not_softmaxed_again(after):
+    inp = keras.Input((2, 2, 1))
+    p = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(inp))
+    p = keras.layers.Activation("softmax")(p)
+    out = keras.layers.Activation("linear")(p) if after == "linear" else keras.layers.Lambda(lambda t: t)(p)
+    model = keras.Model(inp, out)
+    kernel = np.zeros((4, 2), np.float32)
+    kernel[:, 0] = [1, 2, 3, 4]
+    model.get_layer("head").set_weights([kernel, np.zeros(2, np.float32)])
+    half = np.full((1, 2, 2), 0.5)
+    y, o = sigmoid(10), sigmoid(5)  # p_0 on the image and on E = 0.5 * image
+    assert M.average_drop(model, ONES, half, 0) == pytest.approx(100 * (y - o) / y, rel=1e-4)
+    np.testing.assert_allclose(M.deletion_curve(model, ONES, SAL, 0, steps=4)[0],
+                               sigmoid([10, 8, 5, 1, 0]), rtol=1e-4)
