@@ -1642,6 +1642,9 @@ def randomization_check(
     Each re-initialised variable is re-drawn with its layer's own initialiser
     (``kernel_initializer``, ``bias_initializer``, ``gamma_initializer``, ...; a seeded copy
     of it), falling back to Glorot-uniform / zeros. Biases thus usually become zero.
+    Every step is explained by a freshly built explainer of the same configuration (class,
+    layer, options), so whatever a method builds at setup (the guided copy of Guided Grad-CAM,
+    compiled functions) reads the re-drawn weights; this costs one retrace per step.
     The compared map is ``Explanation.attributions`` summed over channels when the method has
     attributions (Guided Backprop), else ``Explanation.heatmaps``. Similarity is Spearman rho
     with and without absolute values (Adebayo et al. also use SSIM and HOG similarity, not
@@ -1654,7 +1657,6 @@ def randomization_check(
     >>> res = kg.metrics.randomization_check(model, images[:8], "gradcam")   # doctest: +SKIP
     >>> res.steps, res.mean().round(2)                                       # doctest: +SKIP
     """
-    from .base import BaseCAM
     from .explain import get_method  # late import: explain imports methods
 
     if mode not in ("cascading", "independent"):
@@ -1680,14 +1682,12 @@ def randomization_check(
             raise ValueError(f"layers {unknown} are not layers with weights of the model; choose from {list(by_path)}.")
         chosen = [by_path[p] for p in layers]
     copy_layer = reference.layer if isinstance(layer, keras.layers.Layer) else layer
-    # An explainer built on BaseCAM's own setup reads the copy's variables at call time, so one
-    # compiled explainer serves every step. A method with its own setup may keep a private copy of
-    # the weights (guided backprop clones the model): it is rebuilt after every re-initialisation.
-    reuse = getattr(cls, "_setup", None) is BaseCAM._setup
-    explainer = cls(copy, copy_layer, batch_size=batch_size, **options)
 
     def current():
-        return explainer if reuse else cls(copy, copy_layer, batch_size=batch_size, **options)
+        # A fresh explainer of the same configuration at every step: whatever a method builds at
+        # setup (a private copy of the model, cached weights, compiled functions) is built from the
+        # copy's weights as they are now, so no method can explain a stale model.
+        return cls(copy, copy_layer, batch_size=batch_size, **options)
 
     ref_map = _comparison_map(reference)
 

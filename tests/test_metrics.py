@@ -575,3 +575,49 @@ def test_softmax_followed_by_a_shape_preserving_layer_is_not_softmaxed_again(aft
     assert M.average_drop(model, ONES, half, 0) == pytest.approx(100 * (y - o) / y, rel=1e-4)
     np.testing.assert_allclose(M.deletion_curve(model, ONES, SAL, 0, steps=4)[0],
                                sigmoid([10, 8, 5, 1, 0]), rtol=1e-4)
+
+
+_FAST_OPTIONS = {"smoothgradcam++": {"n_samples": 2}, "integrated-gradcam": {"steps": 2}, "scorecam": {"verbose": 0},
+                 "ablationcam": {"verbose": 0, "drop": "absolute"}}
+
+
+@pytest.fixture(scope="module")
+def small_cnn():
+    keras.utils.set_random_seed(11)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="c1")(inp)
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(2, activation="softmax", name="d2")(x)
+    return keras.Model(inp, out)
+
+
+@pytest.mark.parametrize("name", sorted(kg.METHODS))
+def test_randomization_check_explains_the_randomised_weights_for_every_method(small_cnn, name):
+    # randomise c1 (below the explained layer c2, so even Eigen-CAM must change) and compare the
+    # check's step-1 similarity with an explanation of an independently randomised clone
+    x = np.random.default_rng(12).random((2, 8, 8, 3)).astype(np.float32)
+    opts = _FAST_OPTIONS.get(name, {})
+    layer = None if name == "guided-backprop" else "c2"  # guided backprop explains the input
+    before = [w.copy() for w in small_cnn.get_weights()]
+    res = M.randomization_check(small_cnn, x, name, layer, [0, 1], mode="independent", layers=["c1"], seed=3,
+                                **opts)
+    for a, b in zip(before, small_cnn.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    cls = kg.get_method(name)
+    reference = cls(small_cnn, layer, **opts)(x, [0, 1])
+    clone = keras.models.clone_model(small_cnn)
+    clone.set_weights(small_cnn.get_weights())
+    M._redraw(clone.get_layer("c1"), 3 + 1)  # step 1 draws with seed + 1
+    randomised = cls(clone, layer, **opts)(x, [0, 1])
+
+    def comparison(exp):
+        a = exp.attributions
+        return np.asarray(a, np.float64).sum(-1) if a is not None else np.asarray(exp.heatmaps, np.float64)
+
+    ref_map, new_map = comparison(reference), comparison(randomised)
+    expected = [stats.spearmanr(r.ravel(), m.ravel()).correlation for r, m in zip(ref_map, new_map)]
+    expected = np.nan_to_num(expected, nan=0.0)
+    np.testing.assert_allclose(res.spearman[1], expected, atol=1e-5)
+    assert not np.allclose(ref_map, new_map, atol=1e-6)  # the maps did change with the weights
+    assert res.abs_spearman[1].mean() < 0.999
