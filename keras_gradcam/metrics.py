@@ -35,6 +35,7 @@ Conventions shared by every function:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -105,17 +106,49 @@ def _as_maps(heatmaps, name: str = "heatmaps") -> np.ndarray:
     return h
 
 
+def _mask_weights(m, name: str = "masks") -> np.ndarray:
+    """A mask array as float64 weights in ``[0, 1]``: bool and 0/1 masks exactly, other floats as soft weights.
+
+    Integer masks must hold 0 and 1 only, float masks values in ``[0, 1]``; anything else is refused
+    (a 0/255 image mask would otherwise count 255 times).
+    """
+    m = _array(m)
+    if m.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a boolean, 0/1 or [0, 1] float array; got dtype {m.dtype}.")
+    if m.dtype.kind == "b":
+        return m.astype(np.float64)
+    w = m.astype(np.float64)
+    if m.size and not np.isfinite(w).all():
+        raise ValueError(f"{name} contains NaN or inf values.")
+    if m.dtype.kind in "iu" and m.size and not np.isin(m, (0, 1)).all():
+        raise ValueError(
+            f"{name} of integer dtype must hold 0 and 1 only; got values in [{m.min()}, {m.max()}]. Pass "
+            f"{name} > 0 (every non-zero pixel is object) or {name} / {m.max()} (soft weights in [0, 1])."
+        )
+    if m.size and (w.min() < 0 or w.max() > 1):
+        raise ValueError(
+            f"{name} must be boolean, 0/1, or soft weights in [0, 1]; got values in [{w.min():.4g}, {w.max():.4g}]. "
+            f"Rescale them to [0, 1] (e.g. {name} / {name}.max()) or threshold them ({name} > t)."
+        )
+    return w
+
+
+def _object_pixels(w: np.ndarray) -> np.ndarray:
+    """Object pixels of mask weights: weight ``>= 0.5`` (exactly the True/1 pixels of a bool/0-1 mask)."""
+    return w >= 0.5
+
+
 def _as_masks(masks, shape: tuple, name: str = "masks", ref: str = "heatmaps") -> np.ndarray:
-    """Boolean masks ``(N, H, W)`` of exactly ``shape``; the error names both shapes."""
+    """Mask weights ``(N, H, W)`` in ``[0, 1]`` of exactly ``shape`` (see :func:`_mask_weights`)."""
     m = _array(masks)
     if m.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a boolean (or 0/1) array; got dtype {m.dtype}.")
+        raise TypeError(f"{name} must be a boolean, 0/1 or [0, 1] float array; got dtype {m.dtype}.")
     if m.shape != tuple(shape):
         raise ValueError(
             f"{name} has shape {m.shape} but {ref} has shape {tuple(shape)}; give one (height, width) "
             f"mask per map, at the maps' resolution (resize the masks with nearest-neighbour, or the maps, first)."
         )
-    return m.astype(bool)
+    return _mask_weights(m, name)
 
 
 def _as_boxes(boxes, n: int, name: str = "boxes") -> np.ndarray:
@@ -324,11 +357,13 @@ def boxes_to_masks(boxes, shape: tuple[int, int]) -> np.ndarray:
 
 
 def masks_to_boxes(masks) -> np.ndarray:
-    """Tight boxes around boolean masks.
+    """Tight boxes around the object pixels of masks.
 
     Parameters
     ----------
-    masks : array-like of bool, shape (n_samples, height, width)
+    masks : array-like of shape (n_samples, height, width)
+        Boolean or 0/1 masks; float masks with soft values in ``[0, 1]`` have their pixels
+        ``>= 0.5`` as object.
 
     Returns
     -------
@@ -343,9 +378,10 @@ def masks_to_boxes(masks) -> np.ndarray:
     >>> masks_to_boxes(m)
     array([[1, 2, 3, 3]])
     """
-    m = _array(masks).astype(bool)
+    m = _array(masks)
     if m.ndim != 3:
         raise ValueError(f"masks must have shape (n_samples, height, width); got {m.shape}.")
+    m = _object_pixels(_mask_weights(m))
     _, h, w = m.shape
     rows, cols = m.any(2), m.any(1)
     boxes = np.stack(
@@ -409,27 +445,35 @@ def energy_pointing_game(heatmaps, masks, *, reduction: str | None = "mean"):
     ----------
     heatmaps : array-like of shape (n_samples, height, width), or Explanation
         Non-negative maps at the masks' resolution.
-    masks : array-like of bool, shape (n_samples, height, width)
-        The object (or its box, see :func:`boxes_to_masks`) per map.
+    masks : array-like of shape (n_samples, height, width)
+        The object (or its box, see :func:`boxes_to_masks`) per map: boolean or 0/1, or float
+        soft weights in ``[0, 1]`` (e.g. an anti-aliased or probabilistic mask), which weight
+        each pixel's energy.
     reduction : {"mean", None}, default="mean"
-        ``"mean"``: the mean over images as a float; None: per-image values.
+        ``"mean"``: the mean over the images that have an object, as a float; None: per-image
+        values.
 
     Returns
     -------
     float or ndarray of shape (n_samples,)
-        In ``[0, 1]``, higher is better. A uniform map scores the mask's area fraction.
+        In ``[0, 1]``, higher is better. A uniform map scores the mask's area fraction. An image
+        whose mask is empty (all zero: no object) has no defined share: it is NaN per image and
+        left out of the mean, with a ``UserWarning`` giving how many were left out (NaN if all).
 
     Raises
     ------
     ValueError
-        Masks of another shape than the maps (the message names both), negative map values.
+        Masks of another shape than the maps (the message names both), mask values outside
+        ``[0, 1]`` (or integers other than 0/1), negative map values.
 
     Notes
     -----
     .. math:: \mathrm{EPG} = \frac{\sum_{ij} L_{ij}\,m_{ij}}{\sum_{ij} L_{ij}}
 
-    (the official helper's ``sum(L * mask) / sum(L)``, with row-major ``(y, x)`` indexing). An
-    all-zero map has no energy anywhere and scores 0 rather than NaN.
+    (the official helper's ``sum(L * mask) / sum(L)``, with row-major ``(y, x)`` indexing), with
+    ``m`` the mask's weight in ``[0, 1]``: for a boolean mask the share of the energy on the object,
+    for a soft mask the energy weighted by the mask. An all-zero map has no energy anywhere and
+    scores 0 rather than NaN.
 
     Examples
     --------
@@ -445,7 +489,16 @@ def energy_pointing_game(heatmaps, masks, *, reduction: str | None = "mean"):
     total = h.sum((1, 2))
     inside = (h * m).sum((1, 2))
     values = np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
-    return _reduce(values, reduction)
+    empty = ~(m > 0).any((1, 2))
+    if empty.any():
+        values[empty] = np.nan
+        warnings.warn(
+            f"energy_pointing_game: {int(empty.sum())} of {len(values)} images have an empty mask (no object) and "
+            f"are left out of the mean (NaN per image): images {np.flatnonzero(empty)[:10].tolist()}.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return _reduce(values, reduction, nan_ok=True)
 
 
 def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | None = "mean"):
@@ -454,8 +507,9 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
     Parameters
     ----------
     heatmaps : array-like of shape (n_samples, height, width), or Explanation
-    masks : array-like of bool, shape (n_samples, height, width)
-        Object pixels of the explained class; no mask may be empty.
+    masks : array-like of shape (n_samples, height, width)
+        Object pixels of the explained class, boolean or 0/1; float masks with soft values in
+        ``[0, 1]`` have their pixels with weight ``>= 0.5`` as object. No mask may be empty.
     tolerance : float, default=15
         A hit is a mask pixel at squared distance ``d^2 < tolerance^2`` from the maximum
         (TorchRay's strict rule, 15 px at 224-500 px image sizes; scale it with your image
@@ -476,7 +530,9 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
     Notes
     -----
     The maximum is the first maximal pixel in row-major order (``argmax`` of the flattened
-    map). An all-zero map points nowhere and counts as a miss. This is the per-image
+    map). With a soft mask a hit needs a pixel of weight ``>= 0.5`` within the tolerance (with
+    ``tolerance <= 1``: the mask's weight at the maximum is ``>= 0.5``). An all-zero map points
+    nowhere and counts as a miss. This is the per-image
     accuracy; TorchRay reports the mean over classes of per-class accuracies, which you get by
     averaging the per-image values class by class.
 
@@ -490,7 +546,7 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
     (0.0, 1.0)
     """
     h = _as_maps(heatmaps)
-    m = _as_masks(masks, h.shape)
+    m = _object_pixels(_as_masks(masks, h.shape))
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 pixels; got {tolerance!r}.")
     empty = ~m.any((1, 2))
@@ -697,7 +753,7 @@ def instance_coverage(heatmaps, object_masks, *, threshold: float = 0.5, reducti
             f"object_masks has shape {om.shape} but heatmaps has shape {h.shape}; expected "
             f"(n_samples, max_objects, height, width) = ({h.shape[0]}, K, {h.shape[1]}, {h.shape[2]})."
         )
-    om = om.astype(bool)
+    om = _object_pixels(_mask_weights(om, "object_masks"))
     valid = om.any((2, 3))
     if not valid.any(1).all():
         raise ValueError(f"images {np.flatnonzero(~valid.any(1))[:10].tolist()} have no object instance.")

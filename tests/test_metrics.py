@@ -621,3 +621,49 @@ def test_randomization_check_explains_the_randomised_weights_for_every_method(sm
     np.testing.assert_allclose(res.spearman[1], expected, atol=1e-5)
     assert not np.allclose(ref_map, new_map, atol=1e-6)  # the maps did change with the weights
     assert res.abs_spearman[1].mean() < 0.999
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks: soft float masks weight the energy, the pointing game needs weight >= 0.5; empty masks
+# ---------------------------------------------------------------------------------------------
+def test_soft_float_masks_weight_the_energy():
+    h = np.array([[[1.0, 3.0], [0.0, 4.0]]])
+    soft = np.array([[[1.0, 0.25], [0.5, 0.0]]])
+    # sum(L * m) / sum(L) = (1 * 1 + 3 * 0.25 + 0 * 0.5 + 4 * 0) / 8
+    assert M.energy_pointing_game(h, soft) == pytest.approx(1.75 / 8)
+    # 0/1 floats and integers are the boolean mask
+    hard = np.array([[[True, False], [False, True]]])
+    for m in (hard.astype(np.float32), hard.astype(np.uint8), hard.astype(np.int64)):
+        assert M.energy_pointing_game(h, m) == pytest.approx(5 / 8)
+
+
+def test_soft_float_masks_in_the_pointing_game_need_weight_one_half_at_the_peak():
+    h = np.zeros((3, 4, 4))
+    h[:, 1, 2] = 1.0  # the peak
+    m = np.zeros((3, 4, 4))
+    m[:, 1, 2] = [0.3, 0.5, 1.0]  # weight of the peak pixel
+    m[:, 3, 3] = 1.0  # object elsewhere, far from the peak
+    np.testing.assert_array_equal(M.pointing_game(h, m, tolerance=0, reduction=None), [0.0, 1.0, 1.0])
+    # with a tolerance, only pixels of weight >= 0.5 count: (3, 3) is at d^2 = 5 from the peak
+    np.testing.assert_array_equal(M.pointing_game(h, m, tolerance=2, reduction=None), [0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(M.pointing_game(h, m, tolerance=2.3, reduction=None), [1.0, 1.0, 1.0])
+
+
+def test_masks_outside_the_unit_range_are_refused():
+    h = np.ones((1, 2, 2))
+    with pytest.raises(ValueError, match=r"integer dtype must hold 0 and 1 only.*masks > 0"):
+        M.energy_pointing_game(h, np.full((1, 2, 2), 255, np.uint8))
+    with pytest.raises(ValueError, match=r"soft weights in \[0, 1\]; got values in \[-1, 2\]"):
+        M.pointing_game(h, np.array([[[-1.0, 2.0], [0.0, 1.0]]]))
+
+
+def test_empty_masks_are_left_out_of_the_energy_mean():
+    h = np.array([[[1.0, 3.0], [0.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]], [[0.0, 2.0], [0.0, 2.0]]])
+    m = np.array([[[True, False], [False, True]], [[False, False], [False, False]], [[True, True], [False, False]]])
+    with pytest.warns(UserWarning, match=r"1 of 3 images have an empty mask.*images \[1\]"):
+        per = M.energy_pointing_game(h, m, reduction=None)
+    np.testing.assert_allclose(per, [5 / 8, np.nan, 1 / 2])
+    with pytest.warns(UserWarning, match="left out of the mean"):
+        assert M.energy_pointing_game(h, m) == pytest.approx((5 / 8 + 1 / 2) / 2)
+    with pytest.warns(UserWarning):
+        assert math.isnan(M.energy_pointing_game(h[1:2], m[1:2]))
