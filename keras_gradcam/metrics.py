@@ -151,8 +151,13 @@ def _as_masks(masks, shape: tuple, name: str = "masks", ref: str = "heatmaps") -
     return _mask_weights(m, name)
 
 
-def _as_boxes(boxes, n: int, name: str = "boxes") -> np.ndarray:
-    """Boxes as int64 ``(N, M, 4)``; ``(N, 4)`` becomes ``M = 1``."""
+def _as_boxes(boxes, n: int, name: str = "boxes", shape: tuple | None = None) -> np.ndarray:
+    """Boxes as int64 ``(N, M, 4)``; ``(N, 4)`` becomes ``M = 1``.
+
+    A box with ``y_min == y_max`` or ``x_min == x_max`` is empty (padding); an inverted box
+    (``y_min > y_max`` or ``x_min > x_max``) is refused, naming it. With ``shape = (H, W)`` the
+    boxes are clipped to the image, ``[0, H] x [0, W]``.
+    """
     b = _array(boxes)
     if b.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be an integer array; got dtype {b.dtype}.")
@@ -163,7 +168,21 @@ def _as_boxes(boxes, n: int, name: str = "boxes") -> np.ndarray:
             f"{name} has shape {b.shape} but there are {n} maps; give (n_samples, 4) boxes "
             "(y_min, x_min, y_max, x_max), max exclusive, or (n_samples, max_boxes, 4) with empty rows for padding."
         )
-    return np.round(b).astype(np.int64)
+    if b.dtype.kind == "f" and not np.isfinite(b).all():
+        raise ValueError(f"{name} contains NaN or inf values.")
+    b = np.round(b).astype(np.int64)
+    inverted = (b[..., 0] > b[..., 2]) | (b[..., 1] > b[..., 3])
+    if inverted.any():
+        i, j = (int(v) for v in np.argwhere(inverted)[0])
+        raise ValueError(
+            f"{name}[{i}, {j}] = {tuple(int(v) for v in b[i, j])} is inverted ({int(inverted.sum())} such box(es)); "
+            "boxes are (y_min, x_min, y_max, x_max) with y_min <= y_max and x_min <= x_max, max exclusive. Swap "
+            "the corners, or use a row with y_min == y_max (e.g. all zeros) for padding."
+        )
+    if shape is not None:
+        height, width = (int(v) for v in shape)
+        b = np.clip(b, 0, [height, width, height, width])
+    return b
 
 
 def _as_images(images, maps_shape: tuple | None = None, name: str = "images") -> np.ndarray:
@@ -328,10 +347,15 @@ def boxes_to_masks(boxes, shape: tuple[int, int]) -> np.ndarray:
     Parameters
     ----------
     boxes : array-like of int, shape (n_samples, 4) or (n_samples, max_boxes, 4)
-        ``(y_min, x_min, y_max, x_max)``, max exclusive; rows with ``y_max <= y_min`` or
-        ``x_max <= x_min`` are empty (padding).
+        ``(y_min, x_min, y_max, x_max)``, max exclusive, clipped to the image; rows with
+        ``y_max == y_min`` or ``x_max == x_min`` (e.g. all zeros) are empty (padding).
     shape : (int, int)
         ``(height, width)`` of the masks.
+
+    Raises
+    ------
+    ValueError
+        An inverted box (``y_min > y_max`` or ``x_min > x_max``), named by its index.
 
     Returns
     -------
@@ -348,7 +372,7 @@ def boxes_to_masks(boxes, shape: tuple[int, int]) -> np.ndarray:
     """
     h, w = (int(s) for s in shape)
     arr = _array(boxes)
-    b = _as_boxes(arr, arr.shape[0] if arr.ndim else 0)
+    b = _as_boxes(arr, arr.shape[0] if arr.ndim else 0, shape=(h, w))
     yy = np.arange(h)[None, None, :, None]
     xx = np.arange(w)[None, None, None, :]
     y0, x0, y1, x1 = (b[..., i][..., None, None] for i in range(4))
@@ -654,8 +678,10 @@ def localization(
     ----------
     heatmaps : array-like of shape (n_samples, height, width), or Explanation
     boxes : array-like of int, shape (n_samples, 4) or (n_samples, max_boxes, 4)
-        Ground-truth boxes ``(y_min, x_min, y_max, x_max)``, max exclusive; with several boxes
-        per image (empty rows as padding) the best IoU counts (ILSVRC rule).
+        Ground-truth boxes ``(y_min, x_min, y_max, x_max)``, max exclusive, clipped to the map
+        (a box reaching beyond the image, or with negative corners, counts for its part inside
+        it); with several boxes per image (empty rows, ``y_min == y_max`` or
+        ``x_min == x_max``, e.g. all zeros, as padding) the best IoU counts (ILSVRC rule).
     threshold : float, default=0.15
         Pixels with ``map >= threshold * max(map)`` are foreground.
     connectivity : {8, 4}, default=8
@@ -672,7 +698,8 @@ def localization(
     Raises
     ------
     ValueError
-        Box array of the wrong shape, bad ``threshold`` or ``connectivity``.
+        Box array of the wrong shape, an inverted box (``y_min > y_max`` or ``x_min > x_max``,
+        named by its index), bad ``threshold`` or ``connectivity``.
 
     Notes
     -----
@@ -691,7 +718,7 @@ def localization(
     ([[1, 1, 3, 4]], [1.0], 1.0)
     """
     h = _as_maps(heatmaps)
-    gt = _as_boxes(boxes, h.shape[0])
+    gt = _as_boxes(boxes, h.shape[0], shape=h.shape[1:])
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be a fraction of the map's maximum in [0, 1]; got {threshold!r}.")
     if connectivity not in (4, 8):

@@ -667,3 +667,30 @@ def test_empty_masks_are_left_out_of_the_energy_mean():
         assert M.energy_pointing_game(h, m) == pytest.approx((5 / 8 + 1 / 2) / 2)
     with pytest.warns(UserWarning):
         assert math.isnan(M.energy_pointing_game(h[1:2], m[1:2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Boxes: clipped to the image; inverted boxes refused
+# ---------------------------------------------------------------------------------------------
+def test_boxes_beyond_the_image_are_clipped():
+    h = np.ones((1, 32, 32))  # predicted box: the whole map (0, 0, 32, 32)
+    # unclipped, (0, 0, 64, 64) would give IoU 1024 / 4096 = 0.25
+    res = M.localization(h, [[0, 0, 64, 64]])
+    assert res.ious[0] == pytest.approx(1.0) and res.accuracy == 1.0
+    # negative corners: (-8, -8, 16, 16) is (0, 0, 16, 16) inside the image, IoU 256 / 1024
+    assert M.localization(h, [[-8, -8, 16, 16]]).ious[0] == pytest.approx(0.25)
+    expected = np.zeros((4, 4), bool)
+    expected[:2] = True  # rows 0-1, every column
+    np.testing.assert_array_equal(M.boxes_to_masks([[-8, -8, 2, 40]], (4, 4))[0], expected)
+
+
+def test_inverted_boxes_are_refused_with_their_index():
+    h = np.ones((2, 8, 8))
+    gt = np.array([[[0, 0, 4, 4], [0, 0, 0, 0]], [[1, 1, 3, 3], [6, 2, 3, 5]]])  # [1, 1] has y_min > y_max
+    with pytest.raises(ValueError, match=r"boxes\[1, 1\] = \(6, 2, 3, 5\) is inverted"):
+        M.localization(h, gt)
+    with pytest.raises(ValueError, match=r"boxes\[0, 0\] = \(0, 5, 2, 1\) is inverted"):
+        M.boxes_to_masks([[0, 5, 2, 1]], (8, 8))
+    # zero-area rows (all zeros, or y_min == y_max) stay padding
+    padded = np.array([[[0, 0, 8, 8], [0, 0, 0, 0]], [[5, 0, 5, 8], [0, 0, 8, 8]]])
+    np.testing.assert_allclose(M.localization(h, padded).ious, [1.0, 1.0])
