@@ -694,3 +694,30 @@ def test_inverted_boxes_are_refused_with_their_index():
     # zero-area rows (all zeros, or y_min == y_max) stay padding
     padded = np.array([[[0, 0, 8, 8], [0, 0, 0, 0]], [[5, 0, 5, 8], [0, 0, 8, 8]]])
     np.testing.assert_allclose(M.localization(h, padded).ious, [1.0, 1.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale: no absolute threshold makes a metric depend on the model's scale
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", [1e-9, 1e9])
+def test_metrics_do_not_depend_on_the_models_scale(scale):
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    out = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(0).random((4, 8, 8, 3)).astype(np.float32)
+    masks = np.zeros((4, 8, 8), bool)
+    masks[:, 2:6, 1:5] = True
+    t = [0, 1, 2, 0]
+
+    def measures():
+        h = kg.explain(model, x, method="gradcam", layer="c1", targets=t).heatmaps
+        loc = M.localization(h, M.masks_to_boxes(masks))
+        return [M.energy_pointing_game(h, masks), M.pointing_game(h, masks, tolerance=0), *loc.ious,
+                M.map_area(h), M.map_entropy(h), M.average_drop(model, x, h, t, score="logit")]
+
+    reference = measures()
+    kernel, bias = model.get_layer("head").get_weights()
+    model.get_layer("head").set_weights([kernel * scale, bias * scale])
+    np.testing.assert_allclose(measures(), reference, rtol=1e-4)
