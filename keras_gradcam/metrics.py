@@ -17,13 +17,18 @@ Conventions shared by every function:
 * maps are ``(n_samples, height, width)`` arrays (an :class:`~keras_gradcam.Explanation` is
   accepted too and its ``heatmaps`` are used); images are channels-last
   ``(n_samples, height, width, channels)``, preprocessed as the model expects, with the same
-  height and width as the maps; masks are boolean ``(n_samples, height, width)``; boxes are
+  height and width as the maps; masks are ``(n_samples, height, width)``, boolean or 0/1, or
+  float soft weights in ``[0, 1]`` (see :func:`energy_pointing_game`); boxes are
   ``(y_min, x_min, y_max, x_max)`` pixel indices with the max **exclusive** (as in
-  :mod:`keras_gradcam.datasets`);
+  :mod:`keras_gradcam.datasets`), clipped to the image; a row with ``y_min == y_max`` or
+  ``x_min == x_max`` is empty (padding) and an inverted one is an error;
 * ``reduction="mean"`` returns the mean over images as a Python ``float``;
   ``reduction=None`` returns the per-image values as an ndarray of shape ``(n_samples,)``;
 * model metrics state their score space with ``score=``: ``"probability"`` (default; the
-  model's own output when it ends in a softmax or a sigmoid, else the softmax of its logits),
+  model's own output when it ends in a softmax or a sigmoid, else the softmax of its
+  ``(batch, classes >= 2)`` output, except for rows that already are probabilities, i.e.
+  non-negative and summing to 1 within ``1e-4``, which are used as they are; refused with a
+  ``ValueError`` for an output that is no class probability, such as one linear unit),
   ``"logit"`` (the score before that softmax or sigmoid, computed without modifying the model)
   or ``"output"`` (the selected output as the model gives it);
 * the explained class is ``targets`` when given, else the model's top-1 class on the
