@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from typing import Any, Mapping, Sequence
 
 import keras
@@ -17,7 +18,7 @@ import numpy as np
 from . import metrics as M
 from .explain import explain, get_method
 
-__all__ = ["METRICS", "COLUMNS", "evaluate", "format_table"]
+__all__ = ["METRICS", "COLUMNS", "Rows", "evaluate", "format_table"]
 
 #: Metric names :func:`evaluate` accepts in ``metrics=``, in table order.
 METRICS: tuple[str, ...] = (
@@ -53,6 +54,22 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 _LOCALISATION = ("energy_pointing_game", "pointing_game", "localization")
+
+
+class Rows(list):
+    """The rows of :func:`evaluate`: a list of dict, plus the ``notes`` printed under the table.
+
+    Parameters
+    ----------
+    rows : iterable of dict, optional
+    notes : iterable of str, optional
+        What the reader of the numbers must know (a metric left out, images left out of a
+        metric); :func:`format_table` prints them below the table.
+    """
+
+    def __init__(self, rows=(), notes=()):
+        super().__init__(rows)
+        self.notes = list(notes)
 
 
 def _log(verbose: bool, message: str) -> None:
@@ -92,21 +109,27 @@ def evaluate(
     methods : sequence of str, default=("gradcam", "gradcam++")
         Names from :data:`keras_gradcam.METHODS` (or any name :func:`keras_gradcam.get_method`
         knows).
-    masks : array-like of bool, shape (n_samples, height, width), optional
-        Object masks for the pointing games; boxes are derived from them when ``boxes`` is None.
+    masks : array-like of shape (n_samples, height, width), optional
+        Object masks for the pointing games (boolean or 0/1, or soft float weights in ``[0, 1]``,
+        see :func:`keras_gradcam.metrics.energy_pointing_game`); boxes are derived from their
+        pixels ``>= 0.5`` when ``boxes`` is None.
     boxes : array-like of int, shape (n_samples, 4) or (n_samples, max_boxes, 4), optional
-        Ground-truth boxes ``(y_min, x_min, y_max, x_max)``, max exclusive, for localisation;
-        masks are derived from them when ``masks`` is None (the Score-CAM protocol uses boxes).
+        Ground-truth boxes ``(y_min, x_min, y_max, x_max)``, max exclusive, clipped to the
+        images, for localisation; masks are derived from them when ``masks`` is None (the
+        Score-CAM protocol uses boxes).
     targets : None, int or sequence of int, default=None
         Class explained per image by every method and every metric; None: the model's top-1
         class. Pass the ground-truth labels for the pointing-game protocol.
     metrics : sequence of str, optional
         Subset of :data:`METRICS`; None runs all that the inputs allow (the localisation
-        metrics need ``masks`` or ``boxes``; ``win_rate`` needs two methods).
+        metrics need ``masks`` or ``boxes``). ``win_rate`` needs two or more methods: with one
+        it is not computed (``None``), and the table's notes say so.
     layer : str, optional
         Explained layer for every method (None: each method's default).
     score : {"probability", "logit", "output"}, default="probability"
-        Score space of the model metrics.
+        Score space of the model metrics. ``"probability"`` is refused (``ValueError``) where
+        the output is no class probability (e.g. one linear unit, a regression): pass
+        ``"output"`` or ``"logit"`` there.
     batch_size : int, default=64
         Images per forward pass (explanations and perturbations).
     tolerance : float, default=15
@@ -128,10 +151,11 @@ def evaluate(
 
     Returns
     -------
-    list of dict
-        One row per method: ``"method"``, ``"n_images"``, one column per metric (see
-        :data:`COLUMNS`; ``None`` where not computed) and ``"seconds"`` (time to explain).
-        Print it with :func:`format_table`.
+    Rows
+        A list with one dict per method: ``"method"``, ``"n_images"``, one column per metric
+        (see :data:`COLUMNS`; ``None`` where not computed) and ``"seconds"`` (time to explain);
+        its ``notes`` (list of str) say what was left out and why. Print it with
+        :func:`format_table`.
 
     Raises
     ------
@@ -141,6 +165,10 @@ def evaluate(
 
     Notes
     -----
+    Images whose mask is empty (no object: no mask value ``>= 0.5``, or only padding boxes)
+    are left out of the localisation metrics (a ``UserWarning`` and a note give how many);
+    the other metrics use every image.
+
     The occlusion map and the confidences on the unperturbed images are computed once and
     shared by all methods; each method is explained once. Expensive parts: deletion and
     insertion (``steps + 1`` forwards per image each), occlusion (one forward per window) and
@@ -164,11 +192,12 @@ def evaluate(
     if masks is not None:
         masks = M._as_masks(masks, shape, ref="images[..., 0]")
     if boxes is not None:
-        boxes = M._as_boxes(boxes, n)
+        boxes = M._as_boxes(boxes, n, shape=(height, width))
     if masks is None and boxes is not None:
         masks = M.boxes_to_masks(boxes, (height, width))
     if boxes is None and masks is not None:
         boxes = M.masks_to_boxes(masks)
+    notes: list[str] = []
 
     if metrics is None:
         wanted = [m for m in METRICS if masks is not None or m not in _LOCALISATION]
@@ -182,6 +211,17 @@ def evaluate(
                 f"{[m for m in wanted if m in _LOCALISATION]} need ground truth: pass masks= (n_samples, height, "
                 "width) or boxes= (n_samples, 4)."
             )
+    if "win_rate" in wanted and len(methods) < 2:
+        notes.append(f"win_rate: not computed; it compares methods and needs two or more (got {len(methods)}).")
+    localised = None  # images with an object, for the localisation metrics
+    if masks is not None and any(m in wanted for m in _LOCALISATION):
+        localised = M._object_pixels(masks).any((1, 2))
+        if not localised.all():
+            left = np.flatnonzero(~localised)
+            message = (f"localisation metrics leave out {left.size} of {n} images whose mask is empty (no object): "
+                       f"images {left[:10].tolist()}{' ...' if left.size > 10 else ''}.")
+            notes.append(message)
+            warnings.warn(message, UserWarning, stacklevel=2)
     options = {k: dict(v) for k, v in (method_options or {}).items()}
     bs = M._positive_int("batch_size", batch_size)
 
@@ -203,14 +243,18 @@ def evaluate(
         seconds = time.perf_counter() - t0
         h = exp.heatmaps
         row: dict[str, Any] = {"method": name, "n_images": n}
-        if "energy_pointing_game" in wanted:
-            row["energy_pointing_game"] = M.energy_pointing_game(h, masks)
-        if "pointing_game" in wanted:
-            row["pointing_game"] = M.pointing_game(h, masks, tolerance=tolerance)
-        if "localization" in wanted:
-            loc = M.localization(h, boxes)
-            row["localization_accuracy"] = loc.accuracy
-            row["localization_iou"] = float(loc.ious.mean())
+        if localised is not None:
+            hl, ml, bl = h[localised], masks[localised], boxes[localised]
+            some = bool(localised.any())
+            nan = float("nan")
+            if "energy_pointing_game" in wanted:
+                row["energy_pointing_game"] = M.energy_pointing_game(hl, ml) if some else nan
+            if "pointing_game" in wanted:
+                row["pointing_game"] = M.pointing_game(hl, ml, tolerance=tolerance) if some else nan
+            if "localization" in wanted:
+                loc = M.localization(hl, bl) if some else None
+                row["localization_accuracy"] = loc.accuracy if some else nan
+                row["localization_iou"] = float(loc.ious.mean()) if some else nan
         if confidence:
             y, o, _ = M._masked_scores(scorer, x, h, classes, score=score, mask_space="preprocessed",
                                        raw_images=None, preprocess=None, output=None, batch_size=bs)
@@ -245,7 +289,7 @@ def evaluate(
         for row in rows:
             others = np.max([o for k, o in kept.items() if k != row["method"]], axis=0)
             row["win_rate"] = M._win_outcome(kept[row["method"]], others, "mean")
-    return rows
+    return Rows(rows, notes)
 
 
 def _cell(value, digits: int) -> str:
@@ -260,8 +304,14 @@ def _cell(value, digits: int) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *, digits: int = 3) -> str:
-    """Render rows (e.g. from :func:`evaluate`) as a Markdown table.
+def format_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    digits: int = 3,
+    notes: Sequence[str] | None = None,
+) -> str:
+    """Render rows (e.g. from :func:`evaluate`) as a Markdown table, with its notes below.
 
     Parameters
     ----------
@@ -271,11 +321,15 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
         Columns in order; None uses every key, in order of first appearance.
     digits : int, default=3
         Decimals of float cells.
+    notes : sequence of str, optional
+        Lines printed under the table as a ``Notes:`` list; None takes ``rows.notes`` when
+        ``rows`` has them (the :class:`Rows` that :func:`evaluate` returns).
 
     Returns
     -------
     str
-        A Markdown (GitHub) pipe table, columns padded to equal width; numbers right-aligned.
+        A Markdown (GitHub) pipe table, columns padded to equal width; numbers right-aligned;
+        then, if there are notes, a blank line, ``Notes:`` and one ``- note`` line each.
 
     Examples
     --------
@@ -285,6 +339,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     |:--------|--------------:|
     | gradcam |         0.750 |
     """
+    notes = list(getattr(rows, "notes", None) or []) if notes is None else list(notes)
     rows = list(rows)
     if columns is None:
         columns = []
@@ -306,4 +361,5 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
         return "| " + " | ".join(out) + " |"
 
     rule = "|" + "|".join((("-" * (w + 1)) + ":") if num else (":" + "-" * (w + 1)) for w, num in zip(widths, numeric)) + "|"
-    return "\n".join([line(columns), rule] + [line(r) for r in cells])
+    table = "\n".join([line(columns), rule] + [line(r) for r in cells])
+    return table + "".join(["\n\nNotes:"] + [f"\n- {note}" for note in notes] if notes else [])

@@ -17,13 +17,18 @@ Conventions shared by every function:
 * maps are ``(n_samples, height, width)`` arrays (an :class:`~keras_gradcam.Explanation` is
   accepted too and its ``heatmaps`` are used); images are channels-last
   ``(n_samples, height, width, channels)``, preprocessed as the model expects, with the same
-  height and width as the maps; masks are boolean ``(n_samples, height, width)``; boxes are
+  height and width as the maps; masks are ``(n_samples, height, width)``, boolean or 0/1, or
+  float soft weights in ``[0, 1]`` (see :func:`energy_pointing_game`); boxes are
   ``(y_min, x_min, y_max, x_max)`` pixel indices with the max **exclusive** (as in
-  :mod:`keras_gradcam.datasets`);
+  :mod:`keras_gradcam.datasets`), clipped to the image; a row with ``y_min == y_max`` or
+  ``x_min == x_max`` is empty (padding) and an inverted one is an error;
 * ``reduction="mean"`` returns the mean over images as a Python ``float``;
   ``reduction=None`` returns the per-image values as an ndarray of shape ``(n_samples,)``;
 * model metrics state their score space with ``score=``: ``"probability"`` (default; the
-  model's own output when it ends in a softmax or a sigmoid, else the softmax of its logits),
+  model's own output when it ends in a softmax or a sigmoid, else the softmax of its
+  ``(batch, classes >= 2)`` output, except for rows that already are probabilities, i.e.
+  non-negative and summing to 1 within ``1e-4``, which are used as they are; refused with a
+  ``ValueError`` for an output that is no class probability, such as one linear unit),
   ``"logit"`` (the score before that softmax or sigmoid, computed without modifying the model)
   or ``"output"`` (the selected output as the model gives it);
 * the explained class is ``targets`` when given, else the model's top-1 class on the
@@ -35,12 +40,14 @@ Conventions shared by every function:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy import ndimage, stats
 
 from .capture import Capture
 from .explanation import Explanation
@@ -105,21 +112,58 @@ def _as_maps(heatmaps, name: str = "heatmaps") -> np.ndarray:
     return h
 
 
+def _mask_weights(m, name: str = "masks") -> np.ndarray:
+    """A mask array as float64 weights in ``[0, 1]``: bool and 0/1 masks exactly, other floats as soft weights.
+
+    Integer masks must hold 0 and 1 only, float masks values in ``[0, 1]``; anything else is refused
+    (a 0/255 image mask would otherwise count 255 times).
+    """
+    m = _array(m)
+    if m.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a boolean, 0/1 or [0, 1] float array; got dtype {m.dtype}.")
+    if m.dtype.kind == "b":
+        return m.astype(np.float64)
+    w = m.astype(np.float64)
+    if m.size and not np.isfinite(w).all():
+        raise ValueError(f"{name} contains NaN or inf values.")
+    if m.dtype.kind in "iu" and m.size and not np.isin(m, (0, 1)).all():
+        raise ValueError(
+            f"{name} of integer dtype must hold 0 and 1 only; got values in [{m.min()}, {m.max()}]. Pass "
+            f"{name} > 0 (every non-zero pixel is object) or {name} / {m.max()} (soft weights in [0, 1])."
+        )
+    if m.size and (w.min() < 0 or w.max() > 1):
+        raise ValueError(
+            f"{name} must be boolean, 0/1, or soft weights in [0, 1]; got values in [{w.min():.4g}, {w.max():.4g}]. "
+            f"Rescale them to [0, 1] (e.g. {name} / {name}.max()) or threshold them ({name} > t)."
+        )
+    return w
+
+
+def _object_pixels(w: np.ndarray) -> np.ndarray:
+    """Object pixels of mask weights: weight ``>= 0.5`` (exactly the True/1 pixels of a bool/0-1 mask)."""
+    return w >= 0.5
+
+
 def _as_masks(masks, shape: tuple, name: str = "masks", ref: str = "heatmaps") -> np.ndarray:
-    """Boolean masks ``(N, H, W)`` of exactly ``shape``; the error names both shapes."""
+    """Mask weights ``(N, H, W)`` in ``[0, 1]`` of exactly ``shape`` (see :func:`_mask_weights`)."""
     m = _array(masks)
     if m.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a boolean (or 0/1) array; got dtype {m.dtype}.")
+        raise TypeError(f"{name} must be a boolean, 0/1 or [0, 1] float array; got dtype {m.dtype}.")
     if m.shape != tuple(shape):
         raise ValueError(
             f"{name} has shape {m.shape} but {ref} has shape {tuple(shape)}; give one (height, width) "
             f"mask per map, at the maps' resolution (resize the masks with nearest-neighbour, or the maps, first)."
         )
-    return m.astype(bool)
+    return _mask_weights(m, name)
 
 
-def _as_boxes(boxes, n: int, name: str = "boxes") -> np.ndarray:
-    """Boxes as int64 ``(N, M, 4)``; ``(N, 4)`` becomes ``M = 1``."""
+def _as_boxes(boxes, n: int, name: str = "boxes", shape: tuple | None = None) -> np.ndarray:
+    """Boxes as int64 ``(N, M, 4)``; ``(N, 4)`` becomes ``M = 1``.
+
+    A box with ``y_min == y_max`` or ``x_min == x_max`` is empty (padding); an inverted box
+    (``y_min > y_max`` or ``x_min > x_max``) is refused, naming it. With ``shape = (H, W)`` the
+    boxes are clipped to the image, ``[0, H] x [0, W]``.
+    """
     b = _array(boxes)
     if b.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be an integer array; got dtype {b.dtype}.")
@@ -130,7 +174,21 @@ def _as_boxes(boxes, n: int, name: str = "boxes") -> np.ndarray:
             f"{name} has shape {b.shape} but there are {n} maps; give (n_samples, 4) boxes "
             "(y_min, x_min, y_max, x_max), max exclusive, or (n_samples, max_boxes, 4) with empty rows for padding."
         )
-    return np.round(b).astype(np.int64)
+    if b.dtype.kind == "f" and not np.isfinite(b).all():
+        raise ValueError(f"{name} contains NaN or inf values.")
+    b = np.round(b).astype(np.int64)
+    inverted = (b[..., 0] > b[..., 2]) | (b[..., 1] > b[..., 3])
+    if inverted.any():
+        i, j = (int(v) for v in np.argwhere(inverted)[0])
+        raise ValueError(
+            f"{name}[{i}, {j}] = {tuple(int(v) for v in b[i, j])} is inverted ({int(inverted.sum())} such box(es)); "
+            "boxes are (y_min, x_min, y_max, x_max) with y_min <= y_max and x_min <= x_max, max exclusive. Swap "
+            "the corners, or use a row with y_min == y_max (e.g. all zeros) for padding."
+        )
+    if shape is not None:
+        height, width = (int(v) for v in shape)
+        b = np.clip(b, 0, [height, width, height, width])
+    return b
 
 
 def _as_images(images, maps_shape: tuple | None = None, name: str = "images") -> np.ndarray:
@@ -190,7 +248,7 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
 
 
 # ================================================================================================
-# Helpers: AUC, rank correlation, boxes <-> masks, blur
+# Helpers: AUC, rank correlation, boxes <-> masks, blur (rank correlation, components and blur from scipy)
 # ================================================================================================
 def auc(curve, axis: int = -1) -> np.ndarray | float:
     r"""Normalised area under a curve sampled at equal steps on ``[0, 1]`` (trapezoid rule).
@@ -230,23 +288,6 @@ def auc(curve, axis: int = -1) -> np.ndarray | float:
     return float(area) if area.ndim == 0 else area
 
 
-def _rank_rows(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..M along the last axis, ties get their average rank (scipy ``rankdata`` default)."""
-    n, m = x.shape
-    order = np.argsort(x, axis=1, kind="stable")
-    xs = np.take_along_axis(x, order, axis=1)
-    pos = np.broadcast_to(np.arange(m), (n, m))
-    starts = np.ones((n, m), bool)
-    starts[:, 1:] = xs[:, 1:] != xs[:, :-1]
-    ends = np.ones((n, m), bool)
-    ends[:, :-1] = starts[:, 1:]
-    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
-    last = np.minimum.accumulate(np.where(ends, pos, m - 1)[:, ::-1], axis=1)[:, ::-1]
-    ranks = np.empty((n, m), np.float64)
-    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
-    return ranks
-
-
 def spearman(a, b) -> np.ndarray:
     """Spearman rank correlation of each pair of rows (maps are flattened per sample).
 
@@ -258,8 +299,9 @@ def spearman(a, b) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_samples,)
-        Pearson correlation of the ranks (ties get their average rank). NaN where either row
-        is constant (the correlation is undefined), as in ``scipy.stats.spearmanr``.
+        ``scipy.stats.spearmanr`` of each pair of rows: Pearson correlation of the ranks (ties
+        get their average rank). NaN where either row is constant (the correlation is
+        undefined).
 
     Raises
     ------
@@ -279,13 +321,11 @@ def spearman(a, b) -> np.ndarray:
     a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     if np.isnan(a).any() or np.isnan(b).any():
         raise ValueError("spearman got NaN values.")
-    ra, rb = _rank_rows(a), _rank_rows(b)
-    ra -= ra.mean(1, keepdims=True)
-    rb -= rb.mean(1, keepdims=True)
-    den = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
-    num = (ra * rb).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    r = np.full(a.shape[0], np.nan)
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+            continue  # constant row: undefined (scipy would warn and return NaN)
+        r[i] = stats.spearmanr(x, y)[0]
     return np.clip(r, -1.0, 1.0)
 
 
@@ -295,10 +335,15 @@ def boxes_to_masks(boxes, shape: tuple[int, int]) -> np.ndarray:
     Parameters
     ----------
     boxes : array-like of int, shape (n_samples, 4) or (n_samples, max_boxes, 4)
-        ``(y_min, x_min, y_max, x_max)``, max exclusive; rows with ``y_max <= y_min`` or
-        ``x_max <= x_min`` are empty (padding).
+        ``(y_min, x_min, y_max, x_max)``, max exclusive, clipped to the image; rows with
+        ``y_max == y_min`` or ``x_max == x_min`` (e.g. all zeros) are empty (padding).
     shape : (int, int)
         ``(height, width)`` of the masks.
+
+    Raises
+    ------
+    ValueError
+        An inverted box (``y_min > y_max`` or ``x_min > x_max``), named by its index.
 
     Returns
     -------
@@ -315,7 +360,7 @@ def boxes_to_masks(boxes, shape: tuple[int, int]) -> np.ndarray:
     """
     h, w = (int(s) for s in shape)
     arr = _array(boxes)
-    b = _as_boxes(arr, arr.shape[0] if arr.ndim else 0)
+    b = _as_boxes(arr, arr.shape[0] if arr.ndim else 0, shape=(h, w))
     yy = np.arange(h)[None, None, :, None]
     xx = np.arange(w)[None, None, None, :]
     y0, x0, y1, x1 = (b[..., i][..., None, None] for i in range(4))
@@ -324,11 +369,13 @@ def boxes_to_masks(boxes, shape: tuple[int, int]) -> np.ndarray:
 
 
 def masks_to_boxes(masks) -> np.ndarray:
-    """Tight boxes around boolean masks.
+    """Tight boxes around the object pixels of masks.
 
     Parameters
     ----------
-    masks : array-like of bool, shape (n_samples, height, width)
+    masks : array-like of shape (n_samples, height, width)
+        Boolean or 0/1 masks; float masks with soft values in ``[0, 1]`` have their pixels
+        ``>= 0.5`` as object.
 
     Returns
     -------
@@ -343,9 +390,10 @@ def masks_to_boxes(masks) -> np.ndarray:
     >>> masks_to_boxes(m)
     array([[1, 2, 3, 3]])
     """
-    m = _array(masks).astype(bool)
+    m = _array(masks)
     if m.ndim != 3:
         raise ValueError(f"masks must have shape (n_samples, height, width); got {m.shape}.")
+    m = _object_pixels(_mask_weights(m))
     _, h, w = m.shape
     rows, cols = m.any(2), m.any(1)
     boxes = np.stack(
@@ -357,16 +405,9 @@ def masks_to_boxes(masks) -> np.ndarray:
 
 def _rise_kernel(size: int, sigma: float) -> np.ndarray:
     """The RISE reference kernel: ``scipy.ndimage.gaussian_filter`` of a centred delta (reflect mode)."""
-    radius = int(4.0 * sigma + 0.5)  # scipy's truncate=4.0
-    offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    weights /= weights.sum()
-    pos = np.arange(size)[:, None] + offsets[None, :]
-    period = 2 * size
-    pos = np.mod(pos, period)
-    pos = np.where(pos >= size, period - 1 - pos, pos)  # "reflect": d c b a | a b c d | d c b a
-    k1 = (weights[None, :] * (pos == size // 2)).sum(1)
-    return np.outer(k1, k1)
+    delta = np.zeros((size, size))
+    delta[size // 2, size // 2] = 1.0
+    return ndimage.gaussian_filter(delta, sigma)
 
 
 def gaussian_blur(images, kernel_size: int = 11, sigma: float = 5.0) -> np.ndarray:
@@ -409,27 +450,35 @@ def energy_pointing_game(heatmaps, masks, *, reduction: str | None = "mean"):
     ----------
     heatmaps : array-like of shape (n_samples, height, width), or Explanation
         Non-negative maps at the masks' resolution.
-    masks : array-like of bool, shape (n_samples, height, width)
-        The object (or its box, see :func:`boxes_to_masks`) per map.
+    masks : array-like of shape (n_samples, height, width)
+        The object (or its box, see :func:`boxes_to_masks`) per map: boolean or 0/1, or float
+        soft weights in ``[0, 1]`` (e.g. an anti-aliased or probabilistic mask), which weight
+        each pixel's energy.
     reduction : {"mean", None}, default="mean"
-        ``"mean"``: the mean over images as a float; None: per-image values.
+        ``"mean"``: the mean over the images that have an object, as a float; None: per-image
+        values.
 
     Returns
     -------
     float or ndarray of shape (n_samples,)
-        In ``[0, 1]``, higher is better. A uniform map scores the mask's area fraction.
+        In ``[0, 1]``, higher is better. A uniform map scores the mask's area fraction. An image
+        whose mask is empty (all zero: no object) has no defined share: it is NaN per image and
+        left out of the mean, with a ``UserWarning`` giving how many were left out (NaN if all).
 
     Raises
     ------
     ValueError
-        Masks of another shape than the maps (the message names both), negative map values.
+        Masks of another shape than the maps (the message names both), mask values outside
+        ``[0, 1]`` (or integers other than 0/1), negative map values.
 
     Notes
     -----
     .. math:: \mathrm{EPG} = \frac{\sum_{ij} L_{ij}\,m_{ij}}{\sum_{ij} L_{ij}}
 
-    (the official helper's ``sum(L * mask) / sum(L)``, with row-major ``(y, x)`` indexing). An
-    all-zero map has no energy anywhere and scores 0 rather than NaN.
+    (the official helper's ``sum(L * mask) / sum(L)``, with row-major ``(y, x)`` indexing), with
+    ``m`` the mask's weight in ``[0, 1]``: for a boolean mask the share of the energy on the object,
+    for a soft mask the energy weighted by the mask. An all-zero map has no energy anywhere and
+    scores 0 rather than NaN.
 
     Examples
     --------
@@ -445,7 +494,16 @@ def energy_pointing_game(heatmaps, masks, *, reduction: str | None = "mean"):
     total = h.sum((1, 2))
     inside = (h * m).sum((1, 2))
     values = np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
-    return _reduce(values, reduction)
+    empty = ~(m > 0).any((1, 2))
+    if empty.any():
+        values[empty] = np.nan
+        warnings.warn(
+            f"energy_pointing_game: {int(empty.sum())} of {len(values)} images have an empty mask (no object) and "
+            f"are left out of the mean (NaN per image): images {np.flatnonzero(empty)[:10].tolist()}.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return _reduce(values, reduction, nan_ok=True)
 
 
 def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | None = "mean"):
@@ -454,8 +512,9 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
     Parameters
     ----------
     heatmaps : array-like of shape (n_samples, height, width), or Explanation
-    masks : array-like of bool, shape (n_samples, height, width)
-        Object pixels of the explained class; no mask may be empty.
+    masks : array-like of shape (n_samples, height, width)
+        Object pixels of the explained class, boolean or 0/1; float masks with soft values in
+        ``[0, 1]`` have their pixels with weight ``>= 0.5`` as object. No mask may be empty.
     tolerance : float, default=15
         A hit is a mask pixel at squared distance ``d^2 < tolerance^2`` from the maximum
         (TorchRay's strict rule, 15 px at 224-500 px image sizes; scale it with your image
@@ -476,7 +535,9 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
     Notes
     -----
     The maximum is the first maximal pixel in row-major order (``argmax`` of the flattened
-    map). An all-zero map points nowhere and counts as a miss. This is the per-image
+    map). With a soft mask a hit needs a pixel of weight ``>= 0.5`` within the tolerance (with
+    ``tolerance <= 1``: the mask's weight at the maximum is ``>= 0.5``). An all-zero map points
+    nowhere and counts as a miss. This is the per-image
     accuracy; TorchRay reports the mean over classes of per-class accuracies, which you get by
     averaging the per-image values class by class.
 
@@ -490,7 +551,7 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
     (0.0, 1.0)
     """
     h = _as_maps(heatmaps)
-    m = _as_masks(masks, h.shape)
+    m = _object_pixels(_as_masks(masks, h.shape))
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 pixels; got {tolerance!r}.")
     empty = ~m.any((1, 2))
@@ -514,37 +575,22 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
 
 
 def _label_components(binary: np.ndarray, connectivity: int) -> np.ndarray:
-    """Connected components of each image of a boolean ``(N, H, W)`` batch.
+    """Connected components of each image of a boolean ``(N, H, W)`` batch (``scipy.ndimage.label``).
 
     Returns int64 ``(N, H, W)``: every foreground pixel gets the row-major flat index (within
-    its image) of the first pixel of its component; background is -1. Vectorised min-label
-    propagation with pointer jumping (each pass is whole-batch numpy; a few dozen passes).
+    its image) of the first pixel of its component; background is -1. The whole batch is
+    labelled at once, with a structure that connects no pixels across images.
     """
     n, h, w = binary.shape
-    size = h * w
-    big = n * size  # sentinel for background
-    index = np.arange(n * size, dtype=np.int64).reshape(n, h, w)
-    labels = np.where(binary, index, big)
-    if connectivity == 4:
-        shifts = [(-1, 0), (1, 0), (0, -1), (0, 1)]
-    else:
-        shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-    while True:
-        padded = np.pad(labels, ((0, 0), (1, 1), (1, 1)), constant_values=big)
-        new = labels
-        for dy, dx in shifts:
-            new = np.minimum(new, padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w])
-        new = np.where(binary, new, big)
-        while True:  # pointer jumping: a label is a pixel of the same component, so take its label
-            table = np.append(new.ravel(), big)
-            jumped = table[new]
-            if np.array_equal(jumped, new):
-                break
-            new = jumped
-        if np.array_equal(new, labels):
-            break
-        labels = new
-    local = labels - (np.arange(n, dtype=np.int64) * size)[:, None, None]
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    labels, count = ndimage.label(binary, structure=structure)
+    flat = labels.ravel()
+    # first (row-major) pixel of each label over the flattened batch, then its index within its image
+    found, first = np.unique(flat, return_index=True)
+    start = np.zeros(count + 1, np.int64)
+    start[found] = first
+    local = start[labels] - (np.arange(n, dtype=np.int64) * h * w)[:, None, None]
     return np.where(binary, local, -1)
 
 
@@ -598,8 +644,10 @@ def localization(
     ----------
     heatmaps : array-like of shape (n_samples, height, width), or Explanation
     boxes : array-like of int, shape (n_samples, 4) or (n_samples, max_boxes, 4)
-        Ground-truth boxes ``(y_min, x_min, y_max, x_max)``, max exclusive; with several boxes
-        per image (empty rows as padding) the best IoU counts (ILSVRC rule).
+        Ground-truth boxes ``(y_min, x_min, y_max, x_max)``, max exclusive, clipped to the map
+        (a box reaching beyond the image, or with negative corners, counts for its part inside
+        it); with several boxes per image (empty rows, ``y_min == y_max`` or
+        ``x_min == x_max``, e.g. all zeros, as padding) the best IoU counts (ILSVRC rule).
     threshold : float, default=0.15
         Pixels with ``map >= threshold * max(map)`` are foreground.
     connectivity : {8, 4}, default=8
@@ -616,7 +664,8 @@ def localization(
     Raises
     ------
     ValueError
-        Box array of the wrong shape, bad ``threshold`` or ``connectivity``.
+        Box array of the wrong shape, an inverted box (``y_min > y_max`` or ``x_min > x_max``,
+        named by its index), bad ``threshold`` or ``connectivity``.
 
     Notes
     -----
@@ -635,7 +684,7 @@ def localization(
     ([[1, 1, 3, 4]], [1.0], 1.0)
     """
     h = _as_maps(heatmaps)
-    gt = _as_boxes(boxes, h.shape[0])
+    gt = _as_boxes(boxes, h.shape[0], shape=h.shape[1:])
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be a fraction of the map's maximum in [0, 1]; got {threshold!r}.")
     if connectivity not in (4, 8):
@@ -697,7 +746,7 @@ def instance_coverage(heatmaps, object_masks, *, threshold: float = 0.5, reducti
             f"object_masks has shape {om.shape} but heatmaps has shape {h.shape}; expected "
             f"(n_samples, max_objects, height, width) = ({h.shape[0]}, K, {h.shape[1]}, {h.shape[2]})."
         )
-    om = om.astype(bool)
+    om = _object_pixels(_mask_weights(om, "object_masks"))
     valid = om.any((2, 3))
     if not valid.any(1).all():
         raise ValueError(f"images {np.flatnonzero(~valid.any(1))[:10].tolist()} have no object instance.")
@@ -799,7 +848,10 @@ class _Scorer:
         cap = self._capture(x, targets, gradients=False)
         out = tf.cast(cap.output, tf.float32)
         if self.score == "probability":
-            out = self._capture.probabilities(out)
+            if self._capture.link is None and self._capture.logits:
+                out = _rows_as_probabilities(out)  # link unknown: maybe probabilities already
+            else:
+                out = self._capture.probabilities(out)
         return tf.gather(out, cap.targets, batch_dims=1), cap.targets
 
     def _compile(self, key, body, signature):
@@ -815,7 +867,10 @@ class _Scorer:
         if self._capture is None:
             if not (self.model.built and getattr(self.model, "inputs", None)):
                 self.model(x[:1], training=False)
-            self._capture = Capture(self.model, [], output=self.output, score="output" if self.score == "output" else "logit")
+            capture = Capture(self.model, [], output=self.output, score="output" if self.score == "output" else "logit")
+            if self.score == "probability":
+                _check_probability_output(self.model, capture, x)
+            self._capture = capture
 
     # host code -------------------------------------------------------------------------------
     def predict(self, x: np.ndarray, targets, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -895,6 +950,44 @@ class _Scorer:
             for j in range(0, m, batch_size):
                 out[i, j : j + batch_size] = fn(*(a[sl] for a in samples), variants[j : j + batch_size], classes[sl]).numpy()[0]
         return out
+
+
+def _rows_as_probabilities(out: tf.Tensor) -> tf.Tensor:
+    """``(B, classes)`` rows that are already probabilities kept as they are, the others softmaxed.
+
+    A row is a probability when it is non-negative and sums to 1 within ``1e-4`` (a softmax the
+    head detection could not see, e.g. one followed by an identity layer): a second softmax
+    would flatten it.
+    """
+    is_prob = tf.reduce_all(out >= 0.0, axis=-1) & (tf.abs(tf.reduce_sum(out, axis=-1) - 1.0) <= 1e-4)
+    return tf.where(is_prob[:, None], out, tf.nn.softmax(out, axis=-1))
+
+
+def _check_probability_output(model: keras.Model, capture: Capture, x: np.ndarray) -> None:
+    """Refuse ``score="probability"`` where the explained output is no class probability.
+
+    A softmax or sigmoid head gives probabilities; without one, only a ``(B, classes >= 2)``
+    output can be turned into probabilities by a softmax (a softmax over one unit is always 1).
+    """
+    if capture.link is not None:
+        return
+    k = capture.num_classes()
+    shape = None
+    if k is None:  # not known from the symbolic outputs (subclassed model): one forward pass
+        out = capture.select(model(x[:1], training=False))
+        shape = tuple(out.shape)
+        k = int(shape[-1]) if shape is not None and len(shape) == 2 else None
+    else:
+        shape = (None, k)
+    if k is None or k < 2:
+        what = "its shape could not be read" if shape is None else f"it has shape {('B',) + tuple(shape[1:])}"
+        raise ValueError(
+            f"score='probability': the output of model {getattr(model, 'name', type(model).__name__)!r} is not a "
+            f"class probability: it ends in no softmax or sigmoid and {what}, not (batch, classes >= 2), so a "
+            "softmax over it would be meaningless (over one unit it is "
+            "always 1.0, and every metric would be constant). Pass score='output' to score the output as it is "
+            "(e.g. a regression value or a probability the library cannot recognise), or score='logit'."
+        )
 
 
 def _scorer(model, score: str, output) -> _Scorer:
@@ -1598,6 +1691,9 @@ def randomization_check(
     Each re-initialised variable is re-drawn with its layer's own initialiser
     (``kernel_initializer``, ``bias_initializer``, ``gamma_initializer``, ...; a seeded copy
     of it), falling back to Glorot-uniform / zeros. Biases thus usually become zero.
+    Every step is explained by a freshly built explainer of the same configuration (class,
+    layer, options), so whatever a method builds at setup (the guided copy of Guided Grad-CAM,
+    compiled functions) reads the re-drawn weights; this costs one retrace per step.
     The compared map is ``Explanation.attributions`` summed over channels when the method has
     attributions (Guided Backprop), else ``Explanation.heatmaps``. Similarity is Spearman rho
     with and without absolute values (Adebayo et al. also use SSIM and HOG similarity, not
@@ -1610,7 +1706,6 @@ def randomization_check(
     >>> res = kg.metrics.randomization_check(model, images[:8], "gradcam")   # doctest: +SKIP
     >>> res.steps, res.mean().round(2)                                       # doctest: +SKIP
     """
-    from .base import BaseCAM
     from .explain import get_method  # late import: explain imports methods
 
     if mode not in ("cascading", "independent"):
@@ -1636,14 +1731,12 @@ def randomization_check(
             raise ValueError(f"layers {unknown} are not layers with weights of the model; choose from {list(by_path)}.")
         chosen = [by_path[p] for p in layers]
     copy_layer = reference.layer if isinstance(layer, keras.layers.Layer) else layer
-    # An explainer built on BaseCAM's own setup reads the copy's variables at call time, so one
-    # compiled explainer serves every step. A method with its own setup may keep a private copy of
-    # the weights (guided backprop clones the model): it is rebuilt after every re-initialisation.
-    reuse = getattr(cls, "_setup", None) is BaseCAM._setup
-    explainer = cls(copy, copy_layer, batch_size=batch_size, **options)
 
     def current():
-        return explainer if reuse else cls(copy, copy_layer, batch_size=batch_size, **options)
+        # A fresh explainer of the same configuration at every step: whatever a method builds at
+        # setup (a private copy of the model, cached weights, compiled functions) is built from the
+        # copy's weights as they are now, so no method can explain a stale model.
+        return cls(copy, copy_layer, batch_size=batch_size, **options)
 
     ref_map = _comparison_map(reference)
 

@@ -131,3 +131,38 @@ def test_claims_script_runs_in_quick_mode(tmp_path, monkeypatch):
         assert section in page
     verdicts = [line for line in page.splitlines() if line.startswith(("- HOLDS", "- DIRECTION", "- DOES NOT"))]
     assert len(verdicts) == 7  # one verdict line per claim
+
+
+def test_one_method_has_no_win_rate_and_the_notes_say_why(setup):
+    model, x, masks = setup
+    rows = evaluate(model, x, ["gradcam"], metrics=["average_drop", "win_rate"])
+    assert rows[0]["win_rate"] is None
+    assert any("win_rate: not computed" in note and "two or more" in note for note in rows.notes)
+    table = format_table(rows)
+    assert "\n\nNotes:\n- win_rate: not computed" in table
+    header, _, first = (line.split("|") for line in table.splitlines()[:3])
+    assert first[[c.strip() for c in header].index("win_rate")].strip() == "-"  # not computed
+    rows2 = evaluate(model, x, ["gradcam", "gradcam++"], metrics=["win_rate"])
+    assert rows2.notes == [] and "Notes:" not in format_table(rows2)
+    assert rows2[0]["win_rate"] + rows2[1]["win_rate"] <= 100.0
+
+
+def test_images_without_object_are_left_out_of_the_localisation_metrics(setup):
+    model, x, masks = setup
+    masks = masks.copy()
+    masks[2] = False  # image 2 has no object
+    with pytest.warns(UserWarning, match=r"leave out 1 of 6 images whose mask is empty.*\[2\]"):
+        rows = evaluate(model, x, ["gradcam"], masks=masks, metrics=["energy_pointing_game", "pointing_game"],
+                        tolerance=0)
+    h = kg.explain(model, x, method="gradcam").heatmaps.astype(np.float64)
+    keep = [0, 1, 3, 4, 5]
+    energy = [(h[i] * masks[i]).sum() / h[i].sum() for i in keep]  # all maps are non-zero here
+    assert rows[0]["energy_pointing_game"] == pytest.approx(np.mean(energy), rel=1e-6)
+    peaks = [np.unravel_index(np.argmax(h[i]), h[i].shape) for i in keep]
+    assert rows[0]["pointing_game"] == pytest.approx(np.mean([masks[i][p] for i, p in zip(keep, peaks)]))
+    assert any("leave out 1 of 6 images" in note for note in rows.notes)
+
+
+def test_format_table_prints_notes_given_explicitly():
+    table = format_table([{"method": "a"}], notes=["one", "two"])
+    assert table.splitlines()[-3:] == ["Notes:", "- one", "- two"]

@@ -11,6 +11,7 @@ from scipy import ndimage, stats
 
 import keras_gradcam as kg
 from keras_gradcam import metrics as M
+from keras_gradcam import postprocess
 
 
 def sigmoid(z):
@@ -508,3 +509,235 @@ def test_randomization_sees_new_weights_of_methods_that_copy_the_model(cnn):
     plain = M.randomization_check(cnn, x, "gradcam", layer="c2", layers=["d2"])
     np.testing.assert_allclose(res.spearman, plain.spearman, atol=1e-6)  # the re-drawn head is seen
     assert res.abs_spearman[1].mean() < 0.99
+
+
+# ---------------------------------------------------------------------------------------------
+# Probability space: refused where the output is no class probability, never softmaxed twice
+# ---------------------------------------------------------------------------------------------
+def regression_model() -> keras.Model:
+    """One linear unit, ``y = sum_p w_p x_p`` with w = (1, 2, 3, 4): a regression, no probability."""
+    inp = keras.Input((2, 2, 1))
+    out = keras.layers.Dense(1, name="head")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    model.get_layer("head").set_weights([np.array([[1.0], [2.0], [3.0], [4.0]], np.float32), np.zeros(1, np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("metric", ["average_drop", "increase_in_confidence", "win_rate", "deletion_auc",
+                                    "insertion_auc", "occlusion_map", "occlusion_correlation"])
+def test_probability_space_refused_on_a_one_unit_linear_output(metric):
+    model = regression_model()
+    zero = np.zeros((1, 2, 2))
+    args = {"win_rate": (model, ONES, zero, zero), "occlusion_map": (model, ONES)}.get(metric, (model, ONES, zero))
+    kw = {"patch": 1, "stride": 1} if metric.startswith("occlusion") else {}
+    with pytest.raises(ValueError, match=r"not a class probability.*score='output'"):
+        getattr(M, metric)(*args, **kw)
+
+
+def test_one_unit_linear_output_is_scored_as_it_is_with_score_output():
+    model = regression_model()
+    # y = 10 on the ones image; an all-zero map keeps nothing: O = 0 -> Average Drop 100 %
+    assert M.average_drop(model, ONES, np.zeros((1, 2, 2)), score="output") == pytest.approx(100.0)
+    assert M.average_drop(model, ONES, np.zeros((1, 2, 2)), score="logit") == pytest.approx(100.0)
+    # deletion in SAL's order on the output itself: 10, 8, 5, 1, 0
+    assert M.deletion_auc(model, ONES, SAL, steps=4, score="output") == pytest.approx(19 / 4, rel=1e-6)
+
+
+def test_evaluate_refuses_probability_space_on_a_regression():
+    with pytest.raises(ValueError, match=r"not a class probability.*score='output'"):
+        kg.evaluate(regression_model(), ONES, ["gradcam"], metrics=["average_drop"])
+
+
+def test_multi_class_linear_output_gets_a_softmax():
+    # two linear units (no activation): logit_0 = sum w x, logit_1 = 0 -> p_0 = sigmoid(logit_0)
+    inp = keras.Input((2, 2, 1))
+    out = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    kernel = np.zeros((4, 2), np.float32)
+    kernel[:, 0] = [1, 2, 3, 4]
+    model.get_layer("head").set_weights([kernel, np.zeros(2, np.float32)])
+    half = np.full((1, 2, 2), 0.5)
+    y, o = sigmoid(10), sigmoid(5)
+    assert M.average_drop(model, ONES, half, 0) == pytest.approx(100 * (y - o) / y, rel=1e-5)
+
+
+@pytest.mark.parametrize("after", ["linear", "lambda"])
+def test_softmax_followed_by_a_shape_preserving_layer_is_not_softmaxed_again(after):
+    inp = keras.Input((2, 2, 1))
+    p = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(inp))
+    p = keras.layers.Activation("softmax")(p)
+    out = keras.layers.Activation("linear")(p) if after == "linear" else keras.layers.Lambda(lambda t: t)(p)
+    model = keras.Model(inp, out)
+    kernel = np.zeros((4, 2), np.float32)
+    kernel[:, 0] = [1, 2, 3, 4]
+    model.get_layer("head").set_weights([kernel, np.zeros(2, np.float32)])
+    half = np.full((1, 2, 2), 0.5)
+    y, o = sigmoid(10), sigmoid(5)  # p_0 on the image and on E = 0.5 * image
+    assert M.average_drop(model, ONES, half, 0) == pytest.approx(100 * (y - o) / y, rel=1e-4)
+    np.testing.assert_allclose(M.deletion_curve(model, ONES, SAL, 0, steps=4)[0],
+                               sigmoid([10, 8, 5, 1, 0]), rtol=1e-4)
+
+
+_FAST_OPTIONS = {"smoothgradcam++": {"n_samples": 2}, "integrated-gradcam": {"steps": 2}, "scorecam": {"verbose": 0},
+                 "ablationcam": {"verbose": 0, "drop": "absolute"}}
+
+
+@pytest.fixture(scope="module")
+def small_cnn():
+    keras.utils.set_random_seed(11)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="c1")(inp)
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(2, activation="softmax", name="d2")(x)
+    return keras.Model(inp, out)
+
+
+@pytest.mark.parametrize("name", sorted(kg.METHODS))
+def test_randomization_check_explains_the_randomised_weights_for_every_method(small_cnn, name):
+    # randomise c1 (below the explained layer c2, so even Eigen-CAM must change) and compare the
+    # check's step-1 similarity with an explanation of an independently randomised clone
+    x = np.random.default_rng(12).random((2, 8, 8, 3)).astype(np.float32)
+    opts = _FAST_OPTIONS.get(name, {})
+    layer = None if name == "guided-backprop" else "c2"  # guided backprop explains the input
+    before = [w.copy() for w in small_cnn.get_weights()]
+    res = M.randomization_check(small_cnn, x, name, layer, [0, 1], mode="independent", layers=["c1"], seed=3,
+                                **opts)
+    for a, b in zip(before, small_cnn.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    cls = kg.get_method(name)
+    reference = cls(small_cnn, layer, **opts)(x, [0, 1])
+    clone = keras.models.clone_model(small_cnn)
+    clone.set_weights(small_cnn.get_weights())
+    M._redraw(clone.get_layer("c1"), 3 + 1)  # step 1 draws with seed + 1
+    randomised = cls(clone, layer, **opts)(x, [0, 1])
+
+    def comparison(exp):
+        a = exp.attributions
+        return np.asarray(a, np.float64).sum(-1) if a is not None else np.asarray(exp.heatmaps, np.float64)
+
+    ref_map, new_map = comparison(reference), comparison(randomised)
+    expected = [stats.spearmanr(r.ravel(), m.ravel()).correlation for r, m in zip(ref_map, new_map)]
+    expected = np.nan_to_num(expected, nan=0.0)
+    np.testing.assert_allclose(res.spearman[1], expected, atol=1e-5)
+    assert not np.allclose(ref_map, new_map, atol=1e-6)  # the maps did change with the weights
+    assert res.abs_spearman[1].mean() < 0.999
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks: soft float masks weight the energy, the pointing game needs weight >= 0.5; empty masks
+# ---------------------------------------------------------------------------------------------
+def test_soft_float_masks_weight_the_energy():
+    h = np.array([[[1.0, 3.0], [0.0, 4.0]]])
+    soft = np.array([[[1.0, 0.25], [0.5, 0.0]]])
+    # sum(L * m) / sum(L) = (1 * 1 + 3 * 0.25 + 0 * 0.5 + 4 * 0) / 8
+    assert M.energy_pointing_game(h, soft) == pytest.approx(1.75 / 8)
+    # 0/1 floats and integers are the boolean mask
+    hard = np.array([[[True, False], [False, True]]])
+    for m in (hard.astype(np.float32), hard.astype(np.uint8), hard.astype(np.int64)):
+        assert M.energy_pointing_game(h, m) == pytest.approx(5 / 8)
+
+
+def test_soft_float_masks_in_the_pointing_game_need_weight_one_half_at_the_peak():
+    h = np.zeros((3, 4, 4))
+    h[:, 1, 2] = 1.0  # the peak
+    m = np.zeros((3, 4, 4))
+    m[:, 1, 2] = [0.3, 0.5, 1.0]  # weight of the peak pixel
+    m[:, 3, 3] = 1.0  # object elsewhere, far from the peak
+    np.testing.assert_array_equal(M.pointing_game(h, m, tolerance=0, reduction=None), [0.0, 1.0, 1.0])
+    # with a tolerance, only pixels of weight >= 0.5 count: (3, 3) is at d^2 = 5 from the peak
+    np.testing.assert_array_equal(M.pointing_game(h, m, tolerance=2, reduction=None), [0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(M.pointing_game(h, m, tolerance=2.3, reduction=None), [1.0, 1.0, 1.0])
+
+
+def test_masks_outside_the_unit_range_are_refused():
+    h = np.ones((1, 2, 2))
+    with pytest.raises(ValueError, match=r"integer dtype must hold 0 and 1 only.*masks > 0"):
+        M.energy_pointing_game(h, np.full((1, 2, 2), 255, np.uint8))
+    with pytest.raises(ValueError, match=r"soft weights in \[0, 1\]; got values in \[-1, 2\]"):
+        M.pointing_game(h, np.array([[[-1.0, 2.0], [0.0, 1.0]]]))
+
+
+def test_empty_masks_are_left_out_of_the_energy_mean():
+    h = np.array([[[1.0, 3.0], [0.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]], [[0.0, 2.0], [0.0, 2.0]]])
+    m = np.array([[[True, False], [False, True]], [[False, False], [False, False]], [[True, True], [False, False]]])
+    with pytest.warns(UserWarning, match=r"1 of 3 images have an empty mask.*images \[1\]"):
+        per = M.energy_pointing_game(h, m, reduction=None)
+    np.testing.assert_allclose(per, [5 / 8, np.nan, 1 / 2])
+    with pytest.warns(UserWarning, match="left out of the mean"):
+        assert M.energy_pointing_game(h, m) == pytest.approx((5 / 8 + 1 / 2) / 2)
+    with pytest.warns(UserWarning):
+        assert math.isnan(M.energy_pointing_game(h[1:2], m[1:2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Boxes: clipped to the image; inverted boxes refused
+# ---------------------------------------------------------------------------------------------
+def test_boxes_beyond_the_image_are_clipped():
+    h = np.ones((1, 32, 32))  # predicted box: the whole map (0, 0, 32, 32)
+    # unclipped, (0, 0, 64, 64) would give IoU 1024 / 4096 = 0.25
+    res = M.localization(h, [[0, 0, 64, 64]])
+    assert res.ious[0] == pytest.approx(1.0) and res.accuracy == 1.0
+    # negative corners: (-8, -8, 16, 16) is (0, 0, 16, 16) inside the image, IoU 256 / 1024
+    assert M.localization(h, [[-8, -8, 16, 16]]).ious[0] == pytest.approx(0.25)
+    expected = np.zeros((4, 4), bool)
+    expected[:2] = True  # rows 0-1, every column
+    np.testing.assert_array_equal(M.boxes_to_masks([[-8, -8, 2, 40]], (4, 4))[0], expected)
+
+
+def test_inverted_boxes_are_refused_with_their_index():
+    h = np.ones((2, 8, 8))
+    gt = np.array([[[0, 0, 4, 4], [0, 0, 0, 0]], [[1, 1, 3, 3], [6, 2, 3, 5]]])  # [1, 1] has y_min > y_max
+    with pytest.raises(ValueError, match=r"boxes\[1, 1\] = \(6, 2, 3, 5\) is inverted"):
+        M.localization(h, gt)
+    with pytest.raises(ValueError, match=r"boxes\[0, 0\] = \(0, 5, 2, 1\) is inverted"):
+        M.boxes_to_masks([[0, 5, 2, 1]], (8, 8))
+    # zero-area rows (all zeros, or y_min == y_max) stay padding
+    padded = np.array([[[0, 0, 8, 8], [0, 0, 0, 0]], [[5, 0, 5, 8], [0, 0, 8, 8]]])
+    np.testing.assert_allclose(M.localization(h, padded).ious, [1.0, 1.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale: no absolute threshold makes a metric depend on the model's scale
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", [1e-9, 1e9])
+def test_map_metrics_do_not_depend_on_the_maps_scale(scale):
+    rng = np.random.default_rng(9)
+    h = rng.random((4, 8, 8)) ** 4  # peaked maps
+    masks = np.zeros((4, 8, 8), bool)
+    masks[:, 2:6, 1:5] = True
+
+    def measures(maps):
+        loc = M.localization(maps, M.masks_to_boxes(masks))
+        return [M.energy_pointing_game(maps, masks), M.pointing_game(maps, masks, tolerance=0), *loc.ious,
+                M.map_area(maps), M.map_entropy(maps), M.instance_coverage(maps, masks[:, None])]
+
+    np.testing.assert_allclose(measures(h * scale), measures(h), rtol=1e-9)
+
+
+_TINY_HEAD = pytest.mark.xfail(not hasattr(postprocess, "nonconstant"), strict=True,
+                               reason="Grad-CAM maps of a 1e-9 head are zeroed by postprocess.normalize's absolute eps")
+
+
+@pytest.mark.parametrize("scale", [pytest.param(1e-9, marks=_TINY_HEAD), 1e9])
+def test_metrics_do_not_depend_on_the_models_scale(scale):
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    out = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(0).random((4, 8, 8, 3)).astype(np.float32)
+    masks = np.zeros((4, 8, 8), bool)
+    masks[:, 2:6, 1:5] = True
+    t = [0, 1, 2, 0]
+
+    def measures():
+        h = kg.explain(model, x, method="gradcam", layer="c1", targets=t).heatmaps
+        loc = M.localization(h, M.masks_to_boxes(masks))
+        return [M.energy_pointing_game(h, masks), M.pointing_game(h, masks, tolerance=0), *loc.ious,
+                M.map_area(h), M.map_entropy(h), M.average_drop(model, x, h, t, score="logit")]
+
+    reference = measures()
+    kernel, bias = model.get_layer("head").get_weights()
+    model.get_layer("head").set_weights([kernel * scale, bias * scale])
+    np.testing.assert_allclose(measures(), reference, rtol=1e-4)
