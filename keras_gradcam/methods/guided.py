@@ -1,12 +1,16 @@
 """Guided Backpropagation (Springenberg et al. 2015) and Guided Grad-CAM / Grad-CAM++ (Selvaraju et al.).
 
-Guided backpropagation needs different gradients at every ReLU, so it runs on a **copy** of the
-user's model (``keras.models.clone_model`` + ``set_weights``) whose ReLUs are replaced, after the
-copy is built, by :func:`guided_relu`. The user's model is never modified.
+Guided backpropagation needs different gradients at every ReLU. The explainers get them the way
+:class:`~keras_gradcam.capture.Capture` intercepts layers: while their compiled function is
+traced, the user's model's ReLUs are swapped for :func:`guided_relu` and put back in a
+``finally`` block. The compiled function therefore runs the user's model itself and reads its
+live weights (no copy to keep in sync after ``set_weights`` or training); outside tracing the
+model is never touched. :func:`guided_clone` makes a separate guided copy, for use on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from typing import Any
@@ -16,13 +20,14 @@ import numpy as np
 import tensorflow as tf
 
 from ..base import BaseCAM
-from ..capture import Capture, output_link, strip_link
+from ..capture import Capture
 from ..explanation import Explanation
-from ..layers import LayerInfo, ensure_built, output_layer
+from ..layers import ensure_built
 from ..postprocess import normalize
 from ..targets import check_range, class_scores
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
+from .inputs import refuse_token_inputs
 from .scorecam import _Driven, _spec_key, _specs
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "GuidedGradCAMPlusPlus", "guided_relu", "guided_clone"]
@@ -195,19 +200,52 @@ def guided_clone(model: keras.Model, non_relu: str = "raise") -> keras.Model:
         clone(tf.zeros([1] + [d or 1 for d in model.inputs[0].shape[1:]], model.inputs[0].dtype))
     clone.set_weights(model.get_weights())
     _check_same_outputs(model, clone)
-    others, replaced = [], 0
-    for obj in _walk(clone):
+    edits = guided_edits(clone, non_relu)
+    for obj, name, value in edits:
+        object.__setattr__(obj, name, value)
+    _check_all_replaced(model, _plain_relu_ops(clone, _input_spec(model)))
+    _warn_if_none(model, edits, stacklevel=3)
+    return clone
+
+
+def guided_edits(model: keras.Model, non_relu: str = "raise") -> list[tuple[Any, str, Any]]:
+    """The attribute changes that make ``model``'s ReLUs guided: ``(object, attribute, value)`` triples.
+
+    Nothing is changed here. :func:`guided_clone` applies them to its copy for good;
+    :func:`guided_relus` applies them to a model only while a function is traced.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The model to walk (nested models and sub-layers included).
+    non_relu : {"raise", "keep"}, default="raise"
+        See :func:`guided_clone`.
+
+    Returns
+    -------
+    list of (object, str, object)
+        ``(layer, "activation", guided_relu)`` for a ReLU activation and ``(layer or op,
+        "call", ...)`` for a ``keras.layers.ReLU`` layer or a ``keras.ops.relu`` node.
+
+    Raises
+    ------
+    ValueError
+        Other rectifiers (ReLU6, LeakyReLU, GELU, SiLU...) with ``non_relu="raise"``; the message
+        lists them.
+    """
+    if non_relu not in NON_RELU:
+        raise ValueError(f"non_relu must be one of {NON_RELU}; got {non_relu!r}.")
+    others, edits = [], []
+    for obj in _walk(model):
         kind = _relu_kind(obj)
         if kind is None:
             continue
         if kind[0] == "other":
             others.append(f"{getattr(obj, 'name', type(obj).__name__)!r} ({kind[1]})")
-            continue
-        if kind[1] == "activation":
-            object.__setattr__(obj, "activation", guided_relu)
+        elif kind[1] == "activation":
+            edits.append((obj, "activation", guided_relu))
         else:
-            object.__setattr__(obj, "call", _guided_call)
-        replaced += 1
+            edits.append((obj, "call", _guided_call))
     if others and non_relu == "raise":
         raise ValueError(
             "guided backpropagation is defined for ReLU networks, but the model has other rectifiers: "
@@ -216,20 +254,47 @@ def guided_clone(model: keras.Model, non_relu: str = "raise") -> keras.Model:
             + ". Pass non_relu='keep' to back-propagate through them with their ordinary gradient "
             "(the guided rule is then applied at the ReLUs only)."
         )
-    left = _plain_relu_ops(clone, _input_spec(model))
+    return edits
+
+
+@contextlib.contextmanager
+def guided_relus(edits: list[tuple[Any, str, Any]]):
+    """Apply :func:`guided_edits` while the block runs; every attribute is restored in ``finally``.
+
+    Meant to be active only while a function is traced (as
+    :meth:`keras_gradcam.capture.Capture.active`): the traced graph then holds guided ReLUs and
+    the model's own variables, and the model is left exactly as it was, also when tracing raises.
+    """
+    touched = []  # (object, attribute, had_instance_attr, old_value)
+    try:
+        for obj, name, value in edits:
+            touched.append((obj, name, name in obj.__dict__, obj.__dict__.get(name)))
+            object.__setattr__(obj, name, value)
+        yield
+    finally:
+        for obj, name, had, old in reversed(touched):
+            if had:
+                object.__setattr__(obj, name, old)
+            else:
+                object.__delattr__(obj, name)
+
+
+def _check_all_replaced(model, left: int) -> None:
     if left > 0:
         raise ValueError(
             f"{left} ReLU(s) of model {model.name!r} could not be replaced by the guided ReLU: they are "
             "called as functions inside a custom layer's call(). Use activation='relu', keras.layers.ReLU() "
             "or keras.ops.relu in the model's graph instead."
         )
-    if not replaced:
+
+
+def _warn_if_none(model, edits, stacklevel: int) -> None:
+    if not edits:
         warnings.warn(
             f"model {model.name!r} has no ReLU: guided backpropagation reduces to the plain input gradient.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
-    return clone
 
 
 def _input_spec(model) -> tf.TensorSpec:
@@ -256,14 +321,6 @@ def _check_same_outputs(model, clone) -> None:
             "outputs (a custom layer whose get_config/from_config loses state?); guided backpropagation "
             "cannot be run on it."
         )
-
-
-def _strip_link(clone: keras.Model, index: int) -> None:
-    """Make output ``index`` of the copy give logits (permanently: it is our copy)."""
-    head = output_layer(clone, index)
-    found = output_link(head) if head is not None else None
-    if found is not None:
-        strip_link(head, found[1])
 
 
 class GuidedBackprop(_Driven, BaseCAM):
@@ -338,7 +395,7 @@ class GuidedBackprop(_Driven, BaseCAM):
         if non_relu not in NON_RELU:
             raise ValueError(f"non_relu must be one of {NON_RELU}; got {non_relu!r}.")
         self.non_relu = non_relu
-        self.guided_model: keras.Model | None = None
+        self._edits: list = []
         super().__init__(model, None, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
@@ -358,28 +415,17 @@ class GuidedBackprop(_Driven, BaseCAM):
                 f"GuidedBackprop explains models with one input (attributions shaped like it); model "
                 f"{self.model.name!r} has {len(inputs)}. Wrap it in a one-input model that fixes the others."
             )
-        original = Capture(self.model, [], output=self.output, score=self.score)
-        index = original.output_index
-        clone = guided_clone(self.model, self.non_relu)
-        if self.score == "logit":
-            _strip_link(clone, index or 0)
-        # a copy-owned Identity layer in front of the copy: its output's gradient is the input gradient
-        t = inputs[0]
-        inp = keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name)
-        first = keras.layers.Identity(name="guided_input")
-        out = clone(first(inp))
-        names = list(getattr(self.model, "output_names", None) or [])
-        flat = tf.nest.flatten(out)
-        taken = {t.name, first.name, clone.name}
-        if len(flat) > 1 and len(names) == len(flat) and not taken & set(names):
-            # keep the outputs' names, so that output=<name> and dict outputs work as on the model
-            renamed = iter([keras.layers.Identity(name=n)(o) for n, o in zip(names, flat)])
-            out = tf.nest.map_structure(lambda _: next(renamed), out)
-        self.guided_model = keras.Model(inp, out, name=f"guided_{self.model.name}")
-        self._channels_first = any(getattr(o, "data_format", "") == "channels_first" for o in _walk(clone))
-        info = LayerInfo(first, "input", (None,) + tuple(t.shape[1:]))
-        head = (original.link, original.logits)  # the copy's head was replaced: say what it gives
-        self._capture = Capture(self.guided_model, [info], output=index, score="output", head=head)
+        refuse_token_inputs(self.model, type(self).__name__, "back-propagates to the input")
+        self._edits = guided_edits(self.model, self.non_relu)
+        with guided_relus(self._edits):
+            _check_all_replaced(self.model, _plain_relu_ops(self.model, _input_spec(self.model)))
+        _warn_if_none(self.model, self._edits, stacklevel=5)
+        self._channels_first = any(getattr(o, "data_format", "") == "channels_first" for o in _walk(self.model))
+        # the user's model itself, its ReLUs guided while the function is traced (see _contexts)
+        self._capture = Capture(self.model, [], output=self.output, score=self.score)
+
+    def _contexts(self) -> list:
+        return super()._contexts() + [guided_relus(self._edits)]
 
     def _signed(self, targets):
         """Targets as a callable returning -y when counterfactual; a dict receives the class indices."""
@@ -400,7 +446,11 @@ class GuidedBackprop(_Driven, BaseCAM):
     def _guided_function(self, x, targets):
         def body(xb, tb):
             tgt, box = self._signed(targets if callable(targets) else tb)
-            cap = self._capture(xb, tgt)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(xb)
+                cap = self._capture(xb, tgt, gradients=False)
+                total = tf.reduce_sum(cap.scores)
+            grads = tape.gradient(total, xb, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             scores, resolved = cap.scores, cap.targets
             self._num_classes = cap.num_classes
             if box:
@@ -408,7 +458,7 @@ class GuidedBackprop(_Driven, BaseCAM):
                 self._num_classes = box["num_classes"]
             elif self.counterfactual:
                 scores = -scores
-            attributions = cap.gradients[0]
+            attributions = tf.cast(tf.nest.flatten(grads)[0], tf.float32)
             amount = tf.abs(attributions)
             if attributions.shape.rank >= 3:
                 amount = tf.reduce_max(amount, axis=1 if self._channels_first else -1)

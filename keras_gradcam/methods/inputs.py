@@ -1,0 +1,91 @@
+"""What kind of input a model takes: methods that perturb the input refuse integer token ids.
+
+Smooth Grad-CAM++ adds noise to the input, Integrated Grad-CAM interpolates it from a baseline,
+Score-CAM multiplies it by masks and guided backpropagation differentiates the score with respect
+to it. None of this means anything for token ids feeding an ``Embedding``: a noisy or
+interpolated id is another word (or out of the vocabulary), and the gradient stops at the
+lookup. :func:`refuse_token_inputs` detects such models once, in one place, for all of them.
+"""
+
+from __future__ import annotations
+
+import keras
+
+__all__ = ["LAYER_METHODS", "refuse_token_inputs", "token_inputs"]
+
+# methods that read a layer and never change the input: they work on token models
+LAYER_METHODS = "Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Ablation-CAM and Eigen-CAM"
+
+
+def _is_integer(dtype) -> bool:
+    name = keras.backend.standardize_dtype(dtype)
+    return name == "bool" or name.startswith(("int", "uint"))
+
+
+def _embeddings_reading(model, tensors: list) -> list[str]:
+    """Names of the Embedding layers that read one of ``tensors`` directly (nested models followed)."""
+    ids = {id(t) for t in tensors}
+    found = []
+    for layer in getattr(model, "layers", None) or []:
+        for node in getattr(layer, "_inbound_nodes", None) or []:
+            if not any(id(t) in ids for t in keras.tree.flatten(getattr(node, "input_tensors", None) or [])):
+                continue
+            if isinstance(layer, keras.layers.Embedding):
+                found.append(layer.name)
+            elif isinstance(layer, keras.Model) and getattr(layer, "inputs", None):
+                found += [f"{layer.name}/{n}" for n in _embeddings_reading(layer, list(layer.inputs))]
+            break
+    return found
+
+
+def token_inputs(model: keras.Model) -> list[str]:
+    """Why ``model`` takes integer token ids, one phrase per reason; empty for continuous inputs.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built model.
+
+    Returns
+    -------
+    list of str
+        ``"input 'ids' is int32"`` for an input declared with an integer or boolean dtype
+        (``keras.Input(dtype="int32")``), ``"input feeds the Embedding layer 'emb'"`` for an
+        ``Embedding`` layer reading a model input directly (also inside a nested model).
+    """
+    inputs = list(getattr(model, "inputs", None) or [])
+    reasons = [
+        f"input {getattr(t, 'name', i)!r} is {keras.backend.standardize_dtype(t.dtype)}"
+        for i, t in enumerate(inputs)
+        if _is_integer(t.dtype)
+    ]
+    reasons += [f"an input feeds the Embedding layer {name!r}" for name in _embeddings_reading(model, inputs)]
+    return reasons
+
+
+def refuse_token_inputs(model: keras.Model, method: str, action: str) -> None:
+    """Raise a ``ValueError`` when ``model`` takes token ids (see :func:`token_inputs`).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built model.
+    method : str
+        The explainer's name, for the message.
+    action : str
+        What the method does to the input ("adds noise to the input"), for the message.
+
+    Raises
+    ------
+    ValueError
+        Naming the reason, why the method cannot work, and the methods that do.
+    """
+    reasons = token_inputs(model)
+    if reasons:
+        raise ValueError(
+            f"{method} {action}, which is meaningless for integer token ids: in model {model.name!r} "
+            f"{' and '.join(reasons)}. A perturbed or interpolated id is another token (or none), and "
+            "gradients stop at the embedding lookup. Use a method that reads a layer and leaves the input "
+            f"as it is ({LAYER_METHODS}), or explain a sub-model that starts after the Embedding and takes "
+            "the embedded sequence as its (float) input."
+        )
