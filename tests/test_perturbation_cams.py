@@ -284,3 +284,52 @@ def test_options_are_checked():
         AblationCAM(model, "pool", drop="ratio")
     with pytest.raises(ValueError, match="verbose"):
         AblationCAM(model, "pool", verbose=3)
+
+
+# -- integer token inputs: methods that perturb the input refuse them --------------------------------
+
+
+def token_model(dtype="int32", nested=False) -> keras.Model:
+    """Embedding -> Conv1D -> pooling -> Dense on token ids (optionally the embedding in a nested model)."""
+    inp = keras.Input((10,), dtype=dtype)
+    emb = keras.layers.Embedding(20, 4, name="emb")
+    if nested:
+        inner_in = keras.Input((10,), dtype=dtype)
+        h = keras.Model(inner_in, emb(inner_in), name="encoder")(inp)
+    else:
+        h = emb(inp)
+    h = keras.layers.Conv1D(3, 3, padding="same", activation="relu", name="conv")(h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    return keras.Model(inp, keras.layers.Dense(2, name="dense")(h), name="tokens")
+
+
+TOKENS = np.random.default_rng(1).integers(1, 20, size=(2, 10)).astype(np.int32)
+
+
+@pytest.mark.parametrize("dtype, nested", [("int32", False), ("float32", False), ("float32", True)])
+@pytest.mark.parametrize("name", ["smoothgradcam++", "integrated-gradcam", "scorecam"])
+def test_input_perturbing_methods_refuse_token_inputs(name, dtype, nested):
+    # today: Smooth Grad-CAM++ fails inside TensorFlow, Integrated Grad-CAM silently interpolates ids
+    from keras_gradcam.explain import get_method
+
+    model = token_model(dtype, nested)
+    options = {"verbose": 0} if name == "scorecam" else {}
+    with pytest.raises(ValueError, match="meaningless for integer token ids") as err:
+        get_method(name)(model, "conv", **options)(TOKENS)
+    message = str(err.value)
+    assert ("'encoder/emb'" if nested else "'emb'") in message and ("int32" in message) == (dtype == "int32")
+    for works in ("Grad-CAM", "Grad-CAM++", "XGrad-CAM", "HiResCAM", "LayerCAM", "Ablation-CAM", "Eigen-CAM"):
+        assert works in message
+
+
+def test_layer_methods_named_in_the_refusal_work_on_token_models():
+    from keras_gradcam.explain import get_method
+    from keras_gradcam.methods.inputs import token_inputs
+
+    model = token_model()
+    model.get_layer("dense").set_weights([np.array([[1.0, -1.0], [0.5, 0.2], [-0.3, 1.0]], np.float32), np.zeros(2)])
+    for name in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "ablationcam", "eigencam"):
+        options = {"verbose": 0, "drop": "absolute"} if name == "ablationcam" else {}
+        exp = get_method(name)(model, "conv", **options)(TOKENS, targets=0)
+        assert exp.heatmaps.shape == TOKENS.shape and np.isfinite(exp.heatmaps).all(), name
+    assert token_inputs(tiny()) == []  # image models (also fed uint8 arrays) are not token models

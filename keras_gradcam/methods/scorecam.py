@@ -23,6 +23,7 @@ from ..base import BaseCAM, _flat, _map
 from ..explanation import Explanation
 from ..postprocess import EPS, normalize, resize, weighted_sum
 from ..targets import check_range
+from .inputs import refuse_token_inputs
 
 __all__ = ["ScoreCAM"]
 
@@ -329,8 +330,10 @@ class ScoreCAM(_ChannelPerturbation):
     Raises
     ------
     ValueError
-        Unknown ``weights``, ``max_channels < 1``, ``counterfactual=True``, or a model without an
-        image input of the heatmap's size to mask.
+        Unknown ``weights``, ``max_channels < 1``, ``counterfactual=True``, a model without an
+        image input of the heatmap's size to mask, or one that takes integer token ids (an integer
+        input, or an ``Embedding`` reading an input): a masked token id is another token.
+        Ablation-CAM perturbs the layer instead and works on such models.
 
     Notes
     -----
@@ -375,6 +378,10 @@ class ScoreCAM(_ChannelPerturbation):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "weights": self.weights, "max_channels": self.max_channels}
+
+    def _setup(self, sample=None) -> None:
+        super()._setup(sample)
+        refuse_token_inputs(self.model, self.display_name, "multiplies the input by masks")
 
     def _num_perturbed(self, channels: int) -> int:
         return channels if self.max_channels is None else min(self.max_channels, channels)
