@@ -75,8 +75,13 @@ def minmax(m):
     return np.where(span > 1e-8, (m - lo) / np.where(span > 1e-8, span, 1), 0.0)
 
 
-def np_scorecam(x, targets, variant="probability"):
-    acts = np_acts(x)
+def np_conv(x):
+    """The conv activations before pooling (N, 6, 6, 3)."""
+    return x * KERNEL[0, 0] + BIAS
+
+
+def np_scorecam(x, targets, variant="probability", layer="pool"):
+    acts = np_acts(x) if layer == "pool" else np_conv(x)
     scores = np.zeros((len(x), 3))
     valid = np.zeros((len(x), 3), bool)
     for k in range(3):
@@ -117,6 +122,17 @@ def test_scorecam_does_not_softmax_twice():
     np.testing.assert_allclose(as_probs.extras["channel_weights"], weights, rtol=1e-5, atol=1e-6)
     twice = softmax(softmax(np_logits(X * minmax(up(np_acts(X)[..., 0]))[..., None])))[np.arange(3), TARGETS]
     assert np.abs(twice - weights[:, 0]).max() > 1e-3  # the check can tell a double softmax
+
+
+def test_scorecam_at_two_layers_of_different_sizes_in_one_process():
+    # each explainer owns its compiled masking: a 3x3 layer and a 6x6 one, in both orders
+    model = tiny()
+    for layer in ("pool", "conv", "pool", "conv"):
+        exp = ScoreCAM(model, layer, verbose=0)(X, targets=TARGETS)
+        weights, layer_map, heat = np_scorecam(X, TARGETS, layer=layer)
+        np.testing.assert_allclose(exp.extras["channel_weights"], weights, rtol=1e-5, atol=1e-6, err_msg=layer)
+        np.testing.assert_allclose(exp.layer_heatmaps, layer_map, rtol=1e-4, atol=1e-6, err_msg=layer)
+        np.testing.assert_allclose(exp.heatmaps, heat, atol=1e-5, err_msg=layer)
 
 
 def test_faster_scorecam_keeps_the_top_std_channels():

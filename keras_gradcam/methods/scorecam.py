@@ -86,8 +86,14 @@ def _mask_images_body(images, maps, size, channels_first):
     return tf.reshape(masked, tf.concat([[-1], tf.shape(images)[1:]], axis=0)), valid
 
 
-# Fused by XLA, the masking costs a few percent of a forward pass; unfused, up to half of a small one.
-_mask_images_xla = tf.function(_mask_images_body, jit_compile=True, reduce_retracing=True)
+def _xla_masking(size: tuple, channels_first: bool):
+    """A new ``jit_compile=True`` function ``(images, maps) -> (masked, valid)`` for one heatmap size.
+
+    Fused by XLA, the masking costs a few percent of a forward pass; unfused, up to half of a
+    small one. A new function is made each time, from inside the explainer's own compiled body, so
+    that no compiled function (nor its trace cache) is shared between explainers, layers or sizes.
+    """
+    return tf.function(lambda images, maps: _mask_images_body(images, maps, size, channels_first), jit_compile=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,15 +101,17 @@ def _xla_works() -> bool:
     """Whether this TensorFlow build can run ``jit_compile=True`` functions on the default device."""
     try:
         with tf.init_scope():  # run it now, eagerly, also when first asked while a function is traced
-            _mask_images_xla(tf.ones([1, 2, 2, 1]), tf.ones([1, 1, 1]), (2, 2), False)[0].numpy()
+            _xla_masking((2, 2), False)(tf.ones([1, 2, 2, 1]), tf.ones([1, 1, 1]))[0].numpy()
         return True
     except (tf.errors.OpError, NotImplementedError, ValueError):  # pragma: no cover - builds without XLA
         return False
 
 
 def _mask_images(images, maps, size, channels_first):
-    fn = _mask_images_xla if _xla_works() else _mask_images_body
-    return fn(images, maps, size, channels_first)
+    """Graph code: the masked images, XLA-compiled where the build allows it (see :func:`_xla_masking`)."""
+    if _xla_works():
+        return _xla_masking(size, channels_first)(images, maps)
+    return _mask_images_body(images, maps, size, channels_first)
 
 
 class _Driven:
