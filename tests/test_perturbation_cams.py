@@ -349,3 +349,33 @@ def test_layer_methods_named_in_the_refusal_work_on_token_models():
         exp = get_method(name)(model, "conv", **options)(TOKENS, targets=0)
         assert exp.heatmaps.shape == TOKENS.shape and np.isfinite(exp.heatmaps).all(), name
     assert token_inputs(tiny()) == []  # image models (also fed uint8 arrays) are not token models
+
+
+@pytest.mark.parametrize("head_only", [True, False])
+def test_ablation_max_channels_ablates_the_top_std_channels(head_only):
+    # conv kernel (0.5, -2, 0): channel 1 has 4x the spatial std of channel 0, channel 2 none, so
+    # max_channels=1 must pick channel 1 (not the first one) and max_channels=2 channels 1 and 0
+    kernel = np.array([0.5, -2.0, 0.0], np.float32)
+    model = tiny()
+    model.get_layer("conv").set_weights([kernel.reshape(1, 1, 1, 3), BIAS])
+    a = (X * kernel + BIAS).reshape(3, 3, 2, 3, 2, 3).mean(axis=(2, 4))  # pooled (N, 3, 3, 3)
+    # linear head: zeroing channel k lowers logit c by mean(A^k) * DENSE[k, c]: the absolute drop
+    full = a.mean(axis=(1, 2)) * DENSE[:, 0]
+    for m, kept in ((1, [1]), (2, [0, 1])):
+        cam = AblationCAM(model, "pool", max_channels=m, drop="absolute", head_only=head_only, verbose=0)
+        exp = cam(X, targets=0)
+        expected = np.zeros_like(full)
+        expected[:, kept] = full[:, kept]
+        np.testing.assert_allclose(exp.extras["channel_weights"], expected, rtol=1e-4, atol=1e-6)
+        layer_map = np.maximum((a * expected[:, None, None]).sum(-1), 0)
+        np.testing.assert_allclose(exp.layer_heatmaps, layer_map, rtol=1e-4, atol=1e-6)
+        assert cam.get_config()["max_channels"] == m
+    with pytest.raises(ValueError, match="max_channels"):
+        AblationCAM(model, "pool", max_channels=0)
+
+
+def test_ablation_progress_bar_counts_the_ablated_passes(capsys):
+    AblationCAM(tiny(), "pool", max_channels=2, batch_size=1, verbose=1)(X[:1], targets=0)
+    captured = capsys.readouterr()
+    out = captured.out + captured.err  # stdout or stderr, wherever the bar writes
+    assert "2/2" in out and "pass" in out

@@ -158,7 +158,10 @@ class _ChannelPerturbation(_Driven, BaseCAM):
 
     gradients = False
 
-    def __init__(self, model, layer=None, *, verbose: int = 1, **kwargs):
+    def __init__(self, model, layer=None, *, max_channels: int | None = None, verbose: int = 1, **kwargs):
+        if max_channels is not None and (not isinstance(max_channels, (int, np.integer)) or max_channels < 1):
+            raise ValueError(f"max_channels must be None (all channels) or a positive int; got {max_channels!r}.")
+        self.max_channels = None if max_channels is None else int(max_channels)
         if kwargs.get("counterfactual"):
             raise ValueError(
                 f"counterfactual=True negates gradients, but {type(self).__name__} uses no gradients; "
@@ -172,7 +175,7 @@ class _ChannelPerturbation(_Driven, BaseCAM):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.pop("counterfactual", None)
-        return {**config, "verbose": self.verbose}
+        return {**config, "max_channels": self.max_channels, "verbose": self.verbose}
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)
@@ -181,13 +184,21 @@ class _ChannelPerturbation(_Driven, BaseCAM):
 
     # -- what subclasses override --------------------------------------------------------------
     def _num_perturbed(self, channels: int) -> int:
-        """How many channels of each sample are perturbed (all by default)."""
-        return channels
+        """How many channels of each sample are perturbed: all, or at most ``max_channels``."""
+        return channels if self.max_channels is None else min(self.max_channels, channels)
 
     def _select_channels(self, acts: tf.Tensor, count: int) -> tf.Tensor:
-        """``(B, count)`` int32 channel indices to perturb for each sample."""
-        b = tf.shape(acts)[0]
-        return tf.tile(tf.range(count, dtype=tf.int32)[None], [b, 1])
+        """``(B, count)`` int32 channel indices to perturb for each sample.
+
+        All channels in order; with ``max_channels``, the ``count`` channels with the largest
+        spatial standard deviation of their activation map in each sample (largest first).
+        """
+        if self.max_channels is None:
+            b = tf.shape(acts)[0]
+            return tf.tile(tf.range(count, dtype=tf.int32)[None], [b, 1])
+        spatial = list(range(1, acts.shape.rank - 1))
+        std = tf.math.reduce_std(acts, axis=spatial)
+        return tf.math.top_k(std, k=count).indices
 
     def _perturbed_scores(self, xb, acts, channels, targets, size):
         """Graph code: ``(scores, valid)``, each ``(c, B)``, for the ``(B, c)`` channel indices."""
@@ -378,28 +389,15 @@ class ScoreCAM(_ChannelPerturbation):
     def __init__(self, model, layer=None, *, weights: str = "probability", max_channels: int | None = None, **kwargs):
         if weights not in SCORECAM_WEIGHTS:
             raise ValueError(f"weights must be one of {SCORECAM_WEIGHTS}; got {weights!r}.")
-        if max_channels is not None and (not isinstance(max_channels, (int, np.integer)) or max_channels < 1):
-            raise ValueError(f"max_channels must be None (all channels) or a positive int; got {max_channels!r}.")
         self.weights = weights
-        self.max_channels = None if max_channels is None else int(max_channels)
-        super().__init__(model, layer, **kwargs)
+        super().__init__(model, layer, max_channels=max_channels, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "weights": self.weights, "max_channels": self.max_channels}
+        return {**super().get_config(), "weights": self.weights}
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)
         refuse_token_inputs(self.model, self.display_name, "multiplies the input by masks")
-
-    def _num_perturbed(self, channels: int) -> int:
-        return channels if self.max_channels is None else min(self.max_channels, channels)
-
-    def _select_channels(self, acts: tf.Tensor, count: int) -> tf.Tensor:
-        if self.max_channels is None:
-            return super()._select_channels(acts, count)
-        spatial = list(range(1, acts.shape.rank - 1))
-        std = tf.math.reduce_std(acts, axis=spatial)
-        return tf.math.top_k(std, k=count).indices
 
     def _perturbed_scores(self, xb, acts, channels, targets, size):
         c = tf.shape(channels)[1]
