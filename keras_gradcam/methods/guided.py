@@ -141,7 +141,11 @@ def _plain_relu_ops(model: keras.Model, spec: tf.TensorSpec) -> int:
 
 
 def guided_clone(model: keras.Model, non_relu: str = "raise") -> keras.Model:
-    """A copy of ``model`` (same weights) whose ReLUs back-propagate with the guided rule.
+    """A copy of ``model`` (its weights of the moment) whose ReLUs back-propagate with the guided rule.
+
+    The explainers do not use it (they guide the model's own ReLUs while tracing, so they always
+    read its current weights); the copy is for use on its own, and does not follow later changes
+    of the model's weights.
 
     Parameters
     ----------
@@ -332,13 +336,15 @@ class GuidedBackprop(_Driven, BaseCAM):
     Parameters
     ----------
     model : keras.Model
-        A single-input Functional or Sequential model (nested models included); never modified:
-        the method runs on a copy (:func:`guided_clone`).
+        A single-input Functional or Sequential model (nested models included). Its ReLUs are
+        guided only while the compiled function is traced and restored right after, so the model
+        is left as it was and every call reads its current weights (after ``set_weights`` or
+        training, the same explainer explains the model as it is now).
     layer : None
         Guided backpropagation explains the input; no layer may be given.
     output, score, batch_size
         See :class:`~keras_gradcam.base.BaseCAM`. With ``score="logit"`` a softmax or sigmoid head is
-        removed on the copy, so the gradient is that of the logit.
+        removed while tracing (as for every method), so the gradient is that of the logit.
     counterfactual : bool, default=False
         Back-propagate from :math:`-y^c` instead of :math:`y^c`: with the guided rule this is not
         the negated image, but the input patterns that would *lower* the class score (the
@@ -358,8 +364,11 @@ class GuidedBackprop(_Driven, BaseCAM):
     Raises
     ------
     ValueError
-        ``layer`` given, a multi-input model, a model that cannot be copied, or other rectifiers
-        with ``non_relu="raise"``.
+        ``layer`` given, a multi-input model, other rectifiers with ``non_relu="raise"``, a ReLU
+        called as a function inside a custom layer's ``call`` (it cannot be guided), or a model
+        that takes integer token ids (an integer input, or an ``Embedding`` reading an input): the
+        gradient stops at the embedding lookup, so the attributions would be all zero. Grad-CAM
+        and the other methods that only read a layer work on such models.
 
     Notes
     -----
@@ -369,7 +378,7 @@ class GuidedBackprop(_Driven, BaseCAM):
     .. math:: R_{in} = R_{out}\,\mathbb{1}[x > 0]\,\mathbb{1}[R_{out} > 0],\qquad
               GB^c(x) = R_{in}\big|_{\text{input}}
 
-    One forward and one backward pass on the guided copy for the whole batch.
+    One forward and one backward pass of the model, its ReLUs guided, for the whole batch.
 
     References
     ----------
@@ -558,8 +567,8 @@ class GuidedGradCAM(_GuidedMixin, GradCAM):
 
     broadcast over the input's channels. ``Up`` is bilinear (as the paper); the map is min-max
     normalised (as pytorch-grad-cam), which differs from the original Lua code's raw map by a
-    positive factor per sample. Two forward and two backward passes: Grad-CAM on the model, guided
-    backpropagation on its copy, for the same targets.
+    positive factor per sample. Two forward and two backward passes: Grad-CAM on the model, then
+    guided backpropagation through its guided ReLUs, for the same targets.
 
     References
     ----------
