@@ -37,6 +37,7 @@ class Captured:
     predictions: tf.Tensor  # (B,) int32 top-1 class, -1 when the output is not (B, classes)
     num_classes: int | None = None  # static size of the explained class axis
     output: tf.Tensor | None = None  # the explained output (B, ...) as computed (logits by default)
+    input_gradients: list | None = None  # per model input (flattened): d score / d input, if asked
 
 
 LINKS = ("softmax", "sigmoid")  # output activations removed to explain logits
@@ -214,16 +215,19 @@ class Capture:
         return recording_call
 
     # -- the pass ------------------------------------------------------------------------------
-    def __call__(self, x, targets, gradients: bool = True, edit=None) -> Captured:
+    def __call__(self, x, targets, gradients: bool = True, edit=None, input_gradients: bool = False) -> Captured:
         """One forward (and backward) pass of ``x``; call inside a function traced under :meth:`active`.
 
         ``targets`` is an int32 tensor ``(B,)`` (``-1`` = the top-1 class of that sample) or a
         callable ``outputs -> (B,)`` scores. ``edit(i, out) -> out``, if given, replaces the output
         of the i-th recorded layer in the forward pass (e.g. to ablate channels); what is recorded
-        is the edited tensor.
+        is the edited tensor. ``input_gradients=True`` also differentiates the score with respect
+        to the model's inputs (guided backpropagation).
         """
         self._records = [[] for _ in self.layers]
         with tf.GradientTape(watch_accessed_variables=False, persistent=False) as tape:
+            if input_gradients:
+                tape.watch(x)
             self._tape = tape if gradients else None
             self._edit = edit
             try:
@@ -250,12 +254,16 @@ class Capture:
                 num_classes = selected.shape[-1]
             total = tf.reduce_sum(scores)
         raw = [self._single(i) for i in range(len(self.layers))]
-        grads = None
-        if gradients:
-            grads = tape.gradient(total, raw, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            grads = [self._standard(g, info) for g, info in zip(grads, self.layers)]
+        grads, wrt_inputs = None, None
+        if gradients or input_gradients:
+            sources = (raw if gradients else []) + (tf.nest.flatten(x) if input_gradients else [])
+            got = tape.gradient(total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            if gradients:
+                grads = [self._standard(g, info) for g, info in zip(got, self.layers)]
+            if input_gradients:
+                wrt_inputs = got[len(raw) if gradients else 0 :]
         acts = [self._standard(a, info) for a, info in zip(raw, self.layers)]
-        return Captured(acts, grads, scores, resolved, predictions, num_classes, selected)
+        return Captured(acts, grads, scores, resolved, predictions, num_classes, selected, wrt_inputs)
 
     def _single(self, i: int):
         info, rec = self.layers[i], self._records[i]
