@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..capture import Capture
-from .scorecam import _ChannelPerturbation
+from .perturbation import _ChannelPerturbation
 
 __all__ = ["AblationCAM"]
 
