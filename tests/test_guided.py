@@ -374,6 +374,8 @@ def test_guided_runs_on_the_users_variables_and_leaves_them(images):
     # no copy: the compiled function captures the model's own variables, nothing else
     captured = {id(v) for v in gb._fns[next(iter(gb._fns))].graph.variables}
     assert captured and captured <= {id(v.value) for v in model.weights}
+    with pytest.raises(ValueError, match="one score per sample"):  # raised while tracing, ReLUs guided
+        gb(images, targets=lambda out: out)
     weights2, state2 = _snapshot(model)
     assert state2 == state
     for a, b in zip(weights, weights2):
