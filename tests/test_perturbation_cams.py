@@ -348,7 +348,29 @@ def test_layer_methods_named_in_the_refusal_work_on_token_models():
         options = {"verbose": 0, "drop": "absolute"} if name == "ablationcam" else {}
         exp = get_method(name)(model, "conv", **options)(TOKENS, targets=0)
         assert exp.heatmaps.shape == TOKENS.shape and np.isfinite(exp.heatmaps).all(), name
-    assert token_inputs(tiny()) == []  # image models (also fed uint8 arrays) are not token models
+    assert token_inputs(tiny()) == {}  # image models (also fed uint8 arrays) are not token models
+
+
+def test_scorecam_masks_the_image_next_to_token_inputs():
+    # an image + token-ids model: Score-CAM masks the image only, the ids are repeated as they are
+    from keras_gradcam.methods.inputs import token_inputs
+    from keras_gradcam.methods.smooth_gradcam_plusplus import SmoothGradCAMPlusPlus
+
+    img, ids = keras.Input((6, 6, 1)), keras.Input((4,), dtype="int32")
+    conv = keras.layers.Conv2D(3, 1, name="conv")
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.AveragePooling2D(2, name="pool")(conv(img)))
+    e = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(5, 3, embeddings_initializer="zeros")(ids))
+    dense = keras.layers.Dense(3, name="dense")
+    model = keras.Model([img, ids], dense(keras.layers.Add()([h, e])))
+    conv.set_weights([KERNEL, BIAS])
+    dense.set_weights([DENSE, DENSE_B])
+    assert list(token_inputs(model)) == [1]
+    tokens = np.ones((3, 4), np.int32)
+    exp = ScoreCAM(model, "pool", verbose=0)([X, tokens], targets=TARGETS)
+    weights, _, _ = np_scorecam(X, TARGETS)  # zero embeddings: the image branch alone, by hand
+    np.testing.assert_allclose(exp.extras["channel_weights"], weights, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="token ids"):  # noise would reach the ids too
+        SmoothGradCAMPlusPlus(model, "pool")([X, tokens])
 
 
 @pytest.mark.parametrize("head_only", [True, False])

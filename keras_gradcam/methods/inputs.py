@@ -38,8 +38,8 @@ def _embeddings_reading(model, tensors: list) -> list[str]:
     return found
 
 
-def token_inputs(model: keras.Model) -> list[str]:
-    """Why ``model`` takes integer token ids, one phrase per reason; empty for continuous inputs.
+def token_inputs(model: keras.Model) -> dict[int, str]:
+    """The inputs of ``model`` that take integer token ids, by position, with the reason.
 
     Parameters
     ----------
@@ -48,22 +48,23 @@ def token_inputs(model: keras.Model) -> list[str]:
 
     Returns
     -------
-    list of str
-        ``"input 'ids' is int32"`` for an input declared with an integer or boolean dtype
-        (``keras.Input(dtype="int32")``), ``"input feeds the Embedding layer 'emb'"`` for an
-        ``Embedding`` layer reading a model input directly (also inside a nested model).
+    dict of int to str
+        Position in ``model.inputs`` -> ``"input 'ids' is int32"`` for an input declared with an
+        integer or boolean dtype (``keras.Input(dtype="int32")``), and/or ``"an input feeds the
+        Embedding layer 'emb'"`` for an input read directly by an ``Embedding`` layer (also inside
+        a nested model). Empty for a model whose inputs are all continuous.
     """
-    inputs = list(getattr(model, "inputs", None) or [])
-    reasons = [
-        f"input {getattr(t, 'name', i)!r} is {keras.backend.standardize_dtype(t.dtype)}"
-        for i, t in enumerate(inputs)
-        if _is_integer(t.dtype)
-    ]
-    reasons += [f"an input feeds the Embedding layer {name!r}" for name in _embeddings_reading(model, inputs)]
-    return reasons
+    found = {}
+    for i, t in enumerate(getattr(model, "inputs", None) or []):
+        dtype = keras.backend.standardize_dtype(t.dtype)
+        reasons = [f"input {getattr(t, 'name', i)!r} is {dtype}"] if _is_integer(dtype) else []
+        reasons += [f"an input feeds the Embedding layer {name!r}" for name in _embeddings_reading(model, [t])]
+        if reasons:
+            found[i] = " and ".join(reasons)
+    return found
 
 
-def refuse_token_inputs(model: keras.Model, method: str, action: str) -> None:
+def refuse_token_inputs(model: keras.Model, method: str, action: str, *, only_if_all: bool = False) -> None:
     """Raise a ``ValueError`` when ``model`` takes token ids (see :func:`token_inputs`).
 
     Parameters
@@ -74,13 +75,18 @@ def refuse_token_inputs(model: keras.Model, method: str, action: str) -> None:
         The explainer's name, for the message.
     action : str
         What the method does to the input ("adds noise to the input"), for the message.
+    only_if_all : bool, default=False
+        Raise only when every input takes token ids (for a method that perturbs only the
+        continuous inputs, such as Score-CAM masking the image of an image + tokens model).
 
     Raises
     ------
     ValueError
         Naming the reason, why the method cannot work, and the methods that do.
     """
-    reasons = token_inputs(model)
+    found = token_inputs(model)
+    n_inputs = len(getattr(model, "inputs", None) or [])
+    reasons = list(found.values()) if found and (not only_if_all or len(found) == n_inputs) else []
     if reasons:
         raise ValueError(
             f"{method} {action}, which is meaningless for integer token ids: in model {model.name!r} "

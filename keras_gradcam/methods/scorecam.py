@@ -99,9 +99,10 @@ class ScoreCAM(_ChannelPerturbation):
     ------
     ValueError
         Unknown ``weights``, ``max_channels < 1``, ``counterfactual=True``, a model without an
-        image input of the heatmap's size to mask, or one that takes integer token ids (an integer
-        input, or an ``Embedding`` reading an input): a masked token id is another token.
-        Ablation-CAM perturbs the layer instead and works on such models.
+        image input of the heatmap's size to mask, or one whose inputs all take integer token ids
+        (an integer input, or an ``Embedding`` reading an input): a masked token id is another
+        token. Ablation-CAM perturbs the layer instead and works on such models. (Token inputs
+        next to an image input are not masked, only repeated.)
 
     Notes
     -----
@@ -146,7 +147,7 @@ class ScoreCAM(_ChannelPerturbation):
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)
-        refuse_token_inputs(self.model, self.display_name, "multiplies the input by masks")
+        refuse_token_inputs(self.model, self.display_name, "multiplies the input by masks", only_if_all=True)
 
     def _perturbed_scores(self, xb, acts, channels, targets, size):
         c = tf.shape(channels)[1]
