@@ -24,7 +24,7 @@ import tensorflow as tf
 from .layers import LayerInfo, output_layer
 from .targets import class_scores
 
-__all__ = ["Capture", "Captured", "TRACE_LOCK"]
+__all__ = ["Capture", "Captured", "TRACE_LOCK", "thread_patches", "link_edit", "output_link"]
 
 # Tracing patches attributes of the user's layers, which every explainer of that model shares:
 # one trace at a time, process-wide. The patches act only in the tracing thread (``_tracing``), so
@@ -51,6 +51,7 @@ class Captured:
     output: tf.Tensor | None = None  # the explained output (B, ...) as computed (logits by default)
     zero_gradients: tf.Tensor | None = None  # (B,) bool: every gradient of the sample is exactly 0
     probability_rows: tf.Tensor | None = None  # (B,) bool: logits wanted, but the output row is a distribution
+    input_gradients: list | None = None  # per model input (flattened): d score / d input, if asked
 
 
 LINKS = ("softmax", "sigmoid")  # output activations removed to explain logits
@@ -68,25 +69,58 @@ def output_link(layer) -> tuple[str, str] | None:
     return (name, "activation") if name in LINKS else None
 
 
-def strip_link(head, where: str, set_attr: Callable = object.__setattr__, active: Callable = lambda: True) -> None:
-    """Make ``head`` (see :func:`output_link`) give logits, setting attributes with ``set_attr``.
+def link_edit(head, where: str) -> tuple:
+    """The attribute change that makes ``head`` (see :func:`output_link`) give logits.
 
-    The replacement gives logits only while ``active()`` is true, and the original link otherwise.
+    ``(object, attribute, replacement)``, to apply with :func:`thread_patches`.
     """
     if where == "layer":
-        call = head.call
+        return head, "call", _identity_call
+    return head, "activation", _linear
 
-        def identity_call(inputs, *args, **kwargs):
-            return inputs if active() else call(inputs, *args, **kwargs)
 
-        set_attr(head, "call", identity_call)
-    else:
-        link = head.activation
+def _identity_call(inputs, *args, **kwargs):
+    return inputs
 
-        def linear(x):
-            return x if active() else link(x)
 
-        set_attr(head, "activation", linear)
+def _linear(x):
+    return x
+
+
+@contextlib.contextmanager
+def thread_patches(edits):
+    """Replace callable attributes of the user's objects while the block runs, in this thread only.
+
+    ``edits`` holds ``(object, attribute, replacement)`` triples. Each attribute becomes a switch
+    that calls the replacement in the thread inside the block and the original anywhere else, so
+    another thread calling the same model meanwhile runs it unchanged. The block holds
+    :data:`TRACE_LOCK` (one trace at a time, process-wide), and every attribute is restored in
+    ``finally``, also when the block raises.
+    """
+    token = object()
+    touched = []  # (object, attribute, had_instance_attr, old_value)
+    with TRACE_LOCK:
+        _tracing.captures = getattr(_tracing, "captures", ()) + (token,)
+        try:
+            for obj, name, replacement in edits:
+                original = getattr(obj, name)
+                touched.append((obj, name, name in obj.__dict__, obj.__dict__.get(name)))
+                object.__setattr__(obj, name, _switch(replacement, original, token))
+            yield
+        finally:
+            _tracing.captures = tuple(c for c in _tracing.captures if c is not token)
+            for obj, name, had, old in reversed(touched):
+                if had:
+                    object.__setattr__(obj, name, old)
+                else:
+                    object.__delattr__(obj, name)
+
+
+def _switch(replacement: Callable, original: Callable, token) -> Callable:
+    def switched(*args, **kwargs):
+        return (replacement if _capturing(token) else original)(*args, **kwargs)
+
+    return switched
 
 
 class Capture:
@@ -195,39 +229,20 @@ class Capture:
         )
 
     # -- tracing-time interception -------------------------------------------------------------
-    @contextlib.contextmanager
     def active(self):
         """Wrap the chosen layers (and a softmax/sigmoid head, for logits) while a function is traced.
 
-        Everything set here is undone in ``finally``, also when tracing raises.
+        A context manager (:func:`thread_patches`): the wrappers act in the tracing thread only,
+        and everything is undone in ``finally``, also when tracing raises.
         """
-        touched = []  # (object, attribute, had_instance_attr, old_value)
-
-        def setattr_tmp(obj, name, value):
-            touched.append((obj, name, name in obj.__dict__, obj.__dict__.get(name)))
-            object.__setattr__(obj, name, value)
-
-        with TRACE_LOCK:
-            _tracing.captures = getattr(_tracing, "captures", ()) + (self,)
-            try:
-                for i, info in enumerate(self.layers):
-                    setattr_tmp(info.layer, "call", self._recording_call(info.layer.call, i))
-                if self._strip is not None:
-                    strip_link(self._head, self._strip, setattr_tmp, lambda: _capturing(self))
-                yield self
-            finally:
-                _tracing.captures = tuple(c for c in _tracing.captures if c is not self)
-                for obj, name, had, old in reversed(touched):
-                    if had:
-                        object.__setattr__(obj, name, old)
-                    else:
-                        object.__delattr__(obj, name)
+        edits = [(info.layer, "call", self._recording_call(info.layer.call, i)) for i, info in enumerate(self.layers)]
+        if self._strip is not None:
+            edits.append(link_edit(self._head, self._strip))
+        return thread_patches(edits)
 
     def _recording_call(self, call: Callable, i: int) -> Callable:
         def recording_call(*args, **kwargs):
             out = call(*args, **kwargs)
-            if not _capturing(self):  # another thread, or after the trace: the layer as it is
-                return out
             if self._edit is not None:
                 out = self._edit(i, out)
             if self._tape is not None:
@@ -238,16 +253,19 @@ class Capture:
         return recording_call
 
     # -- the pass ------------------------------------------------------------------------------
-    def __call__(self, x, targets, gradients: bool = True, edit=None) -> Captured:
+    def __call__(self, x, targets, gradients: bool = True, edit=None, input_gradients: bool = False) -> Captured:
         """One forward (and backward) pass of ``x``; call inside a function traced under :meth:`active`.
 
         ``targets`` is an int32 tensor ``(B,)`` (``-1`` = the top-1 class of that sample) or a
         callable ``outputs -> (B,)`` scores. ``edit(i, out) -> out``, if given, replaces the output
         of the i-th recorded layer in the forward pass (e.g. to ablate channels); what is recorded
-        is the edited tensor.
+        is the edited tensor. ``input_gradients=True`` also differentiates the score with respect
+        to the model's inputs (guided backpropagation).
         """
         self._records = [[] for _ in self.layers]
         with tf.GradientTape(watch_accessed_variables=False, persistent=False) as tape:
+            if input_gradients:
+                tape.watch(x)
             self._tape = tape if gradients else None
             self._edit = edit
             try:
@@ -274,15 +292,21 @@ class Capture:
                 num_classes = selected.shape[-1]
             total = tf.reduce_sum(scores)
         raw = [self._single(i) for i in range(len(self.layers))]
-        grads = None
-        if gradients:
-            grads = tape.gradient(total, raw, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            grads = [self._standard(g, info) for g, info in zip(grads, self.layers)]
+        grads, wrt_inputs = None, None
+        if gradients or input_gradients:
+            sources = (raw if gradients else []) + (tf.nest.flatten(x) if input_gradients else [])
+            got = tape.gradient(total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            if gradients:
+                grads = [self._standard(g, info) for g, info in zip(got, self.layers)]
+            if input_gradients:
+                wrt_inputs = got[len(raw) if gradients else 0 :]
         acts = [self._standard(a, info) for a, info in zip(raw, self.layers)]
         zero = None
         if grads:
             zero = tf.reduce_all(tf.stack([tf.reduce_all(tf.reshape(g, [tf.shape(g)[0], -1]) == 0, axis=1) for g in grads]), axis=0)
-        return Captured(acts, grads, scores, resolved, predictions, num_classes, selected, zero, self._distribution_rows(selected))
+        return Captured(
+            acts, grads, scores, resolved, predictions, num_classes, selected, zero, self._distribution_rows(selected), wrt_inputs
+        )
 
     def _distribution_rows(self, selected):
         """Per sample, whether logits were asked for but the output row is a probability distribution.

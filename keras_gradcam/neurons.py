@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from .methods.gradcam import GradCAM
-from .methods.scorecam import _Driven, _spec_key, _specs
+from .methods.perturbation import _Driven, _spec_key, _specs
 from .postprocess import normalize, resize, spatial_mean
 from .targets import Targets, check_range
 

@@ -52,9 +52,9 @@ def three_forms_net() -> keras.Model:
     return model
 
 
-def three_forms_backprop(x: np.ndarray, c: np.ndarray, guided: bool, sign: float = 1.0) -> np.ndarray:
+def three_forms_backprop(x: np.ndarray, c: np.ndarray, guided: bool, sign: float = 1.0, weights=None) -> np.ndarray:
     """Backpropagation of sign * logit_c by hand; guided adds the 1[incoming > 0] gate."""
-    w1, b1, w2, b2, w3, b3, w4, _ = W
+    w1, b1, w2, b2, w3, b3, w4, _ = W if weights is None else weights
     z1 = x @ w1 + b1
     z2 = _relu(z1) @ w2 + b2
     z3 = _relu(z2) @ w3 + b3
@@ -308,3 +308,98 @@ def test_errors_name_the_fix(cnn):
     two = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
     with pytest.raises(ValueError, match="one input"):
         GuidedBackprop(two)
+
+
+# -- live weights: the guided pass reads the model's current variables ------------------------------
+
+
+def test_guided_backprop_follows_set_weights_by_hand():
+    import keras_gradcam as kg
+
+    model = three_forms_net()
+    x = np.random.default_rng(11).normal(size=(5, 4)).astype("float32")
+    c = np.array([0, 1, 2, 0, 1])
+    gb = GuidedBackprop(model)
+    first = gb(x, targets=c).attributions
+    via_explain = kg.explain(model, x, method="guided-backprop", targets=c).attributions
+    np.testing.assert_allclose(first, three_forms_backprop(x, c, guided=True), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(via_explain, first, rtol=1e-6)
+    w2 = [v * -1.5 + 0.1 for v in W]  # other signs, so other gates
+    model.set_weights(w2)
+    expected = three_forms_backprop(x, c, guided=True, weights=w2)
+    assert np.abs(expected - first).max() > 0.1  # the test separates the two weight sets
+    np.testing.assert_allclose(gb(x, targets=c).attributions, expected, rtol=1e-4, atol=1e-5)
+    again = kg.explain(model, x, method="guided-backprop", targets=c).attributions  # the cached explainer
+    np.testing.assert_allclose(again, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus])
+def test_guided_methods_follow_an_optimizer_step(images, cls):
+    keras.utils.set_random_seed(2)
+    model = small_cnn()
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
+    explainer = cls(model) if cls is GuidedBackprop else cls(model, "c3")
+    before = explainer(images, targets=[0, 1, 2]).attributions
+    old = [w.copy() for w in model.get_weights()]
+    model.train_on_batch(images, np.eye(3, dtype="float32")[[2, 0, 1]])
+    assert any(np.abs(a - b).max() > 1e-3 for a, b in zip(old, model.get_weights()))
+    after = explainer(images, targets=[0, 1, 2]).attributions
+    fresh = (cls(model) if cls is GuidedBackprop else cls(model, "c3"))(images, targets=[0, 1, 2]).attributions
+    assert np.abs(fresh - before).max() > 1e-4 * np.abs(before).max()
+    np.testing.assert_allclose(after, fresh, rtol=1e-5, atol=1e-7)
+
+
+def test_guided_callback_follows_training(tmp_path, images):
+    from keras_gradcam.callback import GradCAMCallback
+
+    keras.utils.set_random_seed(3)
+    model = small_cnn()
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
+    y = np.eye(3, dtype="float32")[[2, 0, 1]]
+    cb = GradCAMCallback(images, tmp_path, method="guided-backprop", targets=[0, 1, 2])
+    model.fit(images, y, epochs=1, verbose=0, callbacks=[cb])
+    first = cb.explainer(images, targets=[0, 1, 2]).attributions
+    model.fit(images, y, epochs=2, verbose=0, callbacks=[cb])  # the same explainer, reused
+    fresh = GuidedBackprop(model)(images, targets=[0, 1, 2]).attributions
+    assert np.abs(fresh - first).max() > 1e-4 * np.abs(first).max()
+    np.testing.assert_allclose(cb.explainer(images, targets=[0, 1, 2]).attributions, fresh, rtol=1e-5, atol=1e-7)
+
+
+def test_guided_runs_on_the_users_variables_and_leaves_them(images):
+    model = small_cnn()
+    model(images)
+    weights, state = _snapshot(model)
+    gb = GuidedBackprop(model)
+    gb(images)
+    # no copy: the compiled function captures the model's own variables, nothing else
+    captured = {id(v) for v in gb._fns[next(iter(gb._fns))].graph.variables}
+    assert captured and captured <= {id(v.value) for v in model.weights}
+    with pytest.raises(ValueError, match="one score per sample"):  # raised while tracing, ReLUs guided
+        gb(images, targets=lambda out: out)
+    weights2, state2 = _snapshot(model)
+    assert state2 == state
+    for a, b in zip(weights, weights2):
+        np.testing.assert_array_equal(a, b)
+    assert model.get_layer("c1").activation.__name__ == "relu" and "call" not in model.get_layer("r1").__dict__
+
+
+# -- integer token inputs ---------------------------------------------------------------------------
+
+
+def token_model(dtype="int32") -> keras.Model:
+    inp = keras.Input((10,), dtype=dtype)
+    h = keras.layers.Embedding(20, 4, name="emb")(inp)
+    h = keras.layers.Conv1D(3, 3, padding="same", activation="relu", name="conv")(h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    return keras.Model(inp, keras.layers.Dense(2)(h))
+
+
+@pytest.mark.parametrize("make", [lambda m: GuidedBackprop(m), lambda m: GuidedGradCAM(m, "conv"),
+                                  lambda m: GuidedGradCAMPlusPlus(m, "conv")])
+@pytest.mark.parametrize("dtype", ["int32", "float32"])
+def test_guided_refuses_token_inputs(make, dtype):
+    # on today's code the attributions are all 0: the gradient stops at the embedding lookup
+    model = token_model(dtype)
+    with pytest.raises(ValueError, match="token ids") as err:
+        make(model)
+    assert "'emb'" in str(err.value) and "Grad-CAM, Grad-CAM++" in str(err.value)

@@ -75,8 +75,13 @@ def minmax(m):
     return np.where(span > 1e-8, (m - lo) / np.where(span > 1e-8, span, 1), 0.0)
 
 
-def np_scorecam(x, targets, variant="probability"):
-    acts = np_acts(x)
+def np_conv(x):
+    """The conv activations before pooling (N, 6, 6, 3)."""
+    return x * KERNEL[0, 0] + BIAS
+
+
+def np_scorecam(x, targets, variant="probability", layer="pool"):
+    acts = np_acts(x) if layer == "pool" else np_conv(x)
     scores = np.zeros((len(x), 3))
     valid = np.zeros((len(x), 3), bool)
     for k in range(3):
@@ -117,6 +122,17 @@ def test_scorecam_does_not_softmax_twice():
     np.testing.assert_allclose(as_probs.extras["channel_weights"], weights, rtol=1e-5, atol=1e-6)
     twice = softmax(softmax(np_logits(X * minmax(up(np_acts(X)[..., 0]))[..., None])))[np.arange(3), TARGETS]
     assert np.abs(twice - weights[:, 0]).max() > 1e-3  # the check can tell a double softmax
+
+
+def test_scorecam_at_two_layers_of_different_sizes_in_one_process():
+    # each explainer owns its compiled masking: a 3x3 layer and a 6x6 one, in both orders
+    model = tiny()
+    for layer in ("pool", "conv", "pool", "conv"):
+        exp = ScoreCAM(model, layer, verbose=0)(X, targets=TARGETS)
+        weights, layer_map, heat = np_scorecam(X, TARGETS, layer=layer)
+        np.testing.assert_allclose(exp.extras["channel_weights"], weights, rtol=1e-5, atol=1e-6, err_msg=layer)
+        np.testing.assert_allclose(exp.layer_heatmaps, layer_map, rtol=1e-4, atol=1e-6, err_msg=layer)
+        np.testing.assert_allclose(exp.heatmaps, heat, atol=1e-5, err_msg=layer)
 
 
 def test_faster_scorecam_keeps_the_top_std_channels():
@@ -284,3 +300,104 @@ def test_options_are_checked():
         AblationCAM(model, "pool", drop="ratio")
     with pytest.raises(ValueError, match="verbose"):
         AblationCAM(model, "pool", verbose=3)
+
+
+# -- integer token inputs: methods that perturb the input refuse them --------------------------------
+
+
+def token_model(dtype="int32", nested=False) -> keras.Model:
+    """Embedding -> Conv1D -> pooling -> Dense on token ids (optionally the embedding in a nested model)."""
+    inp = keras.Input((10,), dtype=dtype)
+    emb = keras.layers.Embedding(20, 4, name="emb")
+    if nested:
+        inner_in = keras.Input((10,), dtype=dtype)
+        h = keras.Model(inner_in, emb(inner_in), name="encoder")(inp)
+    else:
+        h = emb(inp)
+    h = keras.layers.Conv1D(3, 3, padding="same", activation="relu", name="conv")(h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    return keras.Model(inp, keras.layers.Dense(2, name="dense")(h), name="tokens")
+
+
+TOKENS = np.random.default_rng(1).integers(1, 20, size=(2, 10)).astype(np.int32)
+
+
+@pytest.mark.parametrize("dtype, nested", [("int32", False), ("float32", False), ("float32", True)])
+@pytest.mark.parametrize("name", ["smoothgradcam++", "integrated-gradcam", "scorecam"])
+def test_input_perturbing_methods_refuse_token_inputs(name, dtype, nested):
+    # today: Smooth Grad-CAM++ fails inside TensorFlow, Integrated Grad-CAM silently interpolates ids
+    from keras_gradcam.explain import get_method
+
+    model = token_model(dtype, nested)
+    options = {"verbose": 0} if name == "scorecam" else {}
+    with pytest.raises(ValueError, match="meaningless for integer token ids") as err:
+        get_method(name)(model, "conv", **options)(TOKENS)
+    message = str(err.value)
+    assert ("'encoder/emb'" if nested else "'emb'") in message and ("int32" in message) == (dtype == "int32")
+    for works in ("Grad-CAM", "Grad-CAM++", "XGrad-CAM", "HiResCAM", "LayerCAM", "Ablation-CAM", "Eigen-CAM"):
+        assert works in message
+
+
+def test_layer_methods_named_in_the_refusal_work_on_token_models():
+    from keras_gradcam.explain import get_method
+    from keras_gradcam.methods.inputs import token_inputs
+
+    model = token_model()
+    model.get_layer("dense").set_weights([np.array([[1.0, -1.0], [0.5, 0.2], [-0.3, 1.0]], np.float32), np.zeros(2)])
+    for name in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "ablationcam", "eigencam"):
+        options = {"verbose": 0, "drop": "absolute"} if name == "ablationcam" else {}
+        exp = get_method(name)(model, "conv", **options)(TOKENS, targets=0)
+        assert exp.heatmaps.shape == TOKENS.shape and np.isfinite(exp.heatmaps).all(), name
+    assert token_inputs(tiny()) == {}  # image models (also fed uint8 arrays) are not token models
+
+
+def test_scorecam_masks_the_image_next_to_token_inputs():
+    # an image + token-ids model: Score-CAM masks the image only, the ids are repeated as they are
+    from keras_gradcam.methods.inputs import token_inputs
+    from keras_gradcam.methods.smooth_gradcam_plusplus import SmoothGradCAMPlusPlus
+
+    img, ids = keras.Input((6, 6, 1)), keras.Input((4,), dtype="int32")
+    conv = keras.layers.Conv2D(3, 1, name="conv")
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.AveragePooling2D(2, name="pool")(conv(img)))
+    e = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(5, 3, embeddings_initializer="zeros")(ids))
+    dense = keras.layers.Dense(3, name="dense")
+    model = keras.Model([img, ids], dense(keras.layers.Add()([h, e])))
+    conv.set_weights([KERNEL, BIAS])
+    dense.set_weights([DENSE, DENSE_B])
+    assert list(token_inputs(model)) == [1]
+    tokens = np.ones((3, 4), np.int32)
+    exp = ScoreCAM(model, "pool", verbose=0)([X, tokens], targets=TARGETS)
+    weights, _, _ = np_scorecam(X, TARGETS)  # zero embeddings: the image branch alone, by hand
+    np.testing.assert_allclose(exp.extras["channel_weights"], weights, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="token ids"):  # noise would reach the ids too
+        SmoothGradCAMPlusPlus(model, "pool")([X, tokens])
+
+
+@pytest.mark.parametrize("head_only", [True, False])
+def test_ablation_max_channels_ablates_the_top_std_channels(head_only):
+    # conv kernel (0.5, -2, 0): channel 1 has 4x the spatial std of channel 0, channel 2 none, so
+    # max_channels=1 must pick channel 1 (not the first one) and max_channels=2 channels 1 and 0
+    kernel = np.array([0.5, -2.0, 0.0], np.float32)
+    model = tiny()
+    model.get_layer("conv").set_weights([kernel.reshape(1, 1, 1, 3), BIAS])
+    a = (X * kernel + BIAS).reshape(3, 3, 2, 3, 2, 3).mean(axis=(2, 4))  # pooled (N, 3, 3, 3)
+    # linear head: zeroing channel k lowers logit c by mean(A^k) * DENSE[k, c]: the absolute drop
+    full = a.mean(axis=(1, 2)) * DENSE[:, 0]
+    for m, kept in ((1, [1]), (2, [0, 1])):
+        cam = AblationCAM(model, "pool", max_channels=m, drop="absolute", head_only=head_only, verbose=0)
+        exp = cam(X, targets=0)
+        expected = np.zeros_like(full)
+        expected[:, kept] = full[:, kept]
+        np.testing.assert_allclose(exp.extras["channel_weights"], expected, rtol=1e-4, atol=1e-6)
+        layer_map = np.maximum((a * expected[:, None, None]).sum(-1), 0)
+        np.testing.assert_allclose(exp.layer_heatmaps, layer_map, rtol=1e-4, atol=1e-6)
+        assert cam.get_config()["max_channels"] == m
+    with pytest.raises(ValueError, match="max_channels"):
+        AblationCAM(model, "pool", max_channels=0)
+
+
+def test_ablation_progress_bar_counts_the_ablated_passes(capsys):
+    AblationCAM(tiny(), "pool", max_channels=2, batch_size=1, verbose=1)(X[:1], targets=0)
+    captured = capsys.readouterr()
+    out = captured.out + captured.err  # stdout or stderr, wherever the bar writes
+    assert "2/2" in out and "pass" in out

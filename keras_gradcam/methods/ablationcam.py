@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..capture import Capture
-from .scorecam import _ChannelPerturbation
+from .perturbation import _ChannelPerturbation
 
 __all__ = ["AblationCAM"]
 
@@ -40,8 +40,12 @@ class AblationCAM(_ChannelPerturbation):
         and with ``head_only=False``, every ablated pass runs the whole model with the channel
         zeroed as the layer's output is produced (this works for layers inside nested backbones).
         Both give the same weights.
+    max_channels : int, optional
+        Ablate only the ``max_channels`` channels with the largest spatial standard deviation of
+        their activation map in each sample (the selection of Score-CAM's ``max_channels``); the
+        others get weight 0 and do not enter the map. Bounds the cost on wide layers.
     verbose : {0, 1, 2}, default=1
-        ``keras.utils.Progbar`` over the forward passes; 0 is silent.
+        ``keras.utils.Progbar`` over the ablated forward passes; 0 is silent.
 
     Returns
     -------
@@ -51,7 +55,7 @@ class AblationCAM(_ChannelPerturbation):
     Raises
     ------
     ValueError
-        Unknown ``drop`` or ``counterfactual=True``.
+        Unknown ``drop``, ``max_channels < 1`` or ``counterfactual=True``.
 
     Notes
     -----
@@ -61,8 +65,20 @@ class AblationCAM(_ChannelPerturbation):
     .. math:: w^c_k = \frac{y^c - y^c_k}{y^c},\qquad L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A^k\Big)
 
     Ablation sets the channel to 0, as in the paper (pytorch-grad-cam uses ``min - 1e7`` for
-    layers with negative activations). Cost: one forward pass plus ``K`` forward passes per
-    sample (``K`` = channels of the layer), of the head only when possible, no backward pass.
+    layers with negative activations).
+
+    Cost: one forward pass of the batch plus ``K`` ablated passes per sample (``K`` = channels of
+    the layer, or ``max_channels``), batched ``batch_size`` copies per pass, no backward pass.
+    What an ablated pass runs depends on the layer (:attr:`uses_head` says which):
+
+    - the layer is a top-level layer and everything after it depends on the input only through
+      it (typically the last feature map before the pooling): only the sub-network after the
+      layer, usually a few cheap layers;
+    - a connection goes around the layer (a layer *inside* a residual block, e.g. the default
+      layer of ConvNeXt, ``stage_3_block_2_identity``, which precedes the block's residual add),
+      or the layer sits in a nested backbone, or ``head_only=False``: the whole network, so the
+      cost is ``K`` full forward passes per sample. On ConvNeXtTiny at 96x96 (768 channels) that
+      is 1536 full forward passes for 2 images, minutes on a CPU; ``max_channels=64`` makes it 128.
 
     References
     ----------

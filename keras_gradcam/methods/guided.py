@@ -1,270 +1,45 @@
 """Guided Backpropagation (Springenberg et al. 2015) and Guided Grad-CAM / Grad-CAM++ (Selvaraju et al.).
 
-Guided backpropagation needs different gradients at every ReLU, so it runs on a **copy** of the
-user's model (``keras.models.clone_model`` + ``set_weights``) whose ReLUs are replaced, after the
-copy is built, by :func:`guided_relu`. The user's model is never modified.
+Guided backpropagation needs different gradients at every ReLU. The explainers get them the way
+:class:`~keras_gradcam.capture.Capture` intercepts layers: while their compiled function is
+traced, the user's model's ReLUs are swapped for :func:`guided_relu` and put back in a
+``finally`` block. The compiled function therefore runs the user's model itself and reads its
+live weights (no copy to keep in sync after ``set_weights`` or training); outside tracing the
+model is never touched. :func:`guided_clone` makes a separate guided copy, for use on its own.
+The model surgery (finding and guiding ReLUs) is in :mod:`keras_gradcam.methods.guided_model`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any
 
-import keras
-import numpy as np
 import tensorflow as tf
 
 from ..base import BaseCAM
-from ..capture import Capture, output_link, strip_link
+from ..capture import Capture
 from ..explanation import Explanation
-from ..layers import LayerInfo, ensure_built, output_layer
+from ..layers import ensure_built
 from ..postprocess import normalize
 from ..targets import check_range, class_scores
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
-from .scorecam import _Driven, _spec_key, _specs
+from .guided_model import (
+    NON_RELU,
+    _check_all_replaced,
+    _input_spec,
+    _plain_relu_ops,
+    _walk,
+    _warn_if_none,
+    guided_clone,  # noqa: F401  (re-exported)
+    guided_edits,
+    guided_relu,  # noqa: F401  (re-exported)
+    guided_relus,
+)
+from .inputs import refuse_token_inputs
+from .perturbation import _Driven, _spec_key, _specs
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "GuidedGradCAMPlusPlus", "guided_relu", "guided_clone"]
-
-NON_RELU = ("raise", "keep")
-
-# ReLU-like activations for which the guided rule is not defined (normalised names: lower case, no "_")
-_RECTIFIERS = frozenset(
-    "relu6 leakyrelu prelu elu selu celu gelu silu swish hardsilu hardswish mish softplus glu "
-    "sparseplus squareplus thresholdedrelu".split()
-)
-
-
-@tf.custom_gradient
-def guided_relu(x):
-    r"""ReLU whose backward pass follows the guided-backpropagation rule.
-
-    Parameters
-    ----------
-    x : tf.Tensor
-        Pre-activation.
-
-    Returns
-    -------
-    tf.Tensor
-        ``max(x, 0)``; the gradient passed back for an incoming gradient ``dy`` is
-        ``dy * 1[x > 0] * 1[dy > 0]``.
-
-    Notes
-    -----
-    .. math:: R_{in} = R_{out} \cdot \mathbb{1}[x > 0] \cdot \mathbb{1}[R_{out} > 0]
-
-    Plain backpropagation keeps only the first gate, the "deconvnet" only the second.
-
-    References
-    ----------
-    J. T. Springenberg et al., "Striving for Simplicity: The All Convolutional Net", ICLR
-    workshop 2015.
-
-    Examples
-    --------
-    >>> x = tf.constant([-1.0, 2.0, 3.0])                            # doctest: +SKIP
-    >>> with tf.GradientTape() as tape:                               # doctest: +SKIP
-    ...     tape.watch(x)
-    ...     y = tf.reduce_sum(guided_relu(x) * [1.0, 1.0, -1.0])
-    >>> tape.gradient(y, x).numpy()                                   # doctest: +SKIP
-    array([0., 1., 0.], dtype=float32)
-    """
-
-    def grad(dy):
-        return dy * tf.cast(x > 0, dy.dtype) * tf.cast(dy > 0, dy.dtype)
-
-    return tf.nn.relu(x), grad
-
-
-def _guided_call(inputs, *args, **kwargs):
-    return guided_relu(inputs)
-
-
-def _norm(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
-def _relu_kind(obj) -> tuple[str, str] | None:
-    """``("relu", how)`` for a plain ReLU, ``("other", what)`` for another rectifier, else None.
-
-    ``how`` is ``"activation"`` (an ``activation`` attribute read at call time) or ``"call"`` (a
-    ``keras.layers.ReLU`` layer or a ``keras.ops.relu`` node of a Functional graph).
-    """
-    cls = _norm(type(obj).__name__)
-    if isinstance(obj, keras.layers.ReLU):
-        plain = obj.max_value is None and float(obj.negative_slope) == 0.0 and float(obj.threshold) == 0.0
-        return ("relu", "call") if plain else ("other", "ReLU(max_value/negative_slope/threshold)")
-    if not isinstance(obj, keras.layers.Layer) and cls == "relu":  # keras.ops.relu in a Functional graph
-        return ("relu", "call")
-    if cls in _RECTIFIERS:
-        return ("other", type(obj).__name__)
-    if isinstance(getattr(type(obj), "activation", None), property):
-        return None  # e.g. LSTM: the activation belongs to its cell, which is walked too
-    act = getattr(obj, "activation", None)
-    if callable(act) and act is not guided_relu:
-        name = _norm(getattr(act, "__name__", ""))
-        if name == "relu":
-            return ("relu", "activation")
-        if name in _RECTIFIERS:
-            return ("other", f"activation={getattr(act, '__name__', '?')}")
-    return None
-
-
-def _walk(model: keras.Model) -> list:
-    """Every layer (nested models and sub-layers included) and every op node of Functional graphs."""
-    found, seen = [], set()
-    stack = [model]
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        found.append(obj)
-        if isinstance(obj, keras.layers.Layer):
-            stack.extend(obj._flatten_layers(include_self=False, recursive=False))
-        stack.extend(getattr(obj, "operations", None) or [])
-    return found
-
-
-def _plain_relu_ops(model: keras.Model, spec: tf.TensorSpec) -> int:
-    """ReLU ops left in the traced forward graph that are not guided (a guided ReLU adds an IdentityN)."""
-    graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(spec).graph
-    types = [op.type for op in graph.get_operations()]
-    return types.count("Relu") - types.count("IdentityN")
-
-
-def guided_clone(model: keras.Model, non_relu: str = "raise") -> keras.Model:
-    """A copy of ``model`` (same weights) whose ReLUs back-propagate with the guided rule.
-
-    Parameters
-    ----------
-    model : keras.Model
-        A built Functional or Sequential model, nested sub-models included; it is not modified.
-    non_relu : {"raise", "keep"}, default="raise"
-        What to do with ReLU-like activations where the guided rule is not defined (ReLU6,
-        LeakyReLU, PReLU, ELU, SELU, GELU, SiLU/Swish, Mish, Softplus...): ``"raise"`` a
-        ``ValueError`` listing the layers, or ``"keep"`` their ordinary gradient. Other
-        non-linearities (sigmoid, tanh, softmax) always keep their ordinary gradient.
-
-    Returns
-    -------
-    keras.Model
-        The copy: every ``activation="relu"`` (Conv, Dense, Activation, recurrent cells...),
-        ``keras.layers.ReLU()`` with default arguments and ``keras.ops.relu`` node of a Functional
-        graph uses :func:`guided_relu`. A ``UserWarning`` says when there was no ReLU at all.
-
-    Raises
-    ------
-    ValueError
-        ``model`` cannot be cloned (subclassed model without ``get_config``), or has other
-        rectifiers with ``non_relu="raise"``, or a plain ReLU could not be replaced (a ReLU called
-        as a function inside a custom layer's ``call``).
-
-    Notes
-    -----
-    The copy is made with ``keras.models.clone_model(model, recursive=True)`` and the original
-    weights; ReLUs are replaced *after* the copy is built, so the custom gradient only ever sees
-    real tensors. The copy's forward pass equals the model's (checked on random inputs), and its
-    traced forward graph is checked to hold no ReLU op without the guided gradient. A ReLU
-    computed inside a custom layer's ``call`` cannot be replaced and raises instead.
-
-    References
-    ----------
-    J. T. Springenberg et al., "Striving for Simplicity: The All Convolutional Net", ICLR
-    workshop 2015.
-
-    Examples
-    --------
-    >>> clone = guided_clone(model)         # doctest: +SKIP
-    >>> clone is model                      # doctest: +SKIP
-    False
-    """
-    if non_relu not in NON_RELU:
-        raise ValueError(f"non_relu must be one of {NON_RELU}; got {non_relu!r}.")
-    try:
-        clone = keras.models.clone_model(model, recursive=True)
-    except (ValueError, TypeError, NotImplementedError) as err:
-        raise ValueError(
-            f"guided backpropagation works on a copy of the model, but model {model.name!r} "
-            f"({type(model).__name__}) cannot be copied with keras.models.clone_model: {err}. Build it as a "
-            "Functional or Sequential model, or give its custom layers get_config()."
-        ) from err
-    if not clone.built or not getattr(clone, "inputs", None):
-        clone(tf.zeros([1] + [d or 1 for d in model.inputs[0].shape[1:]], model.inputs[0].dtype))
-    clone.set_weights(model.get_weights())
-    _check_same_outputs(model, clone)
-    others, replaced = [], 0
-    for obj in _walk(clone):
-        kind = _relu_kind(obj)
-        if kind is None:
-            continue
-        if kind[0] == "other":
-            others.append(f"{getattr(obj, 'name', type(obj).__name__)!r} ({kind[1]})")
-            continue
-        if kind[1] == "activation":
-            object.__setattr__(obj, "activation", guided_relu)
-        else:
-            object.__setattr__(obj, "call", _guided_call)
-        replaced += 1
-    if others and non_relu == "raise":
-        raise ValueError(
-            "guided backpropagation is defined for ReLU networks, but the model has other rectifiers: "
-            + ", ".join(others[:12])
-            + (f" (and {len(others) - 12} more)" if len(others) > 12 else "")
-            + ". Pass non_relu='keep' to back-propagate through them with their ordinary gradient "
-            "(the guided rule is then applied at the ReLUs only)."
-        )
-    left = _plain_relu_ops(clone, _input_spec(model))
-    if left > 0:
-        raise ValueError(
-            f"{left} ReLU(s) of model {model.name!r} could not be replaced by the guided ReLU: they are "
-            "called as functions inside a custom layer's call(). Use activation='relu', keras.layers.ReLU() "
-            "or keras.ops.relu in the model's graph instead."
-        )
-    if not replaced:
-        warnings.warn(
-            f"model {model.name!r} has no ReLU: guided backpropagation reduces to the plain input gradient.",
-            UserWarning,
-            stacklevel=2,
-        )
-    return clone
-
-
-def _input_spec(model) -> tf.TensorSpec:
-    t = model.inputs[0]
-    return tf.TensorSpec(tuple(t.shape), tf.as_dtype(t.dtype))
-
-
-def _check_same_outputs(model, clone) -> None:
-    """The copy must compute what the model computes (weights copied in the same order)."""
-    t = model.inputs[0]
-    if any(d is None for d in t.shape[1:]):
-        return
-    shape = (2,) + tuple(t.shape[1:])
-    dtype = np.dtype(keras.backend.standardize_dtype(t.dtype))
-    x = np.random.default_rng(0).normal(size=shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
-    a = [np.asarray(v, np.float64) for v in tf.nest.flatten(model(x, training=False))]
-    b = [np.asarray(v, np.float64) for v in tf.nest.flatten(clone(x, training=False))]
-    same = len(a) == len(b) and all(
-        u.shape == v.shape and np.allclose(u, v, rtol=1e-4, atol=1e-5 * (1 + np.abs(u).max())) for u, v in zip(a, b)
-    )
-    if not same:
-        raise ValueError(
-            f"the copy of model {model.name!r} made by keras.models.clone_model does not compute the same "
-            "outputs (a custom layer whose get_config/from_config loses state?); guided backpropagation "
-            "cannot be run on it."
-        )
-
-
-def _strip_link(clone: keras.Model, index: int) -> None:
-    """Make output ``index`` of the copy give logits (permanently: it is our copy)."""
-    head = output_layer(clone, index)
-    found = output_link(head) if head is not None else None
-    if found is not None:
-        strip_link(head, found[1])
-
 
 class GuidedBackprop(_Driven, BaseCAM):
     r"""Guided backpropagation: the input gradient of the class score through guided ReLUs.
@@ -275,13 +50,15 @@ class GuidedBackprop(_Driven, BaseCAM):
     Parameters
     ----------
     model : keras.Model
-        A single-input Functional or Sequential model (nested models included); never modified:
-        the method runs on a copy (:func:`guided_clone`).
+        A single-input Functional or Sequential model (nested models included). Its ReLUs are
+        guided only while the compiled function is traced and restored right after, so the model
+        is left as it was and every call reads its current weights (after ``set_weights`` or
+        training, the same explainer explains the model as it is now).
     layer : None
         Guided backpropagation explains the input; no layer may be given.
     output, score, batch_size
         See :class:`~keras_gradcam.base.BaseCAM`. With ``score="logit"`` a softmax or sigmoid head is
-        removed on the copy, so the gradient is that of the logit.
+        removed while tracing (as for every method), so the gradient is that of the logit.
     counterfactual : bool, default=False
         Back-propagate from :math:`-y^c` instead of :math:`y^c`: with the guided rule this is not
         the negated image, but the input patterns that would *lower* the class score (the
@@ -301,8 +78,11 @@ class GuidedBackprop(_Driven, BaseCAM):
     Raises
     ------
     ValueError
-        ``layer`` given, a multi-input model, a model that cannot be copied, or other rectifiers
-        with ``non_relu="raise"``.
+        ``layer`` given, a multi-input model, other rectifiers with ``non_relu="raise"``, a ReLU
+        called as a function inside a custom layer's ``call`` (it cannot be guided), or a model
+        that takes integer token ids (an integer input, or an ``Embedding`` reading an input): the
+        gradient stops at the embedding lookup, so the attributions would be all zero. Grad-CAM
+        and the other methods that only read a layer work on such models.
 
     Notes
     -----
@@ -312,7 +92,7 @@ class GuidedBackprop(_Driven, BaseCAM):
     .. math:: R_{in} = R_{out}\,\mathbb{1}[x > 0]\,\mathbb{1}[R_{out} > 0],\qquad
               GB^c(x) = R_{in}\big|_{\text{input}}
 
-    One forward and one backward pass on the guided copy for the whole batch.
+    One forward and one backward pass of the model, its ReLUs guided, for the whole batch.
 
     References
     ----------
@@ -338,7 +118,7 @@ class GuidedBackprop(_Driven, BaseCAM):
         if non_relu not in NON_RELU:
             raise ValueError(f"non_relu must be one of {NON_RELU}; got {non_relu!r}.")
         self.non_relu = non_relu
-        self.guided_model: keras.Model | None = None
+        self._edits: list = []
         super().__init__(model, None, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
@@ -358,28 +138,17 @@ class GuidedBackprop(_Driven, BaseCAM):
                 f"GuidedBackprop explains models with one input (attributions shaped like it); model "
                 f"{self.model.name!r} has {len(inputs)}. Wrap it in a one-input model that fixes the others."
             )
-        original = Capture(self.model, [], output=self.output, score=self.score)
-        index = original.output_index
-        clone = guided_clone(self.model, self.non_relu)
-        if self.score == "logit":
-            _strip_link(clone, index or 0)
-        # a copy-owned Identity layer in front of the copy: its output's gradient is the input gradient
-        t = inputs[0]
-        inp = keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name)
-        first = keras.layers.Identity(name="guided_input")
-        out = clone(first(inp))
-        names = list(getattr(self.model, "output_names", None) or [])
-        flat = tf.nest.flatten(out)
-        taken = {t.name, first.name, clone.name}
-        if len(flat) > 1 and len(names) == len(flat) and not taken & set(names):
-            # keep the outputs' names, so that output=<name> and dict outputs work as on the model
-            renamed = iter([keras.layers.Identity(name=n)(o) for n, o in zip(names, flat)])
-            out = tf.nest.map_structure(lambda _: next(renamed), out)
-        self.guided_model = keras.Model(inp, out, name=f"guided_{self.model.name}")
-        self._channels_first = any(getattr(o, "data_format", "") == "channels_first" for o in _walk(clone))
-        info = LayerInfo(first, "input", (None,) + tuple(t.shape[1:]))
-        head = (original.link, original.logits)  # the copy's head was replaced: say what it gives
-        self._capture = Capture(self.guided_model, [info], output=index, score="output", head=head)
+        refuse_token_inputs(self.model, type(self).__name__, "back-propagates to the input")
+        self._edits = guided_edits(self.model, self.non_relu)
+        with guided_relus(self._edits):
+            _check_all_replaced(self.model, _plain_relu_ops(self.model, _input_spec(self.model)))
+        _warn_if_none(self.model, self._edits, stacklevel=5)
+        self._channels_first = any(getattr(o, "data_format", "") == "channels_first" for o in _walk(self.model))
+        # the user's model itself, its ReLUs guided while the function is traced (see _contexts)
+        self._capture = Capture(self.model, [], output=self.output, score=self.score)
+
+    def _contexts(self) -> list:
+        return super()._contexts() + [guided_relus(self._edits)]
 
     def _signed(self, targets):
         """Targets as a callable returning -y when counterfactual; a dict receives the class indices."""
@@ -400,7 +169,7 @@ class GuidedBackprop(_Driven, BaseCAM):
     def _guided_function(self, x, targets):
         def body(xb, tb):
             tgt, box = self._signed(targets if callable(targets) else tb)
-            cap = self._capture(xb, tgt)
+            cap = self._capture(xb, tgt, gradients=False, input_gradients=True)
             scores, resolved = cap.scores, cap.targets
             self._num_classes = cap.num_classes
             if box:
@@ -408,7 +177,7 @@ class GuidedBackprop(_Driven, BaseCAM):
                 self._num_classes = box["num_classes"]
             elif self.counterfactual:
                 scores = -scores
-            attributions = cap.gradients[0]
+            attributions = tf.cast(cap.input_gradients[0], tf.float32)
             amount = tf.abs(attributions)
             if attributions.shape.rank >= 3:
                 amount = tf.reduce_max(amount, axis=1 if self._channels_first else -1)
@@ -508,8 +277,8 @@ class GuidedGradCAM(_GuidedMixin, GradCAM):
 
     broadcast over the input's channels. ``Up`` is bilinear (as the paper); the map is min-max
     normalised (as pytorch-grad-cam), which differs from the original Lua code's raw map by a
-    positive factor per sample. Two forward and two backward passes: Grad-CAM on the model, guided
-    backpropagation on its copy, for the same targets.
+    positive factor per sample. Two forward and two backward passes: Grad-CAM on the model, then
+    guided backpropagation through its guided ReLUs, for the same targets.
 
     References
     ----------

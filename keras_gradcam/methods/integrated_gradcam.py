@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from ..base import BaseCAM
 from ..capture import Captured
+from .inputs import refuse_token_inputs
 
 RIEMANN = ("left", "right", "trapezoid")
 
@@ -48,6 +49,13 @@ class IntegratedGradCAM(BaseCAM):
     subtract_baseline_activations : bool, default=False
         Weight ``A(x_i) - A(baseline)`` instead of ``A(x_i)`` (the paper's figure suggests it; the
         official code does not).
+
+    Raises
+    ------
+    ValueError
+        The model takes integer token ids (an integer input, or an ``Embedding`` reading an input):
+        a path between token ids passes through other tokens, not through "less" of the input.
+        Grad-CAM and the other methods that only read the layer work on such models.
 
     Notes
     -----
@@ -102,6 +110,10 @@ class IntegratedGradCAM(BaseCAM):
             "relu_per_step": self.relu_per_step,
             "subtract_baseline_activations": self.subtract_baseline_activations,
         }
+
+    def _setup(self, sample=None) -> None:
+        super()._setup(sample)
+        refuse_token_inputs(self.model, self.display_name, "interpolates the input from a baseline")
 
     def _expansion(self) -> int:
         return len(self._coeffs)

@@ -8,6 +8,7 @@ import tensorflow as tf
 from ..base import BaseCAM
 from ..capture import Captured
 from ..postprocess import spatial_sum, weighted_sum
+from .inputs import refuse_token_inputs
 
 
 def _by_variant(t: tf.Tensor, k) -> tf.Tensor:
@@ -47,6 +48,13 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     neurons : array-like of bool, optional
         A mask broadcastable to the layer's ``(*spatial, channels)`` output selecting neurons;
         only they enter the weighted sum.
+
+    Raises
+    ------
+    ValueError
+        The model takes integer token ids (an integer input, or an ``Embedding`` reading an input):
+        noise on token ids is meaningless. Grad-CAM++ and the other methods that only read the
+        layer work on such models.
 
     Notes
     -----
@@ -107,6 +115,10 @@ class SmoothGradCAMPlusPlus(BaseCAM):
             "numerator": self.numerator,
             "channels": None if self.channels is None else self.channels.tolist(),
         }
+
+    def _setup(self, sample=None) -> None:
+        super()._setup(sample)
+        refuse_token_inputs(self.model, self.display_name, "adds Gaussian noise to the input")
 
     def _expansion(self) -> int:
         return self.n_samples

@@ -1,0 +1,269 @@
+"""The driver shared by channel-perturbation methods (Score-CAM, Ablation-CAM).
+
+Perturbation methods run one forward pass of the clean batch, then many forward passes where each
+sample is repeated once per channel and perturbed (a masked input, an ablated channel). Those
+passes are batched: the perturbed copies of a few samples go through the model together, at most
+``batch_size`` images per pass, in compiled functions traced once per input signature. Python
+only loops over the passes, which lets a ``keras.utils.Progbar`` report progress (``verbose=0``
+turns it off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..base import BaseCAM, _flat, _map
+from ..capture import TRACE_LOCK
+from ..explanation import Explanation
+from ..postprocess import normalize, resize, weighted_sum
+from ..progress import Progbar
+from ..targets import check_range
+
+__all__ = ["plan_passes"]
+
+PASSES_PER_CALL = 8  # perturbed passes per compiled call: fewer calls, a progress bar still alive
+
+
+def _spec_key(x) -> tuple:
+    return tuple((tuple(a.shape[1:]), np.dtype(a.dtype).name) for a in _flat(x))
+
+
+def _specs(x):
+    return _map(lambda a: tf.TensorSpec((None,) + tuple(a.shape[1:]), tf.as_dtype(a.dtype)), x)
+
+
+def plan_passes(n: int, channels: int, batch_size: int) -> tuple[int, int]:
+    """How to lay out ``n * channels`` perturbed images in passes of at most ``batch_size`` images.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    channels : int
+        Perturbed copies per sample (channels of the layer, or ``max_channels``).
+    batch_size : int
+        Largest number of images in one forward pass.
+
+    Returns
+    -------
+    samples, chunk : int
+        Each pass holds ``chunk`` perturbed copies of ``samples`` samples, so
+        ``samples * chunk <= batch_size`` (at least one image per pass).
+
+    Examples
+    --------
+    >>> plan_passes(8, 64, 32)   # one sample per pass, 32 of its 64 channels
+    (1, 32)
+    >>> plan_passes(8, 3, 32)    # 10 samples would fit; there are 8
+    (8, 3)
+    """
+    samples = min(n, max(1, batch_size // channels))
+    chunk = min(channels, max(1, batch_size // samples))
+    return samples, chunk
+
+
+class _Driven:
+    """Plumbing for explainers whose batches run several compiled functions from Python.
+
+    Mixed into :class:`~keras_gradcam.base.BaseCAM` subclasses; reuses its input checks, layer
+    resolution, :class:`~keras_gradcam.capture.Capture` and function cache (``self._fns``).
+    """
+
+    def _contexts(self) -> list:
+        """Context managers active while a function is traced (the capture's interception)."""
+        return [self._capture.active()]
+
+    def _compiled(self, key: tuple, body, signature: list):
+        """``tf.function(body)`` traced once under :meth:`_contexts`, cached under ``key``; its concrete function."""
+        with TRACE_LOCK:  # two threads' first calls trace once, one after the other
+            fn = self._fns.get(key)
+            if fn is None:
+                with contextlib.ExitStack() as stack:
+                    for ctx in self._contexts():
+                        stack.enter_context(ctx)
+                    # the concrete function: calling it skips tf.function's per-call signature lookup
+                    fn = tf.function(body, input_signature=signature, autograph=False).get_concrete_function()
+                self._fns[key] = fn
+        return fn
+
+    def _clean_function(self, x, targets):
+        """Compiled clean pass: ``(activations, targets, scores, predictions)`` of a batch."""
+
+        def body(xb, tb):
+            cap = self._capture(xb, targets if callable(targets) else tb, gradients=False)
+            self._num_classes = cap.num_classes  # read at trace time
+            return cap.activations[0], cap.targets, cap.scores, cap.predictions
+
+        key = ("clean", _spec_key(x), targets if callable(targets) else None)
+        return self._compiled(key, body, [_specs(x), tf.TensorSpec([None], tf.int32)])
+
+
+class _ChannelPerturbation(_Driven, BaseCAM):
+    """Base of Score-CAM and Ablation-CAM: one perturbed forward pass per (sample, channel).
+
+    Subclasses implement :meth:`_perturbed_scores` (graph code: the explained score of each
+    perturbed copy) and :meth:`_weights` (channel weights from those scores).
+    """
+
+    gradients = False
+
+    def __init__(self, model, layer=None, *, max_channels: int | None = None, verbose: int = 1, **kwargs):
+        if max_channels is not None and (not isinstance(max_channels, (int, np.integer)) or max_channels < 1):
+            raise ValueError(f"max_channels must be None (all channels) or a positive int; got {max_channels!r}.")
+        self.max_channels = None if max_channels is None else int(max_channels)
+        if kwargs.get("counterfactual"):
+            raise ValueError(
+                f"counterfactual=True negates gradients, but {type(self).__name__} uses no gradients; "
+                "use GradCAM(..., counterfactual=True) for counterfactual explanations."
+            )
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (one line); got {verbose!r}.")
+        self.verbose = int(verbose)
+        super().__init__(model, layer, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("counterfactual", None)
+        return {**config, "max_channels": self.max_channels, "verbose": self.verbose}
+
+    def _setup(self, sample=None) -> None:
+        super()._setup(sample)
+        if len(self.layers[0].shape) < 3:
+            raise ValueError(f"layer {self.layer!r} has no spatial axes; pick a convolutional layer.")
+
+    # -- what subclasses override --------------------------------------------------------------
+    def _num_perturbed(self, channels: int) -> int:
+        """How many channels of each sample are perturbed: all, or at most ``max_channels``."""
+        return channels if self.max_channels is None else min(self.max_channels, channels)
+
+    def _select_channels(self, acts: tf.Tensor, count: int) -> tf.Tensor:
+        """``(B, count)`` int32 channel indices to perturb for each sample.
+
+        All channels in order; with ``max_channels``, the ``count`` channels with the largest
+        spatial standard deviation of their activation map in each sample (largest first).
+        """
+        if self.max_channels is None:
+            b = tf.shape(acts)[0]
+            return tf.tile(tf.range(count, dtype=tf.int32)[None], [b, 1])
+        spatial = list(range(1, acts.shape.rank - 1))
+        std = tf.math.reduce_std(acts, axis=spatial)
+        return tf.math.top_k(std, k=count).indices
+
+    def _perturbed_scores(self, xb, acts, channels, targets, size):
+        """Graph code: ``(scores, valid)``, each ``(c, B)``, for the ``(B, c)`` channel indices."""
+        raise NotImplementedError
+
+    def _weights(self, clean_scores: np.ndarray, scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``(B, N)`` channel weights from the ``(B, N)`` perturbed scores."""
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        """Called once before the batches of a call (reset per-call state)."""
+
+    def _finish(self) -> None:
+        """Called once after all batches of a call (e.g. to issue collected warnings)."""
+
+    # -- the driver ----------------------------------------------------------------------------
+    def _perturbed_function(self, x, targets, size, chunk: int):
+        """Compiled perturbed passes: ``(scores, valid)``, each ``(channels, B)``.
+
+        The ``(B, channels)`` channel indices given are processed ``chunk`` per pass, one pass after
+        the other (``parallel_iterations=1``, so that ``batch_size`` bounds the memory too), in one
+        call: several passes per call spare the Python-to-graph overhead of each.
+        """
+
+        def body(xb, acts, channels, tb):
+            tgt = targets if callable(targets) else tb
+            steps = (tf.shape(channels)[1] + chunk - 1) // chunk
+
+            def step(i, scores, valid):
+                part = channels[:, i * chunk : (i + 1) * chunk]
+                s, v = self._perturbed_scores(xb, acts, part, tgt, size)
+                return i + 1, scores.write(i, s), valid.write(i, v)
+
+            arrays = [tf.TensorArray(dtype, size=steps, infer_shape=False) for dtype in (tf.float32, tf.bool)]
+            _, scores, valid = tf.while_loop(
+                lambda i, *_: i < steps, step, [tf.constant(0)] + arrays, parallel_iterations=1
+            )
+            return scores.concat(), valid.concat()
+
+        acts_spec = tf.TensorSpec((None,) + tuple(self._acts_shape()[1:]), tf.float32)
+        key = ("perturbed", _spec_key(x), targets if callable(targets) else None, tuple(size), chunk)
+        signature = [_specs(x), acts_spec, tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+        return self._compiled(key, body, signature)
+
+    def _acts_shape(self) -> tuple:
+        """The layer's output shape, channels last (as :class:`Capture` gives activations)."""
+        info = self.layers[0]
+        shape = tuple(info.shape)
+        if info.channels_first:
+            shape = (shape[0],) + shape[2:] + (shape[1],)
+        return shape
+
+    def _tile(self, t: tf.Tensor, c) -> tf.Tensor:
+        """``(B, ...)`` -> ``(c * B, ...)``, copy-major (row ``j * B + b`` is copy ``j`` of sample ``b``)."""
+        tiled = tf.tile(t[None], tf.concat([[c], tf.ones([tf.rank(t)], tf.int32)], axis=0))
+        return tf.reshape(tiled, tf.concat([[-1], tf.shape(t)[1:]], axis=0))
+
+    def _tile_targets(self, targets, c):
+        return targets if callable(targets) else tf.tile(targets, [c])
+
+    def __call__(self, images, targets=None, *, batch_size: int | None = None) -> Explanation:
+        """Explain a batch; see :meth:`keras_gradcam.base.BaseCAM.__call__` for the arguments.
+
+        Returns
+        -------
+        Explanation
+            With ``extras["channel_weights"]``, the ``(n_samples, channels)`` weights of the map
+            (0 for channels that were not perturbed or were skipped).
+        """
+        x, t, n, bs = self._prepare(images, targets, batch_size)
+        self._begin()
+        size = self._out_size(x)
+        clean = self._clean_function(x, t)
+        if not callable(t):
+            check_range(t, self._num_classes)
+        k = int(self._acts_shape()[-1])
+        count = self._num_perturbed(k)
+        samples, chunk = plan_passes(n, count, bs)
+        block = samples * max(1, bs // samples)  # samples per clean pass (at most batch_size images)
+        perturbed = self._perturbed_function(x, t, size, chunk)
+        group = chunk * PASSES_PER_CALL
+        passes = math.ceil(n / samples) * math.ceil(count / chunk)
+        bar = Progbar(passes, verbose=self.verbose, unit_name="pass")
+        parts = []
+        for i in range(0, n, block):
+            xblock = _map(lambda a: tf.convert_to_tensor(a[i : i + block]), x)
+            m = int(_flat(xblock)[0].shape[0])
+            tblock = np.full((m,), -1, np.int32) if callable(t) else t[i : i + block]
+            acts_all, tgt, scores, preds = clean(xblock, tblock)
+            channels_all = self._select_channels(acts_all, count)
+            got, ok = [], []
+            for j in range(0, m, samples):
+                xb = _map(lambda a: a[j : j + samples], xblock)
+                acts, channels, tb = acts_all[j : j + samples], channels_all[j : j + samples], tgt[j : j + samples]
+                scs, vas = [], []
+                sizes = [min(group, count - s) for s in range(0, count, group)]
+                for part, width in zip(tf.split(channels, sizes, axis=1), sizes):
+                    sc, va = perturbed(xb, acts, part, tb)
+                    scs.append(sc)
+                    vas.append(va)
+                    bar.add(math.ceil(width / chunk))
+                got.append(tf.transpose(tf.concat(scs, axis=0)))  # (samples, count)
+                ok.append(tf.transpose(tf.concat(vas, axis=0)))
+            raw, valid = tf.concat(got, axis=0).numpy(), tf.concat(ok, axis=0).numpy()
+            weights = np.zeros((m, k), np.float32)  # 0 for channels not perturbed
+            np.put_along_axis(weights, channels_all.numpy(), self._weights(scores.numpy(), raw, valid), axis=1)
+            layer_map = weighted_sum(acts_all, tf.constant(weights))
+            layer_map = tf.nn.relu(layer_map) if self.relu else layer_map
+            heat = normalize(resize(layer_map, size))
+            parts.append([a.numpy() for a in (heat, layer_map, tgt, scores, preds)] + [weights])
+        self._finish()
+        *outputs, weights = (np.concatenate(p) for p in zip(*parts))
+        return self._explanation(t, *outputs, extras={"channel_weights": weights})
