@@ -65,7 +65,7 @@ def _as_inputs(images):
     def convert(a):
         a = a.numpy() if tf.is_tensor(a) else np.asarray(a)
         if a.dtype.kind in "iub":
-            return a.astype(np.float32)
+            return a  # cast to the model input's dtype later (token ids stay integers)
         if a.dtype.kind != "f":
             raise TypeError(
                 f"images must be numeric arrays; got dtype {a.dtype}"
@@ -161,7 +161,14 @@ class device_errors:  # noqa: N801 - used as a context manager, like contextlib'
         return False
 
 
-def explain_warnings(method: str, finite: np.ndarray, heat: np.ndarray, zero_gradients=None) -> None:
+NO_EVIDENCE = (
+    "the layer shows no positive evidence for the explained target (the weighted sum is <= 0 everywhere, "
+    "or the layer's activations are zero). Try counterfactual=True for negative evidence, another target, "
+    "or another layer."
+)
+
+
+def explain_warnings(method: str, finite: np.ndarray, heat: np.ndarray, zero_gradients=None, reason: str = NO_EVIDENCE) -> None:
     """Warn about samples whose explanation carries no information, and why.
 
     ``finite``: per sample, whether the score and map are finite; ``zero_gradients``: per sample,
@@ -193,9 +200,7 @@ def explain_warnings(method: str, finite: np.ndarray, heat: np.ndarray, zero_gra
         )
     if other:
         warnings.warn(
-            f"{method}: {other} of {len(finite)} maps are all zero: the layer shows no positive evidence for "
-            "the explained target (the weighted sum is <= 0 everywhere, or the layer's activations are zero). "
-            "Try counterfactual=True for negative evidence, another target, or another layer.",
+            f"{method}: {other} of {len(finite)} maps are all zero: {reason}",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -246,6 +251,7 @@ class BaseCAM:
     name: ClassVar[str] = "base"
     display_name: ClassVar[str] = ""  # how papers write it, for titles ("Grad-CAM++")
     relu: ClassVar[bool] = True  # the method's own ReLU on the combined map
+    empty_reason: ClassVar[str] = NO_EVIDENCE  # said when maps come back all zero
     gradients: ClassVar[bool] = True
 
     def __init__(
@@ -459,7 +465,7 @@ class BaseCAM:
         """
         axes = tuple(range(1, layer_maps.ndim))
         finite = np.isfinite(scores) & np.isfinite(layer_maps).all(axis=axes)
-        explain_warnings(self.name, finite, heat, zero_gradients)
+        explain_warnings(self.name, finite, heat, zero_gradients, self.empty_reason)
         if probability_rows is not None and callable(t) is False and np.asarray(probability_rows).all():
             warnings.warn(
                 f"{self.name}: the explained output looks like probabilities (non-negative rows that sum to one), "
@@ -490,9 +496,36 @@ class BaseCAM:
         arrays = _flat(x)
         n = arrays[0].shape[0] if arrays and arrays[0].ndim else 0
         self._check_inputs(arrays, n)
+        x = self._input_dtypes(x)
         if self._capture is None:
-            self._setup(_map(lambda a: a[:1], x))
+            with TRACE_LOCK:
+                if self._capture is None:
+                    self._setup(_map(lambda a: a[:1], x))
         return x, resolve_targets(targets, n), n, int(batch_size or self.batch_size)
+
+    def _input_dtypes(self, x):
+        """Integer arrays as the model input's integer dtype (token ids), everything else float.
+
+        Where the model's inputs are not known yet (an unbuilt Sequential), integer arrays become
+        float32, as Keras would cast them for a float input.
+        """
+        inputs = self._model_inputs()
+        flat = _flat(x)
+        wanted = [keras.backend.standardize_dtype(t.dtype) for t in inputs] if len(inputs) == len(flat) else [None] * len(flat)
+        cast = []
+        for a, dtype in zip(flat, wanted):
+            if dtype is not None and ("int" in dtype or dtype == "bool"):
+                if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
+                    raise TypeError(
+                        f"the model's input takes {dtype} values (token ids?), but images holds non-integer floats; "
+                        "pass the integer ids."
+                    )
+                cast.append(a.astype(dtype))
+            else:
+                cast.append(a.astype(np.float32) if a.dtype.kind in "iub" else a)
+        if isinstance(x, dict):
+            return dict(zip(x, cast))
+        return cast if isinstance(x, list) else cast[0]
 
     def _model_inputs(self) -> list:
         """The model's symbolic inputs, in the order it takes them ([] when unknown)."""

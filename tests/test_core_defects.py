@@ -92,7 +92,7 @@ def _rss_mb():
 def test_a_new_lambda_target_on_every_call_keeps_a_bounded_number_of_functions_and_flat_memory():
     model = build()
     cam = kg.GradCAM(model, layer="conv")
-    for k in range(80):  # warm up: first allocations, the cache fills
+    for k in range(150):  # warm up: TensorFlow's first allocations settle within ~100 traces
         cam(X[:1], targets=lambda out, k=k: out[:, k % 3])
     gc.collect()
     before = _rss_mb()
@@ -100,7 +100,7 @@ def test_a_new_lambda_target_on_every_call_keeps_a_bounded_number_of_functions_a
         exp = cam(X[:1], targets=lambda out, k=k: out[:, k % 3])
     gc.collect()
     assert len(cam._fns) <= FUNCTIONS_KEPT
-    assert _rss_mb() - before < 25, f"resident memory grew by {_rss_mb() - before:.0f} MB over 200 calls"
+    assert _rss_mb() - before < 10, f"resident memory grew by {_rss_mb() - before:.0f} MB over 200 calls"
     close(exp.scores, kg.GradCAM(model, layer="conv")(X[:1], targets=(199 % 3)).scores)
 
 
@@ -322,3 +322,18 @@ def test_normalize_is_relative_to_the_maps_magnitude():
         close(np.asarray(normalize(tf.constant(base * scale))), minmax(base.astype(np.float64)))
     flat = np.array([[5.0, 5.0 * (1 + 1e-8), 5.0, 5.0]], np.float32)  # rounding noise on a constant
     assert np.asarray(normalize(tf.constant(flat))).max() == 0
+
+
+def test_integer_token_ids_reach_the_model_as_integers():
+    # ids above 2**24 are not representable in float32: a float round trip would change them
+    inp = keras.Input((6,), dtype="int32")
+    onehot = keras.layers.Lambda(lambda t: keras.ops.one_hot(t % 5, 5))(inp)
+    a = keras.layers.Conv1D(3, 2, activation="relu", name="conv")(onehot)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(a)))
+    small = np.array([[0, 1, 2, 3, 4, 2], [4, 4, 1, 0, 2, 3]])
+    large = small + 5 * (2**24 + 1)  # the same ids modulo 5
+    assert not np.array_equal(large.astype(np.float32).astype(np.int64) % 5, small)
+    cam = kg.GradCAM(model, layer="conv")
+    close(cam(large, targets=0).layer_heatmaps, cam(small, targets=0).layer_heatmaps)
+    with pytest.raises(TypeError, match="non-integer floats"):
+        cam(small + 0.5, targets=0)

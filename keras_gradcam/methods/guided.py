@@ -107,6 +107,10 @@ class GuidedBackprop(_Driven, BaseCAM):
     """
 
     name = "guided-backprop"
+    empty_reason = (
+        "no gradient reaches the input through the guided ReLUs (each ReLU passes only positive gradients "
+        "at positive inputs): the target has no positive evidence the input can show. Try another target."
+    )
     display_name = "Guided Backprop"
 
     def __init__(self, model, layer=None, *, non_relu: str = "raise", **kwargs):

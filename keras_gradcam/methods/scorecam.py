@@ -112,8 +112,8 @@ class ScoreCAM(_ChannelPerturbation):
     .. math:: \alpha^c_k = \mathrm{softmax}\big(f(X \circ H^k)\big)_c,\qquad
               L^c = \mathrm{ReLU}\Big(\sum_k \alpha^c_k A^k\Big)
 
-    Channels whose upsampled map is constant (``max - min`` within float rounding of its magnitude, see ``postprocess.nonconstant``) are skipped (weight 0), as
-    in the official code. With a callable target the weight is the callable's score on the masked
+    Channels whose upsampled map is constant (a range within float rounding of its magnitude)
+    are skipped (weight 0), as in the official code. With a callable target the weight is the callable's score on the masked
     input (``"probability"``) or its softmax over channels (``"channel-softmax"``). The map is
     computed at layer resolution, then upsampled (the official code sums upsampled maps; the two
     differ only by the order of the ReLU and the interpolation). Cost: one forward pass plus
