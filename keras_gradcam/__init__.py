@@ -7,17 +7,18 @@
 """
 
 from . import datasets, metrics
-from .base import BaseCAM
+from .core.engine import BaseCAM, DeviceError
 from .callback import GradCAMCallback
 from .evaluate import evaluate, format_table
-from .explain import explain, get_method
-from .explanation import Explanation
-from .layers import list_layers
-from .overlay import overlay
-from .plotting import plot
-from .targets import ClassTarget, OutputTarget
+from .explain import explain
+from .core.explanation import Explanation
+from .core.layers import list_layers
+from .viz.overlay import overlay
+from .viz.plots import plot
+from .core.targets import ClassTarget, OutputTarget
 from .methods import (
     METHODS,
+    get_method,
     AblationCAM,
     EigenCAM,
     GradCAM,
@@ -52,6 +53,7 @@ __all__ = [
     "neuron_importance",
     "textual_explanation",
     "BaseCAM",
+    "DeviceError",
     "ClassTarget",
     "OutputTarget",
     "Explanation",

@@ -2,7 +2,7 @@
 
 Add it to ``model.fit`` next to ``keras.callbacks.TensorBoard``: after each logged epoch it
 explains the probes (Grad-CAM++ by default), blends each heatmap over its image with
-:func:`keras_gradcam.overlay` and writes one image card per probe (with an epoch slider),
+:func:`keras_gradcam.viz.overlay` and writes one image card per probe (with an epoch slider),
 optionally a grid of all probes, a per-epoch caption table and, with object masks, two scalars: the
 share of the heatmap energy inside the objects (energy pointing game) and the pointing-game hit
 rate. A model that learns a shortcut (a watermark, a background, a border) shows it there.
@@ -24,10 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from . import metrics
-from .capture import Capture
-from .explain import get_method
-from .plotting import display_name
-from .overlay import _colormap_table, overlay
+from .core.capture import Capture
+from .methods.registry import get_method
+from .methods.registry import display_name
+from .viz.overlay import colormap_table, overlay
 
 __all__ = ["GradCAMCallback"]
 
@@ -120,7 +120,7 @@ class GradCAMCallback(keras.callbacks.Callback):
     ``train``/``validation`` runs of ``keras.callbacks.TensorBoard``:
 
     * ``<method>/probe_00`` ... one image card per probe, the heatmap blended over the image by
-      :func:`keras_gradcam.overlay`, one image per logged epoch (``step=epoch``, the step Keras'
+      :func:`keras_gradcam.viz.overlay`, one image per logged epoch (``step=epoch``, the step Keras'
       TensorBoard callback uses for its epoch curves), so the card's slider walks through
       training. With known labels a thin strip under the image is green when the prediction is
       right, red when it is wrong. The card's description (markdown) names the probe, its true
@@ -152,7 +152,7 @@ class GradCAMCallback(keras.callbacks.Callback):
     method : str, default="gradcam++"
         Any name of :data:`keras_gradcam.METHODS` (``"gradcam"``, ``"xgradcam"``, ...).
     layer : str, keras.layers.Layer or None, default=None
-        The layer to explain; None picks the default layer (see :func:`keras_gradcam.layers.resolve_layer`).
+        The layer to explain; None picks the default layer (see :func:`keras_gradcam.core.layers.resolve_layer`).
     targets : {"predicted", "label"}, int or sequence of int, default="predicted"
         What each heatmap explains: the model's top-1 class, the true class (needs
         ``probe_labels``), one class for all probes, or one class per probe.
@@ -170,7 +170,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         must be below ``len(class_names)``.
     display_images : array-like of shape (n_probes, H, W[, C]), optional
         What to draw the heatmaps on, e.g. the raw images when ``probe_images`` are normalised;
-        default ``probe_images`` (see :func:`keras_gradcam.overlay` for the accepted ranges).
+        default ``probe_images`` (see :func:`keras_gradcam.viz.overlay` for the accepted ranges).
     alpha : float, default=0.4
         Heatmap opacity in the overlays.
     colormap : str, default="jet"
@@ -227,7 +227,7 @@ class GradCAMCallback(keras.callbacks.Callback):
 
     See Also
     --------
-    keras_gradcam.overlay : the image + heatmap blend used for every card.
+    keras_gradcam.viz.overlay : the image + heatmap blend used for every card.
     keras_gradcam.explain : the same heatmaps, outside training.
 
     Notes
@@ -347,7 +347,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         if not _is_number(alpha) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be a number in [0, 1] (the heatmap's opacity); got {alpha!r}.")
         self.alpha = float(alpha)
-        _colormap_table(colormap)  # unknown names fail now, listing valid ones
+        colormap_table(colormap)  # unknown names fail now, listing valid ones
         self.colormap = colormap
         self.grid = bool(grid)
         if image_format not in _IMAGE_FORMATS:

@@ -601,7 +601,7 @@ def _check_out_folder(path: str) -> None:
 
 
 def _method(name: str):
-    from .explain import get_method
+    from .methods.registry import get_method
 
     try:
         return get_method(name)
@@ -610,7 +610,7 @@ def _method(name: str):
 
 
 def _resolve_layer(model, layer):
-    from .layers import resolve_layer
+    from .core.layers import resolve_layer
 
     try:
         return resolve_layer(model, layer)
@@ -619,7 +619,7 @@ def _resolve_layer(model, layer):
 
 
 def _num_classes(model, output) -> int | None:
-    from .capture import Capture
+    from .core.capture import Capture
 
     try:
         return Capture(model, [], output=output).num_classes()
@@ -671,10 +671,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 def _cmd_explain(args) -> int:
     cls = _method(args.method)
-    from .overlay import _colormap_table
+    from .viz.overlay import colormap_table
 
     try:
-        _colormap_table(args.colormap)
+        colormap_table(args.colormap)
     except (ValueError, TypeError) as e:
         raise CLIError(f"--colormap: {e}", EXIT_USAGE) from None
     _check_out_folder(args.out)
@@ -687,8 +687,8 @@ def _cmd_explain(args) -> int:
     targets = _targets(args.target, len(args.images), _num_classes(model, output))
     originals, raw, x, size, mode = _load_inputs(args, model, args.images)
 
-    from .explanation import Explanation
-    from .progress import Progbar
+    from .core.explanation import Explanation
+    from .core.progress import Progbar
 
     options = {"output": output} if output is not None else {}
     if any("verbose" in inspect.signature(c.__init__).parameters for c in cls.__mro__ if "__init__" in vars(c)):
@@ -727,7 +727,7 @@ def _cmd_explain(args) -> int:
             return "-"
         return class_names[k] if class_names is not None and 0 <= k < len(class_names) else str(k)
 
-    from .plotting import display_name
+    from .methods.registry import display_name
 
     print(f"{display_name(exp.method)} at layer {exp.layer!r}; {n} image(s) at {size[0]}x{size[1]}, "
           f"preprocess {mode!r}")
@@ -747,10 +747,10 @@ def _write_original_size_overlays(exp, originals, stems, args) -> None:
     """Replace the model-size overlays :meth:`Explanation.save` wrote with ones at each photo's size.
 
     The heatmap (at the model's input size) is resized to the photo, bilinearly, by
-    :func:`keras_gradcam.overlay`; the photo itself is not resized.
+    :func:`keras_gradcam.viz.overlay`; the photo itself is not resized.
     """
-    from .overlay import overlay
-    from .plotting import write_png
+    from .viz.overlay import overlay
+    from .io import write_png
 
     for image, heat, stem in zip(originals, exp.heatmaps, stems):
         write_png(os.path.join(args.out, f"{stem}_overlay.png"),
@@ -758,7 +758,7 @@ def _write_original_size_overlays(exp, originals, stems, args) -> None:
 
 
 def _cmd_layers(args) -> int:
-    from .layers import list_layers, resolve_layer
+    from .core.layers import list_layers, resolve_layer
 
     model = load_model(args.model)
     infos = list_layers(model, spatial_only=not args.all)
@@ -785,7 +785,7 @@ def _cmd_layers(args) -> int:
 
 def _cmd_methods(args) -> int:
     from .methods import METHODS
-    from .plotting import display_name
+    from .methods.registry import display_name
 
     rows = []
     for name, cls in METHODS.items():

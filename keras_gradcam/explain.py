@@ -6,46 +6,17 @@ from collections import OrderedDict
 
 import keras
 
-from .base import BaseCAM
-from .explanation import Explanation
-from .methods import METHODS
-from .targets import Targets
+from .core.engine import BaseCAM
+from .core.explanation import Explanation
+from .methods.registry import get_method
+from .core.targets import Targets
 
 __all__ = ["explain", "get_method"]
-
-_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "smoothgradcampp": "smoothgradcam++",
-            "smoothgradcamplusplus": "smoothgradcam++", "integratedgradcam": "integrated-gradcam",
-            "guidedgradcampp": "guided-gradcam++", "guidedgradcamplusplus": "guided-gradcam++",
-            "guidedbackpropagation": "guided-backprop"}
 
 # the last few explainers, so that repeated explain() calls reuse their compiled functions;
 # bounded, because an explainer holds its model
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 8
-
-
-def _key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "+")
-
-
-def get_method(name: str | type) -> type[BaseCAM]:
-    """The explainer class for a method name (case, ``-`` and ``_`` ignored; ``"gradcampp"`` works).
-
-    Raises
-    ------
-    ValueError
-        Unknown name; the message lists the known ones.
-    """
-    if isinstance(name, type) and issubclass(name, BaseCAM):
-        return name
-    if not isinstance(name, str):
-        raise TypeError(f"method must be a name from keras_gradcam.METHODS or a class; got {type(name).__name__}.")
-    wanted = _key(name)
-    table = {_key(k): v for k, v in METHODS.items()}
-    table.update({k: METHODS[v] for k, v in _ALIASES.items() if v in METHODS})
-    if wanted not in table:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}.")
-    return table[wanted]
 
 
 def _hashable(value):
@@ -63,6 +34,7 @@ def explain(
     targets: Targets = None,
     *,
     batch_size: int = 32,
+    method_options: dict | None = None,
     **options,
 ) -> Explanation:
     """Explain ``images`` with one of the methods in :data:`keras_gradcam.METHODS`.
@@ -78,11 +50,14 @@ def explain(
         ``"smoothgradcam++"``, ``"xgradcam"``, ``"hirescam"``, ``"layercam"``, ``"integrated-gradcam"``.
     layer : str, keras.layers.Layer or None, default=None
         Layer name, ``"outer/inner"`` path, or layer object; None picks the last feature map
-        with located evidence (see :func:`keras_gradcam.layers.resolve_layer`).
+        with located evidence (see :func:`keras_gradcam.core.layers.resolve_layer`).
     targets : None, int, sequence of int or callable, default=None
-        What to explain; see :meth:`keras_gradcam.base.BaseCAM.__call__`.
+        What to explain; see :meth:`keras_gradcam.core.engine.BaseCAM.__call__`.
     batch_size : int, default=32
         Largest number of images per forward pass.
+    method_options : dict, optional
+        The method's options as a dict: the same name as in :class:`~keras_gradcam.GradCAMCallback`
+        and :func:`~keras_gradcam.evaluate`, merged with ``**options``.
     **options
         Method options (``counterfactual=True``, ``n_samples=``, ``steps=``, ``output=``, ...).
 
@@ -104,6 +79,11 @@ def explain(
     (8, 64, 64)
     """
     cls = get_method(method)
+    if method_options:
+        clash = sorted(set(method_options) & set(options))
+        if clash:
+            raise ValueError(f"method options {clash} are given twice, in method_options= and as keywords; give each once.")
+        options = {**method_options, **options}
     try:
         key = (id(model), cls, _hashable(layer), _hashable(sorted(options.items())), batch_size)
     except TypeError:  # an array option: no caching

@@ -49,10 +49,10 @@ import numpy as np
 import tensorflow as tf
 from scipy import ndimage, stats
 
-from .capture import Capture
-from .explanation import Explanation
-from .layers import list_layers
-from .targets import check_range, resolve_targets
+from .core.capture import Capture
+from .core.explanation import Explanation
+from .core.layers import list_layers
+from .core.targets import check_range, resolve_targets
 
 __all__ = [
     "SCORES",
@@ -1706,7 +1706,7 @@ def randomization_check(
     >>> res = kg.metrics.randomization_check(model, images[:8], "gradcam")   # doctest: +SKIP
     >>> res.steps, res.mean().round(2)                                       # doctest: +SKIP
     """
-    from .explain import get_method  # late import: explain imports methods
+    from .methods.registry import get_method  # late import: explain imports methods
 
     if mode not in ("cascading", "independent"):
         raise ValueError(f"mode must be 'cascading' or 'independent'; got {mode!r}.")

@@ -17,9 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from .methods.gradcam import GradCAM
-from .methods.perturbation import _Driven, _spec_key, _specs
-from .postprocess import normalize, resize, spatial_mean
-from .targets import Targets, check_range
+from .core.inputs import signature, signature_key
+from .methods.perturbation import CleanPass
+from .core.postprocess import normalize, resize, spatial_mean
+from .core.targets import Targets, check_range
 
 __all__ = ["NeuronImportance", "neuron_importance", "textual_explanation"]
 
@@ -146,7 +147,7 @@ def textual_explanation(weights, channel_names: Mapping, k: int = 5, target=None
 _CACHE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
 
 
-class _NeuronWeights(_Driven, GradCAM):
+class _NeuronWeights(CleanPass, GradCAM):
     """Grad-CAM's capture and layer resolution, returning weights and per-channel maps."""
 
     name = "neuron-importance"
@@ -170,8 +171,8 @@ class _NeuronWeights(_Driven, GradCAM):
                 out += [up[:, :k], up[:, k:]]
             return tuple(out)
 
-        key = ("neurons", _spec_key(x), targets if callable(targets) else None, k, maps, tuple(size))
-        return self._compiled(key, body, [_specs(x), tf.TensorSpec([None], tf.int32)])
+        key = ("neurons", signature_key(x), targets if callable(targets) else None, k, maps, tuple(size))
+        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
 
 
 def neuron_importance(
@@ -198,7 +199,7 @@ def neuron_importance(
     images : array-like of shape (n_samples, ...)
         Preprocessed as the model expects.
     layer : str, keras.layers.Layer or None, default=None
-        The layer whose channels are ranked (None: the default layer, see :func:`keras_gradcam.layers.resolve_layer`).
+        The layer whose channels are ranked (None: the default layer, see :func:`keras_gradcam.core.layers.resolve_layer`).
     targets : None, int, sequence of int or callable, default=None
         What is explained, as for :class:`~keras_gradcam.GradCAM`.
     k : int, default=5
@@ -212,7 +213,7 @@ def neuron_importance(
     counterfactual : bool, default=False
         Negate the gradients (and so the weights).
     output, score, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`.
+        See :class:`~keras_gradcam.core.engine.BaseCAM`.
 
     Returns
     -------

@@ -26,7 +26,7 @@ from keras_gradcam import callback as callback_module
 from keras_gradcam import datasets
 from keras_gradcam.callback import GradCAMCallback, _tile
 from keras_gradcam.explain import explain
-from keras_gradcam.overlay import overlay
+from keras_gradcam.viz.overlay import overlay
 from tbserver import get, tensorboard
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ import tensorflow as tf
 import keras_gradcam as kg
 from keras_gradcam import cli
 from keras_gradcam.cli import EXIT_CODES, main, preprocess
-from keras_gradcam.plotting import write_png
+from keras_gradcam.io import write_png
 
 SIZE = 24
 

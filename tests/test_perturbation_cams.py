@@ -326,7 +326,7 @@ TOKENS = np.random.default_rng(1).integers(1, 20, size=(2, 10)).astype(np.int32)
 @pytest.mark.parametrize("name", ["smoothgradcam++", "integrated-gradcam", "scorecam"])
 def test_input_perturbing_methods_refuse_token_inputs(name, dtype, nested):
     # today: Smooth Grad-CAM++ fails inside TensorFlow, Integrated Grad-CAM silently interpolates ids
-    from keras_gradcam.explain import get_method
+    from keras_gradcam.methods.registry import get_method
 
     model = token_model(dtype, nested)
     options = {"verbose": 0} if name == "scorecam" else {}
@@ -339,7 +339,7 @@ def test_input_perturbing_methods_refuse_token_inputs(name, dtype, nested):
 
 
 def test_layer_methods_named_in_the_refusal_work_on_token_models():
-    from keras_gradcam.explain import get_method
+    from keras_gradcam.methods.registry import get_method
     from keras_gradcam.methods.inputs import token_inputs
 
     model = token_model()

@@ -52,7 +52,7 @@ def _methods():
 
 
 def _display(name: str) -> str:
-    from keras_gradcam.plotting import display_name
+    from keras_gradcam.methods.registry import display_name
 
     return display_name(name)
 
@@ -87,7 +87,7 @@ def _make_figures() -> dict[str, bytes]:
     if _FIGURES:
         return _FIGURES
     if os.environ.get("KG_DOCS_FIGURES", "1") == "0":  # structure-only builds (tests): grey placeholders
-        from keras_gradcam.plotting import encode_png
+        from keras_gradcam.io import encode_png
 
         blank = encode_png(__import__("numpy").full((8, 8, 3), 200, "uint8"))
         for name in list(_methods()) + [None]:
@@ -100,7 +100,7 @@ def _make_figures() -> dict[str, bytes]:
 
     import keras_gradcam as kg
     from keras_gradcam import datasets
-    from keras_gradcam.plotting import plot
+    from keras_gradcam.viz.plots import plot
 
     quick = os.environ.get("KG_DOCS_QUICK", "") not in ("", "0")
     n, size, epochs = (96, 32, 1) if quick else (1200, 64, 10)

@@ -11,25 +11,7 @@ from .layercam import LayerCAM
 from .scorecam import ScoreCAM
 from .smooth_gradcam_plusplus import SmoothGradCAMPlusPlus
 from .xgradcam import XGradCAM
-
-METHODS = {
-    cls.name: cls
-    for cls in (
-        GradCAM,
-        GradCAMPlusPlus,
-        SmoothGradCAMPlusPlus,
-        XGradCAM,
-        HiResCAM,
-        LayerCAM,
-        IntegratedGradCAM,
-        GuidedBackprop,
-        GuidedGradCAM,
-        GuidedGradCAMPlusPlus,
-        ScoreCAM,
-        AblationCAM,
-        EigenCAM,
-    )
-}
+from .registry import METHODS, display_name, get_method
 
 __all__ = [
     "METHODS",

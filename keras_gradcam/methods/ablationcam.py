@@ -9,15 +9,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..capture import Capture
-from .perturbation import _ChannelPerturbation
+from ..core.capture import Capture
+from .perturbation import ChannelPerturbation
 
 __all__ = ["AblationCAM"]
 
 DROPS = ("relative", "absolute")
 
 
-class AblationCAM(_ChannelPerturbation):
+class AblationCAM(ChannelPerturbation):
     r"""Ablation-CAM: each channel weighted by how much the class score drops without it.
 
     Gradient-free: channel *k* of the layer is set to zero inside the network (an intervention
@@ -27,7 +27,7 @@ class AblationCAM(_ChannelPerturbation):
     Parameters
     ----------
     model, layer, output, score, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`. ``batch_size`` bounds the number of ablated copies
+        See :class:`~keras_gradcam.core.engine.BaseCAM`. ``batch_size`` bounds the number of ablated copies
         in one forward pass. ``counterfactual`` is not supported (no gradients).
     drop : {"relative", "absolute"}, default="relative"
         ``"relative"`` is the paper's :math:`(y^c - y^c_k) / y^c`; ``"absolute"`` is

@@ -6,7 +6,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from ..base import BaseCAM
+from ..core.engine import BaseCAM
 
 __all__ = ["EigenCAM", "eigen_map"]
 
@@ -67,7 +67,7 @@ class EigenCAM(BaseCAM):
     Parameters
     ----------
     model, layer, output, score, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`. ``counterfactual`` is not supported (no
+        See :class:`~keras_gradcam.core.engine.BaseCAM`. ``counterfactual`` is not supported (no
         gradients).
     center : bool, default=False
         Subtract the per-channel mean before the SVD (pytorch-grad-cam); the paper does not centre.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ..base import BaseCAM
-from ..postprocess import spatial_mean, weighted_sum
+from ..core.engine import BaseCAM
+from ..core.postprocess import spatial_mean, weighted_sum
 
 
 class GradCAM(BaseCAM):
@@ -17,7 +17,7 @@ class GradCAM(BaseCAM):
     Parameters
     ----------
     model, layer, output, score, counterfactual, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`. ``counterfactual=True`` negates the gradients
+        See :class:`~keras_gradcam.core.engine.BaseCAM`. ``counterfactual=True`` negates the gradients
         (paper section on counterfactual explanations): ``ReLU(-M)`` of the pre-ReLU map ``M``.
 
     Notes

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ..base import BaseCAM
-from ..postprocess import spatial_sum, weighted_sum
+from ..core.engine import BaseCAM
+from ..core.postprocess import spatial_sum, weighted_sum
 
 ALPHA_NORMS = (None, "positive", "all")
 
@@ -41,7 +41,7 @@ class GradCAMPlusPlus(BaseCAM):
     Parameters
     ----------
     model, layer, output, score, counterfactual, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`.
+        See :class:`~keras_gradcam.core.engine.BaseCAM`.
     alpha_norm : {None, "positive", "all"}, default=None
         None follows the paper (no renormalisation). ``"positive"`` divides alpha per channel by
         its sum over positive-gradient positions (the original TF code), ``"all"`` by its sum

@@ -1,7 +1,7 @@
 """Guided Backpropagation (Springenberg et al. 2015) and Guided Grad-CAM / Grad-CAM++ (Selvaraju et al.).
 
 Guided backpropagation needs different gradients at every ReLU. The explainers get them the way
-:class:`~keras_gradcam.capture.Capture` intercepts layers: while their compiled function is
+:class:`~keras_gradcam.core.capture.Capture` intercepts layers: while their compiled function is
 traced, the user's model's ReLUs are swapped for :func:`guided_relu` and put back in a
 ``finally`` block. The compiled function therefore runs the user's model itself and reads its
 live weights (no copy to keep in sync after ``set_weights`` or training); outside tracing the
@@ -16,12 +16,12 @@ from typing import Any
 
 import tensorflow as tf
 
-from ..base import BaseCAM
-from ..capture import Capture
-from ..explanation import Explanation
-from ..layers import ensure_built
-from ..postprocess import normalize
-from ..targets import check_range, class_scores
+from ..core.engine import BaseCAM
+from ..core.capture import Capture
+from ..core.explanation import Explanation
+from ..core.layers import ensure_built
+from ..core.postprocess import normalize
+from ..core.targets import check_range, class_scores
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
 from .guided_model import (
@@ -37,11 +37,12 @@ from .guided_model import (
     guided_relus,
 )
 from .inputs import refuse_token_inputs
-from .perturbation import _Driven, _spec_key, _specs
+from ..core.inputs import signature, signature_key
+from .perturbation import CleanPass
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "GuidedGradCAMPlusPlus", "guided_relu", "guided_clone"]
 
-class GuidedBackprop(_Driven, BaseCAM):
+class GuidedBackprop(CleanPass, BaseCAM):
     r"""Guided backpropagation: the input gradient of the class score through guided ReLUs.
 
     A fine-grained, pixel-space picture of the input patterns that excite the target score; not
@@ -57,7 +58,7 @@ class GuidedBackprop(_Driven, BaseCAM):
     layer : None
         Guided backpropagation explains the input; no layer may be given.
     output, score, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`. With ``score="logit"`` a softmax or sigmoid head is
+        See :class:`~keras_gradcam.core.engine.BaseCAM`. With ``score="logit"`` a softmax or sigmoid head is
         removed while tracing (as for every method), so the gradient is that of the logit.
     counterfactual : bool, default=False
         Back-propagate from :math:`-y^c` instead of :math:`y^c`: with the guided rule this is not
@@ -187,11 +188,11 @@ class GuidedBackprop(_Driven, BaseCAM):
                 amount = tf.reduce_max(amount, axis=1 if self._channels_first else -1)
             return attributions, normalize(amount), amount, resolved, scores, cap.predictions
 
-        key = ("guided", _spec_key(x), targets if callable(targets) else None)
-        return self._compiled(key, body, [_specs(x), tf.TensorSpec([None], tf.int32)])
+        key = ("guided", signature_key(x), targets if callable(targets) else None)
+        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
 
     def __call__(self, images, targets=None, *, batch_size: int | None = None) -> Explanation:
-        """Explain a batch; see :meth:`keras_gradcam.base.BaseCAM.__call__` for the arguments.
+        """Explain a batch; see :meth:`keras_gradcam.core.engine.BaseCAM.__call__` for the arguments.
 
         Returns
         -------
@@ -226,7 +227,7 @@ class _GuidedMixin:
         return {**super().get_config(), "non_relu": self.non_relu}
 
     def __call__(self, images, targets=None, *, batch_size: int | None = None) -> Explanation:
-        """Explain a batch; see :meth:`keras_gradcam.base.BaseCAM.__call__` for the arguments.
+        """Explain a batch; see :meth:`keras_gradcam.core.engine.BaseCAM.__call__` for the arguments.
 
         Returns
         -------
@@ -257,7 +258,7 @@ class GuidedGradCAM(_GuidedMixin, GradCAM):
     Parameters
     ----------
     model, layer, output, score, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`.
+        See :class:`~keras_gradcam.core.engine.BaseCAM`.
     counterfactual : bool, default=False
         Use the counterfactual Grad-CAM map (negated gradients) and guided backpropagation of
         :math:`-y^c` (see :class:`GuidedBackprop`): input patterns that would lower the score.

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..capture import thread_patches
+from ..core.capture import thread_patches
 
 __all__ = ["guided_clone", "guided_edits", "guided_relu", "guided_relus"]
 
@@ -252,8 +252,8 @@ def guided_relus(edits: list[tuple[Any, str, Any]]):
     """Apply :func:`guided_edits` while the block runs, in this thread only; restored in ``finally``.
 
     Meant to be active only while a function is traced (as
-    :meth:`keras_gradcam.capture.Capture.active`, through the same
-    :func:`~keras_gradcam.capture.thread_patches`): the traced graph then holds guided ReLUs and
+    :meth:`keras_gradcam.core.capture.Capture.active`, through the same
+    :func:`~keras_gradcam.core.capture.thread_patches`): the traced graph then holds guided ReLUs and
     the model's own variables, another thread calling the model meanwhile gets its plain ReLUs,
     and the model is left exactly as it was, also when tracing raises.
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ..base import BaseCAM
+from ..core.engine import BaseCAM
 
 
 class HiResCAM(BaseCAM):
@@ -17,7 +17,7 @@ class HiResCAM(BaseCAM):
     Parameters
     ----------
     model, layer, output, score, counterfactual, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`.
+        See :class:`~keras_gradcam.core.engine.BaseCAM`.
 
     Notes
     -----

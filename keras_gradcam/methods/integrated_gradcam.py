@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ..base import BaseCAM
-from ..capture import Captured
+from ..core.engine import BaseCAM
+from .sampling import repeated_passes
+from ..core.capture import Captured
 from .inputs import refuse_token_inputs
 
 RIEMANN = ("left", "right", "trapezoid")
@@ -33,7 +34,7 @@ class IntegratedGradCAM(BaseCAM):
     Parameters
     ----------
     model, layer, output, score, counterfactual, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`. ``batch_size`` bounds the number of path images
+        See :class:`~keras_gradcam.core.engine.BaseCAM`. ``batch_size`` bounds the number of path images
         in one pass.
     steps : int, default=50
         Number of path intervals ``m``.
@@ -165,4 +166,4 @@ class IntegratedGradCAM(BaseCAM):
             return acc + tf.reduce_sum(w * maps, axis=0)
 
         init = tf.zeros(tf.shape(acts0_like)[:-1])
-        return self.repeated_passes(len(self._coeffs), chunk, variants, targets, fold, init), clean
+        return repeated_passes(self._capture, len(self._coeffs), chunk, variants, targets, fold, init, self.gradients), clean

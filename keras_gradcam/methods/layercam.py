@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ..base import BaseCAM
-from ..capture import Captured
-from ..postprocess import resize
+from ..core.engine import BaseCAM
+from ..core.capture import Captured
+from ..core.postprocess import resize
 
 
 class LayerCAM(BaseCAM):
@@ -17,7 +17,7 @@ class LayerCAM(BaseCAM):
     Parameters
     ----------
     model, output, score, counterfactual, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`.
+        See :class:`~keras_gradcam.core.engine.BaseCAM`.
     layer : str, Layer, None, or a list of them
         One layer, or several to fuse (all read in the same single backward pass).
     gamma : float, default=2.0

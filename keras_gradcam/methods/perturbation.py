@@ -10,7 +10,6 @@ turns it off).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
@@ -18,24 +17,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..base import BaseCAM, _flat, _map
-from ..capture import TRACE_LOCK
-from ..explanation import Explanation
-from ..postprocess import normalize, resize, weighted_sum
-from ..progress import Progbar
-from ..targets import check_range
+from ..core.engine import BaseCAM
+from ..core.inputs import flat, map_inputs, signature, signature_key
+from ..core.explanation import Explanation
+from ..core.postprocess import normalize, resize, weighted_sum
+from ..core.progress import Progbar
+from ..core.targets import check_range
 
-__all__ = ["plan_passes"]
+__all__ = ["plan_passes", "CleanPass", "ChannelPerturbation"]
 
 PASSES_PER_CALL = 8  # perturbed passes per compiled call: fewer calls, a progress bar still alive
-
-
-def _spec_key(x) -> tuple:
-    return tuple((tuple(a.shape[1:]), np.dtype(a.dtype).name) for a in _flat(x))
-
-
-def _specs(x):
-    return _map(lambda a: tf.TensorSpec((None,) + tuple(a.shape[1:]), tf.as_dtype(a.dtype)), x)
 
 
 def plan_passes(n: int, channels: int, batch_size: int) -> tuple[int, int]:
@@ -68,29 +59,9 @@ def plan_passes(n: int, channels: int, batch_size: int) -> tuple[int, int]:
     return samples, chunk
 
 
-class _Driven:
-    """Plumbing for explainers whose batches run several compiled functions from Python.
-
-    Mixed into :class:`~keras_gradcam.base.BaseCAM` subclasses; reuses its input checks, layer
-    resolution, :class:`~keras_gradcam.capture.Capture` and function cache (``self._fns``).
-    """
-
-    def _contexts(self) -> list:
-        """Context managers active while a function is traced (the capture's interception)."""
-        return [self._capture.active()]
-
-    def _compiled(self, key: tuple, body, signature: list):
-        """``tf.function(body)`` traced once under :meth:`_contexts`, cached under ``key``; its concrete function."""
-        with TRACE_LOCK:  # two threads' first calls trace once, one after the other
-            fn = self._fns.get(key)
-            if fn is None:
-                with contextlib.ExitStack() as stack:
-                    for ctx in self._contexts():
-                        stack.enter_context(ctx)
-                    # the concrete function: calling it skips tf.function's per-call signature lookup
-                    fn = tf.function(body, input_signature=signature, autograph=False).get_concrete_function()
-                self._fns[key] = fn
-        return fn
+class CleanPass:
+    """Mixed into :class:`~keras_gradcam.core.engine.BaseCAM` subclasses whose batches run several
+    compiled functions from Python: the compiled clean forward pass they start from."""
 
     def _clean_function(self, x, targets):
         """Compiled clean pass: ``(activations, targets, scores, predictions)`` of a batch."""
@@ -100,11 +71,11 @@ class _Driven:
             self._num_classes = cap.num_classes  # read at trace time
             return cap.activations[0], cap.targets, cap.scores, cap.predictions
 
-        key = ("clean", _spec_key(x), targets if callable(targets) else None)
-        return self._compiled(key, body, [_specs(x), tf.TensorSpec([None], tf.int32)])
+        key = ("clean", signature_key(x), targets if callable(targets) else None)
+        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
 
 
-class _ChannelPerturbation(_Driven, BaseCAM):
+class ChannelPerturbation(CleanPass, BaseCAM):
     """Base of Score-CAM and Ablation-CAM: one perturbed forward pass per (sample, channel).
 
     Subclasses implement :meth:`_perturbed_scores` (graph code: the explained score of each
@@ -194,9 +165,9 @@ class _ChannelPerturbation(_Driven, BaseCAM):
             return scores.concat(), valid.concat()
 
         acts_spec = tf.TensorSpec((None,) + tuple(self._acts_shape()[1:]), tf.float32)
-        key = ("perturbed", _spec_key(x), targets if callable(targets) else None, tuple(size), chunk)
-        signature = [_specs(x), acts_spec, tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
-        return self._compiled(key, body, signature)
+        key = ("perturbed", signature_key(x), targets if callable(targets) else None, tuple(size), chunk)
+        specs = [signature(x), acts_spec, tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+        return self._compiled(key, body, specs)
 
     def _acts_shape(self) -> tuple:
         """The layer's output shape, channels last (as :class:`Capture` gives activations)."""
@@ -215,7 +186,7 @@ class _ChannelPerturbation(_Driven, BaseCAM):
         return targets if callable(targets) else tf.tile(targets, [c])
 
     def __call__(self, images, targets=None, *, batch_size: int | None = None) -> Explanation:
-        """Explain a batch; see :meth:`keras_gradcam.base.BaseCAM.__call__` for the arguments.
+        """Explain a batch; see :meth:`keras_gradcam.core.engine.BaseCAM.__call__` for the arguments.
 
         Returns
         -------
@@ -239,14 +210,14 @@ class _ChannelPerturbation(_Driven, BaseCAM):
         bar = Progbar(passes, verbose=self.verbose, unit_name="pass")
         parts = []
         for i in range(0, n, block):
-            xblock = _map(lambda a: tf.convert_to_tensor(a[i : i + block]), x)
-            m = int(_flat(xblock)[0].shape[0])
+            xblock = map_inputs(lambda a: tf.convert_to_tensor(a[i : i + block]), x)
+            m = int(flat(xblock)[0].shape[0])
             tblock = np.full((m,), -1, np.int32) if callable(t) else t[i : i + block]
             acts_all, tgt, scores, preds = clean(xblock, tblock)
             channels_all = self._select_channels(acts_all, count)
             got, ok = [], []
             for j in range(0, m, samples):
-                xb = _map(lambda a: a[j : j + samples], xblock)
+                xb = map_inputs(lambda a: a[j : j + samples], xblock)
                 acts, channels, tb = acts_all[j : j + samples], channels_all[j : j + samples], tgt[j : j + samples]
                 scs, vas = [], []
                 sizes = [min(group, count - s) for s in range(0, count, group)]

@@ -11,9 +11,9 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from ..postprocess import nonconstant, normalize, resize
+from ..core.postprocess import nonconstant, normalize, resize
 from .inputs import refuse_token_inputs
-from .perturbation import _ChannelPerturbation, plan_passes  # noqa: F401  (plan_passes: re-exported)
+from .perturbation import ChannelPerturbation, plan_passes  # noqa: F401  (plan_passes: re-exported)
 
 __all__ = ["ScoreCAM"]
 
@@ -62,7 +62,7 @@ def _mask_images(images, maps, size, channels_first):
     return _mask_images_body(images, maps, size, channels_first)
 
 
-class ScoreCAM(_ChannelPerturbation):
+class ScoreCAM(ChannelPerturbation):
     r"""Score-CAM: each channel weighted by the model's confidence on the input masked by it.
 
     Gradient-free: every channel of the layer, upsampled and min-max scaled to [0, 1], is used as
@@ -72,7 +72,7 @@ class ScoreCAM(_ChannelPerturbation):
     Parameters
     ----------
     model, layer, output, score, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`. ``batch_size`` bounds the number of masked images
+        See :class:`~keras_gradcam.core.engine.BaseCAM`. ``batch_size`` bounds the number of masked images
         in one forward pass. ``counterfactual`` is not supported (no gradients).
     weights : {"probability", "channel-softmax"}, default="probability"
         ``"probability"`` (official code, paper section 3.2): the post-softmax probability of the

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ..base import BaseCAM
-from ..capture import Captured
-from ..postprocess import spatial_sum, weighted_sum
+from ..core.engine import BaseCAM
+from .sampling import repeated_passes
+from ..core.capture import Captured
+from ..core.postprocess import spatial_sum, weighted_sum
 from .inputs import refuse_token_inputs
 
 
@@ -28,7 +29,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     Parameters
     ----------
     model, layer, output, score, counterfactual, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`. ``batch_size`` bounds the number of noisy images
+        See :class:`~keras_gradcam.core.engine.BaseCAM`. ``batch_size`` bounds the number of noisy images
         in one pass.
     n_samples : int, default=25
         Number of noisy copies per image.
@@ -175,7 +176,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         zeros = tf.zeros_like(acts)
         d1, d2, d3 = (
             s / self.n_samples
-            for s in self.repeated_passes(self.n_samples, chunk, self._noisy_inputs(x), targets, fold, (zeros,) * 3)
+            for s in repeated_passes(self._capture, self.n_samples, chunk, self._noisy_inputs(x), targets, fold, (zeros,) * 3, self.gradients)
         )
         den = 2.0 * d2 + spatial_sum(acts, keepdims=True) * d3
         num = d2 if self.numerator == "d2" else d1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ..base import BaseCAM
-from ..postprocess import spatial_sum, weighted_sum
+from ..core.engine import BaseCAM
+from ..core.postprocess import spatial_sum, weighted_sum
 
 
 class XGradCAM(BaseCAM):
@@ -17,7 +17,7 @@ class XGradCAM(BaseCAM):
     Parameters
     ----------
     model, layer, output, score, counterfactual, batch_size
-        See :class:`~keras_gradcam.base.BaseCAM`.
+        See :class:`~keras_gradcam.core.engine.BaseCAM`.
     eps : float, default=1e-6
         A channel whose activation sum is at most ``eps`` times the sum of its absolute values gets
         weight 0 (a dead channel, or a signed channel whose sum cancels out and would give an

@@ -4,11 +4,10 @@
 Matplotlib figure: one row per sample, the image, then a heatmap and an overlay per method, titles
 with the explained class and its score, and one colorbar. Maps of Conv1D models (time series) are
 drawn as a line plot with the heatmap as a coloured band behind it; maps of Conv3D models (video)
-as a strip of frames. Overlays come from :func:`keras_gradcam.overlay`, the same blend the
+as a strip of frames. Overlays come from :func:`keras_gradcam.viz.overlay`, the same blend the
 TensorBoard callback logs.
 
 Matplotlib is imported when a figure is drawn, never when ``keras_gradcam`` is imported.
-This module also holds the PNG writer :meth:`Explanation.save` uses (``tf.io.encode_png``).
 """
 
 from __future__ import annotations
@@ -19,105 +18,16 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from .explanation import Explanation
+from ..core.explanation import Explanation
+from ..methods.registry import display_name
 from .overlay import overlay
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, keeps matplotlib a lazy import
     from matplotlib.figure import Figure
 
-__all__ = ["plot", "display_name", "encode_png", "write_png"]
+__all__ = ["plot"]
 
 _SHOW = ("image", "heatmap", "overlay")
-
-def display_name(method: str) -> str:
-    """How a method name is written in titles: ``"gradcam++"`` -> ``"Grad-CAM++"``.
-
-    Parameters
-    ----------
-    method : str
-        A name of :data:`keras_gradcam.METHODS` (or any string).
-
-    Returns
-    -------
-    str
-        The explainer class's ``display_name`` attribute when it has one, else ``method``
-        unchanged.
-
-    Examples
-    --------
-    >>> from keras_gradcam.plotting import display_name
-    >>> display_name("gradcam++"), display_name("my-method")
-    ('Grad-CAM++', 'my-method')
-    """
-    try:
-        from .explain import get_method
-
-        shown = vars(get_method(method)).get("display_name")  # not inherited: a subclass is another method
-        if isinstance(shown, str) and shown:
-            return shown
-    except (ValueError, TypeError):
-        pass
-    return method
-
-
-# -- PNG, without an image library ------------------------------------------------------------
-def encode_png(image) -> bytes:
-    """Encode a uint8 image as PNG bytes, with ``tf.io.encode_png``.
-
-    Parameters
-    ----------
-    image : array-like of shape (height, width), (height, width, 3) or (height, width, 4), uint8
-        Grayscale, RGB or RGBA.
-
-    Returns
-    -------
-    bytes
-        A complete PNG file (8 bits per channel, no interlacing).
-
-    Raises
-    ------
-    ValueError
-        Any other shape, or an empty image.
-    TypeError
-        A dtype other than uint8 (convert with ``np.clip(x, 0, 255).astype(np.uint8)``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from keras_gradcam.plotting import encode_png
-    >>> encode_png(np.zeros((2, 3, 3), np.uint8))[:8]
-    b'\\x89PNG\\r\\n\\x1a\\n'
-    """
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise TypeError(
-            f"encode_png needs a uint8 image; got dtype {arr.dtype}. Convert it, e.g. "
-            "np.clip(image * 255, 0, 255).astype(np.uint8) for a [0, 1] float image."
-        )
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or min(arr.shape[:2]) < 1:
-        raise ValueError(
-            f"encode_png needs an image of shape (height, width), (height, width, 3) or (height, width, 4); "
-            f"got shape {np.asarray(image).shape}."
-        )
-    return tf.io.encode_png(np.ascontiguousarray(arr)).numpy()
-
-
-def write_png(path, image) -> None:
-    """Write a uint8 image to ``path`` as PNG; see :func:`encode_png` for the accepted shapes.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file to write (its folder must exist).
-    image : array-like, uint8
-        ``(height, width)``, ``(height, width, 3)`` or ``(height, width, 4)``.
-    """
-    data = encode_png(image)
-    with open(path, "wb") as f:
-        f.write(data)
-
 
 # -- what to draw -------------------------------------------------------------------------------
 @dataclass
@@ -285,9 +195,9 @@ def _check_options(show, alpha, colormap) -> tuple:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be a number in [0, 1] (the heatmap's opacity); got {alpha!r}.")
     if isinstance(colormap, str):
-        from .overlay import _colormap_table
+        from .overlay import colormap_table
 
-        _colormap_table(colormap)  # unknown names fail here, listing valid ones
+        colormap_table(colormap)  # unknown names fail here, listing valid ones
     return show
 
 
@@ -321,7 +231,7 @@ def plot(
     images_or_heatmaps : array-like, optional
         The images the explanations explain, ``(n_samples, height, width[, channels])`` for 2-D
         maps, ``(n_samples, steps[, channels])`` for time series, ``(n_samples, frames, height,
-        width[, channels])`` for video; any range :func:`keras_gradcam.overlay` accepts (uint8,
+        width[, channels])`` for video; any range :func:`keras_gradcam.viz.overlay` accepts (uint8,
         [0, 1], [0, 255] or preprocessed). Images in [0, 1] or [0, 255] are drawn as they are; any
         other range (e.g. inputs preprocessed to ``[-1, 1]`` or ImageNet mean-subtracted BGR) is
         min-max rescaled per image for display, so the picture's contrast is stretched and a
@@ -375,7 +285,7 @@ def plot(
 
     See Also
     --------
-    keras_gradcam.overlay : the blend used for every overlay panel.
+    keras_gradcam.viz.overlay : the blend used for every overlay panel.
     keras_gradcam.Explanation.save : the maps and overlay PNGs on disk.
 
     Notes
@@ -390,7 +300,7 @@ def plot(
     --------
     >>> import numpy as np
     >>> import keras_gradcam as kg
-    >>> from keras_gradcam.explanation import Explanation
+    >>> from keras_gradcam.core.explanation import Explanation
     >>> heat = np.random.default_rng(0).random((2, 16, 16)).astype("float32")
     >>> exp = Explanation(heatmaps=heat, layer_heatmaps=heat, targets=np.array([0, 1]),
     ...                   scores=np.array([2.0, 1.5], "float32"), layer="conv", method="gradcam++")

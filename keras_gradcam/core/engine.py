@@ -2,13 +2,14 @@
 
 A method subclasses :class:`BaseCAM` and writes its math in :meth:`BaseCAM.compute`, a pure
 function of the activations ``A`` and gradients ``g`` of one batch (see docs/methods/). The
-base class runs :class:`~keras_gradcam.capture.Capture`, applies the method's ReLU, resizes the
+base class runs :class:`~keras_gradcam.core.capture.Capture`, applies the method's ReLU, resizes the
 map to the input resolution and min-max normalises it, all inside one ``tf.function`` traced
 once per input signature and reused across calls.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import OrderedDict
 from typing import Any, ClassVar
@@ -20,11 +21,12 @@ import tensorflow as tf
 from .capture import TRACE_LOCK, Capture, Captured
 from .explanation import Explanation
 from .graph import reaches_output
+from .inputs import flat, map_inputs, prepare_inputs, signature, signature_key
 from .layers import LayerInfo, ensure_built, resolve_layer
 from .postprocess import normalize, resize
 from .targets import Targets, check_range, resolve_targets
 
-__all__ = ["BaseCAM", "FunctionCache"]
+__all__ = ["BaseCAM", "FunctionCache", "compile_cached", "DeviceError", "device_errors", "explain_warnings", "check_reaches"]
 
 FUNCTIONS_KEPT = 16  # compiled functions an explainer keeps (least recently used dropped)
 
@@ -35,7 +37,7 @@ class FunctionCache(OrderedDict):
     Keys are the input signature and, for callable targets, the callable itself: a new ``lambda``
     on every call traces a new function, so without a bound a loop over lambdas would keep every
     graph alive. Pass a reusable target instead (an int, a sequence of ints, or one target object
-    such as :class:`~keras_gradcam.targets.ClassTarget` whose equality lets equal targets share a
+    such as :class:`~keras_gradcam.core.targets.ClassTarget` whose equality lets equal targets share a
     trace) to trace once.
     """
 
@@ -56,78 +58,27 @@ class FunctionCache(OrderedDict):
             self.popitem(last=False)
 
 
-MAX_DATASET_SAMPLES = 10_000  # samples a tf.data.Dataset given to an explainer is read into memory up to
+def compile_cached(cache: FunctionCache, key, body, signature: list, contexts=list):
+    """``tf.function(body)`` for ``signature``, traced once and kept in ``cache`` under ``key``.
 
-
-def _as_inputs(images):
-    """Images (array, tensor, list or dict of them, or a dataset) as a structure of float numpy arrays."""
-
-    def convert(a):
-        a = a.numpy() if tf.is_tensor(a) else np.asarray(a)
-        if a.dtype.kind in "iub":
-            return a  # cast to the model input's dtype later (token ids stay integers)
-        if a.dtype.kind != "f":
-            raise TypeError(
-                f"images must be numeric arrays; got dtype {a.dtype}"
-                + (" (arrays of different shapes?)" if a.dtype == object else "")
-                + ". Pass a numpy array or tensor of shape (n_samples, ...), or a tf.data.Dataset."
-            )
-        return a.astype(np.float32) if a.dtype == np.float64 else a
-
-    if isinstance(images, tf.data.Dataset):
-        images = _read_dataset(images)
-    if isinstance(images, dict):
-        return {k: convert(v) for k, v in images.items()}
-    if isinstance(images, (list, tuple)):
-        return [convert(v) for v in images]
-    return convert(images)
-
-
-def _read_dataset(data: tf.data.Dataset):
-    """The images of a ``tf.data.Dataset`` (of images, or of ``(images, labels, ...)`` tuples), in memory.
-
-    Batched or not; up to :data:`MAX_DATASET_SAMPLES` samples.
+    The one compile-and-cache step of the package (explainers, metrics): traced under the
+    process-wide :data:`~keras_gradcam.core.capture.TRACE_LOCK` (two threads' first calls trace
+    once, one after the other) inside the context managers ``contexts()`` returns (the capture's
+    interception), with a fixed input signature (never retraced), autograph off (the package's
+    graph code has no Python control flow on tensors, and an error raised while tracing reaches
+    the user as it was raised, not inside TensorFlow's "in user code" trace), and kept in a
+    bounded :class:`FunctionCache`.
     """
-    spec = data.element_spec
-    if isinstance(spec, tuple):  # (images, labels[, masks]): the images are the first element
-        data = data.map(lambda *e: e[0])
-        spec = spec[0]
-    flat = keras.tree.flatten(spec)
-    if not all(isinstance(s, tf.TensorSpec) for s in flat):
-        raise TypeError(f"the dataset's elements must be tensors (images, or (images, labels) tuples); got {spec}.")
-    batched = False
-    parts, count = [], 0
-    for element in data.take(MAX_DATASET_SAMPLES + 1):
-        parts.append(element)
-        count += 1
-    if not parts:
-        raise ValueError("the dataset is empty; pass a dataset with at least one sample.")
-    # a batched dataset's elements carry a batch axis of unknown (None) size
-    batched = flat[0].shape.rank is not None and flat[0].shape.rank > 0 and flat[0].shape[0] is None
-    if batched:
-        total = sum(int(keras.tree.flatten(p)[0].shape[0]) for p in parts)
-        join = lambda *a: np.concatenate([np.asarray(v) for v in a])  # noqa: E731
-    else:
-        total = count
-        join = lambda *a: np.stack([np.asarray(v) for v in a])  # noqa: E731
-    if total > MAX_DATASET_SAMPLES:
-        raise ValueError(
-            f"the dataset has more than {MAX_DATASET_SAMPLES} samples, more than an explainer reads into memory; "
-            "explain it batch by batch (for batch in dataset: cam(batch)), or take a part (dataset.take(n))."
-        )
-    return keras.tree.map_structure(join, *parts)
-
-
-def _flat(x) -> list[np.ndarray]:
-    return list(x.values()) if isinstance(x, dict) else list(x) if isinstance(x, list) else [x]
-
-
-def _map(fn, x):
-    if isinstance(x, dict):
-        return {k: fn(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [fn(v) for v in x]
-    return fn(x)
+    with TRACE_LOCK:
+        fn = cache.get(key)
+        if fn is None:
+            fn = tf.function(body, input_signature=signature, autograph=False)
+            with contextlib.ExitStack() as stack:
+                for ctx in contexts():
+                    stack.enter_context(ctx)
+                fn.get_concrete_function()
+            cache[key] = fn
+    return fn
 
 
 class DeviceError(RuntimeError):
@@ -322,30 +273,6 @@ class BaseCAM:
         """Gradients, negated for counterfactual explanations."""
         return -grads if self.counterfactual else grads
 
-    def repeated_passes(self, count: int, chunk: int, variants, targets, fold, init):
-        """Run the capture on ``count`` variants of every sample, ``chunk`` variants per pass.
-
-        Graph code for methods that expand each sample (noise draws, path points). The variants
-        of a pass are laid out variant-major: row ``j * B + b`` is variant ``j`` of sample ``b``.
-
-        Parameters
-        ----------
-        count, chunk : int
-            Number of variants, and how many go through the model together.
-        variants : callable ``idx (k,) int32 -> inputs of k * B samples``
-        targets : (B,) int32 tensor, or a callable target
-        fold : callable ``(acc, idx, Captured) -> acc``
-        init : nested tensors, the initial accumulator
-        """
-
-        def body(start, acc):
-            idx = tf.range(start, tf.minimum(start + chunk, count))
-            tk = targets if callable(targets) else tf.tile(targets, [tf.shape(idx)[0]])
-            return start + chunk, fold(acc, idx, self._capture(variants(idx), tk, gradients=self.gradients))
-
-        _, acc = tf.while_loop(lambda start, acc: start < count, body, (tf.constant(0), init))
-        return acc
-
     # -- plumbing ------------------------------------------------------------------------------
     @property
     def layers(self) -> list[LayerInfo]:
@@ -375,10 +302,10 @@ class BaseCAM:
         """Spatial size of the heatmaps: that of the image input matching the layer's rank."""
         info = self.layers[-1] if len(self.layers) == 1 else max(self.layers, key=lambda i: np.prod(i.shape[1:-1]))
         rank = len(info.shape)
-        for a in _flat(x):
+        for a in flat(x):
             if a.ndim == rank:
                 return tuple(a.shape[2:] if info.channels_first else a.shape[1:-1])
-        for a in _flat(x):
+        for a in flat(x):
             if a.ndim == rank - 1:  # token sequences feeding an Embedding
                 return tuple(a.shape[1:])
         dims = info.shape[2:] if info.channels_first else info.shape[1:-1]
@@ -395,25 +322,22 @@ class BaseCAM:
         rows = cap.probability_rows if cap.probability_rows is not None else no
         return heat, layer_map, cap.targets, cap.scores, cap.predictions, zero, rows
 
+    def _contexts(self) -> list:
+        """Context managers active while a function is traced (the capture's interception)."""
+        return [self._capture.active()]
+
+    def _compiled(self, key: tuple, body, signature: list):
+        """``body`` compiled once for this explainer under :meth:`_contexts`; see :func:`compile_cached`."""
+        return compile_cached(self._fns, key, body, signature, self._contexts)
+
     def _function(self, x, targets, chunk: int, size: tuple):
-        specs = _map(lambda a: tf.TensorSpec((None,) + a.shape[1:], tf.as_dtype(a.dtype)), x)
-        spec_key = tuple((tuple(s.shape.as_list()[1:]), s.dtype.name) for s in _flat(specs))
-        key = (spec_key, targets if callable(targets) else None, chunk)
-        with TRACE_LOCK:  # two threads' first calls trace once, one after the other
-            fn = self._fns.get(key)
-            if fn is None:
-                if callable(targets):
-                    body = lambda xb, tb: self._explain_batch(xb, targets, chunk, size)  # noqa: E731
-                else:
-                    body = lambda xb, tb: self._explain_batch(xb, tb, chunk, size)  # noqa: E731
-                # autograph off: our graph code has no Python control flow on tensors, and an error
-                # raised while tracing (a mistake in the inputs or the target) reaches the user as
-                # it was raised, not inside TensorFlow's "in user code" trace
-                fn = tf.function(body, input_signature=[specs, tf.TensorSpec([None], tf.int32)], autograph=False)
-                with self._capture.active():
-                    fn.get_concrete_function()  # traced now; the fixed signature never retraces
-                self._fns[key] = fn
-        return fn
+        """The compiled explanation of a batch: ``(inputs, targets) -> (heatmaps, layer maps, ...)``."""
+        key = (signature_key(x), targets if callable(targets) else None, chunk)
+        if callable(targets):
+            body = lambda xb, tb: self._explain_batch(xb, targets, chunk, size)  # noqa: E731
+        else:
+            body = lambda xb, tb: self._explain_batch(xb, tb, chunk, size)  # noqa: E731
+        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
 
     def __call__(self, images, targets: Targets = None, *, batch_size: int | None = None) -> Explanation:
         """Explain a batch.
@@ -448,9 +372,9 @@ class BaseCAM:
     def _run_batches(fn, x, t, per_batch: int) -> list[np.ndarray]:
         """Run a compiled ``fn(inputs, targets)`` over the samples ``per_batch`` at a time; outputs joined."""
         parts = []
-        for i in range(0, len(_flat(x)[0]), per_batch):
-            xb = _map(lambda a: a[i : i + per_batch], x)
-            tb = np.full((len(_flat(xb)[0]),), -1, np.int32) if callable(t) else t[i : i + per_batch]
+        for i in range(0, len(flat(x)[0]), per_batch):
+            xb = map_inputs(lambda a: a[i : i + per_batch], x)
+            tb = np.full((len(flat(xb)[0]),), -1, np.int32) if callable(t) else t[i : i + per_batch]
             with device_errors():
                 parts.append([o.numpy() for o in fn(xb, tb)])
         return [np.concatenate(p) for p in zip(*parts)]
@@ -492,108 +416,9 @@ class BaseCAM:
         """Checked inputs, resolved targets, number of samples and images per pass."""
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
-        x = self._ordered(self._single_input_list(_as_inputs(images)))
-        arrays = _flat(x)
-        n = arrays[0].shape[0] if arrays and arrays[0].ndim else 0
-        self._check_inputs(arrays, n)
-        x = self._input_dtypes(x)
+        x, n = prepare_inputs(self.model, images)
         if self._capture is None:
             with TRACE_LOCK:
                 if self._capture is None:
-                    self._setup(_map(lambda a: a[:1], x))
+                    self._setup(map_inputs(lambda a: a[:1], x))
         return x, resolve_targets(targets, n), n, int(batch_size or self.batch_size)
-
-    def _input_dtypes(self, x):
-        """Integer arrays as the model input's integer dtype (token ids), everything else float.
-
-        Where the model's inputs are not known yet (an unbuilt Sequential), integer arrays become
-        float32, as Keras would cast them for a float input.
-        """
-        inputs = self._model_inputs()
-        flat = _flat(x)
-        wanted = [keras.backend.standardize_dtype(t.dtype) for t in inputs] if len(inputs) == len(flat) else [None] * len(flat)
-        cast = []
-        for a, dtype in zip(flat, wanted):
-            if dtype is not None and ("int" in dtype or dtype == "bool"):
-                if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
-                    raise TypeError(
-                        f"the model's input takes {dtype} values (token ids?), but images holds non-integer floats; "
-                        "pass the integer ids."
-                    )
-                cast.append(a.astype(dtype))
-            else:
-                cast.append(a.astype(np.float32) if a.dtype.kind in "iub" else a)
-        if isinstance(x, dict):
-            return dict(zip(x, cast))
-        return cast if isinstance(x, list) else cast[0]
-
-    def _model_inputs(self) -> list:
-        """The model's symbolic inputs, in the order it takes them ([] when unknown)."""
-        spec = getattr(self.model, "input", None) if getattr(self.model, "built", False) else None
-        if isinstance(spec, dict):
-            return list(spec.values())
-        try:
-            return list(getattr(self.model, "inputs", None) or [])
-        except (AttributeError, ValueError):
-            return []
-
-    def _single_input_list(self, x):
-        """A list of single images for a single-input model, stacked into one batch.
-
-        A list holding one batch (``[images]``) is kept as it is.
-        """
-        inputs = self._model_inputs()
-        if not isinstance(x, list) or len(inputs) != 1 or not x:
-            return x
-        rank = len(inputs[0].shape)
-        if len(x) == 1 and x[0].ndim == rank:
-            return x[0]
-        if all(a.ndim == rank - 1 for a in x):
-            shapes = sorted({tuple(a.shape) for a in x})
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"images is a list of {len(x)} images of different shapes {shapes[:4]}; the model takes one "
-                    f"input of shape {tuple(inputs[0].shape)}. Resize them to one size first "
-                    "(e.g. keras.ops.image.resize), then pass them as one array."
-                )
-            return np.stack(x)
-        raise ValueError(
-            f"images is a list of {len(x)} arrays of shapes {[tuple(a.shape) for a in x][:4]}, but the model takes "
-            f"a single input of shape {tuple(inputs[0].shape)}; pass one array of shape (n_samples, ...) "
-            "(a list of single images of the same shape is stacked)."
-        )
-
-    def _ordered(self, x):
-        """Dict inputs in the order of the model's input dict (Keras matches them by key)."""
-        spec = getattr(self.model, "input", None) if getattr(self.model, "built", False) else None
-        if not (isinstance(x, dict) and isinstance(spec, dict)):
-            return x
-        missing = [k for k in spec if k not in x]
-        if missing:
-            raise ValueError(f"images is missing the model inputs {missing}; the model takes {list(spec)}, got {list(x)}.")
-        return {k: x[k] for k in spec}
-
-    def _check_inputs(self, arrays: list[np.ndarray], n: int) -> None:
-        if not arrays or n == 0:
-            raise ValueError("images is empty; pass a batch of shape (n_samples, ...) with n_samples >= 1.")
-        for a in arrays:
-            if a.shape[0] != n:
-                raise ValueError(f"all inputs need the same number of samples; got {[b.shape[0] for b in arrays]}.")
-            if not np.isfinite(a).all():
-                raise ValueError("images contain NaN or inf values; clean or preprocess them first.")
-        inputs = self._model_inputs()
-        expected = [tuple(t.shape) for t in inputs]
-        if expected and len(arrays) != len(expected):
-            names = [getattr(t, "name", "?") for t in inputs]
-            raise ValueError(
-                f"the model takes {len(expected)} inputs {names} of shapes {expected}, but images holds "
-                f"{len(arrays)} array(s); pass a list of {len(expected)} arrays in that order, or a dict keyed by input name."
-            )
-        for a, shape in zip(arrays, expected):
-            if len(shape) == a.ndim + 1:
-                raise ValueError(
-                    f"images has shape {a.shape} but the model expects a batch of shape {shape}; "
-                    "add a batch axis, e.g. images[None] for a single image."
-                )
-            if len(shape) != a.ndim or any(s is not None and s != d for s, d in zip(shape[1:], a.shape[1:])):
-                raise ValueError(f"images has shape {a.shape} but the model expects {shape}.")

@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["overlay"]
+from ..core.postprocess import resize
+
+__all__ = ["overlay", "colormap_table"]
 
 # A float image whose values all lie in [0, 1 + _TOL_UNIT] is read as [0, 1] (small overshoots from
 # augmentation or noise are clipped rather than mistaken for a [0, 255] image). One in
@@ -44,39 +47,12 @@ def _table(cmap) -> np.ndarray:
     return np.round(rgba[:, :3] * 255.0).astype(np.uint8)
 
 
-def _colormap_table(colormap) -> np.ndarray:
+def colormap_table(colormap) -> np.ndarray:
     if isinstance(colormap, str):
         return _lut(colormap)
     if callable(colormap) and hasattr(colormap, "N"):  # a matplotlib Colormap object
         return _table(colormap)
     raise TypeError(f"colormap must be a Matplotlib colormap name (e.g. 'jet') or a Colormap; got {colormap!r}.")
-
-
-@functools.lru_cache(maxsize=64)
-def _interpolation_matrix(n: int, size: int) -> np.ndarray:
-    """``(size, n)`` float32 matrix of a linear resize ``n -> size`` with half-pixel centres."""
-    pos = (np.arange(size, dtype=np.float64) + 0.5) * (n / size) - 0.5
-    pos = np.clip(pos, 0.0, n - 1)
-    lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, n - 1)
-    frac = pos - lo
-    mat = np.zeros((size, n), np.float64)
-    np.add.at(mat, (np.arange(size), lo), 1.0 - frac)
-    np.add.at(mat, (np.arange(size), hi), frac)
-    return mat.astype(np.float32)
-
-
-def _resize_bilinear(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of ``(N, h, w)`` maps with half-pixel centres (as ``tf.image.resize``).
-
-    Separable: ``Ry @ map @ Rx.T`` with the two interpolation matrices, one matmul per axis.
-    """
-    n, h, w = maps.shape
-    if (h, w) == (height, width):
-        return maps
-    rows = _interpolation_matrix(h, height)  # (H, h)
-    cols = _interpolation_matrix(w, width)  # (W, w)
-    return np.matmul(np.matmul(rows, maps), cols.T)
 
 
 def _scale_offset(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +129,7 @@ def overlay(image, heatmap, alpha: float = 0.4, colormap="jet") -> np.ndarray:
     number = isinstance(alpha, (int, float, np.integer, np.floating)) and not isinstance(alpha, (bool, np.bool_))
     if not number or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be a number in [0, 1] (the heatmap's opacity); got {alpha!r}.")
-    table = _colormap_table(colormap)
+    table = colormap_table(colormap)
     heat = np.asarray(heatmap)
     img = np.asarray(image)
     if heat.dtype.kind not in "fiub":
@@ -184,7 +160,7 @@ def overlay(image, heatmap, alpha: float = 0.4, colormap="jet") -> np.ndarray:
     if not np.isfinite(heat).all():
         raise ValueError("heatmap contains NaN or inf values; pass a finite map, e.g. from kg.explain().")
     height, width = img.shape[1:3]
-    heat = _resize_bilinear(np.clip(heat, 0.0, 1.0), height, width)
+    heat = np.asarray(resize(tf.constant(np.clip(heat, 0.0, 1.0), tf.float32), (height, width)))
     levels = np.rint(np.clip(heat, 0.0, 1.0) * 255.0).astype(np.intp)
     if img.shape[-1] == 4:
         img = img[..., :3]  # drop the alpha channel

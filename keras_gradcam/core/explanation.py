@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io import read_explanation, save_explanation
+
 __all__ = ["Explanation"]
 
 
@@ -100,9 +102,7 @@ class Explanation:
                 joined[f.name] = values[0]
         return cls(**joined)
 
-    # -- on disk (save / to_dict / load) --------------------------------------------------------
-    _MANIFEST = "manifest.json"
-    _FORMAT = "keras-gradcam explanation"
+    # -- on disk (save / to_dict / load; the files are written by keras_gradcam.io) ----------------
 
     def to_dict(self, arrays: bool = False, class_names=None) -> dict[str, Any]:
         """A JSON-serialisable summary: method, layer, and per sample the target, score, prediction.
@@ -175,7 +175,7 @@ class Explanation:
         folder : str or os.PathLike
             Created if missing; files of the same names are overwritten.
         images : array-like of shape (n_samples, height, width[, channels]), optional
-            The explained images (any range :func:`keras_gradcam.overlay` accepts). With them, an
+            The explained images (any range :func:`keras_gradcam.viz.overlay` accepts). With them, an
             overlay PNG per sample is written as well.
         names : sequence of str, optional
             A file stem per sample (e.g. the image file names); default ``000``, ``001``, ...
@@ -213,87 +213,9 @@ class Explanation:
         >>> sorted(os.listdir("outputs/cam"))[:3]                    # doctest: +SKIP
         ['000_heatmap.png', '000_overlay.png', '001_heatmap.png']
         """
-        import json
-        import os
-        import platform
-
-        from .overlay import overlay
-        from .plotting import write_png
-
-        n = len(self)
-        if names is None:
-            width = max(3, len(str(n - 1)))
-            names = [f"{i:0{width}d}" for i in range(n)]
-        else:
-            if isinstance(names, str):
-                raise TypeError("names must be a sequence of str, one file stem per sample; got a single str.")
-            names = [str(s) for s in names]
-            if len(names) != n:
-                raise ValueError(f"names has {len(names)} entries but the explanation has {n} samples; give one per sample.")
-            if len(set(names)) != n:
-                raise ValueError("names must be unique (they become file names); got duplicates.")
-            bad = [s for s in names if not s or os.sep in s or (os.altsep and os.altsep in s)]
-            if bad:
-                raise ValueError(f"names must be plain file stems without path separators; got {bad[:3]}.")
-        if images is not None:
-            images = np.asarray(images.numpy() if hasattr(images, "numpy") else images)
-            if images.shape[0] != n:
-                raise ValueError(
-                    f"images has {images.shape[0]} samples but the explanation has {n}; pass the explained images."
-                )
-        folder = os.fspath(folder)
-        os.makedirs(folder, exist_ok=True)
-
-        arrays = {"heatmaps": self.heatmaps, "layer_heatmaps": self.layer_heatmaps}
-        if self.attributions is not None:
-            arrays["attributions"] = self.attributions
-        for key, value in self.extras.items():
-            if isinstance(value, np.ndarray):
-                arrays[f"extra_{key}"] = value
-        array_info = {}
-        for key, value in arrays.items():
-            np.save(os.path.join(folder, f"{key}.npy"), value)
-            array_info[key] = {"file": f"{key}.npy", "shape": [int(d) for d in value.shape], "dtype": str(value.dtype)}
-
-        two_d = self.heatmaps.ndim == 3
-        if two_d:
-            coloured = overlay(np.zeros(self.heatmaps.shape, np.uint8), self.heatmaps, alpha=1.0, colormap=colormap)
-            blended = overlay(images, self.heatmaps, alpha=alpha, colormap=colormap) if images is not None else None
-        summary = self.to_dict(class_names=class_names)
-        samples = []
-        for i, stem in enumerate(names):
-            files = {}
-            if two_d:
-                files["heatmap"] = f"{stem}_heatmap.png"
-                write_png(os.path.join(folder, files["heatmap"]), coloured[i])
-                if blended is not None:
-                    files["overlay"] = f"{stem}_overlay.png"
-                    write_png(os.path.join(folder, files["overlay"]), blended[i])
-            entry = {
-                "index": i,
-                "name": stem,
-                "target": None if summary["targets"] is None else summary["targets"][i],
-                "score": summary["scores"][i],
-                "prediction": None if summary["predictions"] is None else summary["predictions"][i],
-                "files": files,
-            }
-            if class_names is not None:
-                entry["target_name"] = None if summary["targets"] is None else summary["target_names"][i]
-                entry["prediction_name"] = None if summary["predictions"] is None else summary["prediction_names"][i]
-            samples.append(entry)
-
-        manifest = {"format": self._FORMAT, "format_version": 1, **summary}
-        manifest.update(
-            arrays=array_info,
-            samples=samples,
-            overlay={"alpha": float(alpha), "colormap": colormap if isinstance(colormap, str) else getattr(colormap, "name", None)},
-            versions=self._library_versions(),
-            python=platform.python_version(),
+        return save_explanation(
+            self, folder, images, names=names, class_names=class_names, alpha=alpha, colormap=colormap
         )
-        with open(os.path.join(folder, self._MANIFEST), "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-        return manifest
 
     @classmethod
     def load(cls, folder) -> "Explanation":
@@ -317,44 +239,4 @@ class Explanation:
         ValueError
             A manifest that was not written by :meth:`save`.
         """
-        import json
-        import os
-
-        path = os.path.join(os.fspath(folder), cls._MANIFEST)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path!r} does not exist; pass a folder written by Explanation.save().")
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        if manifest.get("format") != cls._FORMAT:
-            raise ValueError(f"{path!r} is not a keras-gradcam manifest (format {manifest.get('format')!r}).")
-        arrays = {key: np.load(os.path.join(folder, info["file"])) for key, info in manifest["arrays"].items()}
-        layer = manifest["layer"]
-        return cls(
-            heatmaps=arrays["heatmaps"],
-            layer_heatmaps=arrays["layer_heatmaps"],
-            targets=None if manifest["targets"] is None else np.asarray(manifest["targets"], np.int64),
-            scores=np.asarray(manifest["scores"], np.float32),
-            layer=tuple(layer) if isinstance(layer, list) else layer,
-            method=manifest["method"],
-            predictions=None if manifest["predictions"] is None else np.asarray(manifest["predictions"], np.int64),
-            attributions=arrays.get("attributions"),
-            extras={k[len("extra_"):]: v for k, v in arrays.items() if k.startswith("extra_")},
-        )
-
-    @staticmethod
-    def _library_versions() -> dict[str, str | None]:
-        """Versions of the libraries that made an explanation (for the manifest of :meth:`save`)."""
-        import importlib.metadata
-        import sys
-
-        out = {}
-        for module, dist in (("keras_gradcam", "keras-gradcam"), ("keras", "keras"), ("tensorflow", "tensorflow"),
-                             ("numpy", "numpy")):
-            version = getattr(sys.modules.get(module), "__version__", None)
-            if version is None:
-                try:
-                    version = importlib.metadata.version(dist)
-                except importlib.metadata.PackageNotFoundError:
-                    version = None
-            out[module] = version
-        return out
+        return cls(**read_explanation(folder))

@@ -27,7 +27,7 @@ class Progbar(keras.utils.Progbar):
 
     Examples
     --------
-    >>> from keras_gradcam.progress import Progbar
+    >>> from keras_gradcam.core.progress import Progbar
     >>> bar = Progbar(3, unit_name="pass")
     >>> for _ in range(3):
     ...     bar.add(1)                                          # doctest: +SKIP

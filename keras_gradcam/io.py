@@ -1,0 +1,218 @@
+"""Files: PNG encoding, and an :class:`~keras_gradcam.core.explanation.Explanation` saved to a folder
+(maps as ``.npy``, PNG pictures, a JSON manifest) and read back.
+
+The manifest is written last, and atomically (to a temporary file, then renamed), so a folder
+whose writing was interrupted has no manifest and is never read back as complete.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from .viz.overlay import overlay
+
+__all__ = ["MANIFEST", "FORMAT", "encode_png", "write_png", "save_explanation", "read_explanation", "library_versions"]
+
+MANIFEST = "manifest.json"
+FORMAT = "keras-gradcam explanation"
+
+
+def encode_png(image) -> bytes:
+    """Encode a uint8 image as PNG bytes, with ``tf.io.encode_png``.
+
+    Parameters
+    ----------
+    image : array-like of shape (height, width), (height, width, 3) or (height, width, 4), uint8
+        Grayscale, RGB or RGBA.
+
+    Returns
+    -------
+    bytes
+        A complete PNG file (8 bits per channel, no interlacing).
+
+    Raises
+    ------
+    ValueError
+        Any other shape, or an empty image.
+    TypeError
+        A dtype other than uint8 (convert with ``np.clip(x, 0, 255).astype(np.uint8)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from keras_gradcam.io import encode_png
+    >>> encode_png(np.zeros((2, 3, 3), np.uint8))[:8]
+    b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise TypeError(
+            f"encode_png needs a uint8 image; got dtype {arr.dtype}. Convert it, e.g. "
+            "np.clip(image * 255, 0, 255).astype(np.uint8) for a [0, 1] float image."
+        )
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or min(arr.shape[:2]) < 1:
+        raise ValueError(
+            f"encode_png needs an image of shape (height, width), (height, width, 3) or (height, width, 4); "
+            f"got shape {np.asarray(image).shape}."
+        )
+    return tf.io.encode_png(np.ascontiguousarray(arr)).numpy()
+
+
+def write_png(path, image) -> None:
+    """Write a uint8 image to ``path`` as PNG; see :func:`encode_png` for the accepted shapes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (its folder must exist).
+    image : array-like, uint8
+        ``(height, width)``, ``(height, width, 3)`` or ``(height, width, 4)``.
+    """
+    data = encode_png(image)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def save_explanation(
+    exp,
+    folder,
+    images=None,
+    *,
+    names=None,
+    class_names=None,
+    alpha: float = 0.4,
+    colormap: str = "jet",
+) -> dict[str, Any]:
+    """Write ``exp``'s maps (``.npy``), PNG pictures and a JSON manifest to ``folder``.
+
+    The implementation of :meth:`keras_gradcam.Explanation.save`, which documents the arguments,
+    the files and the manifest. The manifest is written last and atomically.
+    """
+    n = len(exp)
+    if names is None:
+        width = max(3, len(str(n - 1)))
+        names = [f"{i:0{width}d}" for i in range(n)]
+    else:
+        if isinstance(names, str):
+            raise TypeError("names must be a sequence of str, one file stem per sample; got a single str.")
+        names = [str(s) for s in names]
+        if len(names) != n:
+            raise ValueError(f"names has {len(names)} entries but the explanation has {n} samples; give one per sample.")
+        if len(set(names)) != n:
+            raise ValueError("names must be unique (they become file names); got duplicates.")
+        bad = [s for s in names if not s or os.sep in s or (os.altsep and os.altsep in s)]
+        if bad:
+            raise ValueError(f"names must be plain file stems without path separators; got {bad[:3]}.")
+    if images is not None:
+        images = np.asarray(images.numpy() if hasattr(images, "numpy") else images)
+        if images.shape[0] != n:
+            raise ValueError(
+                f"images has {images.shape[0]} samples but the explanation has {n}; pass the explained images."
+            )
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+
+    arrays = {"heatmaps": exp.heatmaps, "layer_heatmaps": exp.layer_heatmaps}
+    if exp.attributions is not None:
+        arrays["attributions"] = exp.attributions
+    for key, value in exp.extras.items():
+        if isinstance(value, np.ndarray):
+            arrays[f"extra_{key}"] = value
+    array_info = {}
+    for key, value in arrays.items():
+        np.save(os.path.join(folder, f"{key}.npy"), value)
+        array_info[key] = {"file": f"{key}.npy", "shape": [int(d) for d in value.shape], "dtype": str(value.dtype)}
+
+    two_d = exp.heatmaps.ndim == 3
+    if two_d:
+        coloured = overlay(np.zeros(exp.heatmaps.shape, np.uint8), exp.heatmaps, alpha=1.0, colormap=colormap)
+        blended = overlay(images, exp.heatmaps, alpha=alpha, colormap=colormap) if images is not None else None
+    summary = exp.to_dict(class_names=class_names)
+    samples = []
+    for i, stem in enumerate(names):
+        files = {}
+        if two_d:
+            files["heatmap"] = f"{stem}_heatmap.png"
+            write_png(os.path.join(folder, files["heatmap"]), coloured[i])
+            if blended is not None:
+                files["overlay"] = f"{stem}_overlay.png"
+                write_png(os.path.join(folder, files["overlay"]), blended[i])
+        entry = {
+            "index": i,
+            "name": stem,
+            "target": None if summary["targets"] is None else summary["targets"][i],
+            "score": summary["scores"][i],
+            "prediction": None if summary["predictions"] is None else summary["predictions"][i],
+            "files": files,
+        }
+        if class_names is not None:
+            entry["target_name"] = None if summary["targets"] is None else summary["target_names"][i]
+            entry["prediction_name"] = None if summary["predictions"] is None else summary["prediction_names"][i]
+        samples.append(entry)
+
+    manifest = {"format": FORMAT, "format_version": 1, **summary}
+    manifest.update(
+        arrays=array_info,
+        samples=samples,
+        overlay={"alpha": float(alpha), "colormap": colormap if isinstance(colormap, str) else getattr(colormap, "name", None)},
+        versions=library_versions(),
+        python=platform.python_version(),
+    )
+    path = os.path.join(folder, MANIFEST)
+    with open(path + ".partial", "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    os.replace(path + ".partial", path)  # atomic: a folder is complete once it has a manifest
+    return manifest
+
+
+def read_explanation(folder) -> dict[str, Any]:
+    """The fields of an :class:`~keras_gradcam.core.explanation.Explanation` saved in ``folder``.
+
+    The implementation of :meth:`keras_gradcam.Explanation.load`, which documents it.
+    """
+    path = os.path.join(os.fspath(folder), MANIFEST)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} does not exist; pass a folder written by Explanation.save().")
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is not a keras-gradcam manifest (format {manifest.get('format')!r}).")
+    arrays = {key: np.load(os.path.join(folder, info["file"])) for key, info in manifest["arrays"].items()}
+    layer = manifest["layer"]
+    return dict(
+        heatmaps=arrays["heatmaps"],
+        layer_heatmaps=arrays["layer_heatmaps"],
+        targets=None if manifest["targets"] is None else np.asarray(manifest["targets"], np.int64),
+        scores=np.asarray(manifest["scores"], np.float32),
+        layer=tuple(layer) if isinstance(layer, list) else layer,
+        method=manifest["method"],
+        predictions=None if manifest["predictions"] is None else np.asarray(manifest["predictions"], np.int64),
+        attributions=arrays.get("attributions"),
+        extras={k[len("extra_"):]: v for k, v in arrays.items() if k.startswith("extra_")},
+    )
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries that made an explanation (for the manifest of :meth:`save`)."""
+    out = {}
+    for module, dist in (("keras_gradcam", "keras-gradcam"), ("keras", "keras"), ("tensorflow", "tensorflow"),
+                         ("numpy", "numpy")):
+        version = getattr(sys.modules.get(module), "__version__", None)
+        if version is None:
+            try:
+                version = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                version = None
+        out[module] = version
+    return out

@@ -1,0 +1,97 @@
+"""The registry of methods: :data:`METHODS` maps each name to its class, :func:`get_method` finds
+one by name (case, ``-`` and ``_`` ignored, a few aliases), :func:`display_name` says how papers
+write it. Adding a method is one file with its class and one line here."""
+
+from __future__ import annotations
+
+from ..core.engine import BaseCAM
+from .ablationcam import AblationCAM
+from .eigencam import EigenCAM
+from .gradcam import GradCAM
+from .gradcam_plusplus import GradCAMPlusPlus
+from .guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus
+from .hirescam import HiResCAM
+from .integrated_gradcam import IntegratedGradCAM
+from .layercam import LayerCAM
+from .scorecam import ScoreCAM
+from .smooth_gradcam_plusplus import SmoothGradCAMPlusPlus
+from .xgradcam import XGradCAM
+
+__all__ = ["METHODS", "get_method", "display_name"]
+
+METHODS = {
+    cls.name: cls
+    for cls in (
+        GradCAM,
+        GradCAMPlusPlus,
+        SmoothGradCAMPlusPlus,
+        XGradCAM,
+        HiResCAM,
+        LayerCAM,
+        IntegratedGradCAM,
+        GuidedBackprop,
+        GuidedGradCAM,
+        GuidedGradCAMPlusPlus,
+        ScoreCAM,
+        AblationCAM,
+        EigenCAM,
+    )
+}
+
+ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "smoothgradcampp": "smoothgradcam++",
+            "smoothgradcamplusplus": "smoothgradcam++", "integratedgradcam": "integrated-gradcam",
+            "guidedgradcampp": "guided-gradcam++", "guidedgradcamplusplus": "guided-gradcam++",
+            "guidedbackpropagation": "guided-backprop"}
+
+
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "+")
+
+
+def get_method(name: str | type) -> type[BaseCAM]:
+    """The explainer class for a method name (case, ``-`` and ``_`` ignored; ``"gradcampp"`` works).
+
+    Raises
+    ------
+    ValueError
+        Unknown name; the message lists the known ones.
+    """
+    if isinstance(name, type) and issubclass(name, BaseCAM):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"method must be a name from keras_gradcam.METHODS or a class; got {type(name).__name__}.")
+    wanted = _key(name)
+    table = {_key(k): v for k, v in METHODS.items()}
+    table.update({k: METHODS[v] for k, v in ALIASES.items() if v in METHODS})
+    if wanted not in table:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}.")
+    return table[wanted]
+
+
+def display_name(method: str) -> str:
+    """How a method name is written in titles: ``"gradcam++"`` -> ``"Grad-CAM++"``.
+
+    Parameters
+    ----------
+    method : str
+        A name of :data:`keras_gradcam.METHODS` (or any string).
+
+    Returns
+    -------
+    str
+        The explainer class's ``display_name`` attribute when it has one, else ``method``
+        unchanged.
+
+    Examples
+    --------
+    >>> from keras_gradcam.methods.registry import display_name
+    >>> display_name("gradcam++"), display_name("my-method")
+    ('Grad-CAM++', 'my-method')
+    """
+    try:
+        shown = vars(get_method(method)).get("display_name")  # not inherited: a subclass is another method
+        if isinstance(shown, str) and shown:
+            return shown
+    except (ValueError, TypeError):
+        pass
+    return method

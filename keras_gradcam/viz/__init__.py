@@ -1,0 +1,1 @@
+"""Pictures: heatmap overlays (:mod:`.overlay`) and matplotlib figures (:mod:`.plots`)."""
