@@ -9,11 +9,11 @@ from .checks import check_image_size, check_int
 
 __all__ = ["SUPPORTED_CUES", "CUE_CLASS_MODES", "cue_region", "reserved_region", "cue_colors"]
 
-#: Kinds of spurious cue :func:`~keras_gradcam.datasets.make_shapes` can add.
 SUPPORTED_CUES: tuple[str, ...] = ("corner",)
+"""Kinds of spurious cue ``make_shapes`` can add."""
 
-#: Which class colour a cue-carrying sample gets (``cue_class`` argument).
 CUE_CLASS_MODES: tuple[str, ...] = ("own", "shifted", "random")
+"""Which class colour a cue-carrying sample gets (the ``cue_class`` argument of ``make_shapes``)."""
 
 
 def _cue_geometry(image_size: int) -> tuple[int, int]:

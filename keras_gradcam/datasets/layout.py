@@ -17,8 +17,8 @@ _ATTEMPTS = 32
 _SHRINK = 0.85
 _SHRINK_LEVELS = 8
 
-#: Smallest object radius (px) the deterministic grid fallback may use.
 MIN_FALLBACK_RADIUS = 1.5
+"""Smallest object radius (px) the deterministic grid fallback may use."""
 
 
 def grid_layout(count: int, size: int, reserved: int) -> tuple[float, np.ndarray]:

@@ -8,8 +8,8 @@ import numpy as np
 
 __all__ = ["SUPPORTED_SHAPES", "rasterise"]
 
-#: Names of the shapes :func:`~keras_gradcam.datasets.make_shapes` can draw (any subset, any order).
 SUPPORTED_SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
+"""Names of the shapes ``make_shapes`` can draw (any subset, any order)."""
 
 # Objects rasterised per chunk (bounds temporary memory).
 _CHUNK = 256
