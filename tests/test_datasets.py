@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 
 import numpy as np
 import pytest
@@ -378,3 +379,16 @@ def test_bad_arguments_raise_helpful_errors(kwargs, fragment):
 def test_probe_set_rejects_non_dataset():
     with pytest.raises(ValueError, match="SyntheticShapes"):
         datasets.make_probe_set(np.zeros(3))
+
+
+# --------------------------------------------------------------------------
+# The package
+# --------------------------------------------------------------------------
+def test_package_exports_and_docstring_example():
+    public = {
+        "SUPPORTED_SHAPES", "SUPPORTED_CUES", "CUE_CLASS_MODES", "SyntheticShapes", "make_shapes",
+        "make_probe_set", "make_biased_pair", "cue_colors", "cue_region", "reserved_region",
+    }
+    assert set(datasets.__all__) == public and all(hasattr(datasets, name) for name in public)
+    result = doctest.testmod(datasets)
+    assert result.failed == 0 and result.attempted > 0

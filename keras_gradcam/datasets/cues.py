@@ -1,0 +1,84 @@
+"""The spurious cue: where the corner patch goes and the colour that names each class."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.colors import hsv_to_rgb
+
+from .checks import check_image_size, check_int
+
+__all__ = ["SUPPORTED_CUES", "CUE_CLASS_MODES", "cue_region", "reserved_region", "cue_colors"]
+
+SUPPORTED_CUES: tuple[str, ...] = ("corner",)
+"""Kinds of spurious cue ``make_shapes`` can add."""
+
+CUE_CLASS_MODES: tuple[str, ...] = ("own", "shifted", "random")
+"""Which class colour a cue-carrying sample gets (the ``cue_class`` argument of ``make_shapes``)."""
+
+
+def _cue_geometry(image_size: int) -> tuple[int, int]:
+    """``(side, margin)`` of the corner patch, in pixels."""
+    side = max(2, int(round(0.1 * image_size)))
+    margin = max(1, int(round(0.03 * image_size)))
+    return side, margin
+
+
+def cue_region(image_size: int) -> tuple[int, int, int, int]:
+    """Return the pixel box of the ``"corner"`` spurious cue.
+
+    Parameters
+    ----------
+    image_size : int
+        Side length of the (square) images.
+
+    Returns
+    -------
+    tuple of int
+        ``(y_min, x_min, y_max, x_max)``, max exclusive.  The patch is the
+        square of side ``max(2, round(0.1 * image_size))`` starting at
+        ``(m, m)``, ``m = max(1, round(0.03 * image_size))``; e.g.
+        ``(2, 2, 8, 8)`` for 64 px images.
+    """
+    side, margin = _cue_geometry(check_image_size(image_size))
+    return (margin, margin, margin + side, margin + side)
+
+
+def reserved_region(image_size: int) -> tuple[int, int, int, int]:
+    """Return the top-left square that objects never enter.
+
+    Parameters
+    ----------
+    image_size : int
+        Side length of the (square) images.
+
+    Returns
+    -------
+    tuple of int
+        ``(0, 0, r, r)``, max exclusive, with ``r = 2 * m + side`` (the cue
+        patch of :func:`cue_region` plus its margin on every side), e.g.
+        ``(0, 0, 10, 10)`` for 64 px images.  No object pixel lies inside it
+        in any image, whether or not the image carries a cue.
+    """
+    side, margin = _cue_geometry(check_image_size(image_size))
+    r = 2 * margin + side
+    return (0, 0, r, r)
+
+
+def cue_colors(num_classes: int) -> np.ndarray:
+    """Return the RGB colour of the spurious cue of every class.
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of classes ``K >= 2``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` ``(K, 3)``; row ``k`` is the fully saturated, full-value
+        colour of hue ``k / K`` (row 0 is pure red ``(1, 0, 0)``).
+    """
+    k = check_int("num_classes", num_classes, 2, hint="e.g. num_classes=3")
+    hue = np.arange(k, dtype=np.float64) / k
+    ones = np.ones_like(hue)
+    return hsv_to_rgb(np.stack([hue, ones, ones], axis=-1)).astype(np.float32)
