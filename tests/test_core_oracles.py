@@ -18,14 +18,10 @@ import pytest
 import tensorflow as tf
 
 import keras_gradcam as kg
-from oracles import close, minmax, relu
+from models import conv_gap_model
+from oracles import close, minmax, relu, softmax
 
 Z = 16  # 4 x 4 layer positions
-
-
-def softmax(s):
-    e = np.exp(s - s.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def differs(a, b, by=0.05):
@@ -60,13 +56,8 @@ B_GAP = np.array([0.1, -0.2, 0.3])
 
 
 def build_gap_model():
-    inp = keras.Input((4, 4, 1))
-    p = keras.layers.GlobalAveragePooling2D(name="gap")(first_conv(inp))
-    out = keras.layers.Dense(3, activation="softmax", name="head")(p)
-    model = keras.Model(inp, out)
-    model.get_layer("conv").set_weights([K1.reshape(1, 1, 1, 2), B1])
-    model.get_layer("head").set_weights([W_GAP, B_GAP])
-    return model
+    return conv_gap_model(K1.reshape(1, 1, 1, 2), B1, W_GAP, B_GAP, input_shape=(4, 4, 1), conv_activation="relu",
+                          activation="softmax", gap_name="gap")
 
 
 @pytest.fixture(scope="module")
