@@ -5,7 +5,7 @@ import functools
 import pytest
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def channels_first_convolutions_run() -> bool:
     """Whether this device can run a ``channels_first`` (NCHW) convolution.
 

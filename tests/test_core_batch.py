@@ -4,9 +4,9 @@ other samples of its batch, nor on ``batch_size``; heatmaps lie in [0, 1] with m
 import keras
 import numpy as np
 import pytest
+from oracles import same_explanation as assert_same
 
 import keras_gradcam as kg
-from oracles import same_explanation as assert_same
 
 # the seven gradient methods of the core; methods registered later have their own test files
 CORE = ("gradcam", "gradcam++", "smoothgradcam++", "xgradcam", "hirescam", "layercam", "integrated-gradcam")

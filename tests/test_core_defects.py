@@ -16,11 +16,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import conv_gap_model
+from oracles import close, minmax, relu
 
 import keras_gradcam as kg
 from keras_gradcam.core.engine import FUNCTIONS_KEPT
-from models import conv_gap_model
-from oracles import close, minmax, relu
 
 RNG = np.random.default_rng(7)
 X = RNG.uniform(size=(4, 8, 8, 3)).astype(np.float32)

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from oracles import close, minmax, relu, same_explanation
 
 import keras_gradcam as kg
-from oracles import close, minmax, relu, same_explanation
 
 
 def same(a, b, atol=1e-5):

@@ -16,10 +16,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras_gradcam as kg
 from models import conv_gap_model
 from oracles import close, minmax, relu, softmax
+
+import keras_gradcam as kg
 
 Z = 16  # 4 x 4 layer positions
 
@@ -112,8 +112,8 @@ def flat_logits(x):
     return conv_acts(x).reshape(len(x), -1) @ W_FLAT.reshape(32, 3) + B_FLAT
 
 
-def flat_grads(c, n=len(X)):
-    return np.broadcast_to(W_FLAT[..., c], (n, 4, 4, 2))
+def flat_grads(c, n=None):
+    return np.broadcast_to(W_FLAT[..., c], (len(X) if n is None else n, 4, 4, 2))
 
 
 # --- numpy references of the methods ---------------------------------------------------------------
@@ -269,7 +269,7 @@ def test_gap_head_gradcam_equals_hirescam_equals_xgradcam(gap_model):
     acts = conv_acts(X)
     exps = {name: kg.METHODS[name](gap_model, layer="conv")(X, targets=1) for name in ("gradcam", "hirescam", "xgradcam")}
     expected = relu(combine(acts, np.tile(W_GAP[:, 1] / Z, (len(X), 1))))
-    for name, exp in exps.items():
+    for exp in exps.values():
         close(exp.layer_heatmaps, expected, atol=1e-6)
         close(exp.heatmaps, exps["gradcam"].heatmaps, atol=1e-5)
 

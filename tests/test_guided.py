@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras
 from oracles import relu
 
 from keras_gradcam.methods.gradcam import GradCAM
@@ -18,7 +17,6 @@ from keras_gradcam.methods.guided import (
     guided_clone,
     guided_relu,
 )
-
 
 # -- tiny nets with hand-set weights ----------------------------------------------------------------
 

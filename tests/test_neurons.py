@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras
 from models import conv_gap_model
 from oracles import minmax
 

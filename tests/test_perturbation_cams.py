@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras
 from models import conv_gap_model
 from oracles import minmax, softmax
 
@@ -321,8 +320,8 @@ def test_input_perturbing_methods_refuse_token_inputs(name, dtype, nested):
 
 
 def test_layer_methods_named_in_the_refusal_work_on_token_models():
-    from keras_gradcam.methods.registry import get_method
     from keras_gradcam.methods.inputs import token_inputs
+    from keras_gradcam.methods.registry import get_method
 
     model = token_model()
     model.get_layer("dense").set_weights([np.array([[1.0, -1.0], [0.5, 0.2], [-0.3, 1.0]], np.float32), np.zeros(2)])

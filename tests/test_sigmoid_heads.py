@@ -10,17 +10,16 @@ every un-normalised map.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
+from models import conv_gap_model
+from oracles import close, relu, sigmoid
 
 from keras_gradcam import metrics
 from keras_gradcam.methods.gradcam import GradCAM
 from keras_gradcam.methods.gradcam_plusplus import GradCAMPlusPlus
 from keras_gradcam.methods.guided import GuidedBackprop
 from keras_gradcam.methods.scorecam import ScoreCAM
-from models import conv_gap_model
-from oracles import close, relu, sigmoid
 
 RNG = np.random.default_rng(7)
 CONV_W = np.array([[[[1.0, -0.5, 0.8], [-0.4, 1.2, 0.6]]]], "float32")  # every channel varies over X
