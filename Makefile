@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo quickstart test test-slow test-browser bench docs clean
+.PHONY: install demo quickstart lint test test-slow test-browser bench docs clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: install
 quickstart: install
 	$(PY) examples/quickstart.py
 
+lint: install
+	$(PY) -m ruff check keras_gradcam tests benchmarks examples
+
+# the default suite: everything but the slow checks (the docs site builds, full-size examples)
 test: install
 	$(PY) -m pytest -q -m "not slow"
 

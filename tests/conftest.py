@@ -1,11 +1,16 @@
-"""Shared test fixtures and probes of what this machine's TensorFlow can run."""
+"""Shared test fixtures and probes of what this machine's TensorFlow can run.
+
+The shared pieces that test files import live beside this file, since pytest advises against
+importing a conftest: ``models.py`` (the tiny models with hand-set weights) and ``oracles.py``
+(the numpy references and the one assertion helper, ``close``).
+"""
 
 import functools
 
 import pytest
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def channels_first_convolutions_run() -> bool:
     """Whether this device can run a ``channels_first`` (NCHW) convolution.
 

@@ -4,6 +4,7 @@ other samples of its batch, nor on ``batch_size``; heatmaps lie in [0, 1] with m
 import keras
 import numpy as np
 import pytest
+from oracles import same_explanation as assert_same
 
 import keras_gradcam as kg
 
@@ -40,14 +41,6 @@ def model():
 @pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(12).normal(size=(N, 6, 6, 2)).astype(np.float32)
-
-
-def assert_same(a, b, atol=1e-5):
-    np.testing.assert_allclose(a.heatmaps, b.heatmaps, atol=atol)
-    np.testing.assert_allclose(a.layer_heatmaps, b.layer_heatmaps, rtol=1e-5, atol=atol)
-    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=atol)
-    np.testing.assert_array_equal(a.targets, b.targets)
-    np.testing.assert_array_equal(a.predictions, b.predictions)
 
 
 @pytest.mark.parametrize("method", CORE)

@@ -16,10 +16,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import conv_gap_model
+from oracles import close, minmax, relu
 
 import keras_gradcam as kg
 from keras_gradcam.core.engine import FUNCTIONS_KEPT
-from oracles import close, minmax, relu
 
 RNG = np.random.default_rng(7)
 X = RNG.uniform(size=(4, 8, 8, 3)).astype(np.float32)
@@ -28,16 +29,9 @@ W_HEAD = np.array([[1.0, -0.5, 0.2], [0.3, 0.8, -1.0], [-0.4, 0.1, 0.9], [0.6, -
 
 def build(activation="softmax", scale=1.0, seed=3):
     """conv (4 channels, ReLU) -> GAP -> Dense(3) with hand-set head weights, times ``scale``."""
-    inp = keras.Input((8, 8, 3))
-    a = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
-    p = keras.layers.GlobalAveragePooling2D(name="gap")(a)
-    out = keras.layers.Dense(3, activation=activation, name="head")(p)
-    model = keras.Model(inp, out)
-    rng = np.random.default_rng(seed)
-    conv = model.get_layer("conv")
-    conv.set_weights([rng.normal(size=conv.kernel.shape), np.full(4, 0.1)])
-    model.get_layer("head").set_weights([W_HEAD * scale, np.array([0.1, -0.1, 0.0]) * scale])
-    return model
+    kernel = np.random.default_rng(seed).normal(size=(3, 3, 3, 4))
+    return conv_gap_model(kernel, np.full(4, 0.1), W_HEAD * scale, np.array([0.1, -0.1, 0.0]) * scale,
+                          input_shape=(8, 8, 3), conv_activation="relu", activation=activation, gap_name="gap")
 
 
 def conv_acts(model, x):

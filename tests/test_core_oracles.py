@@ -16,16 +16,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import conv_gap_model
+from oracles import close, minmax, relu, softmax
 
 import keras_gradcam as kg
-from oracles import close, minmax, relu
 
 Z = 16  # 4 x 4 layer positions
-
-
-def softmax(s):
-    e = np.exp(s - s.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def differs(a, b, by=0.05):
@@ -60,13 +56,8 @@ B_GAP = np.array([0.1, -0.2, 0.3])
 
 
 def build_gap_model():
-    inp = keras.Input((4, 4, 1))
-    p = keras.layers.GlobalAveragePooling2D(name="gap")(first_conv(inp))
-    out = keras.layers.Dense(3, activation="softmax", name="head")(p)
-    model = keras.Model(inp, out)
-    model.get_layer("conv").set_weights([K1.reshape(1, 1, 1, 2), B1])
-    model.get_layer("head").set_weights([W_GAP, B_GAP])
-    return model
+    return conv_gap_model(K1.reshape(1, 1, 1, 2), B1, W_GAP, B_GAP, input_shape=(4, 4, 1), conv_activation="relu",
+                          activation="softmax", gap_name="gap")
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +112,8 @@ def flat_logits(x):
     return conv_acts(x).reshape(len(x), -1) @ W_FLAT.reshape(32, 3) + B_FLAT
 
 
-def flat_grads(c, n=len(X)):
-    return np.broadcast_to(W_FLAT[..., c], (n, 4, 4, 2))
+def flat_grads(c, n=None):
+    return np.broadcast_to(W_FLAT[..., c], (len(X) if n is None else n, 4, 4, 2))
 
 
 # --- numpy references of the methods ---------------------------------------------------------------
@@ -278,7 +269,7 @@ def test_gap_head_gradcam_equals_hirescam_equals_xgradcam(gap_model):
     acts = conv_acts(X)
     exps = {name: kg.METHODS[name](gap_model, layer="conv")(X, targets=1) for name in ("gradcam", "hirescam", "xgradcam")}
     expected = relu(combine(acts, np.tile(W_GAP[:, 1] / Z, (len(X), 1))))
-    for name, exp in exps.items():
+    for exp in exps.values():
         close(exp.layer_heatmaps, expected, atol=1e-6)
         close(exp.heatmaps, exps["gradcam"].heatmaps, atol=1e-5)
 

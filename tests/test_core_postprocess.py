@@ -12,8 +12,9 @@ import keras_gradcam as kg
 
 # the seven gradient methods of the core; methods registered later have their own test files
 CORE = ("gradcam", "gradcam++", "smoothgradcam++", "xgradcam", "hirescam", "layercam", "integrated-gradcam")
-from keras_gradcam.core.postprocess import normalize, resize
 from oracles import minmax, relu
+
+from keras_gradcam.core.postprocess import normalize, resize
 
 FAST_OPTIONS = {"smoothgradcam++": {"n_samples": 2}, "integrated-gradcam": {"steps": 2}}
 

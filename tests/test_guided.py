@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from oracles import relu
 
-import keras
 from keras_gradcam.methods.gradcam import GradCAM
 from keras_gradcam.methods.gradcam_plusplus import GradCAMPlusPlus
 from keras_gradcam.methods.guided import (
@@ -16,11 +17,6 @@ from keras_gradcam.methods.guided import (
     guided_clone,
     guided_relu,
 )
-
-
-def _relu(z):
-    return np.maximum(z, 0.0)
-
 
 # -- tiny nets with hand-set weights ----------------------------------------------------------------
 
@@ -56,8 +52,8 @@ def three_forms_backprop(x: np.ndarray, c: np.ndarray, guided: bool, sign: float
     """Backpropagation of sign * logit_c by hand; guided adds the 1[incoming > 0] gate."""
     w1, b1, w2, b2, w3, b3, w4, _ = W if weights is None else weights
     z1 = x @ w1 + b1
-    z2 = _relu(z1) @ w2 + b2
-    z3 = _relu(z2) @ w3 + b3
+    z2 = relu(z1) @ w2 + b2
+    z3 = relu(z2) @ w3 + b3
     r = sign * w4[:, c].T  # (N, 5): d(sign * y_c) / d relu(z3)
     for z, w in ((z3, w3), (z2, w2), (z1, w1)):
         g = r * (z > 0)

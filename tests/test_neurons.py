@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import conv_gap_model
+from oracles import minmax
 
-import keras
 from keras_gradcam.neurons import NeuronImportance, neuron_importance, textual_explanation
 
 # 1x1 conv with 5 channels -> 2x2 average pooling (the layer, 3x3x5, Z = 9) -> GAP -> Dense(3).
@@ -21,13 +22,7 @@ DENSE = np.array(
 
 @pytest.fixture(scope="module")
 def model():
-    inp = keras.Input((6, 6, 1))
-    h = keras.layers.AveragePooling2D(2, name="pool")(keras.layers.Conv2D(5, 1, name="conv")(inp))
-    dense = keras.layers.Dense(3, name="dense")
-    m = keras.Model(inp, dense(keras.layers.GlobalAveragePooling2D()(h)))
-    m.get_layer("conv").set_weights([KERNEL, BIAS])
-    dense.set_weights([DENSE, np.zeros(3, np.float32)])
-    return m
+    return conv_gap_model(KERNEL, BIAS, DENSE, np.zeros(3, np.float32), pool=2, head_name="dense")
 
 
 X = np.random.default_rng(0).uniform(-1, 1, size=(3, 6, 6, 1)).astype(np.float32)
@@ -38,12 +33,6 @@ NAMES = {0: "stripes", 1: "water", 3: "fur", 4: "sky"}  # channel 2 has no conce
 def pooled(x):
     a = x * KERNEL[0, 0] + BIAS
     return a.reshape(len(x), 3, 2, 3, 2, 5).mean(axis=(2, 4))
-
-
-def minmax(m):
-    lo = m.min(axis=(-2, -1), keepdims=True)
-    span = m.max(axis=(-2, -1), keepdims=True) - lo
-    return np.where(span > 1e-8, (m - lo) / np.where(span > 1e-8, span, 1), 0.0)
 
 
 def test_weights_top_bottom_and_maps_by_hand(model):
@@ -59,7 +48,7 @@ def test_weights_top_bottom_and_maps_by_hand(model):
     for i in range(len(X)):
         for j, c in enumerate(ni.top_channels[i]):
             # upsample (3 -> 6 misses interior extremes) then min-max
-            expected = minmax(tf.image.resize(acts[i, :, :, c, None], (6, 6)).numpy()[..., 0])
+            expected = minmax(tf.image.resize(acts[i, :, :, c, None], (6, 6)).numpy()[None, ..., 0])[0]
             np.testing.assert_allclose(ni.top_maps[i, j], expected, atol=1e-5)
     assert ni.bottom_maps.shape == (3, 2, 6, 6) and isinstance(ni, NeuronImportance) and len(ni) == 3
     assert ni.targets.tolist() == TARGETS.tolist() and ni.layer == "pool" and ni.texts is None

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import matplotlib

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import conv_gap_model
+from oracles import minmax, softmax
 
-import keras
 from keras_gradcam.methods.ablationcam import AblationCAM
 from keras_gradcam.methods.eigencam import EigenCAM
 from keras_gradcam.methods.scorecam import ScoreCAM, plan_passes
@@ -23,25 +25,15 @@ DENSE_B = np.array([0.1, -0.2, 0.0], np.float32)
 
 
 def tiny(activation=None, nested=False, skip=False) -> keras.Model:
-    inp = keras.Input((6, 6, 1))
-    conv = keras.layers.Conv2D(3, 1, name="conv")
-    pool = keras.layers.AveragePooling2D(2, name="pool")
-    if nested:
-        backbone = keras.Model(inp, pool(conv(inp)), name="backbone")
-        h = backbone(inp)
-    else:
-        h = pool(conv(inp))
-    h = keras.layers.GlobalAveragePooling2D()(h)
-    dense = keras.layers.Dense(3, activation=activation, name="dense")
-    out = dense(h)
-    if skip:  # a path around the explained layer: the logits also get 0.7 * mean(x)
-        side = keras.layers.Dense(3, use_bias=False, name="side")
-        out = keras.layers.Add()([out, side(keras.layers.GlobalAveragePooling2D()(inp))])
-        side.set_weights([np.full((1, 3), 0.7, np.float32)])
-    model = keras.Model(inp, out)
-    conv.set_weights([KERNEL, BIAS])
-    dense.set_weights([DENSE, DENSE_B])
-    return model
+    model = conv_gap_model(KERNEL, BIAS, DENSE, DENSE_B, pool=2, activation=activation, head_name="dense", nested=nested)
+    if not skip:
+        return model
+    # a path around the explained layer: the logits also get 0.7 * mean(x)
+    inp = model.inputs[0]
+    side = keras.layers.Dense(3, use_bias=False, name="side")
+    out = keras.layers.Add()([model.outputs[0], side(keras.layers.GlobalAveragePooling2D()(inp))])
+    side.set_weights([np.full((1, 3), 0.7, np.float32)])
+    return keras.Model(inp, out)
 
 
 X = np.random.default_rng(0).uniform(-1, 1, size=(3, 6, 6, 1)).astype(np.float32)
@@ -59,20 +51,9 @@ def np_logits(x, skip=False):
     return out + 0.7 * x.mean(axis=(1, 2, 3))[:, None] if skip else out
 
 
-def softmax(z, axis=-1):
-    e = np.exp(z - z.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
 def up(maps, size=(6, 6)):
     """Bilinear (half-pixel) upsampling by TensorFlow: (N, h, w) -> (N, *size)."""
     return tf.image.resize(maps[..., None], size, method="bilinear").numpy()[..., 0]
-
-
-def minmax(m):
-    lo = m.min(axis=(1, 2), keepdims=True)
-    span = m.max(axis=(1, 2), keepdims=True) - lo
-    return np.where(span > 1e-8, (m - lo) / np.where(span > 1e-8, span, 1), 0.0)
 
 
 def np_conv(x):
@@ -339,8 +320,8 @@ def test_input_perturbing_methods_refuse_token_inputs(name, dtype, nested):
 
 
 def test_layer_methods_named_in_the_refusal_work_on_token_models():
-    from keras_gradcam.methods.registry import get_method
     from keras_gradcam.methods.inputs import token_inputs
+    from keras_gradcam.methods.registry import get_method
 
     model = token_model()
     model.get_layer("dense").set_weights([np.array([[1.0, -1.0], [0.5, 0.2], [-0.3, 1.0]], np.float32), np.zeros(2)])

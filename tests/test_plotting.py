@@ -19,9 +19,9 @@ import tensorflow as tf  # noqa: E402
 
 import keras_gradcam as kg  # noqa: E402
 from keras_gradcam.core.explanation import Explanation  # noqa: E402
-from keras_gradcam.viz.overlay import overlay  # noqa: E402
 from keras_gradcam.io import encode_png, write_png
 from keras_gradcam.methods.registry import display_name
+from keras_gradcam.viz.overlay import overlay  # noqa: E402
 from keras_gradcam.viz.plots import plot  # noqa: E402
 
 RNG = np.random.default_rng(0)

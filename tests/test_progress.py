@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 
+from keras_gradcam.core.progress import Progbar
 from keras_gradcam.methods.ablationcam import AblationCAM
 from keras_gradcam.methods.scorecam import ScoreCAM
-from keras_gradcam.core.progress import Progbar
 
 
 def _tiny():

@@ -10,16 +10,16 @@ every un-normalised map.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
+from models import conv_gap_model
+from oracles import close, relu, sigmoid
 
 from keras_gradcam import metrics
 from keras_gradcam.methods.gradcam import GradCAM
 from keras_gradcam.methods.gradcam_plusplus import GradCAMPlusPlus
 from keras_gradcam.methods.guided import GuidedBackprop
 from keras_gradcam.methods.scorecam import ScoreCAM
-from oracles import close, relu
 
 RNG = np.random.default_rng(7)
 CONV_W = np.array([[[[1.0, -0.5, 0.8], [-0.4, 1.2, 0.6]]]], "float32")  # every channel varies over X
@@ -28,14 +28,8 @@ X = RNG.uniform(0.0, 1.0, size=(3, 4, 4, 2)).astype("float32")
 
 
 def model_with(dense_w, dense_b, activation="sigmoid"):
-    inp = keras.Input((4, 4, 2))
-    a = keras.layers.Conv2D(3, 1, activation="relu", name="conv")(inp)
-    p = keras.layers.GlobalAveragePooling2D()(a)
-    out = keras.layers.Dense(dense_w.shape[1], activation=activation, name="head")(p)
-    model = keras.Model(inp, out)
-    model.get_layer("conv").set_weights([CONV_W, CONV_B])
-    model.get_layer("head").set_weights([dense_w, dense_b])
-    return model
+    return conv_gap_model(CONV_W, CONV_B, dense_w, dense_b, input_shape=(4, 4, 2), conv_activation="relu",
+                          activation=activation)
 
 
 def np_acts(x):
@@ -44,10 +38,6 @@ def np_acts(x):
 
 def np_logits(x, w, b):
     return np_acts(x).mean(axis=(1, 2)) @ w + b
-
-
-def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 def np_gradcam(x, w, t, scale=1.0):
