@@ -22,9 +22,10 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import plugin_event_accumulator, plugin_event_multiplexer
 
 import keras_gradcam
-from keras_gradcam import callback as callback_module
 from keras_gradcam import datasets
-from keras_gradcam.callback import GradCAMCallback, _tile
+from keras_gradcam.callback import GradCAMCallback
+from keras_gradcam.callback import callback as callback_module
+from keras_gradcam.callback.summaries import CORRECT, WRONG, tile
 from keras_gradcam.explain import explain
 from keras_gradcam.viz.overlay import overlay
 from tbserver import get, tensorboard
@@ -83,9 +84,24 @@ def fit(model, data, cb, epochs=2, callbacks_before=(), **kwargs):
     return model.fit(data["x"], data["y"], epochs=epochs, batch_size=8, verbose=0, callbacks=callbacks, **kwargs)
 
 
+def run_hooks(cb, model, epochs, initial_epoch=0, after_epoch=None):
+    """What ``model.fit(epochs=epochs, initial_epoch=initial_epoch)`` calls on the callback, without training.
+
+    ``after_epoch(epoch)`` runs after each ``on_epoch_end``, like a callback listed after ``cb``.
+    """
+    cb.set_model(model)
+    cb.set_params({"epochs": epochs, "verbose": 0})
+    cb.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        cb.on_epoch_end(epoch)
+        if after_epoch is not None:
+            after_epoch(epoch)
+    cb.on_train_end()
+
+
 def test_tile_layout():
     tiles = np.stack([np.full((2, 3, 3), i, np.uint8) for i in range(5)])
-    grid = _tile(tiles, gap=1)
+    grid = tile(tiles, gap=1)
     assert grid.shape == (2 * 2 + 1, 3 * 3 + 2, 3)  # 3 columns, 2 rows
     assert grid[0, 0, 0] == 0 and grid[0, 4, 0] == 1 and grid[3, 0, 0] == 3 and grid[3, 4, 0] == 4
     assert grid[2, 0, 0] == 255 and grid[3, 8, 0] == 255  # gap line and empty slot
@@ -297,7 +313,7 @@ def test_overlay_pixels_are_kg_overlay_of_explain(tmp_path, data):
         got = decode(acc.Tensors(f"gradcam++/probe_{i:02d}")[0])
         assert got.shape == (SIZE, SIZE, 3)  # no labels: no strip
         np.testing.assert_array_equal(got, expected[i])
-    np.testing.assert_array_equal(decode(acc.Tensors("gradcam++/grid")[0]), _tile(expected))
+    np.testing.assert_array_equal(decode(acc.Tensors("gradcam++/grid")[0]), tile(expected))
     # with PNG the events are what tf.summary.image itself writes for the same uint8 overlay
     writer = tf.summary.create_file_writer(str(tmp_path / "reference"))
     with writer.as_default(step=0):
@@ -322,7 +338,7 @@ def test_strip_marks_right_and_wrong_predictions(tmp_path, data):
     assert "gradcam++/grid" not in acc.Tags()["tensors"]  # off by default
     for i in range(N_PROBES):
         strip = decode(acc.Tensors(f"gradcam++/probe_{i:02d}")[0])[SIZE:]
-        colour = callback_module._CORRECT if predictions[i] == data["labels"][i] else callback_module._WRONG
+        colour = CORRECT if predictions[i] == data["labels"][i] else WRONG
         assert (strip == colour).all()
 
 
@@ -331,7 +347,7 @@ def test_warning_when_evidence_lies_outside_objects(tmp_path, data, caplog):
     masks[:, :2, :2] = True  # a tiny "object" in the corner: nearly all evidence lies outside
     cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=masks, method="gradcam", warn_below=0.9)
     with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
-        fit(tiny_model(), data, cb, epochs=3)
+        run_hooks(cb, tiny_model(), epochs=3)
     warnings = [r.getMessage() for r in caplog.records if r.name == "keras_gradcam"]
     assert len(warnings) == 2  # when it falls below (epoch 1), and at the end of fit (epoch 3)
     share = cb.history["energy_inside_object"][2]
@@ -349,7 +365,7 @@ def test_warning_when_evidence_lies_outside_objects(tmp_path, data, caplog):
     caplog.clear()
     cb = GradCAMCallback(data["probes"], tmp_path / "quiet", probe_masks=masks, warn_below=None)
     with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
-        fit(tiny_model(), data, cb, epochs=1)
+        run_hooks(cb, tiny_model(), epochs=1)
     assert not [r for r in caplog.records if r.name == "keras_gradcam"]
 
 
@@ -394,28 +410,21 @@ def rss_kib() -> int:
     raise RuntimeError("no VmRSS")
 
 
-class _Probe(keras.callbacks.Callback):
-    """Records, after the Grad-CAM callback, the traced-function counts and RSS per epoch."""
-
-    def __init__(self, cb):
-        super().__init__()
-        self.cb, self.rows = cb, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        traces = sum(fn.experimental_get_tracing_count() for fn in self.cb.explainer._fns.values())
-        self.rows.append((epoch, traces, self.cb._write_fn.experimental_get_tracing_count(), rss_kib()))
-
-
 def test_memory_flat_and_no_retracing_over_30_epochs(tmp_path, data):
     model = tiny_model()
     cb = GradCAMCallback(data["probes"], tmp_path, probe_labels=data["labels"], probe_masks=data["masks"])
-    rec = _Probe(cb)
-    model.fit(data["x"][:8], data["y"][:8], epochs=30, batch_size=8, verbose=0, callbacks=[cb, rec])
+    rows = []  # per epoch, after the callback: traced-function counts and RSS
+
+    def record(epoch):
+        traces = sum(fn.experimental_get_tracing_count() for fn in cb.explainer._fns.values())
+        rows.append((epoch, traces, cb._writer.write_fn.experimental_get_tracing_count(), rss_kib()))
+
+    run_hooks(cb, model, epochs=30, after_epoch=record)
     assert len(cb.history["epoch"]) == 30
     assert len(cb.explainer._fns) == 1
-    assert {row[1] for row in rec.rows} == {1} and {row[2] for row in rec.rows} == {1}  # traced once, reused
-    growth_mib = (rec.rows[29][3] - rec.rows[9][3]) / 1024
-    assert growth_mib < 4.0, f"RSS grew by {growth_mib:.1f} MiB between epochs 10 and 30: {rec.rows}"
+    assert {row[1] for row in rows} == {1} and {row[2] for row in rows} == {1}  # traced once, reused
+    growth_mib = (rows[29][3] - rows[9][3]) / 1024
+    assert growth_mib < 4.0, f"RSS grew by {growth_mib:.1f} MiB between epochs 10 and 30: {rows}"
     assert cb._writer is None  # closed at on_train_end
 
 
@@ -423,10 +432,10 @@ def test_reuse_across_fits_and_lazy_writers(tmp_path, data):
     model = tiny_model()
     cb = GradCAMCallback(data["probes"], tmp_path, every_n_epochs=1)
     assert cb._writer is None and not (tmp_path / "gradcam").exists()  # nothing at construction
-    fit(model, data, cb, epochs=2)
+    run_hooks(cb, model, epochs=2)
     explainer, fn = cb.explainer, next(iter(cb.explainer._fns.values()))
     assert cb._writer is None
-    fit(model, data, cb, epochs=4, initial_epoch=2)
+    run_hooks(cb, model, epochs=4, initial_epoch=2)
     assert cb.explainer is explainer and fn.experimental_get_tracing_count() == 1  # no retracing
     assert cb.history["epoch"] == [2, 3]  # reset per fit
     acc = load_run(tmp_path / "gradcam")
@@ -434,7 +443,7 @@ def test_reuse_across_fits_and_lazy_writers(tmp_path, data):
     assert len(list((tmp_path / "gradcam").glob("events.out.tfevents.*"))) == 2  # one writer per fit
 
     other = tiny_model(name_prefix="o_")
-    fit(other, data, cb, epochs=1)  # a new model gets a new explainer
+    run_hooks(cb, other, epochs=1)  # a new model gets a new explainer
     assert cb.explainer is not explainer and cb.explainer.layer == "o_c2"
 
 
