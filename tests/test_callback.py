@@ -26,6 +26,7 @@ from keras_gradcam import datasets
 from keras_gradcam.callback import GradCAMCallback
 from keras_gradcam.callback import callback as callback_module
 from keras_gradcam.callback.summaries import CORRECT, WRONG, tile
+from keras_gradcam.core.validate import ClassIndexError
 from keras_gradcam.explain import explain
 from keras_gradcam.viz.overlay import overlay
 from tbserver import get, tensorboard
@@ -172,6 +173,83 @@ def test_get_config_plain_values(tmp_path):
     assert not any(isinstance(v, np.ndarray) for v in config.values())
     rebuilt = GradCAMCallback(np.zeros((3, SIZE, SIZE, 3)), **config)
     assert rebuilt.get_config() == config
+
+
+@pytest.mark.parametrize(
+    "kwargs, data",
+    [
+        ({"targets": [0, 2, 1], "layer": "c2", "method": "xgradcam", "every_n_epochs": 3}, {}),
+        ({"targets": "label", "class_names": ["a", "b", "c"], "grid": True, "image_format": "png"},
+         {"probe_labels": [0, 1, 2], "probe_masks": np.ones((3, SIZE, SIZE), bool)}),
+        ({"targets": keras_gradcam.ClassTarget(2), "warn_below": 0.25, "pointing_tolerance": 3}, {}),
+        ({"targets": keras_gradcam.OutputTarget(reduce="mean"), "on_error": "warn", "batch_size": 2,
+          "method_options": {"counterfactual": True}, "method": "gradcam"}, {}),
+        ({"targets": np.int64(1), "alpha": 0.7, "colormap": "inferno", "run_name": "other"},
+         {"display_images": np.zeros((3, SIZE, SIZE, 3), np.uint8)}),
+    ],
+)
+def test_from_config_round_trips(tmp_path, kwargs, data):
+    """get_config is JSON; from_config(config, <the probe data>) rebuilds a callback with the same config."""
+    probes = np.zeros((3, SIZE, SIZE, 3), np.float32)
+    cb = GradCAMCallback(probes, tmp_path, **data, **kwargs)
+    config = cb.get_config()
+    rebuilt = GradCAMCallback.from_config(json.loads(json.dumps(config)), probe_images=probes, **data)
+    assert rebuilt.get_config() == config
+    assert rebuilt.targets == (int(cb.targets) if isinstance(cb.targets, np.integer) else cb.targets)  # objects too
+
+
+def test_from_config_asks_for_what_a_config_cannot_hold(tmp_path):
+    probes = np.zeros((3, SIZE, SIZE, 3), np.float32)
+
+    def score(outputs):
+        return outputs[:, 1]
+
+    config = GradCAMCallback(probes, tmp_path, targets=score).get_config()
+    assert config["targets"] is None  # a callable is code, not configuration
+    with pytest.raises(TypeError, match="from_config needs the probe data"):
+        GradCAMCallback.from_config(config)
+    with pytest.raises(ValueError, match="targets were a callable.*targets=<the callable>"):
+        GradCAMCallback.from_config(config, probe_images=probes)
+    rebuilt = GradCAMCallback.from_config(config, probe_images=probes, targets=score)
+    assert rebuilt.targets is score and rebuilt.get_config() == config
+    with pytest.raises(ValueError, match="needs probe_labels"):  # the labels are data too
+        GradCAMCallback.from_config(GradCAMCallback(probes, tmp_path, probe_labels=[0, 1, 2], targets="label")
+                                    .get_config(), probe_images=probes)
+
+
+def test_out_of_range_classes_are_class_index_errors(tmp_path, data):
+    """Both an IndexError (as the explainers raise) and a ValueError (as the callback always did)."""
+    for kwargs in ({"targets": -1}, {"targets": [0, -2, 1, 0]}, {"probe_labels": [0, -1, 2, 1]}):
+        with pytest.raises(ClassIndexError):
+            GradCAMCallback(data["probes"], tmp_path, **kwargs)
+    cb = GradCAMCallback(data["probes"], tmp_path, targets=7)
+    with pytest.raises(IndexError, match="targets include class 7"):
+        cb.set_model(tiny_model())
+    with pytest.raises(ClassIndexError, match="class_names names 3 classes"):
+        GradCAMCallback(data["probes"], tmp_path, probe_labels=[0, 1, 5, 2], class_names=data["names"])
+
+
+@pytest.mark.parametrize("make_target", [lambda: keras_gradcam.ClassTarget(2), lambda: (lambda out: out[:, 1] - out[:, 0])])
+def test_target_objects_and_callables_reach_the_explainer(tmp_path, data, make_target):
+    """As in explain(): the logged overlay is overlay(probes, explain(..., targets=<the same target>))."""
+    target = make_target()
+    model = tiny_model()
+    cb = GradCAMCallback(data["probes"], tmp_path, targets=target, image_format="png", probe_labels=data["labels"])
+    run_hooks(cb, model, epochs=1)
+    exp = explain(model, data["probes"], method="gradcam++", targets=target)
+    expected = overlay(data["probes"], exp.heatmaps)
+    acc = load_run(tmp_path / "gradcam")
+    for i in range(N_PROBES):
+        np.testing.assert_array_equal(decode(acc.Tensors(f"gradcam++/probe_{i:02d}")[0])[:SIZE], expected[i])
+    caption = tf.make_ndarray(acc.Tensors("gradcam++/captions")[0].tensor_proto).item().decode()
+    explained = [line.split("|")[4].strip() for line in caption.splitlines() if line.startswith("| 0")]
+    assert explained == ["-"] * N_PROBES  # a callable names no class
+    description = acc.SummaryMetadata("gradcam++/probe_00").summary_description
+    assert "heatmap of the target `" in description
+    if isinstance(target, keras_gradcam.ClassTarget):
+        assert "ClassTarget(index=2, output=None)" in description
+    with pytest.raises(TypeError, match="a target object"):
+        GradCAMCallback(data["probes"], tmp_path, targets=1.5)
 
 
 # -- failures before or during training ---------------------------------------------------------
