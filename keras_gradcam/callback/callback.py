@@ -1,9 +1,6 @@
-"""The ``keras.callbacks.Callback`` subclass and its lifecycle: arguments, configuration, hooks.
-
-What it checks lives in :mod:`keras_gradcam.callback.probes`, what it writes in
-:mod:`keras_gradcam.callback.summaries`; this module holds the training hooks and, per logged
-epoch, the one pass that explains the probes, scores them against their masks and hands the
-pictures and texts to the writer.
+"""The ``keras.callbacks.Callback`` subclass: arguments, configuration, training hooks, and per logged
+epoch the pass that explains the probes and hands the pictures and texts to the writer (what it checks
+lives in :mod:`~keras_gradcam.callback.probes`, what it writes in :mod:`~keras_gradcam.callback.summaries`).
 """
 
 from __future__ import annotations
@@ -530,13 +527,11 @@ class GradCAMCallback(keras.callbacks.Callback):
             return
         shown = display_name(self.method)
         descriptions = summaries.probe_descriptions(
-            n=self._n, method=shown, layer=layer, colormap=self.colormap, alpha=self.alpha,
-            tag_prefix=self.tag_prefix, targets=self.targets, target_classes=self._target_arg,
-            labels=self._labels, class_names=self.class_names,
+            n=self._n, method=shown, layer=layer, colormap=self.colormap, alpha=self.alpha, tag_prefix=self.tag_prefix,
+            targets=self.targets, target_classes=self._target_arg, labels=self._labels, class_names=self.class_names,
         )
-        scalar_descriptions = None
-        if self._masks is not None:
-            scalar_descriptions = summaries.scalar_descriptions(shown, float(self._masks.mean()), self.pointing_tolerance)
+        area = None if self._masks is None else float(self._masks.mean())
+        scalar_descriptions = None if area is None else summaries.scalar_descriptions(shown, area, self.pointing_tolerance)
         self._writer = summaries.EpochWriter(
             self.run_dir, tag_prefix=self.tag_prefix, descriptions=descriptions, image_shape=image_shape,
             grid_shape=grid_shape, grid=self.grid, image_format=self.image_format, method=shown, layer=layer,

@@ -43,7 +43,10 @@ __all__ = [
 # the core target objects a config can name (they are frozen dataclasses of plain values)
 TARGET_OBJECTS = {cls.__name__: cls for cls in (ClassTarget, OutputTarget)}
 
-_TARGETS = '"predicted", "label", an int or one int per probe, a target object (kg.ClassTarget, kg.OutputTarget) or a callable'
+_TARGETS = (
+    '"predicted", "label", an int or one int per probe, a target object (kg.ClassTarget, kg.OutputTarget) '
+    "or a callable"
+)
 
 
 def to_array(name: str, value) -> np.ndarray:

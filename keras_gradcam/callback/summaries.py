@@ -104,7 +104,8 @@ def probe_descriptions(
         if labels is not None
         else ""
     )
-    fixed = target_classes is not None and not callable(target_classes) and not (isinstance(targets, str) and targets == "label")
+    by_label = isinstance(targets, str) and targets == "label"
+    fixed = target_classes is not None and not callable(target_classes) and not by_label
     out = []
     for i in range(n):
         true = f", true class **{markdown_cell(class_name(labels[i], class_names))}**" if labels is not None else ""
@@ -150,7 +151,7 @@ def captions(epoch: int, exp, *, method: str, labels, class_names, energy, hits,
         if labels is not None and preds is not None and finite[i]:
             pred += " ✓" if preds[i] == labels[i] else " ✗"
         explained = class_name(exp.targets[i], class_names) if exp.targets is not None else "-"
-        row = [f"{i:02d}", markdown_cell(true), markdown_cell(pred), markdown_cell(explained), f"{float(exp.scores[i]):.3g}"]
+        row = [f"{i:02d}", *map(markdown_cell, (true, pred, explained)), f"{float(exp.scores[i]):.3g}"]
         if energy is not None:
             row += ["-" if not np.isfinite(energy[i]) else f"{energy[i]:.0%}",
                     "-" if not np.isfinite(hits[i]) else ("yes" if hits[i] else "no")]
