@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tbserver import get, tensorboard
 from tensorboard.backend.event_processing import plugin_event_accumulator, plugin_event_multiplexer
 
 import keras_gradcam
@@ -29,7 +30,6 @@ from keras_gradcam.callback.summaries import CORRECT, WRONG, tile
 from keras_gradcam.core.validate import ClassIndexError
 from keras_gradcam.explain import explain
 from keras_gradcam.viz.overlay import overlay
-from tbserver import get, tensorboard
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16

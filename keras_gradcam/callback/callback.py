@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -287,7 +288,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         try:
             self.every_n_epochs = positive_int("every_n_epochs", every_n_epochs)
         except TypeError as e:  # a float here has always been a ValueError (tests pin it)
-            raise ValueError(f"{e} (1 logs every epoch)") from None
+            raise ValueError(str(e)) from None
 
         self._masks = None if probe_masks is None else check_masks(probe_masks, (n, height, width))
 

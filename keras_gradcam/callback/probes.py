@@ -11,7 +11,8 @@ received and how to fix it. Class indices outside the model's classes raise
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np

@@ -9,7 +9,7 @@ compiled function traced once per writer; the few scalars and notes are written 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
