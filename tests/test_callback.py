@@ -19,15 +19,17 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tbserver import get, tensorboard
 from tensorboard.backend.event_processing import plugin_event_accumulator, plugin_event_multiplexer
 
 import keras_gradcam
-from keras_gradcam import callback as callback_module
 from keras_gradcam import datasets
-from keras_gradcam.callback import GradCAMCallback, _tile
+from keras_gradcam.callback import GradCAMCallback
+from keras_gradcam.callback import callback as callback_module
+from keras_gradcam.callback.summaries import CORRECT, WRONG, tile
+from keras_gradcam.core.validate import ClassIndexError
 from keras_gradcam.explain import explain
 from keras_gradcam.viz.overlay import overlay
-from tbserver import get, tensorboard
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -83,9 +85,24 @@ def fit(model, data, cb, epochs=2, callbacks_before=(), **kwargs):
     return model.fit(data["x"], data["y"], epochs=epochs, batch_size=8, verbose=0, callbacks=callbacks, **kwargs)
 
 
+def run_hooks(cb, model, epochs, initial_epoch=0, after_epoch=None):
+    """What ``model.fit(epochs=epochs, initial_epoch=initial_epoch)`` calls on the callback, without training.
+
+    ``after_epoch(epoch)`` runs after each ``on_epoch_end``, like a callback listed after ``cb``.
+    """
+    cb.set_model(model)
+    cb.set_params({"epochs": epochs, "verbose": 0})
+    cb.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        cb.on_epoch_end(epoch)
+        if after_epoch is not None:
+            after_epoch(epoch)
+    cb.on_train_end()
+
+
 def test_tile_layout():
     tiles = np.stack([np.full((2, 3, 3), i, np.uint8) for i in range(5)])
-    grid = _tile(tiles, gap=1)
+    grid = tile(tiles, gap=1)
     assert grid.shape == (2 * 2 + 1, 3 * 3 + 2, 3)  # 3 columns, 2 rows
     assert grid[0, 0, 0] == 0 and grid[0, 4, 0] == 1 and grid[3, 0, 0] == 3 and grid[3, 4, 0] == 4
     assert grid[2, 0, 0] == 255 and grid[3, 8, 0] == 255  # gap line and empty slot
@@ -156,6 +173,83 @@ def test_get_config_plain_values(tmp_path):
     assert not any(isinstance(v, np.ndarray) for v in config.values())
     rebuilt = GradCAMCallback(np.zeros((3, SIZE, SIZE, 3)), **config)
     assert rebuilt.get_config() == config
+
+
+@pytest.mark.parametrize(
+    "kwargs, data",
+    [
+        ({"targets": [0, 2, 1], "layer": "c2", "method": "xgradcam", "every_n_epochs": 3}, {}),
+        ({"targets": "label", "class_names": ["a", "b", "c"], "grid": True, "image_format": "png"},
+         {"probe_labels": [0, 1, 2], "probe_masks": np.ones((3, SIZE, SIZE), bool)}),
+        ({"targets": keras_gradcam.ClassTarget(2), "warn_below": 0.25, "pointing_tolerance": 3}, {}),
+        ({"targets": keras_gradcam.OutputTarget(reduce="mean"), "on_error": "warn", "batch_size": 2,
+          "method_options": {"counterfactual": True}, "method": "gradcam"}, {}),
+        ({"targets": np.int64(1), "alpha": 0.7, "colormap": "inferno", "run_name": "other"},
+         {"display_images": np.zeros((3, SIZE, SIZE, 3), np.uint8)}),
+    ],
+)
+def test_from_config_round_trips(tmp_path, kwargs, data):
+    """get_config is JSON; from_config(config, <the probe data>) rebuilds a callback with the same config."""
+    probes = np.zeros((3, SIZE, SIZE, 3), np.float32)
+    cb = GradCAMCallback(probes, tmp_path, **data, **kwargs)
+    config = cb.get_config()
+    rebuilt = GradCAMCallback.from_config(json.loads(json.dumps(config)), probe_images=probes, **data)
+    assert rebuilt.get_config() == config
+    assert rebuilt.targets == (int(cb.targets) if isinstance(cb.targets, np.integer) else cb.targets)  # objects too
+
+
+def test_from_config_asks_for_what_a_config_cannot_hold(tmp_path):
+    probes = np.zeros((3, SIZE, SIZE, 3), np.float32)
+
+    def score(outputs):
+        return outputs[:, 1]
+
+    config = GradCAMCallback(probes, tmp_path, targets=score).get_config()
+    assert config["targets"] is None  # a callable is code, not configuration
+    with pytest.raises(TypeError, match="from_config needs the probe data"):
+        GradCAMCallback.from_config(config)
+    with pytest.raises(ValueError, match="targets were a callable.*targets=<the callable>"):
+        GradCAMCallback.from_config(config, probe_images=probes)
+    rebuilt = GradCAMCallback.from_config(config, probe_images=probes, targets=score)
+    assert rebuilt.targets is score and rebuilt.get_config() == config
+    with pytest.raises(ValueError, match="needs probe_labels"):  # the labels are data too
+        GradCAMCallback.from_config(GradCAMCallback(probes, tmp_path, probe_labels=[0, 1, 2], targets="label")
+                                    .get_config(), probe_images=probes)
+
+
+def test_out_of_range_classes_are_class_index_errors(tmp_path, data):
+    """Both an IndexError (as the explainers raise) and a ValueError (as the callback always did)."""
+    for kwargs in ({"targets": -1}, {"targets": [0, -2, 1, 0]}, {"probe_labels": [0, -1, 2, 1]}):
+        with pytest.raises(ClassIndexError):
+            GradCAMCallback(data["probes"], tmp_path, **kwargs)
+    cb = GradCAMCallback(data["probes"], tmp_path, targets=7)
+    with pytest.raises(IndexError, match="targets include class 7"):
+        cb.set_model(tiny_model())
+    with pytest.raises(ClassIndexError, match="class_names names 3 classes"):
+        GradCAMCallback(data["probes"], tmp_path, probe_labels=[0, 1, 5, 2], class_names=data["names"])
+
+
+@pytest.mark.parametrize("make_target", [lambda: keras_gradcam.ClassTarget(2), lambda: (lambda out: out[:, 1] - out[:, 0])])
+def test_target_objects_and_callables_reach_the_explainer(tmp_path, data, make_target):
+    """As in explain(): the logged overlay is overlay(probes, explain(..., targets=<the same target>))."""
+    target = make_target()
+    model = tiny_model()
+    cb = GradCAMCallback(data["probes"], tmp_path, targets=target, image_format="png", probe_labels=data["labels"])
+    run_hooks(cb, model, epochs=1)
+    exp = explain(model, data["probes"], method="gradcam++", targets=target)
+    expected = overlay(data["probes"], exp.heatmaps)
+    acc = load_run(tmp_path / "gradcam")
+    for i in range(N_PROBES):
+        np.testing.assert_array_equal(decode(acc.Tensors(f"gradcam++/probe_{i:02d}")[0])[:SIZE], expected[i])
+    caption = tf.make_ndarray(acc.Tensors("gradcam++/captions")[0].tensor_proto).item().decode()
+    explained = [line.split("|")[4].strip() for line in caption.splitlines() if line.startswith("| 0")]
+    assert explained == ["-"] * N_PROBES  # a callable names no class
+    description = acc.SummaryMetadata("gradcam++/probe_00").summary_description
+    assert "heatmap of the target `" in description
+    if isinstance(target, keras_gradcam.ClassTarget):
+        assert "ClassTarget(index=2, output=None)" in description
+    with pytest.raises(TypeError, match="a target object"):
+        GradCAMCallback(data["probes"], tmp_path, targets=1.5)
 
 
 # -- failures before or during training ---------------------------------------------------------
@@ -297,7 +391,7 @@ def test_overlay_pixels_are_kg_overlay_of_explain(tmp_path, data):
         got = decode(acc.Tensors(f"gradcam++/probe_{i:02d}")[0])
         assert got.shape == (SIZE, SIZE, 3)  # no labels: no strip
         np.testing.assert_array_equal(got, expected[i])
-    np.testing.assert_array_equal(decode(acc.Tensors("gradcam++/grid")[0]), _tile(expected))
+    np.testing.assert_array_equal(decode(acc.Tensors("gradcam++/grid")[0]), tile(expected))
     # with PNG the events are what tf.summary.image itself writes for the same uint8 overlay
     writer = tf.summary.create_file_writer(str(tmp_path / "reference"))
     with writer.as_default(step=0):
@@ -322,7 +416,7 @@ def test_strip_marks_right_and_wrong_predictions(tmp_path, data):
     assert "gradcam++/grid" not in acc.Tags()["tensors"]  # off by default
     for i in range(N_PROBES):
         strip = decode(acc.Tensors(f"gradcam++/probe_{i:02d}")[0])[SIZE:]
-        colour = callback_module._CORRECT if predictions[i] == data["labels"][i] else callback_module._WRONG
+        colour = CORRECT if predictions[i] == data["labels"][i] else WRONG
         assert (strip == colour).all()
 
 
@@ -331,7 +425,7 @@ def test_warning_when_evidence_lies_outside_objects(tmp_path, data, caplog):
     masks[:, :2, :2] = True  # a tiny "object" in the corner: nearly all evidence lies outside
     cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=masks, method="gradcam", warn_below=0.9)
     with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
-        fit(tiny_model(), data, cb, epochs=3)
+        run_hooks(cb, tiny_model(), epochs=3)
     warnings = [r.getMessage() for r in caplog.records if r.name == "keras_gradcam"]
     assert len(warnings) == 2  # when it falls below (epoch 1), and at the end of fit (epoch 3)
     share = cb.history["energy_inside_object"][2]
@@ -349,7 +443,7 @@ def test_warning_when_evidence_lies_outside_objects(tmp_path, data, caplog):
     caplog.clear()
     cb = GradCAMCallback(data["probes"], tmp_path / "quiet", probe_masks=masks, warn_below=None)
     with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
-        fit(tiny_model(), data, cb, epochs=1)
+        run_hooks(cb, tiny_model(), epochs=1)
     assert not [r for r in caplog.records if r.name == "keras_gradcam"]
 
 
@@ -394,28 +488,21 @@ def rss_kib() -> int:
     raise RuntimeError("no VmRSS")
 
 
-class _Probe(keras.callbacks.Callback):
-    """Records, after the Grad-CAM callback, the traced-function counts and RSS per epoch."""
-
-    def __init__(self, cb):
-        super().__init__()
-        self.cb, self.rows = cb, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        traces = sum(fn.experimental_get_tracing_count() for fn in self.cb.explainer._fns.values())
-        self.rows.append((epoch, traces, self.cb._write_fn.experimental_get_tracing_count(), rss_kib()))
-
-
 def test_memory_flat_and_no_retracing_over_30_epochs(tmp_path, data):
     model = tiny_model()
     cb = GradCAMCallback(data["probes"], tmp_path, probe_labels=data["labels"], probe_masks=data["masks"])
-    rec = _Probe(cb)
-    model.fit(data["x"][:8], data["y"][:8], epochs=30, batch_size=8, verbose=0, callbacks=[cb, rec])
+    rows = []  # per epoch, after the callback: traced-function counts and RSS
+
+    def record(epoch):
+        traces = sum(fn.experimental_get_tracing_count() for fn in cb.explainer._fns.values())
+        rows.append((epoch, traces, cb._writer.write_fn.experimental_get_tracing_count(), rss_kib()))
+
+    run_hooks(cb, model, epochs=30, after_epoch=record)
     assert len(cb.history["epoch"]) == 30
     assert len(cb.explainer._fns) == 1
-    assert {row[1] for row in rec.rows} == {1} and {row[2] for row in rec.rows} == {1}  # traced once, reused
-    growth_mib = (rec.rows[29][3] - rec.rows[9][3]) / 1024
-    assert growth_mib < 4.0, f"RSS grew by {growth_mib:.1f} MiB between epochs 10 and 30: {rec.rows}"
+    assert {row[1] for row in rows} == {1} and {row[2] for row in rows} == {1}  # traced once, reused
+    growth_mib = (rows[29][3] - rows[9][3]) / 1024
+    assert growth_mib < 4.0, f"RSS grew by {growth_mib:.1f} MiB between epochs 10 and 30: {rows}"
     assert cb._writer is None  # closed at on_train_end
 
 
@@ -423,10 +510,10 @@ def test_reuse_across_fits_and_lazy_writers(tmp_path, data):
     model = tiny_model()
     cb = GradCAMCallback(data["probes"], tmp_path, every_n_epochs=1)
     assert cb._writer is None and not (tmp_path / "gradcam").exists()  # nothing at construction
-    fit(model, data, cb, epochs=2)
+    run_hooks(cb, model, epochs=2)
     explainer, fn = cb.explainer, next(iter(cb.explainer._fns.values()))
     assert cb._writer is None
-    fit(model, data, cb, epochs=4, initial_epoch=2)
+    run_hooks(cb, model, epochs=4, initial_epoch=2)
     assert cb.explainer is explainer and fn.experimental_get_tracing_count() == 1  # no retracing
     assert cb.history["epoch"] == [2, 3]  # reset per fit
     acc = load_run(tmp_path / "gradcam")
@@ -434,7 +521,7 @@ def test_reuse_across_fits_and_lazy_writers(tmp_path, data):
     assert len(list((tmp_path / "gradcam").glob("events.out.tfevents.*"))) == 2  # one writer per fit
 
     other = tiny_model(name_prefix="o_")
-    fit(other, data, cb, epochs=1)  # a new model gets a new explainer
+    run_hooks(cb, other, epochs=1)  # a new model gets a new explainer
     assert cb.explainer is not explainer and cb.explainer.layer == "o_c2"
 
 
