@@ -21,17 +21,31 @@ The package, top to bottom: this module (:func:`main`), :mod:`.parser` (argparse
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..io import library_versions
 from .errors import EXIT_CODES, EXIT_ERROR, EXIT_OK, EXIT_USAGE, CLIError
 from .files import load_model
-from .images import PREPROCESSING, auto_preprocessing, load_image, preprocess, read_image
+from .images import (
+    PREPROCESSING,
+    auto_preprocessing,
+    load_image,
+    preprocess,
+    read_image,
+)
 from .parser import build_parser
 
 __all__ = [
-    "main", "build_parser", "EXIT_CODES", "PREPROCESSING", "CLIError",
-    "load_model", "read_image", "load_image", "preprocess", "auto_preprocessing",
+    "EXIT_CODES",
+    "PREPROCESSING",
+    "CLIError",
+    "auto_preprocessing",
+    "build_parser",
+    "load_image",
+    "load_model",
+    "main",
+    "preprocess",
+    "read_image",
 ]
 
 

@@ -16,7 +16,7 @@ import inspect
 import math
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,11 +29,19 @@ from ..evaluate import METRICS, evaluate, format_table
 from ..io import write_png
 from ..methods.registry import METHODS, display_name, get_method
 from ..viz.overlay import colormap_table, overlay
-from .errors import EXIT_ERROR, EXIT_LAYER, EXIT_OK, EXIT_TARGET, EXIT_USAGE, CLIError, check_exists
+from .errors import (
+    EXIT_ERROR,
+    EXIT_LAYER,
+    EXIT_OK,
+    EXIT_TARGET,
+    EXIT_USAGE,
+    CLIError,
+    check_exists,
+)
 from .files import check_out_folder, load_model, read_class_names, stems
 from .images import find_masks, load_images
 
-__all__ = ["run_explain", "run_layers", "run_methods", "run_evaluate", "target_classes"]
+__all__ = ["run_evaluate", "run_explain", "run_layers", "run_methods", "target_classes"]
 
 
 # -- arguments the library checks -----------------------------------------------------------------

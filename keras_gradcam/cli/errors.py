@@ -11,8 +11,18 @@ import os
 import re
 
 __all__ = [
-    "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_MISSING", "EXIT_IMAGE", "EXIT_MODEL", "EXIT_LAYER", "EXIT_TARGET",
-    "EXIT_CODES", "CLIError", "check_exists", "short_message",
+    "EXIT_CODES",
+    "EXIT_ERROR",
+    "EXIT_IMAGE",
+    "EXIT_LAYER",
+    "EXIT_MISSING",
+    "EXIT_MODEL",
+    "EXIT_OK",
+    "EXIT_TARGET",
+    "EXIT_USAGE",
+    "CLIError",
+    "check_exists",
+    "short_message",
 ]
 
 EXIT_OK = 0
@@ -76,7 +86,7 @@ def short_message(error: BaseException, limit: int = 240) -> str:
     """
     text = str(getattr(error, "message", None) or error).strip() or type(error).__name__
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
-    text = re.sub(r"\s*\[Op:\w+\].*$", "", text, flags=re.S)
+    text = re.sub(r"\s*\[Op:\w+\].*$", "", text, flags=re.DOTALL)
     text = text.splitlines()[0].strip()
     cut = text.find(". ", 0, limit)
     if cut > 0:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
-from .errors import EXIT_ERROR, EXIT_MODEL, EXIT_USAGE, CLIError, check_exists, short_message
+from .errors import (
+    EXIT_ERROR,
+    EXIT_MODEL,
+    EXIT_USAGE,
+    CLIError,
+    check_exists,
+    short_message,
+)
 
-__all__ = ["load_model", "read_class_names", "check_out_folder", "stems"]
+__all__ = ["check_out_folder", "load_model", "read_class_names", "stems"]
 
 
 def load_model(path: str):

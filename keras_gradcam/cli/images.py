@@ -11,18 +11,36 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras.applications import imagenet_utils
 
-from .errors import EXIT_ERROR, EXIT_IMAGE, EXIT_MISSING, EXIT_USAGE, CLIError, check_exists, short_message
+from .errors import (
+    EXIT_ERROR,
+    EXIT_IMAGE,
+    EXIT_MISSING,
+    EXIT_USAGE,
+    CLIError,
+    check_exists,
+    short_message,
+)
 
 __all__ = [
-    "PREPROCESSING", "IMAGE_EXTENSIONS", "image_input", "resolve_size", "read_image", "resize_image", "load_image",
-    "load_images", "preprocess", "auto_preprocessing", "resolve_preprocessing", "find_masks",
+    "IMAGE_EXTENSIONS",
+    "PREPROCESSING",
+    "auto_preprocessing",
+    "find_masks",
+    "image_input",
+    "load_image",
+    "load_images",
+    "preprocess",
+    "read_image",
+    "resize_image",
+    "resolve_preprocessing",
+    "resolve_size",
 ]
 
 #: ``--preprocess`` choices: what each does to RGB pixel values in [0, 255].
