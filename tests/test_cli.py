@@ -19,6 +19,8 @@ import tensorflow as tf
 import keras_gradcam as kg
 from keras_gradcam import cli
 from keras_gradcam.cli import EXIT_CODES, main, preprocess
+from keras_gradcam.cli.commands import target_classes
+from keras_gradcam.cli.errors import EXIT_TARGET
 from keras_gradcam.io import write_png
 
 SIZE = 24
@@ -256,6 +258,26 @@ def test_python_dash_m_entry_point(files):
     assert done.returncode == 3
     assert done.stdout == ""
     assert "keras-gradcam: error: model file" in done.stderr
+
+
+def test_python_dash_m_cli_entry_point(files):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-m", "keras_gradcam.cli", "layers", files["root"] / "nothing.keras"],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 3 and done.stdout == ""
+    assert "keras-gradcam: error: model file" in done.stderr
+
+
+def test_targets_go_through_the_core_target_handling():
+    np.testing.assert_array_equal(target_classes([1], 3, 3), [1, 1, 1])  # one class for all images
+    np.testing.assert_array_equal(target_classes([0, 2, 1], 3, None), [0, 2, 1])
+    assert target_classes(None, 3, 3) is None  # top-1
+    for values, classes, message in (([5, -1, 0], 3, "--target 5 is not a class of the model; valid classes are 0 .. 2."),
+                                     ([-1], None, "--target -1 is not a class of the model; valid classes are >= 0."),
+                                     ([0, 1], 3, "--target takes one class for all images or one per image (3); got 2.")):
+        with pytest.raises(cli.CLIError) as info:
+            target_classes(values, 3, classes)
+        assert info.value.code == EXIT_TARGET and str(info.value) == message
 
 
 # -- --out, --class-names: user errors without tracebacks -------------------------------------------

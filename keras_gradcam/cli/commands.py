@@ -1,0 +1,315 @@
+"""The four commands: ``explain``, ``layers``, ``methods`` and ``evaluate``.
+
+Each ``run_*`` takes the parsed arguments, prints its results to stdout and returns the exit
+status; a mistake raises :class:`~keras_gradcam.cli.errors.CLIError`. The work is the library's:
+method names through :func:`keras_gradcam.methods.registry.get_method`, layers through
+:func:`keras_gradcam.core.layers.resolve_layer`, ``--target`` through
+:func:`keras_gradcam.core.targets.resolve_targets` and :func:`~keras_gradcam.core.targets.check_range`,
+files through :meth:`Explanation.save <keras_gradcam.core.explanation.Explanation.save>`, tables
+through :func:`keras_gradcam.evaluate.format_table`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..core.capture import Capture
+from ..core.explanation import Explanation
+from ..core.layers import list_layers, resolve_layer
+from ..core.progress import Progbar
+from ..core.targets import check_range, resolve_targets
+from ..evaluate import METRICS, evaluate, format_table
+from ..io import write_png
+from ..methods.registry import METHODS, display_name, get_method
+from ..viz.overlay import colormap_table, overlay
+from .errors import (
+    EXIT_ERROR,
+    EXIT_LAYER,
+    EXIT_OK,
+    EXIT_TARGET,
+    EXIT_USAGE,
+    CLIError,
+    check_exists,
+)
+from .files import check_out_folder, load_model, read_class_names, stems
+from .images import find_masks, load_images
+
+__all__ = ["run_evaluate", "run_explain", "run_layers", "run_methods", "target_classes"]
+
+
+# -- arguments the library checks -----------------------------------------------------------------
+def _method(name: str):
+    try:
+        return get_method(name)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"--method: {e} `keras-gradcam methods` lists them.", EXIT_USAGE) from None
+
+
+def _resolve_layer(model, layer):
+    try:
+        return resolve_layer(model, layer)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"--layer: {e} Run `keras-gradcam layers MODEL` for the full list.", EXIT_LAYER) from None
+
+
+def _num_classes(model, output) -> int | None:
+    try:
+        return Capture(model, [], output=output).num_classes()
+    except ValueError:  # a bad --output is reported where it is used
+        return None
+
+
+def target_classes(values: Sequence[int] | None, n: int, num_classes: int | None) -> np.ndarray | None:
+    """``--target`` as the core reads ``targets=``: one class for all ``n`` images, or one per image.
+
+    Parameters
+    ----------
+    values : sequence of int or None
+        The classes given after ``--target`` (None: each image's top-1 class).
+    n : int
+        The number of images.
+    num_classes : int or None
+        The classes of the explained output (None: unknown, checked later by the explainer).
+
+    Returns
+    -------
+    ndarray of shape (n,), int32, or None
+        From :func:`keras_gradcam.core.targets.resolve_targets`, range-checked by
+        :func:`~keras_gradcam.core.targets.check_range`.
+
+    Raises
+    ------
+    CLIError
+        Exit status 7 for a class the model does not have, or a count that is neither 1 nor ``n``.
+    """
+    if values is None:
+        return None
+    try:
+        classes = resolve_targets(values[0] if len(values) == 1 else list(values), n)
+        check_range(classes, num_classes)
+    except IndexError:  # the core's out-of-range class (a ClassIndexError is one too): say which, and the range
+        bad = next(v for v in values if v < 0 or (num_classes is not None and v >= num_classes))
+        valid = f"0 .. {num_classes - 1}" if num_classes is not None else ">= 0"
+        raise CLIError(f"--target {bad} is not a class of the model; valid classes are {valid}.", EXIT_TARGET) from None
+    except ValueError:  # neither one class nor one per image
+        raise CLIError(f"--target takes one class for all images or one per image ({n}); got {len(values)}.", EXIT_TARGET) from None
+    return classes
+
+
+def _output_arg(output):
+    if output is None:
+        return None
+    return int(output) if str(output).isdigit() else output
+
+
+def _progress_enabled(mode: str) -> bool:
+    """``--progress``: always, never, or auto (when stderr is a terminal)."""
+    return mode == "always" or (mode == "auto" and bool(getattr(sys.stderr, "isatty", lambda: False)()))
+
+
+def _takes_verbose(cls) -> bool:
+    """Whether the explainer class has a ``verbose=`` option (the per-pass bars of Score-CAM & co.)."""
+    return any("verbose" in inspect.signature(c.__init__).parameters for c in cls.__mro__ if "__init__" in vars(c))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A Markdown table, by :func:`keras_gradcam.evaluate.format_table` (numbers right-aligned)."""
+    return format_table([dict(zip(header, row)) for row in rows], list(header), digits=3)
+
+
+# -- explain --------------------------------------------------------------------------------------
+def run_explain(args: argparse.Namespace) -> int:
+    """``keras-gradcam explain``: explain the images, write overlays, maps and a manifest, print a table."""
+    cls = _method(args.method)
+    try:
+        colormap_table(args.colormap)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"--colormap: {e}", EXIT_USAGE) from None
+    check_out_folder(args.out)
+    for path in args.images:
+        check_exists(path, "image")
+    class_names = read_class_names(args.class_names)
+    model = load_model(args.model)
+    info = _resolve_layer(model, args.layer)
+    output = _output_arg(args.output)
+    targets = target_classes(args.target, len(args.images), _num_classes(model, output))
+    originals, raw, x, size, mode = load_images(model, args.images, args.size, args.preprocess)
+
+    options = {"output": output} if output is not None else {}
+    if _takes_verbose(cls):
+        options["verbose"] = 0  # the command shows its own bar, per image
+    try:
+        explainer = cls(model, info.path, batch_size=args.batch_size, **options)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"cannot set up {cls.name}: {e}", EXIT_ERROR) from None
+    n = len(x)
+    show = _progress_enabled(args.progress)
+    if show:
+        print(f"explaining {n} image(s) with {cls.name}", file=sys.stderr, flush=True)
+    progress = Progbar(n, verbose=1 if show else 0, unit_name="image")
+    parts = []
+    for start in range(0, n, args.batch_size):
+        stop = min(n, start + args.batch_size)
+        try:
+            parts.append(explainer(x[start:stop], None if targets is None else targets[start:stop]))
+        except IndexError as e:
+            raise CLIError(f"--target: {e}", EXIT_TARGET) from None
+        except ValueError as e:
+            raise CLIError(f"explaining {args.images[start]!r} failed: {e}", EXIT_ERROR) from None
+        progress.update(stop)
+    exp = Explanation.concatenate(parts) if len(parts) > 1 else parts[0]
+    names = stems(args.images)
+    try:
+        exp.save(args.out, images=raw, names=names, class_names=class_names, alpha=args.alpha, colormap=args.colormap)
+        if args.overlay_size == "original":
+            _write_original_size_overlays(exp, originals, names, args)
+    except OSError as e:
+        raise CLIError(f"cannot write the results to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
+
+    def name(k):
+        if k is None:
+            return "-"
+        return class_names[k] if class_names is not None and 0 <= k < len(class_names) else str(k)
+
+    print(f"{display_name(exp.method)} at layer {exp.layer!r}; {n} image(s) at {size[0]}x{size[1]}, "
+          f"preprocess {mode!r}")
+    rows = []
+    for i, path in enumerate(args.images):
+        target = None if exp.targets is None else int(exp.targets[i])
+        pred = None if exp.predictions is None else int(exp.predictions[i])
+        overlay_file = os.path.join(args.out, f"{names[i]}_overlay.png")
+        rows.append([path, name(target), float(exp.scores[i]), name(pred), overlay_file])
+    print(_table(["image", "explained", "score", "predicted", "overlay"], rows))
+    where = "each image's own size" if args.overlay_size == "original" else f"{size[0]}x{size[1]}"
+    print(f"wrote {n} overlay(s) (at {where}), heatmaps.npy and manifest.json to {args.out}")
+    return EXIT_OK
+
+
+def _write_original_size_overlays(exp, originals, names, args) -> None:
+    """Replace the model-size overlays :meth:`Explanation.save` wrote with ones at each photo's size.
+
+    The heatmap (at the model's input size) is resized to the photo, bilinearly, by
+    :func:`keras_gradcam.viz.overlay.overlay`; the photo itself is not resized.
+    """
+    for image, heat, stem in zip(originals, exp.heatmaps, names):
+        write_png(os.path.join(args.out, f"{stem}_overlay.png"),
+                  overlay(image, heat, alpha=args.alpha, colormap=args.colormap))
+
+
+# -- layers, methods ------------------------------------------------------------------------------
+def run_layers(args: argparse.Namespace) -> int:
+    """``keras-gradcam layers``: the layers ``--layer`` accepts, the default marked with ``*``."""
+    model = load_model(args.model)
+    infos = list_layers(model, spatial_only=not args.all)
+    spatial = [i for i in infos if i.spatial]
+    try:
+        default = resolve_layer(model, None).path
+    except ValueError:
+        default = None
+    rows = [
+        [("* " if i.path == default else "  ") + i.path, type(i.layer).__name__,
+         "-" if i.shape is None else str(tuple(i.shape)), "yes" if i.spatial else "no"]
+        for i in infos
+    ]
+    print(f"model {model.name!r}: {len(spatial)} layer(s) with a spatial output" + (" (* = default)" if default else ""))
+    if rows:
+        print(_table(["path", "type", "output shape", "spatial"], rows))
+    if default is None:
+        raise CLIError(
+            "the model has no layer with a spatial output (rank >= 3), so there is nothing Grad-CAM can explain.",
+            EXIT_LAYER,
+        )
+    return EXIT_OK
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    """``keras-gradcam methods``: the registered method names, with the first line of their docstrings."""
+    rows = []
+    for name, cls in METHODS.items():
+        doc = (inspect.getdoc(cls) or "").strip().splitlines()
+        rows.append([name, display_name(name), doc[0] if doc else ""])
+    print(_table(["name", "method", "summary"], rows))
+    return EXIT_OK
+
+
+# -- evaluate -------------------------------------------------------------------------------------
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``keras-gradcam evaluate``: :func:`keras_gradcam.evaluate.evaluate` on image files, as a table."""
+    methods = [_method(m).name for m in args.methods]
+    if args.metrics is not None:
+        unknown = [m for m in args.metrics if m not in METRICS]
+        if unknown:
+            raise CLIError(f"--metrics: unknown {unknown}; choose from {list(METRICS)}.", EXIT_USAGE)
+    for path in args.images:
+        check_exists(path, "image")
+    model = load_model(args.model)
+    info = _resolve_layer(model, args.layer)
+    targets = target_classes(args.target, len(args.images), _num_classes(model, None))
+    _, _, x, size, mode = load_images(model, args.images, args.size, args.preprocess)
+    masks = find_masks(args.masks, args.images, size) if args.masks is not None else None
+    optional = {
+        "layer": info.path if args.layer is not None else None,
+        "targets": targets,
+        "metrics": args.metrics,
+        "tolerance": args.tolerance,
+    }
+    kwargs = {k: v for k, v in optional.items() if v is not None}
+    try:
+        rows = evaluate(model, x, methods=methods, masks=masks, batch_size=args.batch_size,
+                        verbose=_progress_enabled(args.progress), **kwargs)
+    except IndexError as e:
+        raise CLIError(f"--target: {e}", EXIT_TARGET) from None
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"evaluation failed: {e}", EXIT_ERROR) from None
+    where = f"layer {info.path!r}" if args.layer is not None else "each method's default layer"
+    print(f"{len(methods)} method(s) on {len(x)} image(s) at {size[0]}x{size[1]}, {where}, preprocess {mode!r}")
+    rows, notes = _annotate_undefined(rows)
+    print(format_table(rows))
+    for note in notes:
+        print(note)
+    return EXIT_OK
+
+
+#: Why a column of :func:`keras_gradcam.evaluate.evaluate` can be NaN (undefined), for the notes.
+_NAN_REASONS: dict[str, str] = {
+    "average_drop": "the model's confidence in the explained class is 0 on every image, so the relative drop "
+    "(Y - O) / Y is undefined",
+    "occlusion_correlation": "Spearman's rank correlation is undefined on every image: the map is constant "
+    "(e.g. all zero) or no occlusion window changed the model's score",
+    "randomization_similarity": "the model has no layer with weights to randomise",
+    "localization_iou": "no box could be formed (the masks are empty or the maps all zero)",
+    "localization_accuracy": "no box could be formed (the masks are empty or the maps all zero)",
+}
+_NONE_REASONS: dict[str, str] = {
+    "win_rate": "win_rate compares methods with each other: pass two or more with --methods",
+}
+
+
+def _annotate_undefined(rows):
+    """Rows with each NaN cell written ``nan (k)``, and the notes ``(k) ...`` that say why.
+
+    One note per column with a NaN, naming the methods; a column left out (``-``) for every
+    method gets a note too when there is a known reason (``win_rate`` with one method).
+    """
+    rows = [dict(row) for row in rows]
+    notes, marks = [], {}
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    for column in columns:
+        bad = [row for row in rows if isinstance(row.get(column), float) and math.isnan(row[column])]
+        if bad:
+            k = marks.setdefault(column, len(marks) + 1)
+            for row in bad:
+                row[column] = f"nan ({k})"
+            who = ", ".join(str(row.get("method")) for row in bad)
+            why = _NAN_REASONS.get(column, "the metric is undefined on these images (e.g. all-zero maps or empty masks)")
+            notes.append(f"({k}) {column} is undefined (nan) for {who}: {why}.")
+        elif column in _NONE_REASONS and rows and all(row.get(column) is None for row in rows):
+            notes.append(f"note: {column} is not computed (-): {_NONE_REASONS[column]}.")
+    return rows, notes

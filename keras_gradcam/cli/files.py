@@ -1,0 +1,113 @@
+"""The other files a command reads or writes: the model, ``--class-names``, ``--out`` and output names."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import keras
+
+from .errors import (
+    EXIT_ERROR,
+    EXIT_MODEL,
+    EXIT_USAGE,
+    CLIError,
+    check_exists,
+    short_message,
+)
+
+__all__ = ["check_out_folder", "load_model", "read_class_names", "stems"]
+
+
+def load_model(path: str):
+    """Load a ``.keras`` or ``.h5`` model for explaining (not compiled).
+
+    Parameters
+    ----------
+    path : str
+        The model file.
+
+    Returns
+    -------
+    keras.Model
+
+    Raises
+    ------
+    CLIError
+        Exit status 3 when the file does not exist, 5 when it cannot be loaded as a Keras model.
+    """
+    check_exists(path, "model file")
+    if os.path.isdir(path):
+        raise CLIError(
+            f"{path!r} is a folder; keras-gradcam needs a model file saved with model.save('model.keras') "
+            "(a TensorFlow SavedModel folder cannot be explained: it has no Keras layers).", EXIT_MODEL,
+        )
+    if os.path.splitext(path)[1].lower() not in (".keras", ".h5", ".hdf5"):
+        raise CLIError(
+            f"cannot load {path!r}: MODEL must be a Keras file ending in .keras (or a legacy .h5), saved with "
+            "model.save('model.keras').", EXIT_MODEL,
+        )
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - any failure becomes one message and exit status
+        raise CLIError(
+            f"cannot load {path!r} as a Keras model: {type(e).__name__}: {short_message(e)} Save it with Keras 3 "
+            "(model.save('model.keras')); a model with custom layers must be explained from Python, where they "
+            "can be registered (keras.saving.register_keras_serializable).", EXIT_MODEL,
+        ) from e
+    if not isinstance(model, keras.Model):
+        raise CLIError(f"{path!r} holds a {type(model).__name__}, not a keras.Model.", EXIT_MODEL)
+    return model
+
+
+def read_class_names(path: str | None) -> list[str] | None:
+    """``--class-names``: one class name per non-empty line of a UTF-8 text file (None: no file)."""
+    if path is None:
+        return None
+    check_exists(path, "class-names file")
+    if os.path.isdir(path):
+        raise CLIError(f"--class-names {path!r} is a folder; pass a text file with one class name per line.", EXIT_USAGE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError:
+        raise CLIError(
+            f"--class-names {path!r} is not UTF-8 text; pass a text file with one class name per line.", EXIT_USAGE
+        ) from None
+    except OSError as e:
+        raise CLIError(f"cannot read --class-names {path!r}: {e.strerror or e}.", EXIT_ERROR) from None
+
+
+def check_out_folder(path: str) -> None:
+    """Fail early, before any work, when ``--out`` cannot become a folder (the folder is made later)."""
+    if not path.strip():
+        raise CLIError("--out is empty; pass the folder for the results, e.g. --out cams.", EXIT_USAGE)
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise CLIError(
+                f"--out {path!r} is a file; --out must name a folder (created if missing), e.g. --out {path}_cams.",
+                EXIT_USAGE,
+            )
+        existing = path
+    else:
+        existing = os.path.dirname(path)
+        while existing and not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if existing and not os.path.isdir(existing):
+            raise CLIError(
+                f"--out {path!r} cannot be created: {existing!r} is a file, not a folder. Pick a folder path.", EXIT_USAGE
+            )
+    if existing and not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {path!r}: no permission to write in {existing!r}; pick another folder.", EXIT_ERROR)
+
+
+def stems(paths: Sequence[str]) -> list[str]:
+    """File stems for the outputs, made unique (``cat``, ``cat_2``) when two images share a name."""
+    out, seen = [], {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0] or "image"
+        count = seen.get(stem, 0) + 1
+        seen[stem] = count
+        out.append(stem if count == 1 else f"{stem}_{count}")
+    return out
