@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.colors import hsv_to_rgb
 
 from .checks import check_image_size, check_int
 
@@ -81,4 +80,6 @@ def cue_colors(num_classes: int) -> np.ndarray:
     k = check_int("num_classes", num_classes, 2, hint="e.g. num_classes=3")
     hue = np.arange(k, dtype=np.float64) / k
     ones = np.ones_like(hue)
+    from matplotlib.colors import hsv_to_rgb  # lazy: importing the package loads no matplotlib
+
     return hsv_to_rgb(np.stack([hue, ones, ones], axis=-1)).astype(np.float32)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import hsv_to_rgb
 
 from ..core import validate
 from .background import backgrounds, gaussian_noise
@@ -188,6 +187,8 @@ def make_shapes(
 
     # Colours, independent of the class: hue in [0, 1), saturation in [0.3, 1], value in [0.75, 1].
     hsv = s_colour.random((n, hi_obj, 3)) * (1.0, 0.7, 0.25) + (0.0, 0.3, 0.75)
+    from matplotlib.colors import hsv_to_rgb  # lazy: importing the package loads no matplotlib
+
     colours = hsv_to_rgb(hsv).astype(np.float32)
 
     # Background, then objects (channel-first while painting: faster).

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from ..core.explanation import Explanation
 from ..methods.registry import display_name
-from .overlay import overlay
+from .overlay import colormap_table, overlay
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, keeps matplotlib a lazy import
     from matplotlib.figure import Figure
@@ -195,8 +195,6 @@ def _check_options(show, alpha, colormap) -> tuple:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be a number in [0, 1] (the heatmap's opacity); got {alpha!r}.")
     if isinstance(colormap, str):
-        from .overlay import colormap_table
-
         colormap_table(colormap)  # unknown names fail here, listing valid ones
     return show
 
