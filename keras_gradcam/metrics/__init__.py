@@ -43,9 +43,9 @@ Conventions shared by every function:
 * all perturbed images of a batch go through one compiled forward function (traced once per
   input shape), ``batch_size`` images per call; nothing loops over pixels in Python.
 
-``score`` here and in the explainers
-------------------------------------
-The explainers take ``score`` in ``{"logit", "output"}`` and the model metrics in
+Notes
+-----
+``score`` here and in the explainers: the explainers take ``score`` in ``{"logit", "output"}`` and the model metrics in
 ``{"probability", "logit", "output"}``; ``"logit"`` and ``"output"`` mean the same in both (the
 score before the head's softmax or sigmoid, or the output as it is). ``"probability"`` exists
 only here, because a confidence metric compares confidences: it is the explainer's ``"logit"``
@@ -81,28 +81,33 @@ from .scoring import SCORES
 from .stats import auc, gaussian_blur, spearman
 
 __all__ = [
-    "SCORES",
-    "Localization",
-    "RandomizationResult",
-    "auc",
-    "average_drop",
-    "boxes_to_masks",
-    "deletion_auc",
-    "deletion_curve",
+    # map-only: localisation and sharpness
     "energy_pointing_game",
-    "gaussian_blur",
-    "increase_in_confidence",
-    "insertion_auc",
-    "insertion_curve",
-    "instance_coverage",
+    "pointing_game",
     "localization",
+    "Localization",
+    "instance_coverage",
     "map_area",
     "map_entropy",
+    "boxes_to_masks",
     "masks_to_boxes",
-    "occlusion_correlation",
-    "occlusion_map",
-    "pointing_game",
-    "randomization_check",
-    "spearman",
+    # model metrics: confidence, deletion and insertion
+    "SCORES",
+    "average_drop",
+    "increase_in_confidence",
     "win_rate",
+    "deletion_curve",
+    "deletion_auc",
+    "insertion_curve",
+    "insertion_auc",
+    # model metrics: occlusion
+    "occlusion_map",
+    "occlusion_correlation",
+    # sanity check
+    "randomization_check",
+    "RandomizationResult",
+    # numerical helpers
+    "auc",
+    "spearman",
+    "gaussian_blur",
 ]
