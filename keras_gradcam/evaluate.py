@@ -149,7 +149,8 @@ def evaluate(
     layer : str, optional
         Explained layer for every method (None: each method's default).
     score : {"probability", "logit", "output"}, default="probability"
-        Score space of the model metrics. ``"probability"`` is refused (``ValueError``) where
+        Score space of the model metrics (how it relates to the explainers' ``score``: see
+        :mod:`keras_gradcam.metrics`). ``"probability"`` is refused (``ValueError``) where
         the output is no class probability (e.g. one linear unit, a regression): pass
         ``"output"`` or ``"logit"`` there.
     batch_size : int, default=64
@@ -253,7 +254,7 @@ def evaluate(
     if "occlusion_correlation" in wanted:
         t0 = time.perf_counter()
         occlusion = occlusion_map(scorer, x, classes, patch=occlusion_patch, stride=occlusion_stride,
-                                    score=score, batch_size=bs)
+                                  score=score, batch_size=bs)
         _log(verbose, f"occlusion map: {time.perf_counter() - t0:.1f} s")
     confidence = any(m in wanted for m in ("average_drop", "increase_in_confidence", "win_rate"))
 
@@ -279,7 +280,7 @@ def evaluate(
                 row["localization_iou"] = float(loc.ious.mean()) if some else nan
         if confidence:
             y, o, _ = masked_scores(scorer, x, h, classes, score=score, mask_space="preprocessed",
-                                       raw_images=None, preprocess=None, output=None, batch_size=bs)
+                                    raw_images=None, preprocess=None, output=None, batch_size=bs)
             kept[name] = o
             if "average_drop" in wanted:
                 row["average_drop"] = reduce_values(confidence_drop(y, o), "mean", nan_ok=True)
