@@ -15,8 +15,30 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
-from . import metrics as M
-from .explain import explain, get_method
+from .core.validate import positive_int
+from .explain import explain
+from .methods.registry import get_method
+from .metrics.arrays import as_boxes, as_images, as_masks, object_pixels, reduce_values
+from .metrics.faithfulness import (
+    confidence_drop,
+    confidence_increase,
+    deletion_auc,
+    insertion_auc,
+    masked_scores,
+    win_outcome,
+)
+from .metrics.localisation import (
+    boxes_to_masks,
+    energy_pointing_game,
+    localization,
+    map_area,
+    map_entropy,
+    masks_to_boxes,
+    pointing_game,
+)
+from .metrics.occlusion import occlusion_correlation, occlusion_map
+from .metrics.sanity import randomization_check
+from .metrics.scoring import Scorer
 
 __all__ = ["METRICS", "COLUMNS", "Rows", "evaluate", "format_table"]
 
@@ -127,7 +149,8 @@ def evaluate(
     layer : str, optional
         Explained layer for every method (None: each method's default).
     score : {"probability", "logit", "output"}, default="probability"
-        Score space of the model metrics. ``"probability"`` is refused (``ValueError``) where
+        Score space of the model metrics (how it relates to the explainers' ``score``: see
+        :mod:`keras_gradcam.metrics`). ``"probability"`` is refused (``ValueError``) where
         the output is no class probability (e.g. one linear unit, a regression): pass
         ``"output"`` or ``"logit"`` there.
     batch_size : int, default=64
@@ -186,17 +209,17 @@ def evaluate(
         raise ValueError("methods is empty; pass names from keras_gradcam.METHODS, e.g. ['gradcam', 'gradcam++'].")
     for name in methods:
         get_method(name)  # fail early on a typo
-    x = M._as_images(images)
+    x = as_images(images)
     n, height, width = x.shape[:3]
     shape = (n, height, width)
     if masks is not None:
-        masks = M._as_masks(masks, shape, ref="images[..., 0]")
+        masks = as_masks(masks, shape, ref="images[..., 0]")
     if boxes is not None:
-        boxes = M._as_boxes(boxes, n, shape=(height, width))
+        boxes = as_boxes(boxes, n, shape=(height, width))
     if masks is None and boxes is not None:
-        masks = M.boxes_to_masks(boxes, (height, width))
+        masks = boxes_to_masks(boxes, (height, width))
     if boxes is None and masks is not None:
-        boxes = M.masks_to_boxes(masks)
+        boxes = masks_to_boxes(masks)
     notes: list[str] = []
 
     if metrics is None:
@@ -215,7 +238,7 @@ def evaluate(
         notes.append(f"win_rate: not computed; it compares methods and needs two or more (got {len(methods)}).")
     localised = None  # images with an object, for the localisation metrics
     if masks is not None and any(m in wanted for m in _LOCALISATION):
-        localised = M._object_pixels(masks).any((1, 2))
+        localised = object_pixels(masks).any((1, 2))
         if not localised.all():
             left = np.flatnonzero(~localised)
             message = (f"localisation metrics leave out {left.size} of {n} images whose mask is empty (no object): "
@@ -223,15 +246,15 @@ def evaluate(
             notes.append(message)
             warnings.warn(message, UserWarning, stacklevel=2)
     options = {k: dict(v) for k, v in (method_options or {}).items()}
-    bs = M._positive_int("batch_size", batch_size)
+    bs = positive_int("batch_size", batch_size)
 
-    scorer = M._Scorer(model, score)
+    scorer = Scorer(model, score)
     _, classes = scorer.predict(x, targets, bs)
     occlusion = None
     if "occlusion_correlation" in wanted:
         t0 = time.perf_counter()
-        occlusion = M.occlusion_map(scorer, x, classes, patch=occlusion_patch, stride=occlusion_stride,
-                                    score=score, batch_size=bs)
+        occlusion = occlusion_map(scorer, x, classes, patch=occlusion_patch, stride=occlusion_stride,
+                                  score=score, batch_size=bs)
         _log(verbose, f"occlusion map: {time.perf_counter() - t0:.1f} s")
     confidence = any(m in wanted for m in ("average_drop", "increase_in_confidence", "win_rate"))
 
@@ -248,39 +271,39 @@ def evaluate(
             some = bool(localised.any())
             nan = float("nan")
             if "energy_pointing_game" in wanted:
-                row["energy_pointing_game"] = M.energy_pointing_game(hl, ml) if some else nan
+                row["energy_pointing_game"] = energy_pointing_game(hl, ml) if some else nan
             if "pointing_game" in wanted:
-                row["pointing_game"] = M.pointing_game(hl, ml, tolerance=tolerance) if some else nan
+                row["pointing_game"] = pointing_game(hl, ml, tolerance=tolerance) if some else nan
             if "localization" in wanted:
-                loc = M.localization(hl, bl) if some else None
+                loc = localization(hl, bl) if some else None
                 row["localization_accuracy"] = loc.accuracy if some else nan
                 row["localization_iou"] = float(loc.ious.mean()) if some else nan
         if confidence:
-            y, o, _ = M._masked_scores(scorer, x, h, classes, score=score, mask_space="preprocessed",
-                                       raw_images=None, preprocess=None, output=None, batch_size=bs)
+            y, o, _ = masked_scores(scorer, x, h, classes, score=score, mask_space="preprocessed",
+                                    raw_images=None, preprocess=None, output=None, batch_size=bs)
             kept[name] = o
             if "average_drop" in wanted:
-                row["average_drop"] = M._reduce(M._drop(y, o), "mean", nan_ok=True)
+                row["average_drop"] = reduce_values(confidence_drop(y, o), "mean", nan_ok=True)
             if "increase_in_confidence" in wanted:
-                row["increase_in_confidence"] = float(100.0 * np.mean(o > y))
+                row["increase_in_confidence"] = reduce_values(confidence_increase(y, o), "mean")
             if "win_rate" in wanted:
                 row["win_rate"] = None  # filled in once every method has run
         if "deletion_auc" in wanted:
-            row["deletion_auc"] = M.deletion_auc(scorer, x, h, classes, steps=steps, score=score, batch_size=bs)
+            row["deletion_auc"] = deletion_auc(scorer, x, h, classes, steps=steps, score=score, batch_size=bs)
         if "insertion_auc" in wanted:
-            row["insertion_auc"] = M.insertion_auc(scorer, x, h, classes, steps=steps, score=score, batch_size=bs)
+            row["insertion_auc"] = insertion_auc(scorer, x, h, classes, steps=steps, score=score, batch_size=bs)
         if "occlusion_correlation" in wanted:
-            row["occlusion_correlation"] = M.occlusion_correlation(
+            row["occlusion_correlation"] = occlusion_correlation(
                 scorer, x, h, classes, patch=occlusion_patch, stride=occlusion_stride, score=score, occlusion=occlusion
             )
         if "randomization" in wanted:
-            k = n if randomization_images is None else min(n, M._positive_int("randomization_images", randomization_images))
-            res = M.randomization_check(model, x[:k], name, layer, classes[:k], seed=seed, batch_size=bs, **opts)
+            k = n if randomization_images is None else min(n, positive_int("randomization_images", randomization_images))
+            res = randomization_check(model, x[:k], name, layer, classes[:k], seed=seed, batch_size=bs, **opts)
             row["randomization_similarity"] = res.summary("abs_spearman")
         if "map_area" in wanted:
-            row["map_area"] = M.map_area(h)
+            row["map_area"] = map_area(h)
         if "map_entropy" in wanted:
-            row["map_entropy"] = M.map_entropy(h)
+            row["map_entropy"] = map_entropy(h)
         row["seconds"] = seconds
         rows.append(row)
         _log(verbose, f"{name}: explained in {seconds:.1f} s, metrics done")
@@ -288,7 +311,7 @@ def evaluate(
     if "win_rate" in wanted and len(kept) > 1:
         for row in rows:
             others = np.max([o for k, o in kept.items() if k != row["method"]], axis=0)
-            row["win_rate"] = M._win_outcome(kept[row["method"]], others, "mean")
+            row["win_rate"] = win_outcome(kept[row["method"]], others, "mean")
     return Rows(rows, notes)
 
 

@@ -11,6 +11,9 @@ from scipy import ndimage, stats
 
 import keras_gradcam as kg
 from keras_gradcam import metrics as M
+from keras_gradcam.metrics.occlusion import occlusion_grid
+from keras_gradcam.metrics.sanity import redraw
+from keras_gradcam.metrics.stats import label_components, rise_kernel
 
 
 def sigmoid(z):
@@ -198,7 +201,7 @@ def test_localization_zero_map_and_several_gt_boxes():
 def test_connected_components_match_scipy(connectivity):
     rng = np.random.default_rng(connectivity)
     binary = rng.random((6, 17, 13)) < 0.45
-    ours = M._label_components(binary, connectivity)
+    ours = label_components(binary, connectivity)
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     for b, lab in zip(binary, ours):
         ref, _ = ndimage.label(b, structure=structure)
@@ -272,7 +275,7 @@ def test_spearman_matches_scipy_with_ties():
 def test_rise_blur_kernel_matches_scipy():
     delta = np.zeros((11, 11))
     delta[5, 5] = 1.0
-    np.testing.assert_allclose(M._rise_kernel(11, 5.0), ndimage.gaussian_filter(delta, 5.0), atol=1e-12)
+    np.testing.assert_allclose(rise_kernel(11, 5.0), ndimage.gaussian_filter(delta, 5.0), atol=1e-12)
     x = np.full((1, 30, 30, 2), 2.0, np.float32)
     blurred = M.gaussian_blur(x)
     np.testing.assert_allclose(blurred[0, 5:25, 5:25], 2.0, rtol=1e-5)  # interior: constant stays
@@ -433,10 +436,10 @@ def test_occlusion_map_and_correlation_by_hand():
 
 
 def test_occlusion_grid_covers_the_border():
-    gh, gw, windows = M._occlusion_grid(5, 5, 2, 2)
+    gh, gw, windows = occlusion_grid(5, 5, 2, 2)
     assert (gh, gw) == (3, 3)
     assert sorted({int(y) for y in windows[:, 0]}) == [0, 2, 3]
-    _, _, win = M._occlusion_grid(224, 224, None, None)  # defaults: 32 px patches, stride 8
+    _, _, win = occlusion_grid(224, 224, None, None)  # defaults: 32 px patches, stride 8
     assert win[0].tolist() == [0, 0, 32, 32] and win[1].tolist() == [0, 8, 0 + 32, 8 + 32]
 
 
@@ -474,7 +477,7 @@ def test_redraw_uses_the_layers_own_initializers():
     layer = keras.layers.Dense(3, kernel_initializer="ones", bias_initializer=keras.initializers.Constant(2.0))
     layer.build((None, 4))
     layer.kernel.assign(np.zeros((4, 3)))
-    M._redraw(layer, seed=0)
+    redraw(layer, seed=0)
     np.testing.assert_array_equal(layer.kernel.numpy(), 1.0)
     np.testing.assert_array_equal(layer.bias.numpy(), 2.0)
 
@@ -608,7 +611,7 @@ def test_randomization_check_explains_the_randomised_weights_for_every_method(sm
     reference = cls(small_cnn, layer, **opts)(x, [0, 1])
     clone = keras.models.clone_model(small_cnn)
     clone.set_weights(small_cnn.get_weights())
-    M._redraw(clone.get_layer("c1"), 3 + 1)  # step 1 draws with seed + 1
+    redraw(clone.get_layer("c1"), 3 + 1)  # step 1 draws with seed + 1
     randomised = cls(clone, layer, **opts)(x, [0, 1])
 
     def comparison(exp):
