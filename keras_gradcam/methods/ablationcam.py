@@ -10,6 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from ..core.capture import Capture
+from ..core.layers import LayerSpec
+from ..core.validate import boolean, one_of
 from .perturbation import ChannelPerturbation
 
 __all__ = ["AblationCAM"]
@@ -96,11 +98,9 @@ class AblationCAM(ChannelPerturbation):
     name = "ablationcam"
     display_name = "Ablation-CAM"
 
-    def __init__(self, model, layer=None, *, drop: str = "relative", head_only: bool = True, **kwargs):
-        if drop not in DROPS:
-            raise ValueError(f"drop must be one of {DROPS}; got {drop!r}.")
-        self.drop = drop
-        self.head_only = bool(head_only)
+    def __init__(self, model, layer: LayerSpec = None, *, drop: str = "relative", head_only: bool = True, **kwargs):
+        self.drop = one_of("drop", drop, DROPS)
+        self.head_only = boolean("head_only", head_only)
         self._head_capture: Capture | None = None
         self._nonpositive = 0
         super().__init__(model, layer, **kwargs)

@@ -18,11 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from ..core.engine import BaseCAM
-from ..core.inputs import flat, map_inputs, signature, signature_key
 from ..core.explanation import Explanation
+from ..core.inputs import flat, map_inputs, signature, signature_key
+from ..core.layers import LayerSpec
 from ..core.postprocess import normalize, resize, weighted_sum
 from ..core.progress import Progbar
 from ..core.targets import check_range
+from ..core.validate import one_of, positive_int
 
 __all__ = ["plan_passes", "CleanPass", "ChannelPerturbation"]
 
@@ -84,24 +86,19 @@ class ChannelPerturbation(CleanPass, BaseCAM):
 
     gradients = False
 
-    def __init__(self, model, layer=None, *, max_channels: int | None = None, verbose: int = 1, **kwargs):
-        if max_channels is not None and (not isinstance(max_channels, (int, np.integer)) or max_channels < 1):
-            raise ValueError(f"max_channels must be None (all channels) or a positive int; got {max_channels!r}.")
-        self.max_channels = None if max_channels is None else int(max_channels)
-        if kwargs.get("counterfactual"):
-            raise ValueError(
-                f"counterfactual=True negates gradients, but {type(self).__name__} uses no gradients; "
-                "use GradCAM(..., counterfactual=True) for counterfactual explanations."
-            )
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (one line); got {verbose!r}.")
-        self.verbose = int(verbose)
+    def __init__(self, model, layer: LayerSpec = None, *, max_channels: int | None = None, verbose: int = 1, **kwargs):
+        self.max_channels = (
+            None
+            if max_channels is None
+            else positive_int("max_channels", max_channels, expected="None (all channels) or a positive int")
+        )
+        self.verbose = int(
+            one_of("verbose", verbose, (0, 1, 2), expected="0 (silent), 1 (progress bar) or 2 (one line)")
+        )
         super().__init__(model, layer, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.pop("counterfactual", None)
-        return {**config, "max_channels": self.max_channels, "verbose": self.verbose}
+        return {**super().get_config(), "max_channels": self.max_channels, "verbose": self.verbose}
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)

@@ -7,17 +7,22 @@ The channel-perturbation driver it shares with Ablation-CAM lives in
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from ..core.layers import LayerSpec
 from ..core.postprocess import nonconstant, normalize, resize
+from ..core.validate import one_of
 from .inputs import refuse_token_inputs
 from .perturbation import ChannelPerturbation, plan_passes  # noqa: F401  (plan_passes: re-exported)
 
 __all__ = ["ScoreCAM"]
 
 SCORECAM_WEIGHTS = ("probability", "channel-softmax")
+
+
 def _mask_images_body(images, maps, size, channels_first):
     """Score-CAM's masked inputs ``X * s(Up(A^k))``: upsample, then min-max normalise, then multiply.
 
@@ -135,10 +140,10 @@ class ScoreCAM(ChannelPerturbation):
     name = "scorecam"
     display_name = "Score-CAM"
 
-    def __init__(self, model, layer=None, *, weights: str = "probability", max_channels: int | None = None, **kwargs):
-        if weights not in SCORECAM_WEIGHTS:
-            raise ValueError(f"weights must be one of {SCORECAM_WEIGHTS}; got {weights!r}.")
-        self.weights = weights
+    def __init__(
+        self, model, layer: LayerSpec = None, *, weights: str = "probability", max_channels: int | None = None, **kwargs
+    ):
+        self.weights = one_of("weights", weights, SCORECAM_WEIGHTS)
         super().__init__(model, layer, max_channels=max_channels, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
