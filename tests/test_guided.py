@@ -9,13 +9,8 @@ import tensorflow as tf
 import keras
 from keras_gradcam.methods.gradcam import GradCAM
 from keras_gradcam.methods.gradcam_plusplus import GradCAMPlusPlus
-from keras_gradcam.methods.guided import (
-    GuidedBackprop,
-    GuidedGradCAM,
-    GuidedGradCAMPlusPlus,
-    guided_clone,
-    guided_relu,
-)
+from keras_gradcam.methods.guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus
+from keras_gradcam.methods.guided_model import guided_clone, guided_relu
 
 
 def _relu(z):

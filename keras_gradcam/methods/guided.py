@@ -27,11 +27,10 @@ from ..core.validate import one_of
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
 from .guided_model import NON_RELU, checked_guided_edits, guided_relus
-from .guided_model import guided_clone, guided_relu  # noqa: F401  (re-exported)
 from .inputs import refuse_token_inputs
 from .perturbation import CleanPass
 
-__all__ = ["GuidedBackprop", "GuidedGradCAM", "GuidedGradCAMPlusPlus", "guided_relu", "guided_clone"]
+__all__ = ["GuidedBackprop", "GuidedGradCAM", "GuidedGradCAMPlusPlus"]
 
 class GuidedBackprop(CleanPass, BaseCAM):
     r"""Guided backpropagation: the input gradient of the class score through guided ReLUs.

@@ -10,7 +10,7 @@ from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
 from ..core.validate import boolean, one_of, positive_int
 from .inputs import refuse_token_inputs
-from .sampling import repeated_passes
+from .sampling import by_variant, join_variants, repeated_passes
 
 RIEMANN = ("left", "right", "trapezoid")
 
@@ -144,8 +144,7 @@ class IntegratedGradCAM(BaseCAM):
         def variants(idx):
             def one(a, b):
                 t = tf.reshape(tf.cast(tf.gather(coeffs, idx), a.dtype), [-1] + [1] * a.shape.rank)
-                path = b[None, None] + t * (a[None] - b[None, None])
-                return tf.reshape(path, tf.concat([[-1], tf.shape(a)[1:]], axis=0))
+                return join_variants(b[None, None] + t * (a[None] - b[None, None]))
 
             return tf.nest.map_structure(one, x, base)
 
@@ -153,9 +152,8 @@ class IntegratedGradCAM(BaseCAM):
 
         def fold(acc, idx, cap):
             k = tf.shape(idx)[0]
-            shape = tf.concat([[k], tf.shape(acts0_like)], axis=0)
-            acts = tf.reshape(cap.activations[0], shape) - acts0
-            grads = tf.reshape(self.signed(cap.gradients[0]), shape)
+            acts = by_variant(cap.activations[0], k) - acts0
+            grads = by_variant(self.signed(cap.gradients[0]), k)
             alpha = tf.reduce_mean(grads, axis=list(range(2, acts0_like.shape.rank)), keepdims=True)
             maps = tf.reduce_sum(acts * alpha, axis=-1)  # (k, B, *spatial)
             if self.relu_per_step:

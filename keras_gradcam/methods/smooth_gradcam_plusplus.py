@@ -11,15 +11,10 @@ from ..core.layers import LayerSpec
 from ..core.postprocess import spatial_sum, weighted_sum
 from ..core.validate import integer, one_of, positive_float, positive_int
 from .inputs import refuse_token_inputs
-from .sampling import repeated_passes
+from .sampling import by_variant, join_variants, repeated_passes
 
 
 NUMERATORS = ("d2", "d1")
-
-
-def _by_variant(t: tf.Tensor, k) -> tf.Tensor:
-    """(k * B, ...) laid out variant-major -> (k, B, ...)."""
-    return tf.reshape(t, tf.concat([[k, -1], tf.shape(t)[1:]], axis=0))
 
 
 class SmoothGradCAMPlusPlus(BaseCAM):
@@ -142,8 +137,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         def variants(idx):
             out = []
             for a, eps, sigma in zip(flat, draws, sigmas):
-                noisy = a[None] + sigma[None] * tf.gather(eps, idx)[:, None]
-                out.append(tf.reshape(noisy, tf.concat([[-1], tf.shape(a)[1:]], axis=0)))
+                out.append(join_variants(a[None] + sigma[None] * tf.gather(eps, idx)[:, None]))
             return tf.nest.pack_sequence_as(x, out)
 
         return variants
@@ -174,7 +168,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         targets = targets if callable(targets) else clean.targets
 
         def fold(acc, idx, cap):
-            g = _by_variant(self.signed(cap.gradients[0]), tf.shape(idx)[0])
+            g = by_variant(self.signed(cap.gradients[0]), tf.shape(idx)[0])
             return tuple(s + tf.reduce_sum(g**p, axis=0) for s, p in zip(acc, (1, 2, 3)))
 
         zeros = tf.zeros_like(acts)
