@@ -145,7 +145,7 @@ def textual_explanation(weights, channel_names: Mapping, k: int = 5, target=None
 
 
 # explainers kept per model, so that repeated calls reuse their compiled functions
-_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 
 
 class _NeuronWeights(CleanPass, GradCAM):
@@ -155,7 +155,7 @@ class _NeuronWeights(CleanPass, GradCAM):
 
     def importance(self, images, targets: Targets, k: int, maps: bool) -> tuple:
         """``(resolved targets, outputs of :meth:`function` joined over the batches)``."""
-        x, t, n, bs = self._prepare(images, targets, None)
+        x, t, _, bs = self._prepare(images, targets, None)
         info = self.layers[0]
         channels = int(info.shape[1 if info.channels_first else -1])
         if k > channels:

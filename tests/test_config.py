@@ -40,28 +40,28 @@ BASELINE = np.random.default_rng(1).uniform(size=(8, 8, 3)).astype(np.float32)
 
 # non-default options for each method; "layer" may be a callable of the model (a layer object)
 OPTIONS = {
-    "gradcam": dict(layer=lambda m: m.get_layer("c2"), counterfactual=True, score="output", batch_size=2),
-    "gradcam++": dict(layer="c1", alpha_norm="positive"),
-    "smoothgradcam++": dict(
-        layer="c2", n_samples=3, noise_level=0.2, seed=7, numerator="d1", channels=[0, 2, 5], neurons=NEURONS
-    ),
-    "xgradcam": dict(layer="c2", eps=1e-3, counterfactual=True),
-    "hirescam": dict(layer="c1", score="output"),
-    "layercam": dict(layer=["c1", lambda m: m.get_layer("c2")], gamma=1.5, fusion="mean"),
-    "integrated-gradcam": dict(
-        layer="c2",
-        steps=4,
-        baseline=BASELINE,
-        riemann="trapezoid",
-        relu_per_step=False,
-        subtract_baseline_activations=True,
-    ),
-    "guided-backprop": dict(non_relu="keep", counterfactual=True, batch_size=2),
-    "guided-gradcam": dict(layer="c1", non_relu="keep"),
-    "guided-gradcam++": dict(layer="c2", alpha_norm="all", counterfactual=True),
-    "scorecam": dict(layer="c2", weights="channel-softmax", max_channels=2, verbose=0, batch_size=5),
-    "ablationcam": dict(layer="c1", drop="absolute", head_only=False, max_channels=3, verbose=0),
-    "eigencam": dict(layer="c2", center=True, relu=True),
+    "gradcam": {"layer": lambda m: m.get_layer("c2"), "counterfactual": True, "score": "output", "batch_size": 2},
+    "gradcam++": {"layer": "c1", "alpha_norm": "positive"},
+    "smoothgradcam++": {
+        "layer": "c2", "n_samples": 3, "noise_level": 0.2, "seed": 7, "numerator": "d1", "channels": [0, 2, 5], "neurons": NEURONS
+    },
+    "xgradcam": {"layer": "c2", "eps": 1e-3, "counterfactual": True},
+    "hirescam": {"layer": "c1", "score": "output"},
+    "layercam": {"layer": ["c1", lambda m: m.get_layer("c2")], "gamma": 1.5, "fusion": "mean"},
+    "integrated-gradcam": {
+        "layer": "c2",
+        "steps": 4,
+        "baseline": BASELINE,
+        "riemann": "trapezoid",
+        "relu_per_step": False,
+        "subtract_baseline_activations": True,
+    },
+    "guided-backprop": {"non_relu": "keep", "counterfactual": True, "batch_size": 2},
+    "guided-gradcam": {"layer": "c1", "non_relu": "keep"},
+    "guided-gradcam++": {"layer": "c2", "alpha_norm": "all", "counterfactual": True},
+    "scorecam": {"layer": "c2", "weights": "channel-softmax", "max_channels": 2, "verbose": 0, "batch_size": 5},
+    "ablationcam": {"layer": "c1", "drop": "absolute", "head_only": False, "max_channels": 3, "verbose": 0},
+    "eigencam": {"layer": "c2", "center": True, "relu": True},
 }
 
 

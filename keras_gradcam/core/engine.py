@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections import OrderedDict
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
@@ -286,7 +287,7 @@ class BaseCAM:
         return config
 
     @classmethod
-    def from_config(cls, model: keras.Model, config: Mapping[str, Any]) -> "BaseCAM":
+    def from_config(cls, model: keras.Model, config: Mapping[str, Any]) -> BaseCAM:
         """The explainer of ``model`` that :meth:`get_config` describes.
 
         Parameters

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -11,7 +11,6 @@ from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
 from ..core.postprocess import resize
 from ..core.validate import one_of, positive_float
-
 
 FUSIONS = ("max", "mean")
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from ..core.capture import Capture
 
-__all__ = ["repeated_passes", "by_variant", "join_variants"]
+__all__ = ["by_variant", "join_variants", "repeated_passes"]
 
 
 def by_variant(t: tf.Tensor, k) -> tf.Tensor:

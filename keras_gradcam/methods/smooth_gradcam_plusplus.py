@@ -13,7 +13,6 @@ from ..core.validate import integer, one_of, positive_float, positive_int
 from .inputs import refuse_token_inputs
 from .sampling import by_variant, join_variants, repeated_passes
 
-
 NUMERATORS = ("d2", "d1")
 
 
