@@ -16,11 +16,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .methods.gradcam import GradCAM
 from .core.inputs import signature, signature_key
-from .methods.perturbation import CleanPass
+from .core.layers import LayerSpec
 from .core.postprocess import normalize, resize, spatial_mean
 from .core.targets import Targets, check_range
+from .core.validate import boolean, positive_int
+from .methods.gradcam import GradCAM
+from .methods.perturbation import CleanPass
 
 __all__ = ["NeuronImportance", "neuron_importance", "textual_explanation"]
 
@@ -131,8 +133,7 @@ def textual_explanation(weights, channel_names: Mapping, k: int = 5, target=None
     'class 3: positively important: stripes; negatively important: water'
     """
     _check_names(channel_names)
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive int; got {k!r}.")
+    k = positive_int("k", k, expected="a positive int")
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     named = [(int(c), str(n)) for c, n in channel_names.items() if 0 <= int(c) < w.size]
     pos = sorted((c for c, _ in named if w[c] > 0), key=lambda c: -w[c])[:k]
@@ -144,13 +145,25 @@ def textual_explanation(weights, channel_names: Mapping, k: int = 5, target=None
 
 
 # explainers kept per model, so that repeated calls reuse their compiled functions
-_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 
 
 class _NeuronWeights(CleanPass, GradCAM):
     """Grad-CAM's capture and layer resolution, returning weights and per-channel maps."""
 
     name = "neuron-importance"
+
+    def importance(self, images, targets: Targets, k: int, maps: bool) -> tuple:
+        """``(resolved targets, outputs of :meth:`function` joined over the batches)``."""
+        x, t, _, bs = self._prepare(images, targets, None)
+        info = self.layers[0]
+        channels = int(info.shape[1 if info.channels_first else -1])
+        if k > channels:
+            raise ValueError(f"k={k} but layer {self.layer!r} has only {channels} channels; pass k <= {channels}.")
+        fn = self.function(x, t, k, maps, self._out_size(x))
+        if not callable(t):
+            check_range(t, self._num_classes)
+        return t, self._run_batches(fn, x, t, bs)
 
     def function(self, x, targets, k: int, maps: bool, size: tuple):
         def body(xb, tb):
@@ -178,7 +191,7 @@ class _NeuronWeights(CleanPass, GradCAM):
 def neuron_importance(
     model: keras.Model,
     images,
-    layer=None,
+    layer: LayerSpec = None,
     targets: Targets = None,
     *,
     k: int = 5,
@@ -246,8 +259,8 @@ def neuron_importance(
     ((8, 3), 'class 3: positively important: fur; negatively important: sky')
     """
     _check_names(channel_names)
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive int; got {k!r}.")
+    k = positive_int("k", k, expected="a positive int")
+    maps = boolean("maps", maps)
     key = (layer, output, score, bool(counterfactual), batch_size)
     per_model = _CACHE.setdefault(model, {})
     explainer = per_model.get(key)
@@ -256,15 +269,7 @@ def neuron_importance(
             model, layer, output=output, score=score, counterfactual=counterfactual, batch_size=batch_size
         )
         per_model[key] = explainer
-    x, t, n, bs = explainer._prepare(images, targets, None)
-    channels = int(explainer.layers[0].shape[1 if explainer.layers[0].channels_first else -1])
-    if k > channels:
-        raise ValueError(f"k={k} but layer {explainer.layer!r} has only {channels} channels; pass k <= {channels}.")
-    size = explainer._out_size(x)
-    fn = explainer.function(x, t, int(k), bool(maps), size)
-    if not callable(t):
-        check_range(t, explainer._num_classes)
-    out = explainer._run_batches(fn, x, t, bs)
+    t, out = explainer.importance(images, targets, k, maps)
     alpha, top_c, top_w, bot_c, bot_w, tgt, scores = out[:7]
     top_maps, bottom_maps = (out[7], out[8]) if maps else (None, None)
     tgt = None if callable(t) else tgt.astype(np.int64)
@@ -272,7 +277,7 @@ def neuron_importance(
     if channel_names is not None:
         texts = [
             textual_explanation(alpha[i], channel_names, k, None if tgt is None else tgt[i], class_names)
-            for i in range(n)
+            for i in range(len(alpha))
         ]
     return NeuronImportance(
         weights=alpha,

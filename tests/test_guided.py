@@ -10,13 +10,8 @@ from oracles import relu
 
 from keras_gradcam.methods.gradcam import GradCAM
 from keras_gradcam.methods.gradcam_plusplus import GradCAMPlusPlus
-from keras_gradcam.methods.guided import (
-    GuidedBackprop,
-    GuidedGradCAM,
-    GuidedGradCAMPlusPlus,
-    guided_clone,
-    guided_relu,
-)
+from keras_gradcam.methods.guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus
+from keras_gradcam.methods.guided_model import guided_clone, guided_relu
 
 # -- tiny nets with hand-set weights ----------------------------------------------------------------
 

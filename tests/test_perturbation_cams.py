@@ -13,7 +13,8 @@ from oracles import minmax, softmax
 
 from keras_gradcam.methods.ablationcam import AblationCAM
 from keras_gradcam.methods.eigencam import EigenCAM
-from keras_gradcam.methods.scorecam import ScoreCAM, plan_passes
+from keras_gradcam.methods.perturbation import plan_passes
+from keras_gradcam.methods.scorecam import ScoreCAM
 
 # A tiny network: 1x1 conv (3 channels, the third constant) -> 2x2 average pooling (the explained
 # layer, 3x3x3) -> global average pooling -> Dense(3). Every number below follows from these weights.

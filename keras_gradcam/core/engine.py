@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import keras
@@ -22,9 +23,10 @@ from .capture import TRACE_LOCK, Capture, Captured
 from .explanation import Explanation
 from .graph import reaches_output
 from .inputs import flat, map_inputs, prepare_inputs, signature, signature_key
-from .layers import LayerInfo, ensure_built, resolve_layer
+from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import normalize, resize
 from .targets import Targets, check_range, resolve_targets
+from .validate import boolean, one_of, positive_int
 
 __all__ = ["BaseCAM", "FunctionCache", "compile_cached", "DeviceError", "device_errors", "explain_warnings", "check_reaches"]
 
@@ -197,6 +199,24 @@ class BaseCAM:
         whose removal would make the model *more* confident in the target.
     batch_size : int, default=32
         Largest number of images in one forward pass.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a Keras 3 model, or an option of the wrong kind (a string for
+        ``batch_size``, a non-bool ``counterfactual``).
+    ValueError
+        An option out of range (``batch_size=0``, an unknown ``score``), or
+        ``counterfactual=True`` for a method that uses no gradients.
+
+    Notes
+    -----
+    An explainer is described by :meth:`get_config` (its constructor arguments but the model, as
+    JSON-serialisable values, ``config["method"]`` naming the method) and rebuilt on a model by
+    :meth:`from_config`, so a config saved as JSON rebuilds the same explainer::
+
+        config = cam.get_config()                                  # e.g. json.dump(config, file)
+        same = kg.get_method(config["method"]).from_config(model, config)
     """
 
     name: ClassVar[str] = "base"
@@ -208,7 +228,7 @@ class BaseCAM:
     def __init__(
         self,
         model: keras.Model,
-        layer=None,
+        layer: LayerSpec = None,
         *,
         output: int | str | None = None,
         score: str = "logit",
@@ -220,16 +240,20 @@ class BaseCAM:
                 f"model must be a Keras 3 keras.Model; got {type(model).__module__}.{type(model).__name__}. "
                 "tf_keras (Keras 2) models are not supported: load or rebuild the model with `import keras` (3.x)."
             )
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
-        if score not in ("logit", "output"):
-            raise ValueError(f"score must be 'logit' (before the softmax/sigmoid) or 'output' (as the model gives it); got {score!r}.")
+        self.batch_size = positive_int("batch_size", batch_size, expected="a positive int")
+        self.score = one_of(
+            "score", score, ("logit", "output"),
+            expected="'logit' (before the softmax/sigmoid) or 'output' (as the model gives it)",
+        )
+        self.counterfactual = boolean("counterfactual", counterfactual)
+        if self.counterfactual and not self.gradients:
+            raise ValueError(
+                f"counterfactual=True negates gradients, but {type(self).__name__} uses no gradients; "
+                "use GradCAM(..., counterfactual=True) for counterfactual explanations."
+            )
         self.model = model
         self.layer_spec = layer
         self.output = output
-        self.score = score
-        self.counterfactual = bool(counterfactual)
-        self.batch_size = int(batch_size)
         self._capture: Capture | None = None
         self._fns = FunctionCache()
         self._num_classes: int | None = None
@@ -239,16 +263,68 @@ class BaseCAM:
 
     # -- configuration -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        """Constructor arguments (without the model), Keras style."""
-        layer = self.layer_spec.name if isinstance(self.layer_spec, keras.Operation) else self.layer_spec
-        return {
+        """The constructor arguments but the model, as JSON-serialisable values (Keras style).
+
+        Returns
+        -------
+        dict
+            ``"method"`` (the method's name in :data:`keras_gradcam.METHODS`), ``"layer"`` (a
+            layer object is written as its path in the model, a list of layers as a list),
+            ``"output"``, ``"score"``, ``"counterfactual"`` (left out by methods that use no
+            gradients), ``"batch_size"`` and the method's own options (arrays as nested lists).
+            :meth:`from_config` rebuilds the explainer from it.
+        """
+        config = {
             "method": self.name,
-            "layer": layer,
+            "layer": self._layer_config(self.layer_spec),
             "output": self.output,
             "score": self.score,
             "counterfactual": self.counterfactual,
             "batch_size": self.batch_size,
         }
+        if not self.gradients:
+            del config["counterfactual"]
+        return config
+
+    @classmethod
+    def from_config(cls, model: keras.Model, config: Mapping[str, Any]) -> BaseCAM:
+        """The explainer of ``model`` that :meth:`get_config` describes.
+
+        Parameters
+        ----------
+        model : keras.Model
+            The model to explain (a config holds no model).
+        config : dict
+            What :meth:`get_config` returned (possibly through JSON).
+
+        Returns
+        -------
+        BaseCAM
+            An explainer with the same config, which explains as the original did.
+
+        Raises
+        ------
+        ValueError
+            ``config["method"]`` names another method: use
+            ``kg.get_method(config["method"]).from_config(model, config)``.
+        """
+        options = dict(config)
+        method = options.pop("method", cls.name)
+        if method != cls.name:
+            raise ValueError(
+                f"config is for method {method!r}, not {cls.name!r} ({cls.__name__}); rebuild it with "
+                "keras_gradcam.get_method(config['method']).from_config(model, config)."
+            )
+        return cls(model, **options)
+
+    def _layer_config(self, spec):
+        """``layer=`` as plain values: a layer object by its path (its name before the model is built)."""
+        if isinstance(spec, (list, tuple)):
+            return [self._layer_config(s) for s in spec]
+        if not isinstance(spec, keras.Operation):
+            return spec
+        paths = [i.path for i in self._capture.layers if i.layer is spec] if self._capture is not None else []
+        return paths[0] if paths else spec.name
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "method")

@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .validate import ClassIndexError
+
 Targets = Union[None, int, Sequence[int], np.ndarray, Callable]
 
 __all__ = ["ClassTarget", "OutputTarget", "resolve_targets", "class_scores", "check_range"]
@@ -98,8 +100,8 @@ def resolve_targets(targets: Targets, n: int) -> np.ndarray | Callable:
         ``targets`` is not None, an int, a sequence of ints or a callable.
     ValueError
         A sequence whose length is not the number of samples.
-    IndexError
-        A negative class index.
+    ClassIndexError
+        A negative class index (an ``IndexError`` and a ``ValueError``).
     """
     if callable(targets):
         return targets
@@ -116,17 +118,18 @@ def resolve_targets(targets: Targets, n: int) -> np.ndarray | Callable:
     if arr.shape[0] != n:
         raise ValueError(f"targets has {arr.shape[0]} entries but there are {n} samples; give one class per sample or a single int.")
     if (arr < 0).any():
-        raise IndexError(f"class indices must be >= 0; got {arr[arr < 0][:5].tolist()}.")
+        raise ClassIndexError(f"class indices must be >= 0; got {arr[arr < 0][:5].tolist()}.")
     return arr.astype(np.int32)
 
 
 def check_range(targets: np.ndarray, num_classes: int | None) -> None:
-    """Raise ``IndexError`` naming the valid range if a class index is too large."""
+    """Raise :class:`~keras_gradcam.core.validate.ClassIndexError` (an ``IndexError`` and a
+    ``ValueError``) naming the valid range if a class index is too large."""
     if num_classes is None:
         return
     bad = targets[targets >= num_classes]
     if bad.size:
-        raise IndexError(
+        raise ClassIndexError(
             f"class index {int(bad[0])} is out of range: the explained output has {num_classes} classes, "
             f"so valid targets are 0 .. {num_classes - 1}."
         )

@@ -4,7 +4,8 @@ exception policy.
 Policy
 ------
 - A value of the wrong kind (a string where a number is expected) raises ``TypeError``.
-- A value of the right kind outside what is allowed raises ``ValueError``.
+- A value of the right kind outside what is allowed raises ``ValueError``; a number that is not
+  a whole number where an int is expected (``2.5``) is a bad value, so ``ValueError`` too.
 - A class index outside the explained output's classes raises :class:`ClassIndexError`, which is
   both an ``IndexError`` and a ``ValueError``, so ``except ValueError`` (argument checking) and
   ``except IndexError`` (indexing) both catch it, wherever it is raised (explainers, callback,
@@ -16,7 +17,16 @@ from __future__ import annotations
 import numbers
 from typing import Any, Iterable
 
-__all__ = ["ClassIndexError", "positive_int", "non_negative_int", "positive_float", "one_of", "boolean", "check_classes"]
+__all__ = [
+    "ClassIndexError",
+    "integer",
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "one_of",
+    "boolean",
+    "check_classes",
+]
 
 
 class ClassIndexError(IndexError, ValueError):
@@ -27,13 +37,25 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum``; ``TypeError`` for a non-int, ``ValueError`` below it."""
+def integer(name: str, value: Any, *, expected: str = "an int") -> int:
+    """``value`` as an int (any sign); ``TypeError`` for a non-number, ``ValueError`` for ``2.5``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {expected}; got {value!r} ({type(value).__name__}).")
     if not _is_int(value):
-        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
+        raise ValueError(f"{name} must be {expected}; got {value!r}.")
     return int(value)
+
+
+def positive_int(name: str, value: Any, minimum: int = 1, *, expected: str | None = None) -> int:
+    """``value`` as an int ``>= minimum``; ``TypeError`` for a non-number, ``ValueError`` otherwise.
+
+    ``expected`` replaces the default description (``"an int >= 1"``) after "must be".
+    """
+    expected = expected or f"an int >= {minimum}"
+    value = integer(name, value, expected=expected)
+    if value < minimum:
+        raise ValueError(f"{name} must be {expected}; got {value!r}.")
+    return value
 
 
 def non_negative_int(name: str, value: Any) -> int:
@@ -41,22 +63,30 @@ def non_negative_int(name: str, value: Any) -> int:
     return positive_int(name, value, minimum=0)
 
 
-def positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """``value`` as a finite float ``> 0`` (``>= 0`` with ``allow_zero``)."""
+def positive_float(name: str, value: Any, *, allow_zero: bool = False, expected: str | None = None) -> float:
+    """``value`` as a finite float ``> 0`` (``>= 0`` with ``allow_zero``).
+
+    ``expected`` replaces the default description (``"a finite number > 0"``) after "must be".
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__}).")
+        raise TypeError(f"{name} must be {expected or 'a number'}; got {value!r} ({type(value).__name__}).")
     value = float(value)
     if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}.")
+        expected = expected or f"a finite number {'>= 0' if allow_zero else '> 0'}"
+        raise ValueError(f"{name} must be {expected}; got {value!r}.")
     return value
 
 
-def one_of(name: str, value: Any, choices: Iterable) -> Any:
-    """``value`` if it is one of ``choices``, else ``ValueError`` listing them."""
+def one_of(name: str, value: Any, choices: Iterable, *, expected: str | None = None) -> Any:
+    """``value`` if it is one of ``choices``, else ``ValueError`` listing them.
+
+    ``expected`` replaces the default description (``"one of 'a', 'b'"``) after "must be", to
+    say what each choice means.
+    """
     choices = tuple(choices)
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}.")
+        expected = expected or f"one of {', '.join(repr(c) for c in choices)}"
+        raise ValueError(f"{name} must be {expected}; got {value!r}.")
     return value
 
 

@@ -4,7 +4,8 @@ from .ablationcam import AblationCAM
 from .eigencam import EigenCAM
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
-from .guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus, guided_clone, guided_relu
+from .guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus
+from .guided_model import guided_clone, guided_relu
 from .hirescam import HiResCAM
 from .integrated_gradcam import IntegratedGradCAM
 from .layercam import LayerCAM

@@ -5,12 +5,13 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from ..core.capture import Capture
-from .perturbation import ChannelPerturbation
+from ..core.layers import LayerSpec
+from ..core.validate import boolean, one_of
+from .perturbation import ChannelPerturbation, head_model
 
 __all__ = ["AblationCAM"]
 
@@ -96,11 +97,9 @@ class AblationCAM(ChannelPerturbation):
     name = "ablationcam"
     display_name = "Ablation-CAM"
 
-    def __init__(self, model, layer=None, *, drop: str = "relative", head_only: bool = True, **kwargs):
-        if drop not in DROPS:
-            raise ValueError(f"drop must be one of {DROPS}; got {drop!r}.")
-        self.drop = drop
-        self.head_only = bool(head_only)
+    def __init__(self, model, layer: LayerSpec = None, *, drop: str = "relative", head_only: bool = True, **kwargs):
+        self.drop = one_of("drop", drop, DROPS)
+        self.head_only = boolean("head_only", head_only)
         self._head_capture: Capture | None = None
         self._nonpositive = 0
         super().__init__(model, layer, **kwargs)
@@ -111,25 +110,10 @@ class AblationCAM(ChannelPerturbation):
     # -- the sub-network after the layer -------------------------------------------------------
     def _setup(self, sample=None) -> None:
         super()._setup(sample)
-        head = self._head_model() if self.head_only else None
+        head = head_model(self.model, self.layers[0]) if self.head_only else None
         self._head_capture = None
         if head is not None:
             self._head_capture = Capture(head, [], output=self._capture.output_index, score=self.score)
-
-    def _head_model(self) -> keras.Model | None:
-        """``keras.Model(layer.output, model.output)`` if the output depends only on the layer."""
-        info = self.layers[0]
-        if "/" in info.path:
-            return None
-        try:
-            try:
-                outputs = self.model.output
-            except (AttributeError, ValueError):
-                outputs = self.model.outputs
-                outputs = outputs[0] if len(outputs) == 1 else outputs
-            return keras.Model(info.layer.output, outputs)
-        except (AttributeError, ValueError, TypeError, KeyError):
-            return None  # disconnected: a path to the output bypasses the layer
 
     @property
     def uses_head(self) -> bool:

@@ -7,6 +7,8 @@ from typing import Any
 import tensorflow as tf
 
 from ..core.engine import BaseCAM
+from ..core.layers import LayerSpec
+from ..core.validate import boolean
 
 __all__ = ["EigenCAM", "eigen_map"]
 
@@ -109,20 +111,13 @@ class EigenCAM(BaseCAM):
     relu = False
     gradients = False
 
-    def __init__(self, model, layer=None, *, center: bool = False, relu: bool = False, **kwargs):
-        if kwargs.get("counterfactual"):
-            raise ValueError(
-                "counterfactual=True negates gradients, but Eigen-CAM uses no gradients (and no class); "
-                "use GradCAM(..., counterfactual=True) for counterfactual explanations."
-            )
-        self.center = bool(center)
-        self.relu = bool(relu)
+    def __init__(self, model, layer: LayerSpec = None, *, center: bool = False, relu: bool = False, **kwargs):
+        self.center = boolean("center", center)
+        self.relu = boolean("relu", relu)
         super().__init__(model, layer, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.pop("counterfactual", None)
-        return {**config, "center": self.center, "relu": self.relu}
+        return {**super().get_config(), "center": self.center, "relu": self.relu}
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor | None) -> tf.Tensor:
         return eigen_map(acts, self.center)

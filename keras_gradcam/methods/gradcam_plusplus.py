@@ -5,7 +5,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ..core.engine import BaseCAM
+from ..core.layers import LayerSpec
 from ..core.postprocess import spatial_sum, weighted_sum
+from ..core.validate import one_of
 
 ALPHA_NORMS = (None, "positive", "all")
 
@@ -71,11 +73,9 @@ class GradCAMPlusPlus(BaseCAM):
     name = "gradcam++"
     display_name = "Grad-CAM++"
 
-    def __init__(self, model, layer=None, *, alpha_norm: str | None = None, **kwargs):
-        if alpha_norm not in ALPHA_NORMS:
-            raise ValueError(f"alpha_norm must be one of {ALPHA_NORMS}; got {alpha_norm!r}.")
+    def __init__(self, model, layer: LayerSpec = None, *, alpha_norm: str | None = None, **kwargs):
+        self.alpha_norm = one_of("alpha_norm", alpha_norm, ALPHA_NORMS)
         super().__init__(model, layer, **kwargs)
-        self.alpha_norm = alpha_norm
 
     def get_config(self):
         return {**super().get_config(), "alpha_norm": self.alpha_norm}

@@ -16,31 +16,21 @@ from typing import Any
 
 import tensorflow as tf
 
-from ..core.engine import BaseCAM
 from ..core.capture import Capture
+from ..core.engine import BaseCAM
 from ..core.explanation import Explanation
-from ..core.layers import ensure_built
+from ..core.inputs import signature, signature_key
+from ..core.layers import LayerSpec, ensure_built
 from ..core.postprocess import normalize
 from ..core.targets import check_range, class_scores
+from ..core.validate import one_of
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
-from .guided_model import (
-    NON_RELU,
-    _check_all_replaced,
-    _input_spec,
-    _plain_relu_ops,
-    _walk,
-    _warn_if_none,
-    guided_clone,  # noqa: F401  (re-exported)
-    guided_edits,
-    guided_relu,  # noqa: F401  (re-exported)
-    guided_relus,
-)
+from .guided_model import NON_RELU, checked_guided_edits, guided_relus
 from .inputs import refuse_token_inputs
-from ..core.inputs import signature, signature_key
 from .perturbation import CleanPass
 
-__all__ = ["GuidedBackprop", "GuidedGradCAM", "GuidedGradCAMPlusPlus", "guided_relu", "guided_clone"]
+__all__ = ["GuidedBackprop", "GuidedGradCAM", "GuidedGradCAMPlusPlus"]
 
 class GuidedBackprop(CleanPass, BaseCAM):
     r"""Guided backpropagation: the input gradient of the class score through guided ReLUs.
@@ -114,15 +104,13 @@ class GuidedBackprop(CleanPass, BaseCAM):
     )
     display_name = "Guided Backprop"
 
-    def __init__(self, model, layer=None, *, non_relu: str = "raise", **kwargs):
+    def __init__(self, model, layer: None = None, *, non_relu: str = "raise", **kwargs):
         if layer is not None:
             raise ValueError(
                 f"guided backpropagation explains the input, it reads no layer; got layer={layer!r}. "
                 "Use GuidedGradCAM(model, layer=...) for a class-discriminative map at a layer."
             )
-        if non_relu not in NON_RELU:
-            raise ValueError(f"non_relu must be one of {NON_RELU}; got {non_relu!r}.")
-        self.non_relu = non_relu
+        self.non_relu = one_of("non_relu", non_relu, NON_RELU)
         self._edits: list = []
         super().__init__(model, None, **kwargs)
 
@@ -144,11 +132,7 @@ class GuidedBackprop(CleanPass, BaseCAM):
                 f"{self.model.name!r} has {len(inputs)}. Wrap it in a one-input model that fixes the others."
             )
         refuse_token_inputs(self.model, type(self).__name__, "back-propagates to the input")
-        self._edits = guided_edits(self.model, self.non_relu)
-        with guided_relus(self._edits):
-            _check_all_replaced(self.model, _plain_relu_ops(self.model, _input_spec(self.model)))
-        _warn_if_none(self.model, self._edits, stacklevel=5)
-        self._channels_first = any(getattr(o, "data_format", "") == "channels_first" for o in _walk(self.model))
+        self._edits, self._channels_first = checked_guided_edits(self.model, self.non_relu, stacklevel=5)
         # the user's model itself, its ReLUs guided while the function is traced (see _contexts)
         self._capture = Capture(self.model, [], output=self.output, score=self.score)
 
@@ -211,9 +195,7 @@ class _GuidedMixin:
     """Guided X: guided backpropagation times the upsampled, normalised map of method X."""
 
     def _init_guided(self, non_relu: str) -> None:
-        if non_relu not in NON_RELU:
-            raise ValueError(f"non_relu must be one of {NON_RELU}; got {non_relu!r}.")
-        self.non_relu = non_relu
+        self.non_relu = one_of("non_relu", non_relu, NON_RELU)
         self._guided = GuidedBackprop(
             self.model,
             output=self.output,
@@ -300,7 +282,7 @@ class GuidedGradCAM(_GuidedMixin, GradCAM):
     name = "guided-gradcam"
     display_name = "Guided Grad-CAM"
 
-    def __init__(self, model, layer=None, *, non_relu: str = "raise", **kwargs):
+    def __init__(self, model, layer: LayerSpec = None, *, non_relu: str = "raise", **kwargs):
         super().__init__(model, layer, **kwargs)
         self._init_guided(non_relu)
 
@@ -350,6 +332,6 @@ class GuidedGradCAMPlusPlus(_GuidedMixin, GradCAMPlusPlus):
     name = "guided-gradcam++"
     display_name = "Guided Grad-CAM++"
 
-    def __init__(self, model, layer=None, *, non_relu: str = "raise", **kwargs):
+    def __init__(self, model, layer: LayerSpec = None, *, non_relu: str = "raise", **kwargs):
         super().__init__(model, layer, **kwargs)
         self._init_guided(non_relu)

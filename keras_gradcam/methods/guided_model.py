@@ -16,8 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from ..core.capture import thread_patches
+from ..core.validate import one_of
 
-__all__ = ["guided_clone", "guided_edits", "guided_relu", "guided_relus"]
+__all__ = ["NON_RELU", "checked_guided_edits", "guided_clone", "guided_edits", "guided_relu", "guided_relus"]
 
 NON_RELU = ("raise", "keep")
 
@@ -224,8 +225,7 @@ def guided_edits(model: keras.Model, non_relu: str = "raise") -> list[tuple[Any,
         Other rectifiers (ReLU6, LeakyReLU, GELU, SiLU...) with ``non_relu="raise"``; the message
         lists them.
     """
-    if non_relu not in NON_RELU:
-        raise ValueError(f"non_relu must be one of {NON_RELU}; got {non_relu!r}.")
+    one_of("non_relu", non_relu, NON_RELU)
     others, edits = [], []
     for obj in _walk(model):
         kind = _relu_kind(obj)
@@ -258,6 +258,40 @@ def guided_relus(edits: list[tuple[Any, str, Any]]):
     and the model is left exactly as it was, also when tracing raises.
     """
     return thread_patches(edits)
+
+
+def checked_guided_edits(model: keras.Model, non_relu: str = "raise", stacklevel: int = 2) -> tuple[list, bool]:
+    """:func:`guided_edits` of the user's model itself, checked to guide every ReLU of its graph.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built single-input model; left as it is (the edits are applied only while a throw-away
+        trace checks them).
+    non_relu : {"raise", "keep"}, default="raise"
+        See :func:`guided_clone`.
+    stacklevel : int, default=2
+        ``stacklevel`` of the "no ReLU" warning, as if the caller issued it.
+
+    Returns
+    -------
+    edits : list of (object, str, object)
+        For :func:`guided_relus`.
+    channels_first : bool
+        Whether a layer of the model is ``channels_first`` (the input's channel axis is then 1).
+
+    Raises
+    ------
+    ValueError
+        As :func:`guided_edits`, or a ReLU called as a function inside a custom layer's ``call``
+        (it cannot be guided). A model without any ReLU gets a ``UserWarning`` instead.
+    """
+    edits = guided_edits(model, non_relu)
+    with guided_relus(edits):
+        _check_all_replaced(model, _plain_relu_ops(model, _input_spec(model)))
+    _warn_if_none(model, edits, stacklevel=stacklevel + 1)
+    channels_first = any(getattr(o, "data_format", "") == "channels_first" for o in _walk(model))
+    return edits, channels_first
 
 
 def _check_all_replaced(model, left: int) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ..core.engine import BaseCAM
-from .sampling import repeated_passes
 from ..core.capture import Captured
+from ..core.engine import BaseCAM
+from ..core.layers import LayerSpec
+from ..core.validate import boolean, one_of, positive_int
 from .inputs import refuse_token_inputs
+from .sampling import by_variant, join_variants, repeated_passes
 
 RIEMANN = ("left", "right", "trapezoid")
 
@@ -81,7 +83,7 @@ class IntegratedGradCAM(BaseCAM):
     def __init__(
         self,
         model,
-        layer=None,
+        layer: LayerSpec = None,
         *,
         steps: int = 50,
         baseline=0.0,
@@ -90,15 +92,11 @@ class IntegratedGradCAM(BaseCAM):
         subtract_baseline_activations: bool = False,
         **kwargs,
     ):
-        if not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"steps must be a positive int; got {steps!r}.")
-        if riemann not in RIEMANN:
-            raise ValueError(f"riemann must be one of {RIEMANN}; got {riemann!r}.")
-        self.steps = int(steps)
+        self.steps = positive_int("steps", steps, expected="a positive int")
+        self.riemann = one_of("riemann", riemann, RIEMANN)
         self.baseline = np.asarray(baseline, dtype=np.float32)
-        self.riemann = riemann
-        self.relu_per_step = bool(relu_per_step)
-        self.subtract_baseline_activations = bool(subtract_baseline_activations)
+        self.relu_per_step = boolean("relu_per_step", relu_per_step)
+        self.subtract_baseline_activations = boolean("subtract_baseline_activations", subtract_baseline_activations)
         self._coeffs, self._weights = path_points(self.steps, riemann)
         super().__init__(model, layer, **kwargs)
 
@@ -106,7 +104,7 @@ class IntegratedGradCAM(BaseCAM):
         return {
             **super().get_config(),
             "steps": self.steps,
-            "baseline": self.baseline.tolist() if self.baseline.ndim == 0 else "array",
+            "baseline": self.baseline.tolist(),  # a float, or nested lists for an array
             "riemann": self.riemann,
             "relu_per_step": self.relu_per_step,
             "subtract_baseline_activations": self.subtract_baseline_activations,
@@ -146,8 +144,7 @@ class IntegratedGradCAM(BaseCAM):
         def variants(idx):
             def one(a, b):
                 t = tf.reshape(tf.cast(tf.gather(coeffs, idx), a.dtype), [-1] + [1] * a.shape.rank)
-                path = b[None, None] + t * (a[None] - b[None, None])
-                return tf.reshape(path, tf.concat([[-1], tf.shape(a)[1:]], axis=0))
+                return join_variants(b[None, None] + t * (a[None] - b[None, None]))
 
             return tf.nest.map_structure(one, x, base)
 
@@ -155,9 +152,8 @@ class IntegratedGradCAM(BaseCAM):
 
         def fold(acc, idx, cap):
             k = tf.shape(idx)[0]
-            shape = tf.concat([[k], tf.shape(acts0_like)], axis=0)
-            acts = tf.reshape(cap.activations[0], shape) - acts0
-            grads = tf.reshape(self.signed(cap.gradients[0]), shape)
+            acts = by_variant(cap.activations[0], k) - acts0
+            grads = by_variant(self.signed(cap.gradients[0]), k)
             alpha = tf.reduce_mean(grads, axis=list(range(2, acts0_like.shape.rank)), keepdims=True)
             maps = tf.reduce_sum(acts * alpha, axis=-1)  # (k, B, *spatial)
             if self.relu_per_step:

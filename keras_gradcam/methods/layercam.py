@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 
-from ..core.engine import BaseCAM
 from ..core.capture import Captured
+from ..core.engine import BaseCAM
+from ..core.layers import LayerSpec
 from ..core.postprocess import resize
+from ..core.validate import one_of, positive_float
+
+FUSIONS = ("max", "mean")
 
 
 class LayerCAM(BaseCAM):
@@ -21,7 +27,7 @@ class LayerCAM(BaseCAM):
     layer : str, Layer, None, or a list of them
         One layer, or several to fuse (all read in the same single backward pass).
     gamma : float, default=2.0
-        Scale of the tanh applied to the shallower layers' maps before fusion.
+        Scale (> 0) of the tanh applied to the shallower layers' maps before fusion.
     fusion : {"max", "mean"}, default="max"
         ``"max"`` follows the paper (Eq. 9): shallower layers' maps are scaled by
         ``tanh(gamma * M / max M)``, the deepest by ``M / max M``, all are upsampled to the finest
@@ -46,14 +52,20 @@ class LayerCAM(BaseCAM):
     name = "layercam"
     display_name = "LayerCAM"
 
-    def __init__(self, model, layer=None, *, gamma: float = 2.0, fusion: str = "max", **kwargs):
-        if fusion not in ("max", "mean"):
-            raise ValueError(f"fusion must be 'max' (paper) or 'mean'; got {fusion!r}.")
+    def __init__(
+        self,
+        model,
+        layer: LayerSpec | Sequence[LayerSpec] = None,
+        *,
+        gamma: float = 2.0,
+        fusion: str = "max",
+        **kwargs,
+    ):
+        self.fusion = one_of("fusion", fusion, FUSIONS, expected="'max' (paper) or 'mean'")
+        self.gamma = positive_float("gamma", gamma)
         self._layer_list = list(layer) if isinstance(layer, (list, tuple)) else [layer]
         if not self._layer_list:
             raise ValueError("layer=[] names no layer; pass a layer, a list of layers, or None.")
-        self.gamma = float(gamma)
-        self.fusion = fusion
         super().__init__(model, layer, **kwargs)
 
     def layer_specs(self) -> list:

@@ -10,6 +10,7 @@ turns it off).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -18,13 +19,15 @@ import numpy as np
 import tensorflow as tf
 
 from ..core.engine import BaseCAM
-from ..core.inputs import flat, map_inputs, signature, signature_key
 from ..core.explanation import Explanation
+from ..core.inputs import flat, map_inputs, signature, signature_key
+from ..core.layers import LayerInfo, LayerSpec
 from ..core.postprocess import normalize, resize, weighted_sum
 from ..core.progress import Progbar
 from ..core.targets import check_range
+from ..core.validate import one_of, positive_int
 
-__all__ = ["plan_passes", "CleanPass", "ChannelPerturbation"]
+__all__ = ["plan_passes", "fused", "xla_works", "head_model", "CleanPass", "ChannelPerturbation"]
 
 PASSES_PER_CALL = 8  # perturbed passes per compiled call: fewer calls, a progress bar still alive
 
@@ -59,6 +62,51 @@ def plan_passes(n: int, channels: int, batch_size: int) -> tuple[int, int]:
     return samples, chunk
 
 
+@functools.lru_cache(maxsize=1)
+def xla_works() -> bool:
+    """Whether this TensorFlow build can run ``jit_compile=True`` functions on the default device."""
+    try:
+        with tf.init_scope():  # run it now, eagerly, also when first asked while a function is traced
+            probe = tf.function(lambda a: tf.image.resize(a, (4, 4)) * 2.0, jit_compile=True)
+            probe(tf.ones([1, 2, 2, 1])).numpy()
+        return True
+    except (tf.errors.OpError, NotImplementedError, ValueError):  # pragma: no cover - builds without XLA
+        return False
+
+
+def fused(body, *args):
+    """Graph code: ``body(*args)``, in a new ``jit_compile=True`` function where XLA works.
+
+    XLA fuses element-wise work around the model's passes (Score-CAM's masking: upsample,
+    normalise, multiply) that would otherwise cost as much as a small forward pass. A new function
+    is made on each call, from inside the explainer's own compiled body, so that no compiled
+    function (nor its trace cache) is shared between explainers, layers or sizes.
+    """
+    if xla_works():
+        return tf.function(body, jit_compile=True)(*args)
+    return body(*args)
+
+
+def head_model(model: keras.Model, info: LayerInfo) -> keras.Model | None:
+    """``keras.Model(layer.output, model.output)``: the sub-network after a top-level layer.
+
+    None when the layer sits in a nested model, or when a path to the output bypasses the layer
+    (a skip connection around it): the output then does not depend on the input through the
+    layer only, and perturbing the layer needs the whole network.
+    """
+    if "/" in info.path:
+        return None
+    try:
+        try:
+            outputs = model.output
+        except (AttributeError, ValueError):
+            outputs = model.outputs
+            outputs = outputs[0] if len(outputs) == 1 else outputs
+        return keras.Model(info.layer.output, outputs)
+    except (AttributeError, ValueError, TypeError, KeyError):
+        return None  # disconnected: a path to the output bypasses the layer
+
+
 class CleanPass:
     """Mixed into :class:`~keras_gradcam.core.engine.BaseCAM` subclasses whose batches run several
     compiled functions from Python: the compiled clean forward pass they start from."""
@@ -84,24 +132,19 @@ class ChannelPerturbation(CleanPass, BaseCAM):
 
     gradients = False
 
-    def __init__(self, model, layer=None, *, max_channels: int | None = None, verbose: int = 1, **kwargs):
-        if max_channels is not None and (not isinstance(max_channels, (int, np.integer)) or max_channels < 1):
-            raise ValueError(f"max_channels must be None (all channels) or a positive int; got {max_channels!r}.")
-        self.max_channels = None if max_channels is None else int(max_channels)
-        if kwargs.get("counterfactual"):
-            raise ValueError(
-                f"counterfactual=True negates gradients, but {type(self).__name__} uses no gradients; "
-                "use GradCAM(..., counterfactual=True) for counterfactual explanations."
-            )
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (one line); got {verbose!r}.")
-        self.verbose = int(verbose)
+    def __init__(self, model, layer: LayerSpec = None, *, max_channels: int | None = None, verbose: int = 1, **kwargs):
+        self.max_channels = (
+            None
+            if max_channels is None
+            else positive_int("max_channels", max_channels, expected="None (all channels) or a positive int")
+        )
+        self.verbose = int(
+            one_of("verbose", verbose, (0, 1, 2), expected="0 (silent), 1 (progress bar) or 2 (one line)")
+        )
         super().__init__(model, layer, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.pop("counterfactual", None)
-        return {**config, "max_channels": self.max_channels, "verbose": self.verbose}
+        return {**super().get_config(), "max_channels": self.max_channels, "verbose": self.verbose}
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)

@@ -11,7 +11,17 @@ import tensorflow as tf
 
 from ..core.capture import Capture
 
-__all__ = ["repeated_passes"]
+__all__ = ["by_variant", "join_variants", "repeated_passes"]
+
+
+def by_variant(t: tf.Tensor, k) -> tf.Tensor:
+    """``(k * B, ...)`` laid out variant-major -> ``(k, B, ...)``."""
+    return tf.reshape(t, tf.concat([[k, -1], tf.shape(t)[1:]], axis=0))
+
+
+def join_variants(t: tf.Tensor) -> tf.Tensor:
+    """``(k, B, ...)`` -> ``(k * B, ...)``, variant-major: the inverse of :func:`by_variant`."""
+    return tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], axis=0))
 
 
 def repeated_passes(capture: Capture, count: int, chunk: int, variants, targets, fold, init, gradients: bool = True):

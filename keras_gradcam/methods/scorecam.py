@@ -1,24 +1,28 @@
 """Score-CAM (Wang et al., CVPR-W 2020).
 
-The channel-perturbation driver it shares with Ablation-CAM lives in
-:mod:`keras_gradcam.methods.perturbation`; this module holds the masking and the weights.
+The channel-perturbation driver it shares with Ablation-CAM (and the XLA fusion of the masking)
+lives in :mod:`keras_gradcam.methods.perturbation`; this module holds the masking and the weights.
 """
 
 from __future__ import annotations
 
-import functools
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from ..core.layers import LayerSpec
 from ..core.postprocess import nonconstant, normalize, resize
+from ..core.validate import one_of
 from .inputs import refuse_token_inputs
-from .perturbation import ChannelPerturbation, plan_passes  # noqa: F401  (plan_passes: re-exported)
+from .perturbation import ChannelPerturbation, fused
 
-__all__ = ["ScoreCAM"]
+__all__ = ["ScoreCAM", "mask_images"]
 
 SCORECAM_WEIGHTS = ("probability", "channel-softmax")
-def _mask_images_body(images, maps, size, channels_first):
+
+
+def mask_images(images, maps, size, channels_first):
     """Score-CAM's masked inputs ``X * s(Up(A^k))``: upsample, then min-max normalise, then multiply.
 
     ``images`` ``(B, ...)``, ``maps`` ``(c * B, *spatial)`` copy-major. Returns the ``(c * B, ...)``
@@ -32,34 +36,6 @@ def _mask_images_body(images, maps, size, channels_first):
     masks = masks[:, :, None] if channels_first else masks[..., None]
     masked = masks * images[None]
     return tf.reshape(masked, tf.concat([[-1], tf.shape(images)[1:]], axis=0)), valid
-
-
-def _xla_masking(size: tuple, channels_first: bool):
-    """A new ``jit_compile=True`` function ``(images, maps) -> (masked, valid)`` for one heatmap size.
-
-    Fused by XLA, the masking costs a few percent of a forward pass; unfused, up to half of a
-    small one. A new function is made each time, from inside the explainer's own compiled body, so
-    that no compiled function (nor its trace cache) is shared between explainers, layers or sizes.
-    """
-    return tf.function(lambda images, maps: _mask_images_body(images, maps, size, channels_first), jit_compile=True)
-
-
-@functools.lru_cache(maxsize=1)
-def _xla_works() -> bool:
-    """Whether this TensorFlow build can run ``jit_compile=True`` functions on the default device."""
-    try:
-        with tf.init_scope():  # run it now, eagerly, also when first asked while a function is traced
-            _xla_masking((2, 2), False)(tf.ones([1, 2, 2, 1]), tf.ones([1, 1, 1]))[0].numpy()
-        return True
-    except (tf.errors.OpError, NotImplementedError, ValueError):  # pragma: no cover - builds without XLA
-        return False
-
-
-def _mask_images(images, maps, size, channels_first):
-    """Graph code: the masked images, XLA-compiled where the build allows it (see :func:`_xla_masking`)."""
-    if _xla_works():
-        return _xla_masking(size, channels_first)(images, maps)
-    return _mask_images_body(images, maps, size, channels_first)
 
 
 class ScoreCAM(ChannelPerturbation):
@@ -135,10 +111,10 @@ class ScoreCAM(ChannelPerturbation):
     name = "scorecam"
     display_name = "Score-CAM"
 
-    def __init__(self, model, layer=None, *, weights: str = "probability", max_channels: int | None = None, **kwargs):
-        if weights not in SCORECAM_WEIGHTS:
-            raise ValueError(f"weights must be one of {SCORECAM_WEIGHTS}; got {weights!r}.")
-        self.weights = weights
+    def __init__(
+        self, model, layer: LayerSpec = None, *, weights: str = "probability", max_channels: int | None = None, **kwargs
+    ):
+        self.weights = one_of("weights", weights, SCORECAM_WEIGHTS)
         super().__init__(model, layer, max_channels=max_channels, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
@@ -161,7 +137,8 @@ class ScoreCAM(ChannelPerturbation):
             nonlocal valid
             dims = tuple(a.shape[2:] if first else a.shape[1:-1])
             if a.shape.rank == len(size) + 2 and dims == tuple(size):
-                masked, valid = _mask_images(a, maps, tuple(size), first)
+                # fused by XLA, the masking costs a few percent of a forward pass; unfused, up to half
+                masked, valid = fused(lambda images, m: mask_images(images, m, tuple(size), first), a, maps)
                 found.append(True)
                 return masked
             return self._tile(a, c)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ..core.engine import BaseCAM
-from .sampling import repeated_passes
 from ..core.capture import Captured
+from ..core.engine import BaseCAM
+from ..core.layers import LayerSpec
 from ..core.postprocess import spatial_sum, weighted_sum
+from ..core.validate import integer, one_of, positive_float, positive_int
 from .inputs import refuse_token_inputs
+from .sampling import by_variant, join_variants, repeated_passes
 
-
-def _by_variant(t: tf.Tensor, k) -> tf.Tensor:
-    """(k * B, ...) laid out variant-major -> (k, B, ...)."""
-    return tf.reshape(t, tf.concat([[k, -1], tf.shape(t)[1:]], axis=0))
+NUMERATORS = ("d2", "d1")
 
 
 class SmoothGradCAMPlusPlus(BaseCAM):
@@ -83,7 +82,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     def __init__(
         self,
         model,
-        layer=None,
+        layer: LayerSpec = None,
         *,
         n_samples: int = 25,
         noise_level: float = 0.15,
@@ -93,16 +92,14 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         neurons=None,
         **kwargs,
     ):
-        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive int; got {n_samples!r}.")
-        if not noise_level >= 0:
-            raise ValueError(f"noise_level must be >= 0 (a fraction of the input range); got {noise_level!r}.")
-        if numerator not in ("d2", "d1"):
-            raise ValueError(f"numerator must be 'd2' (reduces to Grad-CAM++) or 'd1' (as printed); got {numerator!r}.")
-        self.n_samples = int(n_samples)
-        self.noise_level = float(noise_level)
-        self.seed = int(seed)
-        self.numerator = numerator
+        self.n_samples = positive_int("n_samples", n_samples, expected="a positive int")
+        self.noise_level = positive_float(
+            "noise_level", noise_level, allow_zero=True, expected="a finite number >= 0 (a fraction of the input range)"
+        )
+        self.seed = integer("seed", seed)
+        self.numerator = one_of(
+            "numerator", numerator, NUMERATORS, expected="'d2' (reduces to Grad-CAM++) or 'd1' (as printed)"
+        )
         self.channels = None if channels is None else np.asarray(channels, dtype=np.int64).reshape(-1)
         self.neurons = None if neurons is None else np.asarray(neurons, dtype=bool)
         super().__init__(model, layer, **kwargs)
@@ -115,6 +112,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
             "seed": self.seed,
             "numerator": self.numerator,
             "channels": None if self.channels is None else self.channels.tolist(),
+            "neurons": None if self.neurons is None else self.neurons.tolist(),
         }
 
     def _setup(self, sample=None) -> None:
@@ -138,8 +136,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         def variants(idx):
             out = []
             for a, eps, sigma in zip(flat, draws, sigmas):
-                noisy = a[None] + sigma[None] * tf.gather(eps, idx)[:, None]
-                out.append(tf.reshape(noisy, tf.concat([[-1], tf.shape(a)[1:]], axis=0)))
+                out.append(join_variants(a[None] + sigma[None] * tf.gather(eps, idx)[:, None]))
             return tf.nest.pack_sequence_as(x, out)
 
         return variants
@@ -170,7 +167,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         targets = targets if callable(targets) else clean.targets
 
         def fold(acc, idx, cap):
-            g = _by_variant(self.signed(cap.gradients[0]), tf.shape(idx)[0])
+            g = by_variant(self.signed(cap.gradients[0]), tf.shape(idx)[0])
             return tuple(s + tf.reduce_sum(g**p, axis=0) for s, p in zip(acc, (1, 2, 3)))
 
         zeros = tf.zeros_like(acts)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ..core.engine import BaseCAM
+from ..core.layers import LayerSpec
 from ..core.postprocess import spatial_sum, weighted_sum
+from ..core.validate import positive_float
 
 
 class XGradCAM(BaseCAM):
@@ -42,9 +44,9 @@ class XGradCAM(BaseCAM):
     name = "xgradcam"
     display_name = "XGrad-CAM"
 
-    def __init__(self, model, layer=None, *, eps: float = 1e-6, **kwargs):
+    def __init__(self, model, layer: LayerSpec = None, *, eps: float = 1e-6, **kwargs):
+        self.eps = positive_float("eps", eps, allow_zero=True)
         super().__init__(model, layer, **kwargs)
-        self.eps = float(eps)
 
     def get_config(self):
         return {**super().get_config(), "eps": self.eps}
