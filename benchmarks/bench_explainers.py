@@ -100,7 +100,7 @@ def main(argv=None) -> list[dict]:
     ]
     for name, options, baseline, base_name, target, repeats in setups:
         cam = kg.get_method(name)(model, args.layer, batch_size=args.batch, **options)
-        t, ratio = paired(lambda: cam(x), baseline, repeats)
+        t, ratio = paired(lambda cam=cam: cam(x), baseline, repeats)
         rows.append({"method": name, "img_per_s": args.batch / t, "ratio": ratio, "baseline": base_name, "target": target})
         print(f"| {name} | {args.batch / t:.1f} | {ratio:.3f} | {base_name} | <= {target} |", flush=True)
     return rows

@@ -94,7 +94,7 @@ def main(argv=None) -> list[dict]:
     for _ in range(args.repeats):
         floors.append(timed(k_forwards))
         for cam, ts in zip(cams, times):
-            ts.append(timed(lambda: cam(x)))
+            ts.append(timed(lambda cam=cam: cam(x)))
     floor = statistics.median(f[0] for f in floors)
     print(
         f"VGG-like {args.size}x{args.size}, batch {args.batch}, layer {layer} ({k} channels), "

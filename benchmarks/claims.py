@@ -16,12 +16,12 @@ The output is the Markdown page ``docs/claims.md``::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -7,18 +7,15 @@
 """
 
 from . import datasets, metrics
-from .core.engine import BaseCAM, DeviceError
 from .callback import GradCAMCallback
-from .evaluate import evaluate, format_table
-from .explain import explain
+from .core.engine import BaseCAM, DeviceError
 from .core.explanation import Explanation
 from .core.layers import list_layers
-from .viz.overlay import overlay
-from .viz.plots import plot
 from .core.targets import ClassTarget, OutputTarget
+from .evaluate import evaluate, format_table
+from .explain import explain
 from .methods import (
     METHODS,
-    get_method,
     AblationCAM,
     EigenCAM,
     GradCAM,
@@ -32,10 +29,13 @@ from .methods import (
     ScoreCAM,
     SmoothGradCAMPlusPlus,
     XGradCAM,
+    get_method,
     guided_clone,
     guided_relu,
 )
 from .neurons import NeuronImportance, neuron_importance, textual_explanation
+from .viz.overlay import overlay
+from .viz.plots import plot
 
 __version__ = "0.1.0"
 

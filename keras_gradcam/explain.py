@@ -6,10 +6,9 @@ from collections import OrderedDict
 
 import keras
 
-from .core.engine import BaseCAM
 from .core.explanation import Explanation
-from .methods.registry import get_method
 from .core.targets import Targets
+from .methods.registry import get_method
 
 __all__ = ["explain", "get_method"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 
 import numpy as np
@@ -312,7 +313,7 @@ def test_split_is_stratified_disjoint_and_deterministic(ds):
 
 
 def test_dataclass_is_frozen_and_validates(ds):
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         ds.labels = ds.labels  # frozen
     fields = {name: getattr(ds, name) for name in ARRAY_FIELDS}
     fields["labels"] = fields["labels"][:-1]

@@ -22,7 +22,7 @@ import tensorflow as tf
 from .capture import TRACE_LOCK, Capture, Captured
 from .explanation import Explanation
 from .graph import reaches_output
-from .inputs import flat, map_inputs, prepare_inputs, signature, signature_key
+from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import normalize, resize
 from .targets import Targets, check_range, resolve_targets
@@ -449,7 +449,7 @@ class BaseCAM:
         """Run a compiled ``fn(inputs, targets)`` over the samples ``per_batch`` at a time; outputs joined."""
         parts = []
         for i in range(0, len(flat(x)[0]), per_batch):
-            xb = map_inputs(lambda a: a[i : i + per_batch], x)
+            xb = batch_slice(x, i, i + per_batch)
             tb = np.full((len(flat(xb)[0]),), -1, np.int32) if callable(t) else t[i : i + per_batch]
             with device_errors():
                 parts.append([o.numpy() for o in fn(xb, tb)])
@@ -490,8 +490,8 @@ class BaseCAM:
 
     def _prepare(self, images, targets, batch_size):
         """Checked inputs, resolved targets, number of samples and images per pass."""
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+        if batch_size is not None:
+            batch_size = positive_int("batch_size", batch_size, expected="a positive int")
         x, n = prepare_inputs(self.model, images)
         if self._capture is None:
             with TRACE_LOCK:

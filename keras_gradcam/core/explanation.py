@@ -66,7 +66,7 @@ class Explanation:
     def __len__(self) -> int:
         return int(self.heatmaps.shape[0])
 
-    def __getitem__(self, index) -> "Explanation":
+    def __getitem__(self, index) -> Explanation:
         """A sub-batch; an int index keeps the sample axis (``exp[0]`` has length 1)."""
         if isinstance(index, (int, np.integer)):
             n = len(self)
@@ -88,7 +88,7 @@ class Explanation:
         )
 
     @classmethod
-    def concatenate(cls, parts: list["Explanation"]) -> "Explanation":
+    def concatenate(cls, parts: list[Explanation]) -> Explanation:
         """Join explanations of consecutive batches made by the same explainer."""
         first = parts[0]
         joined = {}
@@ -218,7 +218,7 @@ class Explanation:
         )
 
     @classmethod
-    def load(cls, folder) -> "Explanation":
+    def load(cls, folder) -> Explanation:
         """Read back a folder written by :meth:`save`.
 
         Parameters

@@ -24,6 +24,7 @@ __all__ = [
     "check_inputs",
     "cast_to_input_dtypes",
     "prepare_inputs",
+    "batch_slice",
     "signature",
     "signature_key",
 ]
@@ -198,6 +199,11 @@ def map_inputs(fn, x):
     if isinstance(x, list):
         return [fn(v) for v in x]
     return fn(x)
+
+
+def batch_slice(x, start: int, stop: int):
+    """Samples ``start:stop`` of every array of an input structure."""
+    return map_inputs(lambda a: a[start:stop], x)
 
 
 def prepare_inputs(model: keras.Model, images) -> tuple:

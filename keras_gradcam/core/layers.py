@@ -11,12 +11,13 @@ channels)`` for Conv3D (or channels-first).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Union
+from typing import Union
 
 import keras
 
-LayerSpec = Union[None, str, keras.Operation]
+LayerSpec = Union[None, str, keras.Operation]  # noqa: UP007 - a runtime alias, valid on Python 3.10
 
 __all__ = ["LayerInfo", "list_layers", "resolve_layer", "output_layer", "shared_call_count"]
 

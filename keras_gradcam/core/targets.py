@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
+from typing import Union
 
 import keras
 import numpy as np
@@ -11,7 +12,7 @@ import tensorflow as tf
 
 from .validate import ClassIndexError
 
-Targets = Union[None, int, Sequence[int], np.ndarray, Callable]
+Targets = Union[None, int, Sequence[int], np.ndarray, Callable]  # noqa: UP007 - a runtime alias
 
 __all__ = ["ClassTarget", "OutputTarget", "resolve_targets", "class_scores", "check_range"]
 

@@ -15,7 +15,10 @@ Policy
 from __future__ import annotations
 
 import numbers
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
 
 __all__ = [
     "ClassIndexError",
@@ -92,7 +95,7 @@ def one_of(name: str, value: Any, choices: Iterable, *, expected: str | None = N
 
 def boolean(name: str, value: Any) -> bool:
     """``value`` if it is a bool (numpy bools included)."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__}).")
     return bool(value)
 

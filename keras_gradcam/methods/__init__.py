@@ -9,13 +9,15 @@ from .guided_model import guided_clone, guided_relu
 from .hirescam import HiResCAM
 from .integrated_gradcam import IntegratedGradCAM
 from .layercam import LayerCAM
+from .registry import METHODS, display_name, get_method
 from .scorecam import ScoreCAM
 from .smooth_gradcam_plusplus import SmoothGradCAMPlusPlus
 from .xgradcam import XGradCAM
-from .registry import METHODS, display_name, get_method
 
 __all__ = [
     "METHODS",
+    "display_name",
+    "get_method",
     "GradCAM",
     "GradCAMPlusPlus",
     "SmoothGradCAMPlusPlus",

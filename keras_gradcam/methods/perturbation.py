@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from ..core.engine import BaseCAM
 from ..core.explanation import Explanation
-from ..core.inputs import flat, map_inputs, signature, signature_key
+from ..core.inputs import batch_slice, flat, map_inputs, signature, signature_key
 from ..core.layers import LayerInfo, LayerSpec
 from ..core.postprocess import normalize, resize, weighted_sum
 from ..core.progress import Progbar
@@ -253,14 +253,14 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         bar = Progbar(passes, verbose=self.verbose, unit_name="pass")
         parts = []
         for i in range(0, n, block):
-            xblock = map_inputs(lambda a: tf.convert_to_tensor(a[i : i + block]), x)
+            xblock = map_inputs(tf.convert_to_tensor, batch_slice(x, i, i + block))
             m = int(flat(xblock)[0].shape[0])
             tblock = np.full((m,), -1, np.int32) if callable(t) else t[i : i + block]
             acts_all, tgt, scores, preds = clean(xblock, tblock)
             channels_all = self._select_channels(acts_all, count)
             got, ok = [], []
             for j in range(0, m, samples):
-                xb = map_inputs(lambda a: a[j : j + samples], xblock)
+                xb = batch_slice(xblock, j, j + samples)
                 acts, channels, tb = acts_all[j : j + samples], channels_all[j : j + samples], tgt[j : j + samples]
                 scs, vas = [], []
                 sizes = [min(group, count - s) for s in range(0, count, group)]

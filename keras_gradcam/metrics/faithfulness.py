@@ -9,7 +9,7 @@ Confidence on the explanation alone, ``E = L * I`` (Grad-CAM++ section 4.1: Aver
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np

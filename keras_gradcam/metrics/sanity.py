@@ -6,8 +6,8 @@ maps change: a map that barely changes explains the image, not what the model le
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import keras
 import numpy as np

@@ -12,11 +12,11 @@ Matplotlib is imported when a figure is drawn, never when ``keras_gradcam`` is i
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
 from ..core.explanation import Explanation
 from ..methods.registry import display_name
@@ -216,7 +216,7 @@ def plot(
     colorbar: bool | None = None,
     ax=None,
     figsize: tuple[float, float] | None = None,
-) -> "Figure":
+) -> Figure:
     """Draw images, heatmaps and overlays in a grid: one row per sample, methods side by side.
 
     Parameters
