@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_gradcam as kg  # noqa: E402
 
-ONE_PASS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
+ONE_PASS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "cam", "gradcam-elementwise", "eigengradcam"]
 
 
 def timed(fn) -> float:

@@ -15,10 +15,13 @@ from .core.targets import ClassTarget, OutputTarget
 from .evaluate import evaluate, format_table
 from .explain import explain
 from .methods import (
+    CAM,
     METHODS,
     AblationCAM,
     EigenCAM,
+    EigenGradCAM,
     GradCAM,
+    GradCAMElementWise,
     GradCAMPlusPlus,
     GuidedBackprop,
     GuidedGradCAM,
@@ -42,7 +45,9 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "AblationCAM",
+    "CAM",
     "EigenCAM",
+    "EigenGradCAM",
     "GuidedBackprop",
     "GuidedGradCAM",
     "GuidedGradCAMPlusPlus",
@@ -59,6 +64,7 @@ __all__ = [
     "Explanation",
     "GradCAM",
     "GradCAMCallback",
+    "GradCAMElementWise",
     "GradCAMPlusPlus",
     "HiResCAM",
     "IntegratedGradCAM",

@@ -62,6 +62,9 @@ OPTIONS = {
     "scorecam": {"layer": "c2", "weights": "channel-softmax", "max_channels": 2, "verbose": 0, "batch_size": 5},
     "ablationcam": {"layer": "c1", "drop": "absolute", "head_only": False, "max_channels": 3, "verbose": 0},
     "eigencam": {"layer": "c2", "center": True, "relu": True},
+    "cam": {"layer": "c2", "relu": False, "score": "output", "batch_size": 2},
+    "gradcam-elementwise": {"layer": "c1", "counterfactual": True},
+    "eigengradcam": {"layer": "c1", "center": True, "relu": True, "batch_size": 2},
 }
 
 

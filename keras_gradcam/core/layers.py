@@ -19,7 +19,7 @@ import keras
 
 LayerSpec = Union[None, str, keras.Operation]  # noqa: UP007 - a runtime alias, valid on Python 3.10
 
-__all__ = ["LayerInfo", "list_layers", "resolve_layer", "output_layer", "shared_call_count"]
+__all__ = ["LayerInfo", "list_layers", "resolve_layer", "output_layer", "passes_through", "shared_call_count"]
 
 # layers that give back their input unchanged at inference (training=False)
 _PASS_THROUGH = (
@@ -345,7 +345,7 @@ def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
     return info
 
 
-def _passes_through(op) -> bool:
+def passes_through(op) -> bool:
     """Whether ``op`` gives back its input unchanged at inference (Dropout, Identity, linear Activation)."""
     if isinstance(op, _PASS_THROUGH):
         return True
@@ -363,7 +363,7 @@ def output_layer(model: keras.Model, index: int = 0) -> keras.Operation | None:
     """
     if isinstance(model, keras.Sequential):
         layers = list(model.layers)
-        while len(layers) > 1 and _passes_through(layers[-1]):
+        while len(layers) > 1 and passes_through(layers[-1]):
             layers.pop()
         if not layers:
             return None
@@ -380,7 +380,7 @@ def output_layer(model: keras.Model, index: int = 0) -> keras.Operation | None:
         layer, node_index, tensor_index = history
         if isinstance(layer, keras.Model):
             return output_layer(layer, tensor_index)
-        if not _passes_through(layer):
+        if not passes_through(layer):
             return layer
         inputs = layer._inbound_nodes[node_index].input_tensors
         source = getattr(inputs[0], "_keras_history", None) if len(inputs) == 1 else None

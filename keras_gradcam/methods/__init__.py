@@ -1,8 +1,11 @@
 """One module per method, each holding its math; :data:`METHODS` maps names to classes."""
 
 from .ablationcam import AblationCAM
+from .cam import CAM
 from .eigencam import EigenCAM
+from .eigengradcam import EigenGradCAM
 from .gradcam import GradCAM
+from .gradcam_elementwise import GradCAMElementWise
 from .gradcam_plusplus import GradCAMPlusPlus
 from .guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus
 from .guided_model import guided_clone, guided_relu
@@ -31,6 +34,9 @@ __all__ = [
     "ScoreCAM",
     "AblationCAM",
     "EigenCAM",
+    "CAM",
+    "GradCAMElementWise",
+    "EigenGradCAM",
     "guided_clone",
     "guided_relu",
 ]

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from ..core.engine import BaseCAM
 from .ablationcam import AblationCAM
+from .cam import CAM
 from .eigencam import EigenCAM
+from .eigengradcam import EigenGradCAM
 from .gradcam import GradCAM
+from .gradcam_elementwise import GradCAMElementWise
 from .gradcam_plusplus import GradCAMPlusPlus
 from .guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus
 from .hirescam import HiResCAM
@@ -35,13 +38,17 @@ METHODS = {
         ScoreCAM,
         AblationCAM,
         EigenCAM,
+        CAM,
+        GradCAMElementWise,
+        EigenGradCAM,
     )
 }
 
 ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "smoothgradcampp": "smoothgradcam++",
             "smoothgradcamplusplus": "smoothgradcam++", "integratedgradcam": "integrated-gradcam",
             "guidedgradcampp": "guided-gradcam++", "guidedgradcamplusplus": "guided-gradcam++",
-            "guidedbackpropagation": "guided-backprop"}
+            "guidedbackpropagation": "guided-backprop",
+            "gradcamelementwise": "gradcam-elementwise"}
 
 
 def _key(name: str) -> str:
