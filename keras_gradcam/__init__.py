@@ -7,6 +7,7 @@
 """
 
 from . import datasets, metrics
+from .audit import AuditReport, audit
 from .callback import GradCAMCallback
 from .core.engine import BaseCAM, DeviceError
 from .core.explanation import Explanation
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "AblationCAM",
+    "AuditReport",
     "EigenCAM",
     "GuidedBackprop",
     "GuidedGradCAM",
@@ -65,6 +67,7 @@ __all__ = [
     "LayerCAM",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
+    "audit",
     "datasets",
     "evaluate",
     "explain",
