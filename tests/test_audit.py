@@ -107,6 +107,8 @@ def test_describe_region_names_the_grid_cell_and_the_area():
     r = np.zeros((10, 10), bool)
     r[0, :] = True
     assert describe_region(r) == "the top 10 %"
+    r[-1, :], r[:, 0] = True, True  # three sides of a frame (28 pixels): its centroid is not where it is
+    assert describe_region(r) == "the border 28 %"
 
 
 def test_keeper_keeps_the_smallest_keys_over_batches():
@@ -275,14 +277,40 @@ def test_trained_corner_watermark_is_flagged_and_covering_it_drops_the_accuracy(
     report = kg.audit(_trained(train.images, train.labels), test.images, test.labels, layer="last_conv")
     y0, x0, y1, x1 = datasets.cue_region(32)
     for c in report.classes:
-        assert c.flagged and "top-left" in c.region
+        assert c.flagged and "top-left" in c.region and c.accuracy > 0.9
         assert report.regions[c.index, y0:y1, x0:x1].mean() > 0.5  # the region covers the watermark
-        assert c.accuracy > 0.9 and c.accuracy_after < 0.6
+    # covered with the mean colour, the corner reads as one class's watermark: the others collapse
+    after = sorted(c.accuracy_after for c in report.classes)
+    assert after[1] < 0.1 and np.mean(after) < 0.5
 
 
 @pytest.mark.slow
-def test_trained_on_clean_shapes_no_class_is_flagged():
+def test_trained_border_is_flagged_as_the_border_and_the_maps_miss_the_objects():
     train = datasets.make_shapes(n=900, image_size=32, seed=0)
     test = datasets.make_shapes(n=300, image_size=32, seed=1)
-    report = kg.audit(_trained(train.images, train.labels, epochs=6), test.images, test.labels, layer="last_conv")
-    assert report.flagged == []
+    model = _trained(border(train), train.labels)
+    report = kg.audit(model, border(test), test.labels, masks=test.masks, layer="last_conv")
+    band = np.ones((32, 32), bool)
+    band[4:-4, 4:-4] = False
+    for c in report.classes:
+        assert c.flagged and c.accuracy > 0.9
+        assert (report.regions[c.index] & band).sum() > 0.5 * report.regions[c.index].sum()
+        assert c.energy < 0.15 and c.wrong_reason > 0.8 * c.images
+    # the frame is read all round: covering the flagged part of it leaves enough of the colour
+    # (an honest limit of the causal check, said in docs/audit.md), so no drop is asserted here
+
+
+@pytest.mark.slow
+def test_trained_background_colour_is_caught_by_the_masks_and_a_clean_model_raises_no_alarm():
+    train = datasets.make_shapes(n=900, image_size=32, seed=0)
+    test = datasets.make_shapes(n=300, image_size=32, seed=1)
+    biased = kg.audit(_trained(background(train), train.labels), background(test), test.labels, masks=test.masks,
+                      layer="last_conv")
+    # the background is everywhere around the object, so its place moves: found by the masks only
+    for c in biased.classes:
+        assert c.accuracy > 0.9 and c.energy < 0.15 and c.wrong_reason > 0.5 * c.images
+    clean = kg.audit(_trained(train.images, train.labels, epochs=6), test.images, test.labels, masks=test.masks,
+                     layer="last_conv")
+    assert clean.flagged == []
+    for c in clean.classes:
+        assert c.wrong_reason < 0.1 * c.images and c.energy > biased.classes[c.index].energy
