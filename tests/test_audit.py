@@ -105,10 +105,14 @@ def test_describe_region_names_the_grid_cell_and_the_area():
     r[4:6, 4:6] = True
     assert describe_region(r) == "the centre 4 %"
     r = np.zeros((10, 10), bool)
-    r[0, :] = True
-    assert describe_region(r) == "the top 10 %"
-    r[-1, :], r[:, 0] = True, True  # three sides of a frame (28 pixels): its centroid is not where it is
+    r[0, 2:8] = True
+    assert describe_region(r) == "the top 6 %"
+    r = np.zeros((10, 10), bool)
+    r[0, :], r[-1, :], r[:, 0] = True, True, True  # three sides of a frame (28 pixels): its centroid is not where it is
     assert describe_region(r) == "the border 28 %"
+    r = np.zeros((10, 10), bool)
+    r[4:6, :2], r[4:6, -2:] = True, True  # two pieces of a frame, on opposite sides
+    assert describe_region(r) == "the left and right edges 8 %"
 
 
 def test_keeper_keeps_the_smallest_keys_over_batches():

@@ -70,26 +70,28 @@ def describe_region(region: np.ndarray) -> str:
     """Where a region lies and how large it is, in words: ``"the top-left 6 %"``.
 
     The place is the cell of a 3 x 3 grid holding the region's centroid (``top``/``middle``/``bottom``
-    by ``left``/``centre``/``right``; the middle cell is ``centre``), or ``border`` for a region that
-    touches at least three edges with most of its pixels within ``min(H, W) / 8`` of an edge (a
-    frame, whose centroid would say "centre"); the size is the region's share of the image, rounded
-    to a whole percent (at least 1 %).
+    by ``left``/``centre``/``right``; the middle cell is ``centre``), except for a region that touches
+    three or four edges of the image (``border``) or two opposite ones (``left and right edges``,
+    ``top and bottom edges``), such as parts of a frame, whose centroid would say "centre"; the
+    size is the region's share of the image, rounded to a whole percent (at least 1 %).
     """
     r = np.asarray(region, bool)
     if not r.any():
         return "no region"
     h, w = r.shape
-    band = max(1, round(min(h, w) / 8))
-    inside = np.zeros_like(r)
-    inside[band:-band, band:-band] = True
-    edges = int(r[0].any()) + int(r[-1].any()) + int(r[:, 0].any()) + int(r[:, -1].any())
-    if edges >= 3 and (r & ~inside).sum() > 0.5 * r.sum():  # a frame: its centroid is the centre
-        return f"the border {max(1, round(100 * r.mean()))} %"
+    size = f"{max(1, round(100 * r.mean()))} %"
+    top, bottom, left, right = (bool(e.any()) for e in (r[0], r[-1], r[:, 0], r[:, -1]))
+    if sum((top, bottom, left, right)) >= 3:  # a frame, or most of one: its centroid would say "centre"
+        return f"the border {size}"
+    if left and right:
+        return f"the left and right edges {size}"
+    if top and bottom:
+        return f"the top and bottom edges {size}"
     ys, xs = np.nonzero(r)
     row = ("top", "middle", "bottom")[min(2, int(3 * (ys.mean() + 0.5) / h))]
     col = ("left", "centre", "right")[min(2, int(3 * (xs.mean() + 0.5) / w))]
     place = "centre" if (row, col) == ("middle", "centre") else col if row == "middle" else row if col == "centre" else f"{row}-{col}"
-    return f"the {place} {max(1, round(100 * r.mean()))} %"
+    return f"the {place} {size}"
 
 
 class ClassSums:
