@@ -231,7 +231,7 @@ class AuditReport:
         ax.set_xticks(xs, [c.name for c in self.classes], fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("accuracy" if self.labelled else "kept", fontsize=8)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
