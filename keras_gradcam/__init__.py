@@ -7,6 +7,7 @@
 """
 
 from . import datasets, metrics
+from .audit import AuditReport, audit
 from .callback import GradCAMCallback
 from .core.engine import BaseCAM, DeviceError
 from .core.explanation import Explanation
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "AblationCAM",
+    "AuditReport",
     "CAM",
     "EigenCAM",
     "EigenGradCAM",
@@ -71,6 +73,7 @@ __all__ = [
     "LayerCAM",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
+    "audit",
     "datasets",
     "evaluate",
     "explain",

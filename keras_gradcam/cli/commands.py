@@ -1,4 +1,4 @@
-"""The four commands: ``explain``, ``layers``, ``methods`` and ``evaluate``.
+"""The commands: ``explain``, ``layers``, ``methods``, ``evaluate`` and ``audit``.
 
 Each ``run_*`` takes the parsed arguments, prints its results to stdout and returns the exit
 status; a mistake raises :class:`~keras_gradcam.cli.errors.CLIError`. The work is the library's:
@@ -12,14 +12,18 @@ through :func:`keras_gradcam.evaluate.format_table`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import math
 import os
 import sys
 from collections.abc import Sequence
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from ..audit import audit
 from ..core.capture import Capture
 from ..core.explanation import Explanation
 from ..core.layers import list_layers, resolve_layer
@@ -31,6 +35,7 @@ from ..methods.registry import METHODS, display_name, get_method
 from ..viz.overlay import colormap_table, overlay
 from .errors import (
     EXIT_ERROR,
+    EXIT_IMAGE,
     EXIT_LAYER,
     EXIT_OK,
     EXIT_TARGET,
@@ -39,9 +44,9 @@ from .errors import (
     check_exists,
 )
 from .files import check_out_folder, load_model, read_class_names, stems
-from .images import find_masks, load_images
+from .images import find_masks, image_input, load_images, preprocess, resolve_preprocessing, resolve_size
 
-__all__ = ["run_evaluate", "run_explain", "run_layers", "run_methods", "target_classes"]
+__all__ = ["run_audit", "run_evaluate", "run_explain", "run_layers", "run_methods", "target_classes"]
 
 
 # -- arguments the library checks -----------------------------------------------------------------
@@ -313,3 +318,63 @@ def _annotate_undefined(rows):
         elif column in _NONE_REASONS and rows and all(row.get(column) is None for row in rows):
             notes.append(f"note: {column} is not computed (-): {_NONE_REASONS[column]}.")
     return rows, notes
+
+
+# -- audit ----------------------------------------------------------------------------------------
+def class_folders(model, folder: str, size, mode: str, batch_size: int) -> tuple:
+    """``DATA_DIR`` (one subfolder per class) as a batched ``(images, labels)`` dataset for ``model``.
+
+    Read by ``keras.utils.image_dataset_from_directory`` (classes in alphabetical order of the
+    folder names, not shuffled, resized bilinearly to the model's size), then scaled by
+    :func:`~keras_gradcam.cli.images.preprocess` as ``--preprocess`` says.
+
+    Returns
+    -------
+    (tf.data.Dataset, list of str, (int, int), str)
+        The dataset, the class (folder) names, the image size and the preprocessing used.
+    """
+    check_exists(folder, "data folder")
+    if not os.path.isdir(folder):
+        raise CLIError(f"DATA_DIR must be a folder with one subfolder of images per class; {folder!r} is a file.", EXIT_USAGE)
+    hw, channels = image_input(model)
+    size = resolve_size(hw, size)
+    mode = resolve_preprocessing(model, mode)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # its "Found N files" line is progress, not a result
+            ds = keras.utils.image_dataset_from_directory(
+                folder, labels="inferred", label_mode="int", color_mode="rgb" if channels == 3 else "grayscale",
+                image_size=size, batch_size=batch_size, shuffle=False)
+    except ValueError as e:
+        raise CLIError(f"cannot read DATA_DIR {folder!r}: {e} It must hold one subfolder of images per class "
+                       "(DATA_DIR/cat/1.png, DATA_DIR/dog/2.png, ...).", EXIT_IMAGE) from None
+    names = list(ds.class_names)
+
+    def scale(x, y):
+        out = tf.numpy_function(lambda a: preprocess(a, mode), [x], tf.float32)
+        out.set_shape(x.shape)
+        return out, y
+
+    return ds.map(scale), names, size, mode
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """``keras-gradcam audit``: :func:`keras_gradcam.audit` on a folder of class folders; table and report."""
+    cls = _method(args.method)
+    check_out_folder(args.out)
+    model = load_model(args.model)
+    info = _resolve_layer(model, args.layer)
+    ds, names, size, mode = class_folders(model, args.data, args.size, args.preprocess, args.batch_size)
+    given = read_class_names(args.class_names)
+    try:
+        report = audit(model, ds, class_names=given or names, method=cls, layer=info.path, batch_size=args.batch_size,
+                       fill=args.fill, verbose=1 if _progress_enabled(args.progress) else 0)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"the audit failed: {e} (classes found in DATA_DIR: {names})", EXIT_ERROR) from None
+    print(report)
+    try:
+        page = report.save(args.out)
+    except OSError as e:
+        raise CLIError(f"cannot write the report to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
+    print(f"\n{sum(c.images for c in report.classes)} image(s) at {size[0]}x{size[1]}, preprocess {mode!r}; "
+          f"wrote {page} and {os.path.join(args.out, 'summary.json')}")
+    return EXIT_OK

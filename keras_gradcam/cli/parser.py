@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.validate import positive_int
-from .commands import run_evaluate, run_explain, run_layers, run_methods
+from .commands import run_audit, run_evaluate, run_explain, run_layers, run_methods
 from .errors import EXIT_CODES, EXIT_USAGE, CLIError
 from .images import PREPROCESSING
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns
     -------
     argparse.ArgumentParser
-        Subcommands ``explain``, ``layers``, ``methods`` and ``evaluate``, each with its
+        Subcommands ``explain``, ``layers``, ``methods``, ``evaluate`` and ``audit``, each with its
         ``handler`` (a function of the parsed arguments that returns the exit status); usage
         errors raise :class:`CLIError` with exit status 2 instead of exiting.
     """
@@ -162,4 +162,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress messages on stderr: auto shows them when stderr is a terminal (default: auto)")
     _add_image_options(p)
     p.set_defaults(handler=run_evaluate)
+
+    p = sub.add_parser(
+        "audit", help="audit a dataset for shortcuts: where the model looks, class by class; writes an HTML report",
+        description="Explain every image of DATA_DIR (one subfolder per class, as keras.utils.image_dataset_from_directory "
+        "reads it) and flag the classes whose evidence sits at the same place in most images; paint that region over and "
+        "measure the accuracy again (keras_gradcam.audit). Prints the table; writes index.html and summary.json to --out.",
+        epilog=_EPILOG + "\n\nexample:\n  keras-gradcam audit model.keras data/val --out audit",
+        formatter_class=fmt,
+    )
+    p.add_argument("model", metavar="MODEL", help="a saved Keras model (.keras, or legacy .h5)")
+    p.add_argument("data", metavar="DATA_DIR", help="a folder with one subfolder of images per class (alphabetical = class index)")
+    p.add_argument("--method", default="gradcam++", help="method name (default: gradcam++); `keras-gradcam methods` lists them")
+    p.add_argument("--out", default="audit", metavar="DIR", help="folder for index.html and summary.json (default: audit)")
+    p.add_argument("--fill", choices=("mean", "blur"), default="mean",
+                   help="what covers a flagged region: the mean colour of the images, or the image blurred (default: mean)")
+    p.add_argument("--class-names", default=None, metavar="FILE",
+                   help="text file with one class name per line (default: the subfolder names)")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress bar on stderr: auto shows it when stderr is a terminal (default: auto)")
+    _add_image_options(p)
+    p.set_defaults(handler=run_audit)
     return parser
