@@ -305,8 +305,9 @@ class BaseCAM:
             ``"method"`` (the method's name in :data:`keras_gradcam.METHODS`), ``"layer"`` (a
             layer object is written as its path in the model, a list of layers as a list),
             ``"output"``, ``"score"``, ``"counterfactual"`` (left out by methods that use no
-            gradients), ``"batch_size"``, ``"grid"``, ``"prefix_tokens"`` and ``"reshape"`` where
-            given (token layers) and the method's own options (arrays as nested lists).
+            gradients), ``"batch_size"``, ``"grid"``, ``"prefix_tokens"`` and ``"reshape"`` (token
+            layers; None unless given, a ``reshape`` callable kept as it is) and the method's own
+            options (arrays as nested lists).
             :meth:`from_config` rebuilds the explainer from it.
         """
         config = {
@@ -317,9 +318,9 @@ class BaseCAM:
             "counterfactual": self.counterfactual,
             "batch_size": self.batch_size,
         }
-        for key in ("grid", "prefix_tokens", "reshape"):  # token-layer options, only where given
-            if getattr(self, key) is not None:
-                config[key] = list(self.grid) if key == "grid" else getattr(self, key)
+        config["grid"] = list(self.grid) if self.grid is not None else None  # token layers
+        config["prefix_tokens"] = self.prefix_tokens
+        config["reshape"] = self.reshape  # a callable is kept as it is (not JSON-serialisable)
         if not self.gradients:
             del config["counterfactual"]
         return config
