@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from .layers import LayerInfo, output_layer
 from .targets import class_scores
+from .tokens import to_grid
 
 __all__ = ["Capture", "Captured", "TRACE_LOCK", "thread_patches", "link_edit", "output_link"]
 
@@ -258,8 +259,9 @@ class Capture:
 
         ``targets`` is an int32 tensor ``(B,)`` (``-1`` = the top-1 class of that sample) or a
         callable ``outputs -> (B,)`` scores. ``edit(i, out) -> out``, if given, replaces the output
-        of the i-th recorded layer in the forward pass (e.g. to ablate channels); what is recorded
-        is the edited tensor. ``input_gradients=True`` also differentiates the score with respect
+        of the i-th recorded layer in the forward pass (e.g. to ablate channels); it receives the
+        layer's raw output (a token layer's ``(B, tokens, channels)``, channels first where the
+        layer is), and what is recorded is the edited tensor. ``input_gradients=True`` also differentiates the score with respect
         to the model's inputs (guided backpropagation).
         """
         self._records = [[] for _ in self.layers]
@@ -336,8 +338,14 @@ class Capture:
 
     @staticmethod
     def _standard(t, info: LayerInfo):
-        """float32, channels last."""
+        """float32, channels last; a token layer's patch tokens on their grid (prefix tokens dropped).
+
+        Applied alike to activations and gradients: the reshape is linear, so the gradient of the
+        score with respect to the grid is the reshaped gradient of the patch tokens.
+        """
         t = tf.cast(t, tf.float32)
+        if info.tokens:
+            return to_grid(t, info.grid, info.prefix_tokens, info.reshape)
         if info.channels_first:
             rank = t.shape.rank
             t = tf.transpose(t, [0] + list(range(2, rank)) + [1])

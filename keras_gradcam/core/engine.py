@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import keras
@@ -26,7 +26,7 @@ from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, si
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import normalize, resize
 from .targets import Targets, check_range, resolve_targets
-from .validate import boolean, one_of, positive_int
+from .validate import boolean, non_negative_int, one_of, positive_int
 
 __all__ = ["BaseCAM", "FunctionCache", "compile_cached", "DeviceError", "device_errors", "explain_warnings", "check_reaches"]
 
@@ -178,6 +178,24 @@ def check_reaches(model: keras.Model, info: LayerInfo, output_index: int) -> Non
         )
 
 
+def _token_options(grid, prefix_tokens, reshape) -> tuple:
+    """``grid=``, ``prefix_tokens=`` and ``reshape=`` checked: two positive ints, an int >= 0, a callable."""
+    if grid is not None:
+        if isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) != 2:
+            raise TypeError(f"grid must be None or (rows, cols), two positive ints; got {grid!r}.")
+        grid = tuple(positive_int("grid", g, expected="(rows, cols), two positive ints") for g in grid)
+    if prefix_tokens is not None:
+        prefix_tokens = non_negative_int("prefix_tokens", prefix_tokens)
+    if reshape is not None and not callable(reshape):
+        raise TypeError(
+            f"reshape must be None or a callable (batch, tokens, channels) -> (batch, rows, cols, channels); "
+            f"got {type(reshape).__name__}."
+        )
+    if reshape is not None and (grid is not None or prefix_tokens is not None):
+        raise ValueError("pass either reshape= or grid=/prefix_tokens=, not both: reshape= says the whole layout.")
+    return grid, prefix_tokens, reshape
+
+
 class BaseCAM:
     """Base class of the explainers; see :class:`~keras_gradcam.GradCAM` for a concrete one.
 
@@ -199,6 +217,18 @@ class BaseCAM:
         whose removal would make the model *more* confident in the target.
     batch_size : int, default=32
         Largest number of images in one forward pass.
+    grid : (int, int), optional
+        For a token layer ``(batch, tokens, channels)`` (a vision transformer), the patch grid
+        ``(rows, cols)`` the tokens are explained on. Inferred from the graph when None (the rule
+        is on the docs page "Layers and nested models"); needed where it cannot be told.
+    prefix_tokens : int, optional
+        Tokens before the patches (class, distillation, register tokens), dropped from the map.
+        Inferred when None (with ``grid``: the tokens left over by the grid).
+    reshape : callable, optional
+        ``(batch, tokens, channels) -> (batch, rows, cols, channels)``, instead of ``grid`` and
+        ``prefix_tokens``, for token layouts they do not describe. Applied to activations and
+        gradients alike (it must be linear, e.g. a slice and a reshape). Not JSON-serialisable:
+        :meth:`get_config` keeps the callable itself.
 
     Raises
     ------
@@ -234,6 +264,9 @@ class BaseCAM:
         score: str = "logit",
         counterfactual: bool = False,
         batch_size: int = 32,
+        grid: tuple[int, int] | None = None,
+        prefix_tokens: int | None = None,
+        reshape: Callable | None = None,
     ):
         if not isinstance(model, keras.Model):
             raise TypeError(
@@ -251,6 +284,7 @@ class BaseCAM:
                 f"counterfactual=True negates gradients, but {type(self).__name__} uses no gradients; "
                 "use GradCAM(..., counterfactual=True) for counterfactual explanations."
             )
+        self.grid, self.prefix_tokens, self.reshape = _token_options(grid, prefix_tokens, reshape)
         self.model = model
         self.layer_spec = layer
         self.output = output
@@ -271,7 +305,9 @@ class BaseCAM:
             ``"method"`` (the method's name in :data:`keras_gradcam.METHODS`), ``"layer"`` (a
             layer object is written as its path in the model, a list of layers as a list),
             ``"output"``, ``"score"``, ``"counterfactual"`` (left out by methods that use no
-            gradients), ``"batch_size"`` and the method's own options (arrays as nested lists).
+            gradients), ``"batch_size"``, ``"grid"``, ``"prefix_tokens"`` and ``"reshape"`` (token
+            layers; None unless given, a ``reshape`` callable kept as it is) and the method's own
+            options (arrays as nested lists).
             :meth:`from_config` rebuilds the explainer from it.
         """
         config = {
@@ -282,6 +318,9 @@ class BaseCAM:
             "counterfactual": self.counterfactual,
             "batch_size": self.batch_size,
         }
+        config["grid"] = list(self.grid) if self.grid is not None else None  # token layers
+        config["prefix_tokens"] = self.prefix_tokens
+        config["reshape"] = self.reshape  # a callable is kept as it is (not JSON-serialisable)
         if not self.gradients:
             del config["counterfactual"]
         return config
@@ -363,7 +402,8 @@ class BaseCAM:
 
     def _setup(self, sample=None) -> None:
         ensure_built(self.model, sample)
-        infos = [resolve_layer(self.model, spec) for spec in self.layer_specs()]
+        tokens = {"grid": self.grid, "prefix_tokens": self.prefix_tokens, "reshape": self.reshape}
+        infos = [resolve_layer(self.model, spec, **tokens) for spec in self.layer_specs()]
         capture = Capture(self.model, infos, output=self.output, score=self.score)
         if capture.output_index is not None:
             for info in infos:
@@ -376,16 +416,15 @@ class BaseCAM:
 
     def _out_size(self, x) -> tuple:
         """Spatial size of the heatmaps: that of the image input matching the layer's rank."""
-        info = self.layers[-1] if len(self.layers) == 1 else max(self.layers, key=lambda i: np.prod(i.shape[1:-1]))
-        rank = len(info.shape)
+        info = self.layers[-1] if len(self.layers) == 1 else max(self.layers, key=lambda i: np.prod(i.spatial_shape))
+        rank = len(info.standard_shape)  # a token layer on its grid: that of the image
         for a in flat(x):
             if a.ndim == rank:
                 return tuple(a.shape[2:] if info.channels_first else a.shape[1:-1])
         for a in flat(x):
             if a.ndim == rank - 1:  # token sequences feeding an Embedding
                 return tuple(a.shape[1:])
-        dims = info.shape[2:] if info.channels_first else info.shape[1:-1]
-        return tuple(dims)
+        return tuple(info.spatial_shape)
 
     def _explain_batch(self, x, targets, chunk: int, size: tuple):
         layer_map, cap = self.layer_map(x, targets, chunk)

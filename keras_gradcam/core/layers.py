@@ -11,11 +11,13 @@ channels)`` for Conv3D (or channels-first).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Union
 
 import keras
+
+from .tokens import explicit_grid, infer_grid, reshape_grid, token_advice
 
 LayerSpec = Union[None, str, keras.Operation]  # noqa: UP007 - a runtime alias, valid on Python 3.10
 
@@ -46,13 +48,35 @@ class LayerInfo:
     shape: tuple | None
     calls: int = 1
     data_format: str | None = None  # "channels_first"/"channels_last" where known
+    grid: tuple | None = None  # (rows, cols) of a token layer's patches; None for other layers
+    prefix_tokens: int = 0  # class/register tokens before the patches (token layers)
+    reshape: Callable | None = None  # the user's (B, T, C) -> (B, rows, cols, C), if given
+    token_error: str | None = None  # why a layer that looks like tokens has no grid that can be told
 
     @property
     def spatial(self) -> bool:
         return self.shape is not None and len(self.shape) >= 3
 
     @property
+    def tokens(self) -> bool:
+        """Whether the output is a token sequence explained on its patch grid ``grid``."""
+        return self.grid is not None
+
+    @property
+    def standard_shape(self) -> tuple | None:
+        """The shape of the activations the methods see: channels last, a token layer on its grid."""
+        if self.shape is None:
+            return None
+        if self.tokens:
+            return (self.shape[0],) + tuple(self.grid) + (self.shape[-1],)
+        if self.channels_first:
+            return (self.shape[0],) + tuple(self.shape[2:]) + (self.shape[1],)
+        return tuple(self.shape)
+
+    @property
     def channels_first(self) -> bool:
+        if self.tokens:
+            return False
         fmt = self.data_format or getattr(self.layer, "data_format", "channels_last")
         return fmt == "channels_first"
 
@@ -70,6 +94,8 @@ class LayerInfo:
         """The spatial axes of the output (batch and channel axes left out); () if not spatial."""
         if not self.spatial:
             return ()
+        if self.tokens:
+            return tuple(self.grid)
         return tuple(self.shape[2:] if self.channels_first else self.shape[1:-1])
 
     @property
@@ -128,16 +154,28 @@ def _operations(model: keras.Model) -> list:
     return list(getattr(model, "operations", None) or model.layers)
 
 
-def _walk(model: keras.Model, prefix: str = "", calls: int = 1) -> Iterator[LayerInfo]:
+def _image_input(model: keras.Model) -> bool:
+    """Whether ``model`` has an image input (rank 4), the condition for reading token grids."""
+    try:
+        return any(len(t.shape) == 4 for t in model.inputs)
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _walk(model: keras.Model, prefix: str = "", calls: int = 1, images: bool | None = None) -> Iterator[LayerInfo]:
     node_ids = _graph_node_ids(model)
+    images = _image_input(model) if images is None else images
     for op in _operations(model):
         if isinstance(op, keras.layers.InputLayer):
             continue
         path = prefix + op.name
         n = calls * _calls_in(op, node_ids)
-        yield LayerInfo(op, path, _output_shape(op), n, _data_format(op))
+        shape = _output_shape(op)
+        found = infer_grid(op, shape, images) if shape is not None and len(shape) == 3 else None
+        tokens = {} if found is None else {"grid": found.grid, "prefix_tokens": found.prefix, "token_error": found.error}
+        yield LayerInfo(op, path, shape, n, _data_format(op), **tokens)
         if isinstance(op, keras.Model):
-            yield from _walk(op, path + "/", n)
+            yield from _walk(op, path + "/", n, images)
 
 
 def shared_call_count(info: LayerInfo) -> int:
@@ -240,7 +278,33 @@ def _default(model: keras.Model, infos: list[LayerInfo]) -> LayerInfo:
             "Pass layer= naming a layer that runs once."
         )
     most = max(i.located_axes for i in single)
-    return [i for i in single if i.located_axes == most][-1]
+    pick = [i for i in single if i.located_axes == most][-1]
+    return _attention_input(infos, single, pick) if pick.tokens else pick
+
+
+def _attention_input(infos: list[LayerInfo], candidates: list[LayerInfo], pick: LayerInfo) -> LayerInfo:
+    """For a transformer, the input of its last token-mixing layer (else ``pick``).
+
+    After the last attention, every layer acts on each token alone (norm, MLP, residual add), so
+    a head that reads the class token gives the patch tokens a zero gradient there: the last layer
+    that still sees the patches' influence is the input of the last attention. A token-mixing
+    layer is a ``MultiHeadAttention``, or a layer that is not Keras' own (a transformer block
+    written as a custom layer, as in KerasHub) whose input and output are token sequences.
+    """
+    tokens = {id(i.layer): i for i in candidates if i.tokens}
+    for info in reversed(infos):
+        op = info.layer
+        mixing = isinstance(op, keras.layers.MultiHeadAttention) or (
+            info.tokens and not type(op).__module__.startswith("keras.") and not isinstance(op, keras.Model)
+        )
+        nodes = getattr(op, "_inbound_nodes", None) or []
+        if not mixing or not nodes:
+            continue
+        for t in keras.tree.flatten(nodes[0].input_tensors):
+            history = getattr(t, "_keras_history", None)
+            if history is not None and id(history[0]) in tokens:
+                return tokens[id(history[0])]
+    return pick
 
 
 def _consumers(model: keras.Model, tensor) -> list[str]:
@@ -270,7 +334,9 @@ def _shared_error(model: keras.Model, what: str, info: LayerInfo) -> ValueError:
     )
 
 
-def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
+def resolve_layer(
+    model: keras.Model, spec: LayerSpec, *, grid=None, prefix_tokens: int | None = None, reshape: Callable | None = None
+) -> LayerInfo:
     """Turn ``layer=`` (None, a name, a ``"outer/inner"`` path or a layer) into a spatial layer.
 
     ``layer=None`` picks the deepest map that still locates something: among the outputs with at
@@ -278,7 +344,8 @@ def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
     more than one; a 1x1 map such as MobileNetV3's ``logits`` carries no location), the last one
     with the largest number of such axes, skipping shared layers and integer or boolean outputs.
     For a plain CNN, Conv1D or Conv3D model this is the last feature map before the global
-    pooling (or flatten) of the head;
+    pooling (or flatten) of the head; for a vision transformer (token layers, see
+    :func:`keras_gradcam.core.tokens.infer_grid`), the input of its last attention;
     for a ``TimeDistributed`` video model, the per-frame convolution output
     ``(batch, frames, height, width, channels)`` rather than the per-frame pooled features
     ``(batch, frames, channels)``, so the map is over space and time.
@@ -289,6 +356,13 @@ def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
         A built model.
     spec : None, str, keras.Layer or keras.Operation
         A name, a path through nested models, a layer or a functional-graph operation object.
+    grid : (int, int), optional
+        The patch grid ``(rows, cols)`` of a token layer ``(batch, tokens, channels)``, where the
+        graph does not tell it (inferred when None).
+    prefix_tokens : int, optional
+        Tokens before the patches (class, distillation, register tokens); inferred when None.
+    reshape : callable, optional
+        ``(batch, tokens, channels) -> (batch, rows, cols, channels)``, instead of ``grid``.
 
     Returns
     -------
@@ -300,14 +374,16 @@ def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
         Unknown name (the message lists candidate layers), ambiguous name, a layer whose output
         is not spatial (Dense, Flatten, pooling to a vector...) or not floating point (an integer
         or boolean operation, which no gradient reaches), a layer shared between several
-        calls (the message names the layers right after its calls), or ``layer=None`` finding no
-        map with more than one position.
+        calls (the message names the layers right after its calls), ``layer=None`` finding no
+        map with more than one position, a token layer whose grid cannot be told (the message
+        says to pass ``grid=`` and ``prefix_tokens=``, or ``reshape=``), or a ``grid`` /
+        ``prefix_tokens`` / ``reshape`` that does not fit the layer.
     TypeError
         ``spec`` is not None, a string or a layer/operation.
     """
     infos = list_layers(model, spatial_only=False)
     if spec is None:
-        return _default(model, infos)
+        return _tokens(_default(model, infos), grid, prefix_tokens, reshape)
     if isinstance(spec, keras.Operation):
         found = [i for i in infos if i.layer is spec]
         what = f"layer object {spec.name!r}"
@@ -342,6 +418,21 @@ def resolve_layer(model: keras.Model, spec: LayerSpec) -> LayerInfo:
         )
     if shared_call_count(info) > 1:
         raise _shared_error(model, what, info)
+    return _tokens(info, grid, prefix_tokens, reshape)
+
+
+def _tokens(info: LayerInfo, grid, prefix_tokens, reshape) -> LayerInfo:
+    """``info`` with the user's token options applied, or its own grid checked to be known."""
+    if reshape is not None:
+        return replace(info, grid=reshape_grid(info.path, info.shape, reshape), prefix_tokens=0, reshape=reshape, token_error=None)
+    if grid is not None or prefix_tokens is not None:
+        found = explicit_grid(info.path, info.shape, info.grid, grid, prefix_tokens)
+        return replace(info, grid=found[0], prefix_tokens=found[1], token_error=None)
+    if info.token_error is not None:
+        raise ValueError(
+            f"layer {info.path!r} outputs {info.shape} and reads an image, so it looks like the tokens of a vision "
+            f"transformer, but its patch grid cannot be told: {info.token_error}. {token_advice()}"
+        )
     return info
 
 

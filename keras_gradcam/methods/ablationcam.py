@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from ..core.capture import Capture
 from ..core.layers import LayerSpec
+from ..core.tokens import token_mask
 from ..core.validate import boolean, one_of
 from .perturbation import ChannelPerturbation, head_model
 
@@ -141,16 +142,25 @@ class AblationCAM(ChannelPerturbation):
             ablated = tf.cast(ablated, info.layer.output.dtype)
             cap = self._head_capture(ablated, tiled_targets, gradients=False)
         else:
-            shape = [-1, k] + [1] * (rank - 2) if info.channels_first else [-1] + [1] * (rank - 2) + [k]
-
-            def edit(i, out):
-                return out * tf.cast(tf.reshape(keep, shape), out.dtype)
-
             tiled = tf.nest.map_structure(lambda a: self._tile(a, c), xb)
-            cap = self._capture(tiled, tiled_targets, gradients=False, edit=edit)
+            cap = self._capture(tiled, tiled_targets, gradients=False, edit=self._edit(keep))
         shape = tf.stack([c, -1])
         scores = tf.reshape(cap.scores, shape)
         return scores, tf.ones_like(scores, tf.bool)
+
+    def _edit(self, keep):
+        """The edit of the layer's raw output that zeroes, in copy ``j``, the channels ``keep`` (c * B, K) drops."""
+        info = self.layers[0]
+        k = keep.shape[-1]
+        if info.tokens:  # raw tokens (B, T, K): the channel is zeroed on the patch tokens only
+            def edit(i, out):
+                drop = token_mask(out, info.prefix_tokens, info.reshape) * (1.0 - tf.reshape(keep, [-1, 1, k]))
+                return out * tf.cast(1.0 - drop, out.dtype)
+
+            return edit
+        rank = len(info.shape)
+        shape = [-1, k] + [1] * (rank - 2) if info.channels_first else [-1] + [1] * (rank - 2) + [k]
+        return lambda i, out: out * tf.cast(tf.reshape(keep, shape), out.dtype)
 
     def _begin(self) -> None:
         self._nonpositive = 0

@@ -90,12 +90,12 @@ def fused(body, *args):
 def head_model(model: keras.Model, info: LayerInfo) -> keras.Model | None:
     """``keras.Model(layer.output, model.output)``: the sub-network after a top-level layer.
 
-    None when the layer sits in a nested model, or when a path to the output bypasses the layer
+    None when the layer sits in a nested model or is a token layer, or when a path to the output bypasses the layer
     (a skip connection around it): the output then does not depend on the input through the
     layer only, and perturbing the layer needs the whole network.
     """
-    if "/" in info.path:
-        return None
+    if "/" in info.path or info.tokens:
+        return None  # a token layer's prefix tokens are not in the grid the head would be fed
     try:
         try:
             outputs = model.output
@@ -213,12 +213,8 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         return self._compiled(key, body, specs)
 
     def _acts_shape(self) -> tuple:
-        """The layer's output shape, channels last (as :class:`Capture` gives activations)."""
-        info = self.layers[0]
-        shape = tuple(info.shape)
-        if info.channels_first:
-            shape = (shape[0],) + shape[2:] + (shape[1],)
-        return shape
+        """The layer's output shape as :class:`Capture` gives activations (channels last, tokens on their grid)."""
+        return tuple(self.layers[0].standard_shape)
 
     def _tile(self, t: tf.Tensor, c) -> tf.Tensor:
         """``(B, ...)`` -> ``(c * B, ...)``, copy-major (row ``j * B + b`` is copy ``j`` of sample ``b``)."""
