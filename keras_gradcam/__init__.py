@@ -34,6 +34,7 @@ from .methods import (
     guided_relu,
 )
 from .neurons import NeuronImportance, neuron_importance, textual_explanation
+from .runs import Run, explain_dataset, load_run
 from .viz.overlay import overlay
 from .viz.plots import plot
 
@@ -47,6 +48,7 @@ __all__ = [
     "GuidedGradCAM",
     "GuidedGradCAMPlusPlus",
     "NeuronImportance",
+    "Run",
     "ScoreCAM",
     "guided_clone",
     "guided_relu",
@@ -68,9 +70,11 @@ __all__ = [
     "datasets",
     "evaluate",
     "explain",
+    "explain_dataset",
     "format_table",
     "get_method",
     "list_layers",
+    "load_run",
     "metrics",
     "overlay",
     "plot",
