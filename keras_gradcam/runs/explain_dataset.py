@@ -8,7 +8,9 @@ import os
 import re
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import keras
@@ -25,6 +27,28 @@ from .stream import batch_length, open_source
 __all__ = ["explain_dataset", "weights_digest"]
 
 HEATMAP_BYTES_PER_CHUNK = 32 * 2**20  # default chunk: whole batches holding about this many bytes of heatmaps
+
+# the last few explainers, so that a second run over the same model (another dataset, a resumed
+# run) reuses their compiled functions instead of tracing again; bounded, as an explainer holds its model
+_EXPLAINERS: OrderedDict = OrderedDict()
+_EXPLAINERS_KEPT = 4
+
+
+def _explainer(cls, model, layer, batch_size: int, options: dict):
+    """One explainer per (model, method, layer, options, batch size), the last few kept."""
+    plain = (str, int, float, bool, type(None))
+    simple = isinstance(layer, plain) and all(isinstance(v, plain) for v in options.values())
+    key = (id(model), cls, layer, tuple(sorted(options.items())), batch_size) if simple else None
+    found = _EXPLAINERS.get(key) if key is not None else None
+    if found is not None and found.model is model:
+        _EXPLAINERS.move_to_end(key)
+        return found
+    explainer = cls(model, layer, batch_size=batch_size, **options)
+    if key is not None:
+        _EXPLAINERS[key] = explainer
+        while len(_EXPLAINERS) > _EXPLAINERS_KEPT:
+            _EXPLAINERS.popitem(last=False)
+    return explainer
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -236,7 +260,7 @@ def explain_dataset(
         if clash:
             raise ValueError(f"method options {clash} are given twice, in method_options= and as keywords; give each once.")
         options = {**method_options, **options}
-    explainer = cls(model, layer, batch_size=batch_size, **options)
+    explainer = _explainer(cls, model, layer, batch_size, options)
     source = open_source(data, batch_size)
     fingerprint = _plain({
         "config": explainer.get_config(),
@@ -274,12 +298,19 @@ def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None,
     pending_rows = 0
     said = _Warnings()
     count, start = done_samples, time.perf_counter()
+    # chunks are written (and fsync'd) by one background thread while the next batches are
+    # explained; at most one chunk is being written while the next one fills, so memory stays bounded
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keras-gradcam-run-writer")
+    writing = None
 
     def flush():
-        nonlocal pending, pending_rows
+        nonlocal pending, pending_rows, writing
+        if writing is not None:
+            writing.result()  # the previous chunk is on disk and in the manifest (or its error is raised here)
+            writing = None
         if pending:
             arrays = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
-            store.write_chunk(arrays, len(pending))
+            writing = writer.submit(store.write_chunk, arrays, len(pending))
             pending, pending_rows = [], 0
 
     try:
@@ -307,10 +338,14 @@ def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None,
             count += n
             if bar is not None:
                 bar.update(count, values=[("images/s", (count - done_samples) / max(time.perf_counter() - start, 1e-9))])
+        flush()
+        flush()  # waits for the last chunk
     except KeyboardInterrupt:
         flush()  # the batches explained so far are complete: keep them
+        flush()
         raise
-    flush()
+    finally:
+        writer.shutdown(wait=True)
     if store.manifest["n_samples"] == 0:
         raise ValueError("the data is empty: it gave no batch to explain.")
     expected = source.n_samples
