@@ -118,6 +118,7 @@ KINDS = {
     "arrays": lambda x, y: (x, y),
     "tf.data unbatched": lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)),
     "tf.data batched": lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(4),
+    "tf.data fixed batches": lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(5, drop_remainder=True),
     "PyDataset": lambda x, y: Counting(x, y),
     "generator": lambda x, y: generator(x, y),
     "list of batches": lambda x, y: list(generator(x, y)),

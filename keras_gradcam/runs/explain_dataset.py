@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from ..core.inputs import model_inputs
 from ..core.progress import Progbar
 from ..core.validate import boolean, integer, one_of, positive_int
 from ..io import library_versions
@@ -261,7 +262,8 @@ def explain_dataset(
             raise ValueError(f"method options {clash} are given twice, in method_options= and as keywords; give each once.")
         options = {**method_options, **options}
     explainer = _explainer(cls, model, layer, batch_size, options)
-    source = open_source(data, batch_size)
+    inputs = model_inputs(model)
+    source = open_source(data, batch_size, rank=len(inputs[0].shape) if len(inputs) == 1 else None)
     fingerprint = _plain({
         "config": explainer.get_config(),
         "targets": targets_key,

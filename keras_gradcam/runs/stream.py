@@ -89,12 +89,18 @@ def _arrays(data, batch_size: int) -> Source:
     return Source("arrays", n, -(-n // batch_size), read)
 
 
-def _dataset(data: tf.data.Dataset, batch_size: int) -> Source:
+def _dataset(data: tf.data.Dataset, batch_size: int, rank: int | None) -> Source:
     spec = data.element_spec
     first = keras.tree.flatten(spec[0] if isinstance(spec, tuple) else spec)
     if not first or not all(isinstance(s, tf.TensorSpec) for s in first):
         raise TypeError(f"the dataset's elements must be tensors (images, or (images, labels) tuples); got {spec}.")
-    batched = first[0].shape.rank is not None and first[0].shape.rank > 0 and first[0].shape[0] is None
+    # batched: elements of the model input's rank (a batch of a fixed size too, as after
+    # batch(..., drop_remainder=True)); where that rank is unknown, a batch axis of unknown size
+    shape = first[0].shape
+    if rank is not None and shape.rank is not None:
+        batched = shape.rank == rank
+    else:
+        batched = shape.rank is not None and shape.rank > 0 and shape[0] is None
     count = int(data.cardinality())
     if count == tf.data.INFINITE_CARDINALITY:
         raise ValueError("the dataset is infinite (a .repeat() without count?); take a finite part, e.g. data.take(n).")
@@ -134,8 +140,11 @@ def _iterable(data) -> Source:
     return Source("iterable", None, len(data) if hasattr(data, "__len__") else None, read)
 
 
-def open_source(data, batch_size: int) -> Source:
+def open_source(data, batch_size: int, rank: int | None = None) -> Source:
     """``data`` as a :class:`Source` (see :func:`keras_gradcam.explain_dataset` for the kinds).
+
+    ``rank`` is that of the model's (first) input, batch axis included, when known: a
+    ``tf.data`` element of that rank is a batch.
 
     Raises
     ------
@@ -145,7 +154,7 @@ def open_source(data, batch_size: int) -> Source:
         An infinite dataset, or arrays whose labels do not match the images.
     """
     if isinstance(data, tf.data.Dataset):
-        return _dataset(data, batch_size)
+        return _dataset(data, batch_size, rank)
     if isinstance(data, keras.utils.PyDataset):
         return _pydataset(data, batch_size)
     if isinstance(data, (np.ndarray, dict, tuple)) or tf.is_tensor(data):
