@@ -38,6 +38,7 @@ from .methods import (
     guided_relu,
 )
 from .neurons import NeuronImportance, neuron_importance, textual_explanation
+from .runs import Run, explain_dataset, load_run
 from .viz.overlay import overlay
 from .viz.plots import plot
 
@@ -54,6 +55,7 @@ __all__ = [
     "GuidedGradCAM",
     "GuidedGradCAMPlusPlus",
     "NeuronImportance",
+    "Run",
     "ScoreCAM",
     "guided_clone",
     "guided_relu",
@@ -77,9 +79,11 @@ __all__ = [
     "datasets",
     "evaluate",
     "explain",
+    "explain_dataset",
     "format_table",
     "get_method",
     "list_layers",
+    "load_run",
     "metrics",
     "overlay",
     "plot",

@@ -1,0 +1,300 @@
+"""The on-disk store of a run: one ``.npy`` file per field and chunk, and a JSON manifest.
+
+Layout of a run folder ``out/``::
+
+    out/manifest.json                    what is complete (written atomically, last)
+    out/chunks/000000.heatmaps.npy       chunk 0, one file per field
+    out/chunks/000000.scores.npy
+    ...
+
+Why per-chunk files rather than one preallocated ``.npy`` per field: the number of samples of a
+generator or a ``tf.data`` pipeline is often unknown until its end, and a chunk written as its
+own files is complete or absent, never half-overwritten. :class:`ChunkedArray` joins the chunks
+of a field lazily, each opened memory-mapped (``np.load(..., mmap_mode="r")``), so reading a
+run back holds nothing in memory but the rows asked for.
+
+A chunk is complete only once each of its files was written under a temporary name, flushed,
+``fsync``'d and renamed (``os.replace``), and the manifest, itself written to a temporary file,
+``fsync``'d and renamed, lists it. A file on disk that the manifest does not list (a chunk being
+written when the process was killed, or anything else planted there) is never read, and is
+overwritten when the run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FORMAT", "MANIFEST", "CHUNKS", "FIELDS", "ChunkedArray", "RunStore", "field_arrays", "read_manifest"]
+
+FORMAT = "keras-gradcam run"
+MANIFEST = "manifest.json"
+CHUNKS = "chunks"
+FIELDS = ("heatmaps", "layer_heatmaps", "targets", "scores", "predictions", "labels", "finite")
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename inside ``folder`` durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: str, write) -> None:
+    """``write(file)`` to ``path + ".partial"``, flush, fsync, then rename it to ``path``."""
+    temp = path + ".partial"
+    with open(temp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+
+
+def read_manifest(folder: str) -> dict[str, Any] | None:
+    """The manifest of the run in ``folder``, or None when there is none.
+
+    Raises
+    ------
+    ValueError
+        ``folder/manifest.json`` exists but is not a keras-gradcam run manifest (e.g. the folder
+        of an ``Explanation.save``).
+    """
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        try:
+            manifest = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path!r} is not valid JSON ({error}); it was not written by explain_dataset.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(
+            f"{path!r} is not the manifest of an explain_dataset run (format {found!r}, expected {FORMAT!r}); "
+            "pass the folder given as out= to explain_dataset, or another out= for a new run."
+        )
+    return manifest
+
+
+class ChunkedArray:
+    """A read-only array stored as consecutive chunk files, read memory-mapped, joined lazily.
+
+    Behaves like a read-only ndarray for the common reads: ``len``, ``shape``, ``dtype``,
+    ``ndim``, indexing the first axis with an int, a slice, a boolean mask or integer indices
+    (further axes as with numpy), iteration over samples, and ``np.asarray(run.heatmaps)``
+    (which reads everything into memory: for a large run, read slices or :meth:`iter_chunks`).
+
+    Parameters
+    ----------
+    paths : list of str
+        One ``.npy`` file per chunk, in order.
+    lengths : list of int
+        The number of samples of each chunk (from the manifest).
+    dtype : str
+    sample_shape : tuple of int
+        The shape of one sample (``()`` for per-sample scalars).
+    """
+
+    def __init__(self, paths: list[str], lengths: list[int], dtype: str, sample_shape: tuple):
+        self.paths = list(paths)
+        self.lengths = [int(n) for n in lengths]
+        self.dtype = np.dtype(dtype)
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
+        self._open: dict[int, np.ndarray] = {}
+
+    @property
+    def shape(self) -> tuple:
+        return (int(self.offsets[-1]),) + self.sample_shape
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.sample_shape)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __repr__(self) -> str:
+        return f"ChunkedArray(shape={self.shape}, dtype={self.dtype}, chunks={len(self.paths)})"
+
+    def chunk(self, i: int) -> np.ndarray:
+        """Chunk ``i``, memory-mapped (read-only)."""
+        if i not in self._open:
+            path = self.paths[i]
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    f"chunk file {path!r}, listed as complete in the manifest, cannot be read ({error}): it was "
+                    "changed or truncated after the run wrote it. Rerun with overwrite=True to recompute the run."
+                ) from None
+            expected = (self.lengths[i],) + self.sample_shape
+            if arr.shape != expected or arr.dtype != self.dtype:
+                raise ValueError(
+                    f"chunk file {path!r} holds {arr.dtype} of shape {arr.shape}, but the manifest lists "
+                    f"{self.dtype} of shape {expected}: it was changed after the run wrote it. Rerun with overwrite=True."
+                )
+            self._open[i] = arr
+        return self._open[i]
+
+    def iter_chunks(self) -> Iterator[np.ndarray]:
+        """The chunks in order, each a memory-mapped array: a pass over a large run in bounded memory."""
+        for i in range(len(self.paths)):
+            yield self.chunk(i)
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        """The samples at integer positions ``rows`` (any order), as one in-memory array."""
+        out = np.empty((len(rows),) + self.sample_shape, self.dtype)
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        for i in np.unique(which):
+            here = which == i
+            out[here] = self.chunk(int(i))[rows[here] - self.offsets[i]]
+        return out
+
+    def __getitem__(self, index):
+        rest = ()
+        if isinstance(index, tuple):
+            index, rest = (index[0], index[1:]) if index else (slice(None), ())
+        n = len(self)
+        if isinstance(index, (int, np.integer)):
+            i = int(index) + (n if index < 0 else 0)
+            if not 0 <= i < n:
+                raise IndexError(f"index {int(index)} is out of range for {n} samples.")
+            c = int(np.searchsorted(self.offsets, i, side="right") - 1)
+            return np.asarray(self.chunk(c)[(i - int(self.offsets[c]),) + rest])
+        if isinstance(index, slice):
+            start, stop, step = index.indices(n)
+            if step == 1:
+                rows = np.arange(start, max(start, stop))
+                parts = []
+                for c in range(len(self.paths)):
+                    lo, hi = max(start, self.offsets[c]), min(stop, self.offsets[c + 1])
+                    if lo < hi:
+                        parts.append(np.asarray(self.chunk(c)[lo - self.offsets[c] : hi - self.offsets[c]]))
+                joined = np.concatenate(parts) if parts else np.empty((0,) + self.sample_shape, self.dtype)
+                return joined[(slice(None),) + rest] if rest else joined
+            rows = np.arange(start, stop, step)
+        else:
+            rows = np.asarray(index)
+            if rows.dtype == bool:
+                if rows.shape != (n,):
+                    raise IndexError(f"a boolean index must have shape ({n},); got {rows.shape}.")
+                rows = np.flatnonzero(rows)
+            elif rows.dtype.kind not in "iu":
+                raise IndexError(f"index with an int, a slice, a boolean mask or integer positions; got {rows.dtype}.")
+            rows = np.where(rows < 0, rows + n, rows)
+            if rows.size and (rows.min() < 0 or rows.max() >= n):
+                raise IndexError(f"indices out of range for {n} samples.")
+        out = self._rows(rows.reshape(-1)).reshape(rows.shape + self.sample_shape)
+        return out[(slice(None),) * rows.ndim + rest] if rest else out
+
+    def __iter__(self):
+        for chunk in self.iter_chunks():
+            yield from chunk
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[:]
+        return whole.astype(dtype) if dtype is not None else whole
+
+
+class RunStore:
+    """Writes the chunks of a run in ``folder`` and keeps its manifest.
+
+    Parameters
+    ----------
+    folder : str
+        The run folder (created if missing).
+    manifest : dict
+        The manifest to continue (from :func:`read_manifest`), or a fresh one from :meth:`fresh`.
+    """
+
+    def __init__(self, folder: str, manifest: dict[str, Any]):
+        self.folder = folder
+        self.manifest = manifest
+        os.makedirs(os.path.join(folder, CHUNKS), exist_ok=True)
+
+    @staticmethod
+    def fresh(fingerprint: dict[str, Any], **info) -> dict[str, Any]:
+        """A manifest with no chunk yet."""
+        return {"format": FORMAT, "version": 1, "fingerprint": fingerprint, "complete": False,
+                "n_samples": 0, "n_batches": 0, "fields": None, "chunks": [], **info}
+
+    @staticmethod
+    def clear(folder: str) -> None:
+        """Remove a run's own files from ``folder`` (its manifest and chunks), nothing else."""
+        for name in (MANIFEST, MANIFEST + ".partial"):
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                os.remove(path)
+        chunks = os.path.join(folder, CHUNKS)
+        if os.path.isdir(chunks):
+            shutil.rmtree(chunks)
+
+    def chunk_path(self, index: int, field: str) -> str:
+        return os.path.join(self.folder, CHUNKS, f"{index:06d}.{field}.npy")
+
+    def write_chunk(self, arrays: dict[str, np.ndarray], n_batches: int) -> None:
+        """Write one chunk's fields durably, then list it in the manifest (the commit point).
+
+        Raises
+        ------
+        ValueError
+            A field whose dtype or per-sample shape differs from the run's earlier chunks (e.g. a
+            data source whose image size changes from batch to batch).
+        """
+        n = len(next(iter(arrays.values())))
+        fields = {k: {"dtype": a.dtype.str, "shape": [int(d) for d in a.shape[1:]]} for k, a in arrays.items()}
+        known = self.manifest["fields"]
+        if known is not None and known != fields:
+            raise ValueError(
+                f"batch {self.manifest['n_batches']} onwards gives results of other shapes or kinds ({fields}) than "
+                f"the run's earlier batches ({known}): every batch of the data must have the same image size and "
+                "the same kind of labels."
+            )
+        index = len(self.manifest["chunks"])
+        for key, arr in arrays.items():
+            _write_durably(self.chunk_path(index, key), lambda f, arr=arr: np.save(f, np.ascontiguousarray(arr)))
+        _fsync_dir(os.path.join(self.folder, CHUNKS))
+        manifest = dict(self.manifest, fields=fields)
+        manifest["chunks"] = self.manifest["chunks"] + [
+            {"start": self.manifest["n_samples"], "n": int(n), "batches": int(n_batches)}
+        ]
+        manifest["n_samples"] = self.manifest["n_samples"] + int(n)
+        manifest["n_batches"] = self.manifest["n_batches"] + int(n_batches)
+        self.commit(manifest)
+
+    def commit(self, manifest: dict[str, Any]) -> None:
+        """Replace the manifest atomically (temporary file, fsync, rename, fsync of the folder)."""
+        text = json.dumps(manifest, indent=1).encode("utf-8")
+        _write_durably(os.path.join(self.folder, MANIFEST), lambda f: f.write(text))
+        _fsync_dir(self.folder)
+        self.manifest = manifest
+
+    def finish(self) -> None:
+        """Mark the run complete."""
+        self.commit(dict(self.manifest, complete=True))
+
+
+def field_arrays(folder: str, manifest: dict[str, Any]) -> dict[str, ChunkedArray]:
+    """The run's fields as :class:`ChunkedArray` objects over the chunks the manifest lists."""
+    fields = manifest.get("fields") or {}
+    chunks = manifest["chunks"]
+    lengths = [c["n"] for c in chunks]
+    out = {}
+    for key, info in fields.items():
+        paths = [os.path.join(folder, CHUNKS, f"{i:06d}.{key}.npy") for i in range(len(chunks))]
+        out[key] = ChunkedArray(paths, lengths, info["dtype"], tuple(info["shape"]))
+    return out
+
