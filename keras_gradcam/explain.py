@@ -8,7 +8,7 @@ import keras
 
 from .core.explanation import Explanation
 from .core.targets import Targets
-from .methods.registry import get_method
+from .methods.registry import get_method, merge_options
 
 __all__ = ["explain", "get_method"]
 
@@ -78,11 +78,7 @@ def explain(
     (8, 64, 64)
     """
     cls = get_method(method)
-    if method_options:
-        clash = sorted(set(method_options) & set(options))
-        if clash:
-            raise ValueError(f"method options {clash} are given twice, in method_options= and as keywords; give each once.")
-        options = {**method_options, **options}
+    options = merge_options(method_options, options)
     try:
         key = (id(model), cls, _hashable(layer), _hashable(sorted(options.items())), batch_size)
     except TypeError:  # an array option: no caching

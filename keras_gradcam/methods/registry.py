@@ -20,7 +20,7 @@ from .scorecam import ScoreCAM
 from .smooth_gradcam_plusplus import SmoothGradCAMPlusPlus
 from .xgradcam import XGradCAM
 
-__all__ = ["METHODS", "get_method", "display_name"]
+__all__ = ["METHODS", "get_method", "display_name", "merge_options"]
 
 METHODS = {
     cls.name: cls
@@ -102,3 +102,20 @@ def display_name(method: str) -> str:
     except (ValueError, TypeError):
         pass
     return method
+
+
+def merge_options(method_options: dict | None, options: dict) -> dict:
+    """A method's options given as a ``method_options=`` dict and as keywords, merged.
+
+    Raises
+    ------
+    ValueError
+        A name given in both.
+    """
+    if not method_options:
+        return dict(options)
+    clash = sorted(set(method_options) & set(options))
+    if clash:
+        raise ValueError(f"method options {clash} are given twice, in method_options= and as keywords; give each once.")
+    return {**method_options, **options}
+

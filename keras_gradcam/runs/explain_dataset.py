@@ -20,7 +20,7 @@ from ..core.inputs import model_inputs
 from ..core.progress import Progbar
 from ..core.validate import boolean, integer, one_of, positive_int
 from ..io import library_versions
-from ..methods.registry import get_method
+from ..methods.registry import get_method, merge_options
 from .run import Run
 from .store import RunStore, read_manifest
 from .stream import batch_length, open_source
@@ -256,11 +256,7 @@ def explain_dataset(
     verbose = one_of("verbose", verbose, (0, 1, 2), expected="0 (silent), 1 (progress bar) or 2 (one line)")
     per_batch_targets, targets_key = _targets_spec(targets)
     cls = get_method(method)
-    if method_options:
-        clash = sorted(set(method_options) & set(options))
-        if clash:
-            raise ValueError(f"method options {clash} are given twice, in method_options= and as keywords; give each once.")
-        options = {**method_options, **options}
+    options = merge_options(method_options, options)
     explainer = _explainer(cls, model, layer, batch_size, options)
     inputs = model_inputs(model)
     source = open_source(data, batch_size, rank=len(inputs[0].shape) if len(inputs) == 1 else None)
