@@ -136,8 +136,8 @@ def explain_warnings(method: str, finite: np.ndarray, heat: np.ndarray, zero_gra
             RuntimeWarning,
             stacklevel=4,
         )
-    flat = heat.reshape(len(heat), -1)
-    empty = finite & (flat.max(axis=1, initial=0.0) <= 0)
+    peaks = heat.reshape(len(heat), -1).max(axis=1, initial=0.0)
+    empty = finite & (peaks <= 0)
     if not empty.any():
         return
     zero = np.zeros_like(empty) if zero_gradients is None else np.asarray(zero_gradients, bool)
