@@ -32,8 +32,9 @@ test-slow: install
 
 test-browser: install
 	command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium; }
-	test -d runs/biased || $(PY) examples/dataset_bias.py
-	KG_BROWSER_LOGDIR=runs KG_SAVE_SCREENSHOT=1 $(PY) -m pytest -q -rs tests/test_browser.py
+	test -d runs/biased && test -f outputs/audit_biased/index.html || $(PY) examples/dataset_bias.py
+	KG_BROWSER_LOGDIR=runs KG_AUDIT_REPORT=outputs/audit_biased/index.html KG_SAVE_SCREENSHOT=1 \
+		$(PY) -m pytest -q -rs tests/test_browser.py tests/test_audit_browser.py
 
 bench: install
 	$(PY) benchmarks/bench_explainers.py

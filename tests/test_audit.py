@@ -259,19 +259,19 @@ def _trained(images, labels, epochs=4):
     return model
 
 
-def border(ds: datasets.SyntheticShapes, width: int = 2) -> np.ndarray:
-    """The images with a frame of ``width`` pixels in the class's cue colour."""
-    x = ds.images.copy()
-    frame = np.zeros(x.shape[1:3], bool)
-    frame[:width], frame[-width:], frame[:, :width], frame[:, -width:] = True, True, True, True
-    x[:, frame] = datasets.cue_colors(ds.num_classes)[ds.labels][:, None, :]
-    return x
+def with_cue(ds: datasets.SyntheticShapes, cue: str) -> np.ndarray:
+    """The images of ``ds`` regenerated with ``cue`` on every image (same seed: same objects)."""
+    return datasets.make_shapes(**{**ds.config, "spurious_rate": 1.0, "cue": cue}).images
+
+
+def border(ds: datasets.SyntheticShapes) -> np.ndarray:
+    """The images with a 2 px frame (at 32 px) in the class's cue colour: ``cue="border"``."""
+    return with_cue(ds, "border")
 
 
 def background(ds: datasets.SyntheticShapes) -> np.ndarray:
-    """The images with their background tinted 40 % towards the class's cue colour."""
-    tint = datasets.cue_colors(ds.num_classes)[ds.labels][:, None, None, :]
-    return np.where(ds.masks[..., None], ds.images, 0.6 * ds.images + 0.4 * tint).astype(np.float32)
+    """The images with their background tinted 40 % towards the class's cue colour: ``cue="background"``."""
+    return with_cue(ds, "background")
 
 
 @pytest.mark.slow

@@ -389,6 +389,7 @@ def test_package_exports_and_docstring_example():
     public = {
         "SUPPORTED_SHAPES", "SUPPORTED_CUES", "CUE_CLASS_MODES", "SyntheticShapes", "make_shapes",
         "make_probe_set", "make_biased_pair", "cue_colors", "cue_region", "reserved_region",
+        "border_region", "BACKGROUND_TINT",
     }
     assert set(datasets.__all__) == public and all(hasattr(datasets, name) for name in public)
     result = doctest.testmod(datasets)

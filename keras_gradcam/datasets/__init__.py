@@ -3,8 +3,9 @@
 This module generates small image-classification datasets of coloured
 geometric shapes on textured, noisy backgrounds.  Every sample comes with
 the ground truth needed to *evaluate* an explanation: the class mask, the
-bounding box, per-object masks and, optionally, a *spurious cue* (a small
-class-coloured watermark in a fixed corner) whose pixels are also known.
+bounding box, per-object masks and, optionally, a *spurious cue* whose colour
+gives the class away (a small watermark in a fixed corner, a frame, or a
+tinted background) and whose pixels are also known.
 
 Nothing is ever downloaded: all data is drawn from
 :func:`numpy.random.default_rng` streams derived from a single integer
@@ -34,6 +35,10 @@ Generation model
   :func:`reserved_region`) is reserved in **every** image, with or without
   cue: objects never enter it, so the cue never overlaps an object and the
   object layout does not depend on ``spurious_rate``.
+* **Other cues** -- ``cue="border"`` paints a solid frame of the class colour
+  along the edges (:func:`border_region`, 6 % of the side wide);
+  ``cue="background"`` mixes every background pixel with the class colour
+  (weight :data:`BACKGROUND_TINT`).  Objects are drawn on top of both.
 * **Noise** -- i.i.d. Gaussian noise of standard deviation ``noise`` is added
   to every pixel and channel (cue and objects included), then the image is
   clipped to ``[0, 1]``.  For speed the noise values are resampled from a
@@ -60,8 +65,10 @@ from __future__ import annotations
 
 from .container import SyntheticShapes
 from .cues import (
+    BACKGROUND_TINT,
     CUE_CLASS_MODES,
     SUPPORTED_CUES,
+    border_region,
     cue_colors,
     cue_region,
     reserved_region,
@@ -73,11 +80,13 @@ __all__ = [
     "SUPPORTED_SHAPES",
     "SUPPORTED_CUES",
     "CUE_CLASS_MODES",
+    "BACKGROUND_TINT",
     "SyntheticShapes",
     "make_shapes",
     "make_probe_set",
     "make_biased_pair",
     "cue_colors",
     "cue_region",
+    "border_region",
     "reserved_region",
 ]

@@ -1,4 +1,4 @@
-"""The spurious cue: where the corner patch goes and the colour that names each class."""
+"""The spurious cues: the corner patch, the frame and the tinted background, and the colour that names each class."""
 
 from __future__ import annotations
 
@@ -6,10 +6,21 @@ import numpy as np
 
 from .checks import check_image_size, check_int
 
-__all__ = ["SUPPORTED_CUES", "CUE_CLASS_MODES", "cue_region", "reserved_region", "cue_colors"]
+__all__ = [
+    "SUPPORTED_CUES",
+    "CUE_CLASS_MODES",
+    "BACKGROUND_TINT",
+    "cue_region",
+    "border_region",
+    "reserved_region",
+    "cue_colors",
+]
 
-SUPPORTED_CUES: tuple[str, ...] = ("corner",)
-"""Kinds of spurious cue ``make_shapes`` can add."""
+SUPPORTED_CUES: tuple[str, ...] = ("corner", "border", "background")
+"""Kinds of spurious cue ``make_shapes`` can add: a corner patch, a frame, a tinted background."""
+
+BACKGROUND_TINT: float = 0.4
+"""Weight of the class colour in a ``cue="background"`` pixel: ``(1 - t) * background + t * colour``."""
 
 CUE_CLASS_MODES: tuple[str, ...] = ("own", "shifted", "random")
 """Which class colour a cue-carrying sample gets (the ``cue_class`` argument of ``make_shapes``)."""
@@ -40,6 +51,29 @@ def cue_region(image_size: int) -> tuple[int, int, int, int]:
     """
     side, margin = _cue_geometry(check_image_size(image_size))
     return (margin, margin, margin + side, margin + side)
+
+
+def border_region(image_size: int) -> np.ndarray:
+    """Return the pixels of the ``"border"`` spurious cue: a frame along the image's edges.
+
+    Parameters
+    ----------
+    image_size : int
+        Side length of the (square) images.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``bool`` ``(image_size, image_size)``, ``True`` on the outer ``w`` rows and columns,
+        ``w = max(1, round(0.06 * image_size))`` (2 px for 32 px images, 4 px for 64 px).
+        Objects may reach into the frame; where they do, the object is drawn (see
+        :func:`make_shapes`).
+    """
+    size = check_image_size(image_size)
+    w = max(1, int(round(0.06 * size)))
+    frame = np.zeros((size, size), dtype=bool)
+    frame[:w], frame[-w:], frame[:, :w], frame[:, -w:] = True, True, True, True
+    return frame
 
 
 def reserved_region(image_size: int) -> tuple[int, int, int, int]:

@@ -23,8 +23,10 @@ from .checks import (
 )
 from .container import SyntheticShapes
 from .cues import (
+    BACKGROUND_TINT,
     CUE_CLASS_MODES,
     SUPPORTED_CUES,
+    border_region,
     cue_colors,
     cue_region,
     reserved_region,
@@ -64,12 +66,19 @@ def make_shapes(
     spurious_rate : float, default 0.0
         Probability in ``[0, 1]`` that a sample carries the spurious cue
         (drawn independently per sample).  ``0`` means no image has a cue.
-    cue : str, default "corner"
-        Kind of spurious cue.  ``"corner"``: a solid square patch at
-        :func:`cue_region` (about 10 % of the image side, top-left corner)
-        whose colour :func:`cue_colors` ``[c]`` identifies class ``c``.
+    cue : {"corner", "border", "background"}, default "corner"
+        Kind of spurious cue; in each, the colour :func:`cue_colors` ``[c]``
+        identifies class ``c``.  ``"corner"``: a solid square patch at
+        :func:`cue_region` (about 10 % of the image side, top-left corner).
         Objects never enter :func:`reserved_region`, so cue and objects never
-        overlap.
+        overlap.  ``"border"``: a solid frame on :func:`border_region` (6 % of
+        the side wide).  ``"background"``: every background pixel mixed with
+        the colour, ``(1 - t) * pixel + t * colour``, ``t =``
+        :data:`BACKGROUND_TINT` (0.4).  For the last two an object reaching
+        into the cue is drawn on top: ``cue_masks`` holds the cue's pixels not
+        covered by an object.  The layout, colours, background and noise do
+        not depend on ``cue``, so datasets differing only in ``cue`` have the
+        same objects.
     cue_class : {"own", "shifted", "random"}, default "own"
         Which class colour the cue shows: ``"own"`` the sample's label (a
         spurious shortcut), ``"shifted"`` ``(label + 1) % K`` (a conflicting
@@ -208,12 +217,25 @@ def make_shapes(
     else:
         shown = random_cls.astype(np.int64)
     cue_labels = np.where(has_cue, shown, -1).astype(np.int64)
-    y0, x0, y1, x1 = cue_region(size)
     cue_masks = np.zeros((n, size, size), dtype=bool)
-    cue_masks[has_cue, y0:y1, x0:x1] = True
-    if has_cue.any():
-        palette = cue_colors(k)
-        images[has_cue, :, y0:y1, x0:x1] = palette[cue_labels[has_cue]][:, :, None, None]
+    if cue == "corner":
+        y0, x0, y1, x1 = cue_region(size)
+        cue_masks[has_cue, y0:y1, x0:x1] = True
+        if has_cue.any():
+            palette = cue_colors(k)
+            images[has_cue, :, y0:y1, x0:x1] = palette[cue_labels[has_cue]][:, :, None, None]
+    elif has_cue.any():
+        # the frame, or every background pixel; objects stay on top, so the masks stay exact
+        free = ~object_masks[has_cue].any(axis=1)
+        cue_masks[has_cue] = free & border_region(size) if cue == "border" else free
+        colour = cue_colors(k)[cue_labels[has_cue]][:, :, None]  # (m, 3, 1)
+        sub = images[has_cue].reshape(-1, 3, size * size)
+        where = cue_masks[has_cue].reshape(-1, 1, size * size)
+        if cue == "border":
+            painted = np.broadcast_to(colour, sub.shape)
+        else:
+            painted = (1.0 - BACKGROUND_TINT) * sub + BACKGROUND_TINT * colour
+        images[has_cue] = np.where(where, painted, sub).reshape(-1, 3, size, size).astype(np.float32)
 
     # Pixel noise (same stream whatever the cue), clip, channels-last.
     if noise_f > 0:
