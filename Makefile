@@ -41,6 +41,7 @@ bench: install
 	$(PY) benchmarks/bench_callback.py
 	$(PY) benchmarks/bench_scorecam.py
 	$(PY) benchmarks/bench_dataset.py
+	$(PY) benchmarks/bench_guided.py
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

@@ -39,6 +39,7 @@ from .methods import (
 )
 from .neurons import NeuronImportance, neuron_importance, textual_explanation
 from .runs import Run, explain_dataset, load_run
+from .training import GuidedTraining
 from .viz.overlay import overlay
 from .viz.plots import plot
 
@@ -54,6 +55,7 @@ __all__ = [
     "GuidedBackprop",
     "GuidedGradCAM",
     "GuidedGradCAMPlusPlus",
+    "GuidedTraining",
     "NeuronImportance",
     "Run",
     "ScoreCAM",
