@@ -17,7 +17,9 @@ from .evaluate import evaluate, format_table
 from .explain import explain
 from .methods import (
     CAM,
+    ISCAM,
     METHODS,
+    SSCAM,
     AblationCAM,
     EigenCAM,
     EigenGradCAM,
@@ -59,6 +61,8 @@ __all__ = [
     "NeuronImportance",
     "Run",
     "ScoreCAM",
+    "SSCAM",
+    "ISCAM",
     "guided_clone",
     "guided_relu",
     "neuron_importance",

@@ -65,6 +65,11 @@ OPTIONS = {
     "cam": {"layer": "c2", "relu": False, "score": "output", "batch_size": 2},
     "gradcam-elementwise": {"layer": "c1", "counterfactual": True},
     "eigengradcam": {"layer": "c1", "center": True, "relu": True, "batch_size": 2},
+    "sscam": {
+        "layer": "c2", "n_samples": 2, "noise_std": 0.5, "seed": 3, "weights": "probability", "max_channels": 2,
+        "verbose": 0, "batch_size": 5,
+    },
+    "iscam": {"layer": "c1", "n_steps": 3, "path": "cumulative", "weights": "probability", "verbose": 0},
 }
 
 

@@ -11,10 +11,12 @@ from .guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus
 from .guided_model import guided_clone, guided_relu
 from .hirescam import HiResCAM
 from .integrated_gradcam import IntegratedGradCAM
+from .iscam import ISCAM
 from .layercam import LayerCAM
 from .registry import METHODS, display_name, get_method
 from .scorecam import ScoreCAM
 from .smooth_gradcam_plusplus import SmoothGradCAMPlusPlus
+from .sscam import SSCAM
 from .xgradcam import XGradCAM
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "CAM",
     "GradCAMElementWise",
     "EigenGradCAM",
+    "SSCAM",
+    "ISCAM",
     "guided_clone",
     "guided_relu",
 ]

@@ -156,6 +156,15 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         """How many channels of each sample are perturbed: all, or at most ``max_channels``."""
         return channels if self.max_channels is None else min(self.max_channels, channels)
 
+    def _copies(self) -> int:
+        """Perturbed copies of each channel (noise draws, path steps): 1 for Score-CAM and Ablation-CAM.
+
+        With ``d`` copies the driver hands :meth:`_perturbed_scores` copy ids ``channel * d + copy``
+        instead of channel indices, and :meth:`_weights` the ``(B, N * d)`` scores, copies of a
+        channel side by side.
+        """
+        return 1
+
     def _select_channels(self, acts: tf.Tensor, count: int) -> tf.Tensor:
         """``(B, count)`` int32 channel indices to perturb for each sample.
 
@@ -170,11 +179,11 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         return tf.math.top_k(std, k=count).indices
 
     def _perturbed_scores(self, xb, acts, channels, targets, size):
-        """Graph code: ``(scores, valid)``, each ``(c, B)``, for the ``(B, c)`` channel indices."""
+        """Graph code: ``(scores, valid)``, each ``(c, B)``, for the ``(B, c)`` channel indices (copy ids, see :meth:`_copies`)."""
         raise NotImplementedError
 
     def _weights(self, clean_scores: np.ndarray, scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """``(B, N)`` channel weights from the ``(B, N)`` perturbed scores."""
+        """``(B, N)`` channel weights from the ``(B, N * copies)`` perturbed scores."""
         raise NotImplementedError
 
     def _begin(self) -> None:
@@ -241,11 +250,13 @@ class ChannelPerturbation(CleanPass, BaseCAM):
             check_range(t, self._num_classes)
         k = int(self._acts_shape()[-1])
         count = self._num_perturbed(k)
-        samples, chunk = plan_passes(n, count, bs)
+        copies = self._copies()
+        total = count * copies  # perturbed images per sample
+        samples, chunk = plan_passes(n, total, bs)
         block = samples * max(1, bs // samples)  # samples per clean pass (at most batch_size images)
         perturbed = self._perturbed_function(x, t, size, chunk)
         group = chunk * PASSES_PER_CALL
-        passes = math.ceil(n / samples) * math.ceil(count / chunk)
+        passes = math.ceil(n / samples) * math.ceil(total / chunk)
         bar = Progbar(passes, verbose=self.verbose, unit_name="pass")
         parts = []
         for i in range(0, n, block):
@@ -254,18 +265,22 @@ class ChannelPerturbation(CleanPass, BaseCAM):
             tblock = np.full((m,), -1, np.int32) if callable(t) else t[i : i + block]
             acts_all, tgt, scores, preds = clean(xblock, tblock)
             channels_all = self._select_channels(acts_all, count)
+            ids_all = channels_all
+            if copies > 1:  # copy ids: channel * copies + copy, the copies of a channel side by side
+                ids_all = channels_all[:, :, None] * copies + tf.range(copies, dtype=tf.int32)[None, None]
+                ids_all = tf.reshape(ids_all, [m, total])
             got, ok = [], []
             for j in range(0, m, samples):
                 xb = batch_slice(xblock, j, j + samples)
-                acts, channels, tb = acts_all[j : j + samples], channels_all[j : j + samples], tgt[j : j + samples]
+                acts, channels, tb = acts_all[j : j + samples], ids_all[j : j + samples], tgt[j : j + samples]
                 scs, vas = [], []
-                sizes = [min(group, count - s) for s in range(0, count, group)]
+                sizes = [min(group, total - s) for s in range(0, total, group)]
                 for part, width in zip(tf.split(channels, sizes, axis=1), sizes):
                     sc, va = perturbed(xb, acts, part, tb)
                     scs.append(sc)
                     vas.append(va)
                     bar.add(math.ceil(width / chunk))
-                got.append(tf.transpose(tf.concat(scs, axis=0)))  # (samples, count)
+                got.append(tf.transpose(tf.concat(scs, axis=0)))  # (samples, total)
                 ok.append(tf.transpose(tf.concat(vas, axis=0)))
             raw, valid = tf.concat(got, axis=0).numpy(), tf.concat(ok, axis=0).numpy()
             weights = np.zeros((m, k), np.float32)  # 0 for channels not perturbed

@@ -15,9 +15,11 @@ from .gradcam_plusplus import GradCAMPlusPlus
 from .guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus
 from .hirescam import HiResCAM
 from .integrated_gradcam import IntegratedGradCAM
+from .iscam import ISCAM
 from .layercam import LayerCAM
 from .scorecam import ScoreCAM
 from .smooth_gradcam_plusplus import SmoothGradCAMPlusPlus
+from .sscam import SSCAM
 from .xgradcam import XGradCAM
 
 __all__ = ["METHODS", "get_method", "display_name", "merge_options"]
@@ -41,6 +43,8 @@ METHODS = {
         CAM,
         GradCAMElementWise,
         EigenGradCAM,
+        SSCAM,
+        ISCAM,
     )
 }
 

@@ -22,15 +22,21 @@ __all__ = ["ScoreCAM", "mask_images"]
 SCORECAM_WEIGHTS = ("probability", "channel-softmax")
 
 
-def mask_images(images, maps, size, channels_first):
+def mask_images(images, maps, size, channels_first, *, scale=None, noise=None):
     """Score-CAM's masked inputs ``X * s(Up(A^k))``: upsample, then min-max normalise, then multiply.
 
     ``images`` ``(B, ...)``, ``maps`` ``(c * B, *spatial)`` copy-major. Returns the ``(c * B, ...)``
     masked images and whether each upsampled map was non-constant (relative to its magnitude).
+    ``scale`` ``(c * B,)`` multiplies each normalised mask (IS-CAM's path) and ``noise``
+    ``(c * B, *size)`` is added to it (SS-CAM), before the product with the image.
     """
     up = resize(maps, size)
     valid = nonconstant(up)
     masks = tf.cast(normalize(up), images.dtype)
+    if scale is not None:
+        masks = masks * tf.reshape(tf.cast(scale, masks.dtype), [-1] + [1] * len(size))
+    if noise is not None:
+        masks = masks + tf.cast(noise, masks.dtype)
     b = tf.shape(images)[0]
     masks = tf.reshape(masks, tf.concat([[-1, b], tf.shape(masks)[1:]], axis=0))  # (c, B, *size)
     masks = masks[:, :, None] if channels_first else masks[..., None]
@@ -124,8 +130,16 @@ class ScoreCAM(ChannelPerturbation):
         super()._setup(sample)
         refuse_token_inputs(self.model, self.display_name, "multiplies the input by masks", only_if_all=True)
 
-    def _perturbed_scores(self, xb, acts, channels, targets, size):
-        c = tf.shape(channels)[1]
+    def _mask_terms(self, ids: tf.Tensor, size: tuple) -> dict:
+        """Graph code: extra :func:`mask_images` arguments (``scale``, ``noise``) for the ``(c * B,)``
+        copy-major copy ids of a pass; none for Score-CAM (SS-CAM and IS-CAM override it)."""
+        return {}
+
+    def _perturbed_scores(self, xb, acts, ids, targets, size):
+        c = tf.shape(ids)[1]
+        copies = self._copies()
+        channels = ids // copies if copies > 1 else ids
+        terms = self._mask_terms(tf.reshape(tf.transpose(ids), [-1]), tuple(size))
         maps = tf.gather(acts, channels, axis=-1, batch_dims=1)  # (B, *spatial, c)
         rank = maps.shape.rank
         maps = tf.transpose(maps, [rank - 1] + list(range(rank - 1)))  # (c, B, *spatial)
@@ -138,7 +152,7 @@ class ScoreCAM(ChannelPerturbation):
             dims = tuple(a.shape[2:] if first else a.shape[1:-1])
             if a.shape.rank == len(size) + 2 and dims == tuple(size):
                 # fused by XLA, the masking costs a few percent of a forward pass; unfused, up to half
-                masked, valid = fused(lambda images, m: mask_images(images, m, tuple(size), first), a, maps)
+                masked, valid = fused(lambda images, m, t: mask_images(images, m, tuple(size), first, **t), a, maps, terms)
                 found.append(True)
                 return masked
             return self._tile(a, c)
@@ -160,6 +174,10 @@ class ScoreCAM(ChannelPerturbation):
         return tf.reshape(got, shape), tf.reshape(valid, shape)
 
     def _weights(self, clean_scores, scores, valid):
+        copies = self._copies()
+        if copies > 1:  # SS-CAM, IS-CAM: the mean over a channel's copies (its validity is theirs)
+            scores = scores.reshape(scores.shape[0], -1, copies).mean(axis=2)
+            valid = valid.reshape(valid.shape[0], -1, copies)[..., 0]
         if self.weights == "probability":
             return np.where(valid, scores, 0.0)
         logits = np.where(valid, scores, -np.inf)
