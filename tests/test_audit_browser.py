@@ -18,39 +18,23 @@ import os
 import pathlib
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
+from headless import chromium as headless_chromium
+from headless import requires_chromium
 from test_audit import _model, corner_data
 
 import keras_gradcam as kg
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed; `make test-browser` installs it (apt-get install chromium) and runs this test",
-)
+pytestmark = requires_chromium
 
 HEADERS = ["class", "images", "accuracy", "consistency", "flagged", "region", "accuracy covered"]
 
 
 def chromium(*args, window: str = "1200,1600", timeout: int = 120) -> str:
-    profile = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"kg-chromium-audit-{os.getpid()}"
-    cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND",  # no network
-        f"--user-data-dir={profile}", f"--window-size={window}", "--virtual-time-budget=5000", *args,
-    ]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    return headless_chromium(*args, window=window, budget_ms=5000, offline=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

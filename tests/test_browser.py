@@ -18,38 +18,22 @@ import os
 import pathlib
 import re
 import shutil
-import subprocess
 import urllib.parse
 
 import pytest
+from headless import chromium as headless_chromium
+from headless import requires_chromium
 from tbserver import get, tensorboard
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed; `make test-browser` installs it (apt-get install chromium) and runs this test",
-)
+pytestmark = requires_chromium
 
 
 ATTEMPTS = 5  # page loads before a missing card counts as a failure
 
 
 def chromium(*args, window: str = "1400,900", timeout: int = 120) -> str:
-    profile = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"kg-chromium-{os.getpid()}"
-    cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={window}",
-        "--virtual-time-budget=20000", *args,
-    ]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    return headless_chromium(*args, window=window, budget_ms=20000, offline=False, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
