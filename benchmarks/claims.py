@@ -41,10 +41,20 @@ PREFERRED = ["gradcam", "gradcam++", "smoothgradcam++", "xgradcam", "hirescam", 
 GUIDED = "guided-backprop"
 
 
-def cam_methods() -> list[str]:
-    """Every CAM method of this build: the seed papers' first, then any others in ``kg.METHODS``."""
+def cam_methods(model, layer) -> tuple[list[str], dict[str, str]]:
+    """Every CAM method of this build that applies to ``model``: the seed papers' first, then the others
+    in ``kg.METHODS``; and the ones that refuse its architecture, with their reason (CAM needs a
+    global-average-pooling head right after the layer)."""
     names = [m for m in PREFERRED if m in kg.METHODS]
-    return names + sorted(m for m in kg.METHODS if m not in names and not m.startswith("guided"))
+    names += sorted(m for m in kg.METHODS if m not in names and not m.startswith("guided"))
+    usable, refused = [], {}
+    for name in names:
+        try:
+            kg.get_method(name)(model, layer)
+            usable.append(name)
+        except ValueError as err:
+            refused[name] = str(err).split(";")[0]
+    return usable, refused
 
 
 @dataclass
@@ -164,7 +174,7 @@ def run(cfg: Config) -> str:
     common = dict(masks=test.masks, targets=test.labels, layer=layer, tolerance=tol, steps=cfg.steps,
                   occlusion_patch=cfg.patch, occlusion_stride=cfg.stride,
                   randomization_images=cfg.randomization_images, seed=cfg.seed)
-    methods = cam_methods()
+    methods, refused = cam_methods(model, layer)
     rows = evaluate(model, x_test, methods, **common)
     guided_note = "not run: `kg.get_method('guided-backprop')` is not available in this build"
     if guided:
@@ -342,7 +352,7 @@ def run(cfg: Config) -> str:
     ))
 
     seconds = time.perf_counter() - t_start
-    ctx = dict(cfg=cfg, rows=rows, verdicts=verdicts, disc=disc, cov=cov, rand=rand, guided_note=guided_note,
+    ctx = dict(cfg=cfg, rows=rows, verdicts=verdicts, disc=disc, cov=cov, rand=rand, guided_note=guided_note, refused=refused,
                accuracy=accuracy, accuracy_multi=accuracy_multi, tol=tol, t_train=t_train, seconds=seconds,
                gsa=gradient_activation_product(model, x_test, test.labels, layer),
                cpu_seconds=time.process_time() - cpu_start)
@@ -371,7 +381,7 @@ def gradient_activation_product(model: keras.Model, x: np.ndarray, labels: np.nd
 # ------------------------------------------------------------------------------------------------
 # The page
 # ------------------------------------------------------------------------------------------------
-def render(cfg, rows, verdicts, disc, cov, rand, guided_note, accuracy, accuracy_multi, tol, t_train, seconds,
+def render(cfg, rows, verdicts, disc, cov, rand, guided_note, refused, accuracy, accuracy_multi, tol, t_train, seconds,
            gsa, cpu_seconds) -> str:
     out = []
     w = out.append
@@ -403,6 +413,8 @@ def render(cfg, rows, verdicts, disc, cov, rand, guided_note, accuracy, accuracy
       "images (lower = more sensitive to the weights); map area >= 50 % of max and normalised entropy as "
       "sharpness proxies; seconds = time to explain the test images.")
     w(f"* **Guided Backprop:** {guided_note}.\n")
+    for name, why in refused.items():
+        w(f"* **{name}** not run on this model: {why}.\n")
 
     w("## Every metric for every method\n")
     arrows = {k: ("↑" if d == "higher" else "↓" if d == "lower" else "") for k, (_, d) in COLUMNS.items()}
