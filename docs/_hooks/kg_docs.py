@@ -123,7 +123,7 @@ def _make_figures() -> dict[str, bytes]:
 
     explanations = {}
     for name in _methods():
-        # layer=None: the last spatial layer, 'last_conv' (and methods that explain the input take no layer)
+        # layer=None: the last feature map before pooling, 'last_conv' (and methods that explain the input take no layer)
         exp = kg.explain(model, probes.images, method=name, **_METHOD_OPTIONS.get(name, {}))
         explanations[name] = exp
         fig = plot(exp, probes.images, labels=probes.labels, class_names=probes.class_names, figsize=(6.4, 6.2))

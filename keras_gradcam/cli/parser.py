@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "layers", help="list the layers --layer accepts (nested models included)",
         description="List the layers of MODEL that can be explained: those with a spatial output, in execution "
-        "order, as the paths --layer accepts. The default layer (the last one) is marked with *.",
+        "order, as the paths --layer accepts. The default layer (the last feature map before pooling, see "
+        "docs/layers.md) is marked with *.",
         epilog=_EPILOG, formatter_class=fmt,
     )
     p.add_argument("model", metavar="MODEL", help="a saved Keras model (.keras, or legacy .h5)")
