@@ -38,6 +38,7 @@ from .metrics.localisation import (
     pointing_game,
 )
 from .metrics.occlusion import occlusion_correlation, occlusion_map
+from .metrics.road import ROAD_PERCENTAGES, road_curve
 from .metrics.sanity import randomization_check
 from .metrics.scoring import Scorer
 
@@ -53,6 +54,7 @@ METRICS: tuple[str, ...] = (
     "win_rate",
     "deletion_auc",
     "insertion_auc",
+    "road",
     "occlusion_correlation",
     "randomization",
     "map_area",
@@ -70,6 +72,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "win_rate": ("% of images where this method's E keeps the most confidence", "higher"),
     "deletion_auc": ("RISE deletion AUC (substrate 0)", "lower"),
     "insertion_auc": ("RISE insertion AUC (from a blurred copy)", "higher"),
+    "road": ("ROAD (LeRF - MoRF) / 2 over 10-90 % removed, noisy linear imputation", "higher"),
+    "road_morf": ("ROAD mean score, most relevant pixels removed first", "lower"),
+    "road_lerf": ("ROAD mean score, least relevant pixels removed first", "higher"),
     "occlusion_correlation": ("Spearman rho with an occlusion map", "higher"),
     "randomization_similarity": ("mean |Spearman| with the trained map over cascading randomisation", "lower"),
     "map_area": ("fraction of pixels >= 50 % of the map's maximum", ""),
@@ -117,6 +122,7 @@ def evaluate(
     occlusion_patch: int | None = None,
     occlusion_stride: int | None = None,
     randomization_images: int | None = 16,
+    road_percentages: Sequence[float] = ROAD_PERCENTAGES,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
     verbose: bool = False,
@@ -163,13 +169,16 @@ def evaluate(
         Deletion/insertion steps (None: the image height, as RISE).
     occlusion_patch, occlusion_stride : int, optional
         Occlusion window and stride (None: ``min(H, W) / 7`` and a quarter of that).
+    road_percentages : sequence of float, default=(10, 20, ..., 90)
+        Shares of pixels ROAD removes (:func:`keras_gradcam.metrics.road_curve`); its noise is
+        the reference's 0.01 and its seed is ``seed``.
     randomization_images : int or None, default=16
         The randomisation check re-explains this many images (the first ones) once per layer;
         None uses all.
     method_options : mapping, optional
         Per-method options for the explainer, e.g. ``{"smoothgradcam++": {"n_samples": 8}}``.
     seed : int, default=0
-        Seed of the randomisation check.
+        Seed of the randomisation check and of ROAD's imputation noise.
     verbose : bool, default=False
         Print progress to stderr.
 
@@ -195,7 +204,8 @@ def evaluate(
 
     The occlusion map and the confidences on the unperturbed images are computed once and
     shared by all methods; each method is explained once. Expensive parts: deletion and
-    insertion (``steps + 1`` forwards per image each), occlusion (one forward per window) and
+    insertion (``steps + 1`` forwards per image each), ROAD (a sparse solve and a forward per
+    image, percentage and order), occlusion (one forward per window) and
     the randomisation check (one explanation per layer with weights).
 
     Examples
@@ -293,6 +303,12 @@ def evaluate(
             row["deletion_auc"] = deletion_auc(scorer, x, h, classes, steps=steps, score=score, batch_size=bs)
         if "insertion_auc" in wanted:
             row["insertion_auc"] = insertion_auc(scorer, x, h, classes, steps=steps, score=score, batch_size=bs)
+        if "road" in wanted:
+            kw = dict(percentages=road_percentages, seed=seed, score=score, batch_size=bs)
+            morf = road_curve(scorer, x, h, classes, order="morf", **kw)
+            lerf = road_curve(scorer, x, h, classes, order="lerf", **kw)
+            row["road"] = float(((lerf - morf) / 2.0).mean())
+            row["road_morf"], row["road_lerf"] = float(morf.mean()), float(lerf.mean())
         if "occlusion_correlation" in wanted:
             row["occlusion_correlation"] = occlusion_correlation(
                 scorer, x, h, classes, patch=occlusion_patch, stride=occlusion_stride, score=score, occlusion=occlusion

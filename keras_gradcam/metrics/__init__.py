@@ -10,7 +10,9 @@ Two kinds of metric live here.
 * **Model metrics** perturb the input according to a map and read the model's confidence:
   :func:`average_drop`, :func:`increase_in_confidence`, :func:`win_rate`,
   :func:`deletion_curve` / :func:`deletion_auc`, :func:`insertion_curve` /
-  :func:`insertion_auc` (:mod:`~keras_gradcam.metrics.faithfulness`),
+  :func:`insertion_auc` (:mod:`~keras_gradcam.metrics.faithfulness`), ROAD's
+  :func:`road_curve` / :func:`road` with :func:`noisy_linear_imputation`
+  (:mod:`~keras_gradcam.metrics.road`),
   :func:`occlusion_map` / :func:`occlusion_correlation`
   (:mod:`~keras_gradcam.metrics.occlusion`), and the :func:`randomization_check`
   (:mod:`~keras_gradcam.metrics.sanity`), which re-explains a randomised *copy* of the model.
@@ -76,9 +78,10 @@ from .localisation import (
     pointing_game,
 )
 from .occlusion import occlusion_correlation, occlusion_map
+from .road import ROAD_PERCENTAGES, noisy_linear_imputation, road, road_curve
 from .sanity import RandomizationResult, randomization_check
 from .scoring import SCORES
-from .stats import auc, gaussian_blur, spearman
+from .stats import auc, gaussian_blur, saliency_ranks, spearman
 
 __all__ = [
     # map-only: localisation and sharpness
@@ -100,6 +103,11 @@ __all__ = [
     "deletion_auc",
     "insertion_curve",
     "insertion_auc",
+    # model metrics: ROAD (remove and debias)
+    "ROAD_PERCENTAGES",
+    "road_curve",
+    "road",
+    "noisy_linear_imputation",
     # model metrics: occlusion
     "occlusion_map",
     "occlusion_correlation",
@@ -108,6 +116,7 @@ __all__ = [
     "RandomizationResult",
     # numerical helpers
     "auc",
+    "saliency_ranks",
     "spearman",
     "gaussian_blur",
 ]

@@ -18,7 +18,7 @@ from ..core.explanation import Explanation
 from ..core.validate import one_of, positive_int
 from .arrays import as_array, as_images, as_maps, check_reduction, check_unit, reduce_values
 from .scoring import make_substrate, scorer_for
-from .stats import auc
+from .stats import auc, saliency_ranks
 
 __all__ = [
     "MASK_SPACES",
@@ -265,15 +265,6 @@ def win_outcome(o: np.ndarray, best_other: np.ndarray, reduction):
 # ================================================================================================
 # Deletion / insertion (RISE)
 # ================================================================================================
-def _order_ranks(h: np.ndarray) -> np.ndarray:
-    """Rank of each pixel by decreasing saliency (0 = most salient); ties in row-major order."""
-    n = h.shape[0]
-    order = np.argsort(-h.reshape(n, -1), axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(order.shape[1])[None, :], axis=1)
-    return rank.reshape(h.shape)
-
-
 def _counts(hw: int, steps: int | None, height: int, width: int) -> np.ndarray:
     n = height if steps is None else positive_int("steps", steps)
     if n > hw:
@@ -290,7 +281,7 @@ def _curve(mode, model, images, heatmaps, targets, steps, substrate, blur_kernel
     sub = make_substrate(substrate, x, blur_kernel, blur_sigma)
     start, end = (x, sub) if mode == "deletion" else (sub, x)
     counts = _counts(h.shape[1] * h.shape[2], steps, h.shape[1], h.shape[2])
-    return scorer.curves(start, end, _order_ranks(h), counts, classes, bs)
+    return scorer.curves(start, end, saliency_ranks(h), counts, classes, bs)
 
 
 def deletion_curve(

@@ -14,7 +14,7 @@ from scipy import ndimage, stats
 from ..core.validate import positive_float, positive_int
 from .arrays import as_images
 
-__all__ = ["auc", "spearman", "label_components", "rise_kernel", "gaussian_blur"]
+__all__ = ["auc", "saliency_ranks", "spearman", "label_components", "rise_kernel", "gaussian_blur"]
 
 
 def auc(curve, axis: int = -1) -> np.ndarray | float:
@@ -53,6 +53,19 @@ def auc(curve, axis: int = -1) -> np.ndarray | float:
     n = s.shape[-1] - 1
     area = (s.sum(-1) - s[..., 0] / 2 - s[..., -1] / 2) / n
     return float(area) if area.ndim == 0 else area
+
+
+def saliency_ranks(h: np.ndarray) -> np.ndarray:
+    """Rank of each pixel of ``(N, H, W)`` maps by decreasing saliency (0 = most salient).
+
+    A stable sort: ties keep row-major order, so the order is reproducible (the references'
+    ``argsort`` leaves it arbitrary). Deletion, insertion and ROAD order pixels with it.
+    """
+    n = h.shape[0]
+    order = np.argsort(-h.reshape(n, -1), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(order.shape[1])[None, :], axis=1)
+    return rank.reshape(h.shape)
 
 
 def spearman(a, b) -> np.ndarray:
