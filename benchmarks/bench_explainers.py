@@ -13,6 +13,7 @@ and the figure is the median over ``--repeats`` rounds of the per-round ratio (a
 call that traces the compiled functions). Usage::
 
     python benchmarks/bench_explainers.py [--size 224] [--batch 16] [--repeats 11] [--samples 16]
+        [--methods gradcam cam ...]
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--repeats", type=int, default=11, help="rounds for one-pass methods (a third of it, >= 3, for the others)")
     p.add_argument("--samples", type=int, default=16, help="n for Smooth Grad-CAM++ and steps for Integrated Grad-CAM")
     p.add_argument("--layer", default="conv5_block3_out")
+    p.add_argument("--methods", nargs="*", default=None, help="registered names to run (default: all rows)")
     args = p.parse_args(argv)
 
     keras.utils.set_random_seed(0)
@@ -98,6 +100,8 @@ def main(argv=None) -> list[dict]:
         ("smoothgradcam++", {"n_samples": n}, run_forward_backward(n), f"{n} forward+backward", 1.15, few),
         ("integrated-gradcam", {"steps": n}, run_forward_backward(n), f"{n} forward+backward", 1.15, few),
     ]
+    if args.methods:
+        setups = [s for s in setups if s[0] in args.methods]
     for name, options, baseline, base_name, target, repeats in setups:
         cam = kg.get_method(name)(model, args.layer, batch_size=args.batch, **options)
         t, ratio = paired(lambda cam=cam: cam(x), baseline, repeats)

@@ -9,12 +9,16 @@ The model is a small VGG-like network (``weights=None``; four conv blocks, 96x96
 ``block4_conv`` with 128 channels at 12x12): ResNet50's 2048 channels would take minutes per
 figure on a CPU. Ablation-CAM is reported against the same floor: by default it runs only the
 sub-network after the layer (``head_only``), far below it; with ``head_only=False`` it runs the
-whole model with the channel zeroed, like Score-CAM. After a warm-up call that traces the
+whole model with the channel zeroed, like Score-CAM. SS-CAM (``n`` noisy copies of each mask)
+and IS-CAM (``n`` points on each mask's path) run ``n * K`` masked passes, and are divided by
+``n * K`` forwards (``--n 4`` by default, to keep the run short; their own defaults are 35 and 10).
+After a warm-up call that traces the
 compiled functions, each of ``--repeats`` rounds times the K forwards and every method back to
 back; the ratio is the median of the per-round ratios (robust to load on a shared machine). The
 ratio of process CPU times is printed too: on a loaded machine it is steadier than wall time. Usage::
 
-    python benchmarks/bench_scorecam.py [--size 96] [--batch 8] [--channels 128] [--repeats 5]
+    python benchmarks/bench_scorecam.py [--size 96] [--batch 8] [--channels 128] [--repeats 5] [--n 4]
+        [--methods scorecam sscam ...]
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_gradcam.methods.ablationcam import AblationCAM  # noqa: E402
+from keras_gradcam.methods.iscam import ISCAM  # noqa: E402
 from keras_gradcam.methods.scorecam import ScoreCAM  # noqa: E402
+from keras_gradcam.methods.sscam import SSCAM  # noqa: E402
 
 
 def timed(fn) -> tuple[float, float]:
@@ -63,6 +69,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--n", type=int, default=4, help="noisy copies (SS-CAM) and path points (IS-CAM) per mask")
+    p.add_argument("--methods", nargs="*", default=None, help="labels to run (prefix match); default all")
     args = p.parse_args(argv)
 
     keras.utils.set_random_seed(0)
@@ -78,13 +86,19 @@ def main(argv=None) -> list[dict]:
             out = forward(xt)
         out.numpy()
 
+    n = args.n
+    # (label, class, options, target, masked passes per channel)
     setups = [
-        ("scorecam", ScoreCAM, {}, 1.1),
-        ("scorecam max_channels=K/4", ScoreCAM, {"max_channels": k // 4}, None),  # about a quarter
-        ("ablationcam", AblationCAM, {}, 1.1),
-        ("ablationcam head_only=False", AblationCAM, {"head_only": False}, 1.1),
+        ("scorecam", ScoreCAM, {}, 1.1, 1),
+        ("scorecam max_channels=K/4", ScoreCAM, {"max_channels": k // 4}, None, 1),  # about a quarter
+        ("ablationcam", AblationCAM, {}, 1.1, 1),
+        ("ablationcam head_only=False", AblationCAM, {"head_only": False}, 1.1, 1),
+        (f"sscam n_samples={n}", SSCAM, {"n_samples": n}, 1.1, n),
+        (f"iscam n_steps={n}", ISCAM, {"n_steps": n}, 1.1, n),
     ]
-    cams = [cls(model, layer, batch_size=args.batch, verbose=0, **options) for _, cls, options, _ in setups]
+    if args.methods:
+        setups = [s for s in setups if any(s[0].startswith(m) for m in args.methods)]
+    cams = [cls(model, layer, batch_size=args.batch, verbose=0, **options) for _, cls, options, _, _ in setups]
     k_forwards()  # warm-up: tracing
     for cam in cams:
         cam(x)
@@ -101,12 +115,12 @@ def main(argv=None) -> list[dict]:
         f"{'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}, median of {args.repeats}"
     )
     print(f"plain forward of the batch: {floor / k * 1000:.1f} ms; K = {k} of them: {floor:.2f} s")
-    print("| method | time | time / (K forwards) | CPU time / (K forwards' CPU time) | target |")
+    print("| method | time | time / (passes x K forwards) | CPU time / (passes x K forwards' CPU time) | target |")
     print("|---|---|---|---|---|")
     rows = []
-    for (label, _, _, target), ts in zip(setups, times):
-        ratio = statistics.median(t[0] / f[0] for t, f in zip(ts, floors))
-        cpu = statistics.median(t[1] / f[1] for t, f in zip(ts, floors))
+    for (label, _, _, target, passes), ts in zip(setups, times):
+        ratio = statistics.median(t[0] / (passes * f[0]) for t, f in zip(ts, floors))
+        cpu = statistics.median(t[1] / (passes * f[1]) for t, f in zip(ts, floors))
         seconds = statistics.median(t[0] for t in ts)
         goal = "-" if target is None else f"<= {target:.2f} {'ok' if ratio <= target else 'SLOW'}"
         print(f"| {label} | {seconds:.2f} s | {ratio:.3f} | {cpu:.3f} | {goal} |")
