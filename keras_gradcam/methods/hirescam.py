@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ..core.engine import BaseCAM
+from ..core.smoothing import OPTIONS
 
 
 class HiResCAM(BaseCAM):
@@ -35,6 +36,7 @@ class HiResCAM(BaseCAM):
 
     name = "hirescam"
     display_name = "HiResCAM"
+    supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_sum(grads * acts, axis=-1)
+        return self.combine(acts, grads)
