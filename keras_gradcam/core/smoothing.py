@@ -29,7 +29,7 @@ OPTIONS = ("aug_smooth", "eigen_smooth", "relu")
 WHY = {
     "aug_smooth": "it explains flipped and brightened copies of each image and averages their maps at the layer",
     "eigen_smooth": "it replaces the method's weighted sum of activations by their first principal component",
-    "relu": "it switches off the ReLU of the method's combined map",
+    "relu": "it sets whether the method's combined map is rectified (ReLU)",
 }
 
 
@@ -45,7 +45,7 @@ def check_options(cls, supports, aug_smooth, eigen_smooth, relu) -> tuple[bool, 
         "relu": None if relu is None else boolean("relu", relu),
     }
     for name in OPTIONS:
-        if name not in supports and given[name] not in (None, False):
+        if name not in supports and given[name] is not (None if name == "relu" else False):
             takes = sorted(n for n in OPTIONS if n in supports)
             raise ValueError(
                 f"{name}={given[name]!r} is not supported by {cls.__name__}: {WHY[name]}, which does not apply to "
