@@ -238,7 +238,7 @@ class BaseCAM:
         and normalise. The copies are explained with the image's own targets, in one pass of
         ``6 x`` the rows (``batch_size`` still bounds the rows of a pass: ``batch_size // 6``
         images at a time). Cost: 6 times the method's passes plus one forward pass. Needs a float
-        image input and a 2-D layer map. See docs/methods/smoothing.md.
+        image input and a 2-D layer map. See docs/smoothing.md.
     eigen_smooth : bool, default=False
         Replace the method's weighted sum ``sum_k w_k A^k`` by the first principal component of
         the weighted activations ``w * A`` (per sample, SVD of the (positions, K)

@@ -1,10 +1,10 @@
 """The options every gradient method shares: ``aug_smooth``, ``eigen_smooth`` and ``relu``.
 
-Test-time augmentation (``aug_smooth=True``, METHODS.md section 2.22): each image becomes six
+Test-time augmentation (``aug_smooth=True``, as pytorch-grad-cam's): each image becomes six
 copies, the horizontal flip of the image or not times a brightness factor in
 :data:`AUG_FACTORS`, all explained in one pass of ``6 * B`` rows; the flip is undone on each map
 and the six maps are averaged. :func:`augment` builds the copies and :func:`average_copies`
-folds the maps back. Eigen smoothing (``eigen_smooth=True``, section 2.23) is
+folds the maps back. Eigen smoothing (``eigen_smooth=True``, likewise) is
 :func:`~keras_gradcam.core.postprocess.eigen_map` applied to the weighted activations, in
 :meth:`~keras_gradcam.core.engine.BaseCAM.combine`.
 """

@@ -25,7 +25,8 @@ class HiResCAM(BaseCAM):
     .. math:: L^c = \mathrm{ReLU}\Big(\sum_k \frac{\partial y^c}{\partial A^k} \odot A^k\Big)
 
     The ReLU is a display choice kept for parity with other libraries; the paper's guarantee is
-    about the signed map (``exp.layer_heatmaps`` is after the ReLU). One forward and one backward
+    about the signed map: with ``relu=False`` ``exp.layer_heatmaps`` is that map, and for a conv ->
+    global average pooling (or flatten) -> linear head it sums to ``y^c - b^c`` exactly. One forward and one backward
     pass. For a conv -> global average pooling -> linear head HiResCAM equals Grad-CAM.
 
     References
