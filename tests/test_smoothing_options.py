@@ -234,3 +234,12 @@ def test_kg_explain_and_the_cli_pass_the_options_through(model, tmp_path, capsys
     code = main(["explain", str(path), *pngs, "--method", "scorecam", "--layer", "conv", "--aug-smooth",
                  "--out", str(tmp_path / "out2"), "--progress", "never"])
     assert code != 0 and "aug_smooth=True is not supported by ScoreCAM" in capsys.readouterr().err
+
+
+def test_guided_gradcam_takes_eigen_smooth_on_its_gradcam_part(model):
+    targets = np.array([0, 1, 2, 0])
+    guided = kg.GuidedGradCAM(model, "conv", eigen_smooth=True)(X, targets)
+    plain = kg.GradCAM(model, "conv", eigen_smooth=True)(X, targets)
+    close(guided.heatmaps, plain.heatmaps, atol=1e-6)
+    heat = plain.heatmaps[..., None]
+    close(guided.attributions, guided.extras["guided_backprop"] * heat, atol=1e-6)
