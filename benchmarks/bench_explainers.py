@@ -6,14 +6,16 @@ it prints images/s and the median time divided by:
 * the plain compiled forward pass of the same numpy batch (one-pass methods; target <= 1.05x), and
 * ``n`` plain compiled forward+backward passes, the backward going from the top logits to the
   same layer (Smooth Grad-CAM++ with ``n`` samples, Integrated Grad-CAM with ``n`` steps;
-  target <= 1.15x).
+  target <= 1.15x), and
+* Grad-CAM without the option, for the shared options ``gradcam+aug_smooth`` (six copies of each
+  image and one clean forward pass: about 6x) and ``gradcam+eigen_smooth`` (one SVD per image).
 
 Machines are noisy: the baseline and the method are timed in alternation, round after round,
 and the figure is the median over ``--repeats`` rounds of the per-round ratio (after a warm-up
 call that traces the compiled functions). Usage::
 
     python benchmarks/bench_explainers.py [--size 224] [--batch 16] [--repeats 11] [--samples 16]
-        [--methods gradcam cam ...]
+                                          [--only gradcam+aug_smooth,gradcam+eigen_smooth]
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--repeats", type=int, default=11, help="rounds for one-pass methods (a third of it, >= 3, for the others)")
     p.add_argument("--samples", type=int, default=16, help="n for Smooth Grad-CAM++ and steps for Integrated Grad-CAM")
     p.add_argument("--layer", default="conv5_block3_out")
-    p.add_argument("--methods", nargs="*", default=None, help="registered names to run (default: all rows)")
+    p.add_argument("--only", default=None, help="comma-separated rows to run (e.g. gradcam+aug_smooth); default: all")
     args = p.parse_args(argv)
 
     keras.utils.set_random_seed(0)
@@ -96,14 +98,18 @@ def main(argv=None) -> list[dict]:
     rows = []
     n = args.samples
     few = max(3, args.repeats // 3)
+    plain_gradcam = kg.GradCAM(model, args.layer, batch_size=args.batch)
     setups = [(m, {}, run_forward, "1 forward", 1.05, args.repeats) for m in ONE_PASS] + [
         ("smoothgradcam++", {"n_samples": n}, run_forward_backward(n), f"{n} forward+backward", 1.15, few),
         ("integrated-gradcam", {"steps": n}, run_forward_backward(n), f"{n} forward+backward", 1.15, few),
+        ("gradcam+aug_smooth", {"aug_smooth": True}, lambda: plain_gradcam(x), "gradcam", 6.5, few),
+        ("gradcam+eigen_smooth", {"eigen_smooth": True}, lambda: plain_gradcam(x), "gradcam", 1.5, args.repeats),
     ]
-    if args.methods:
-        setups = [s for s in setups if s[0] in args.methods]
+    only = None if args.only is None else set(args.only.split(","))
     for name, options, baseline, base_name, target, repeats in setups:
-        cam = kg.get_method(name)(model, args.layer, batch_size=args.batch, **options)
+        if only is not None and name not in only:
+            continue
+        cam = kg.get_method(name.split("+")[0])(model, args.layer, batch_size=args.batch, **options)
         t, ratio = paired(lambda cam=cam: cam(x), baseline, repeats)
         rows.append({"method": name, "img_per_s": args.batch / t, "ratio": ratio, "baseline": base_name, "target": target})
         print(f"| {name} | {args.batch / t:.1f} | {ratio:.3f} | {base_name} | <= {target} |", flush=True)

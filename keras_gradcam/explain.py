@@ -58,7 +58,9 @@ def explain(
         The method's options as a dict: the same name as in :class:`~keras_gradcam.GradCAMCallback`
         and :func:`~keras_gradcam.evaluate`, merged with ``**options``.
     **options
-        Method options (``counterfactual=True``, ``n_samples=``, ``steps=``, ``output=``, ...).
+        Method options (``counterfactual=True``, ``n_samples=``, ``steps=``, ``output=``, ...),
+        including the shared ``aug_smooth=True``, ``eigen_smooth=True`` and ``relu=False`` of
+        the gradient methods (docs/smoothing.md).
 
     Returns
     -------

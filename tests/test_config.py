@@ -41,12 +41,12 @@ BASELINE = np.random.default_rng(1).uniform(size=(8, 8, 3)).astype(np.float32)
 # non-default options for each method; "layer" may be a callable of the model (a layer object)
 OPTIONS = {
     "gradcam": {"layer": lambda m: m.get_layer("c2"), "counterfactual": True, "score": "output", "batch_size": 2},
-    "gradcam++": {"layer": "c1", "alpha_norm": "positive"},
+    "gradcam++": {"layer": "c1", "alpha_norm": "positive", "aug_smooth": True, "relu": False},
     "smoothgradcam++": {
         "layer": "c2", "n_samples": 3, "noise_level": 0.2, "seed": 7, "numerator": "d1", "channels": [0, 2, 5], "neurons": NEURONS
     },
     "xgradcam": {"layer": "c2", "eps": 1e-3, "counterfactual": True},
-    "hirescam": {"layer": "c1", "score": "output"},
+    "hirescam": {"layer": "c1", "score": "output", "eigen_smooth": True},
     "layercam": {"layer": ["c1", lambda m: m.get_layer("c2")], "gamma": 1.5, "fusion": "mean"},
     "integrated-gradcam": {
         "layer": "c2",
@@ -114,6 +114,7 @@ def test_config_round_trip(method, model):
     omitted = {"layer"} if method == "guided-backprop" else set()
     if not cam.gradients:
         omitted.add("counterfactual")
+    omitted |= {"aug_smooth", "eigen_smooth", "relu"} - cam.supports  # shared options a method does not take
     assert set(config) - {"method"} == constructor_options(type(cam)) - omitted
     for name, value in OPTIONS[method].items():
         if name != "layer":

@@ -92,6 +92,7 @@ def _make_figures() -> dict[str, bytes]:
         blank = encode_png(__import__("numpy").full((8, 8, 3), 200, "uint8"))
         for name in list(_methods()) + [None]:
             _FIGURES["figures/methods.png" if name is None else f"figures/{slug(name)}.png"] = blank
+        _FIGURES["figures/smoothing.png"] = blank
         return _FIGURES
     import matplotlib
 
@@ -132,6 +133,11 @@ def _make_figures() -> dict[str, bytes]:
     fig = plot({_display(k): v for k, v in explanations.items()}, probes.images, labels=probes.labels,
                class_names=probes.class_names, show=("image", "overlay"))
     _FIGURES["figures/methods.png"] = _png(fig)
+    smoothing = {"Grad-CAM": {}, "aug_smooth=True": {"aug_smooth": True}, "eigen_smooth=True": {"eigen_smooth": True},
+                 "relu=False": {"relu": False}}  # docs/smoothing.md
+    fig = plot({k: kg.explain(model, probes.images, method="gradcam", **v) for k, v in smoothing.items()}, probes.images,
+               labels=probes.labels, class_names=probes.class_names, show=("image", "overlay"))
+    _FIGURES["figures/smoothing.png"] = _png(fig)
     log.info("keras-gradcam: %d figures in %.0f s%s", len(_FIGURES), time.perf_counter() - start,
              " (KG_DOCS_QUICK)" if quick else "")
     return _FIGURES

@@ -148,6 +148,9 @@ def run_explain(args: argparse.Namespace) -> int:
     originals, raw, x, size, mode = load_images(model, args.images, args.size, args.preprocess)
 
     options = {"output": output} if output is not None else {}
+    options.update({k: True for k in ("aug_smooth", "eigen_smooth") if getattr(args, k, False)})
+    if getattr(args, "no_relu", False):
+        options["relu"] = False
     if _takes_verbose(cls):
         options["verbose"] = 0  # the command shows its own bar, per image
     try:

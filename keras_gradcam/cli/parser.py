@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--colormap", default="jet", help="Matplotlib colormap of the heatmaps (default: jet)")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr: auto shows it when stderr is a terminal (default: auto)")
+    p.add_argument("--aug-smooth", action="store_true",
+                   help="test-time augmentation: average the maps of 6 flipped/brightened copies (6x the cost)")
+    p.add_argument("--eigen-smooth", action="store_true",
+                   help="first principal component of the weighted activations instead of their sum")
+    p.add_argument("--no-relu", action="store_true",
+                   help="keep the signed map (no ReLU): heatmaps.npy is then the min-max of the signed map")
     _add_image_options(p)
     p.set_defaults(handler=run_explain)
 

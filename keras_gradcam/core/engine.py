@@ -10,6 +10,7 @@ once per input signature and reused across calls.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -24,7 +25,8 @@ from .explanation import Explanation
 from .graph import reaches_output
 from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
-from .postprocess import normalize, resize
+from .postprocess import eigen_map, normalize, resize, weighted_sum
+from .smoothing import AUG_COPIES, OPTIONS, all_copies, augment, average_copies, check_aug_smooth, check_options
 from .targets import Targets, check_range, resolve_targets
 from .validate import boolean, non_negative_int, one_of, positive_int
 
@@ -229,6 +231,28 @@ class BaseCAM:
         ``prefix_tokens``, for token layouts they do not describe. Applied to activations and
         gradients alike (it must be linear, e.g. a slice and a reshape). Not JSON-serialisable:
         :meth:`get_config` keeps the callable itself.
+    aug_smooth : bool, default=False
+        Test-time augmentation: explain each image as six copies (horizontally flipped or not,
+        times a brightness factor 1.0, 0.9 or 1.1 applied to the input as given, i.e. after
+        preprocessing), undo the flip on each copy's layer map, average the six maps, then resize
+        and normalise. The copies are explained with the image's own targets, in one pass of
+        ``6 x`` the rows (``batch_size`` still bounds the rows of a pass: ``batch_size // 6``
+        images at a time). Cost: 6 times the method's passes plus one forward pass. Needs a float
+        image input and a 2-D layer map. See docs/smoothing.md.
+    eigen_smooth : bool, default=False
+        Replace the method's weighted sum ``sum_k w_k A^k`` by the first principal component of
+        the weighted activations ``w * A`` (per sample, SVD of the (positions, K)
+        matrix, no centring, the sign making the entry of largest absolute value positive, as
+        Eigen-CAM). The method's ReLU applies afterwards. Cost: one batched SVD.
+    relu : bool, optional
+        The ReLU of the combined map; None keeps the method's default (on for most methods, off
+        for Eigen-CAM and Eigen-Grad-CAM). ``relu=False`` keeps the signed map:
+        ``exp.layer_heatmaps`` is then the signed map at layer resolution, not normalised (for
+        HiResCAM on a conv -> pooling -> linear head it sums to the score minus the bias), and
+        ``exp.heatmaps`` its min-max normalised upsampled version.
+
+    Which methods take which of these three is in each class's ``supports`` and on the docs
+    page "Smoothing options"; the others refuse a non-default value with a ``ValueError``.
 
     Raises
     ------
@@ -254,6 +278,8 @@ class BaseCAM:
     relu: ClassVar[bool] = True  # the method's own ReLU on the combined map
     empty_reason: ClassVar[str] = NO_EVIDENCE  # said when maps come back all zero
     gradients: ClassVar[bool] = True
+    # which of aug_smooth, eigen_smooth, relu the method takes (eigen_smooth: its map uses `combine`)
+    supports: ClassVar[frozenset] = frozenset({"aug_smooth", "relu"})
 
     def __init__(
         self,
@@ -267,6 +293,9 @@ class BaseCAM:
         grid: tuple[int, int] | None = None,
         prefix_tokens: int | None = None,
         reshape: Callable | None = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        relu: bool | None = None,
     ):
         if not isinstance(model, keras.Model):
             raise TypeError(
@@ -285,6 +314,7 @@ class BaseCAM:
                 "use GradCAM(..., counterfactual=True) for counterfactual explanations."
             )
         self.grid, self.prefix_tokens, self.reshape = _token_options(grid, prefix_tokens, reshape)
+        self.aug_smooth, self.eigen_smooth, self.relu = check_options(type(self), self.supports, aug_smooth, eigen_smooth, relu)
         self.model = model
         self.layer_spec = layer
         self.output = output
@@ -306,8 +336,9 @@ class BaseCAM:
             layer object is written as its path in the model, a list of layers as a list),
             ``"output"``, ``"score"``, ``"counterfactual"`` (left out by methods that use no
             gradients), ``"batch_size"``, ``"grid"``, ``"prefix_tokens"`` and ``"reshape"`` (token
-            layers; None unless given, a ``reshape`` callable kept as it is) and the method's own
-            options (arrays as nested lists).
+            layers; None unless given, a ``reshape`` callable kept as it is), those of
+            ``"aug_smooth"``, ``"eigen_smooth"`` and ``"relu"`` the method supports, and the
+            method's own options (arrays as nested lists).
             :meth:`from_config` rebuilds the explainer from it.
         """
         config = {
@@ -321,6 +352,7 @@ class BaseCAM:
         config["grid"] = list(self.grid) if self.grid is not None else None  # token layers
         config["prefix_tokens"] = self.prefix_tokens
         config["reshape"] = self.reshape  # a callable is kept as it is (not JSON-serialisable)
+        config.update({name: getattr(self, name) for name in OPTIONS if name in self.supports})
         if not self.gradients:
             del config["counterfactual"]
         return config
@@ -378,6 +410,18 @@ class BaseCAM:
         """The method's map before its ReLU, ``(B, *spatial)``, from ``(B, *spatial, K)`` inputs."""
         raise NotImplementedError
 
+    def combine(self, acts: tf.Tensor, weights: tf.Tensor | None = None) -> tf.Tensor:
+        """``sum_k w_k A^k``, weights ``(B, K)`` or shaped like ``acts`` (None: ``acts`` is already weighted).
+
+        With ``eigen_smooth=True`` the first principal component of ``w * A`` instead (see
+        :func:`~keras_gradcam.core.postprocess.eigen_map`): methods whose map goes through here support it.
+        """
+        if not self.eigen_smooth:
+            return tf.reduce_sum(acts, axis=-1) if weights is None else weighted_sum(acts, weights)
+        if weights is not None and weights.shape.rank == 2:
+            weights = tf.reshape(weights, [tf.shape(weights)[0]] + [1] * (acts.shape.rank - 2) + [-1])
+        return eigen_map(acts if weights is None else acts * weights)
+
     def layer_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
         """One forward/backward pass and :meth:`compute`; methods with several passes override it."""
         cap = self._capture(x, targets, gradients=self.gradients)
@@ -426,11 +470,21 @@ class BaseCAM:
                 return tuple(a.shape[1:])
         return tuple(info.spatial_shape)
 
+    def _rectified_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
+        """:meth:`layer_map` and the method's ReLU; with ``aug_smooth``, the average over the copies."""
+        if not self.aug_smooth:
+            layer_map, cap = self.layer_map(x, targets, chunk)
+            return (tf.nn.relu(layer_map) if self.relu else layer_map), cap
+        clean = self._capture(x, targets, gradients=False)  # the image's own targets, scores, predictions
+        copies = targets if callable(targets) else tf.tile(clean.targets, [AUG_COPIES])
+        layer_map, cap = self.layer_map(augment(x, self.layers[0].channels_first), copies, chunk)
+        layer_map = average_copies(tf.nn.relu(layer_map) if self.relu else layer_map)
+        zero = None if cap.zero_gradients is None else all_copies(cap.zero_gradients)
+        return layer_map, dataclasses.replace(clean, zero_gradients=zero)
+
     def _explain_batch(self, x, targets, chunk: int, size: tuple):
-        layer_map, cap = self.layer_map(x, targets, chunk)
+        layer_map, cap = self._rectified_map(x, targets, chunk)
         self._num_classes = cap.num_classes  # read at trace time, before any batch runs
-        if self.relu:
-            layer_map = tf.nn.relu(layer_map)
         heat = normalize(resize(layer_map, size))
         no = tf.zeros_like(cap.targets, tf.bool)
         zero = cap.zero_gradients if cap.zero_gradients is not None else no
@@ -474,10 +528,13 @@ class BaseCAM:
         """
         x, t, n, bs = self._prepare(images, targets, batch_size)
         size = self._out_size(x)
-        # fill a pass with as many samples as possible, then with variants of each (noise draws,
-        # path points) so that one pass holds at most `bs` images
-        per_batch = min(bs, n)
-        chunk = max(1, bs // per_batch) if self._expansion() > 1 else 1
+        copies = AUG_COPIES if self.aug_smooth else 1
+        if self.aug_smooth:
+            check_aug_smooth(flat(x), self.layers)
+        # fill a pass with as many samples as possible (each as `copies` augmented rows), then with
+        # variants of each (noise draws, path points) so that one pass holds at most `bs` images
+        per_batch = max(1, min(bs // copies, n))
+        chunk = max(1, bs // (per_batch * copies)) if self._expansion() > 1 else 1
         fn = self._function(x, t, chunk, size)
         if not callable(t):
             check_range(t, self._num_classes)

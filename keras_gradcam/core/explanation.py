@@ -22,7 +22,8 @@ class Explanation:
         One map per sample at input resolution, min-max normalised to [0, 1].
     layer_heatmaps : ndarray of shape (n_samples, *layer_spatial_dims), float32
         The map after the method's ReLU, before resizing and normalisation (for several fused
-        layers: the fused map at the finest layer's resolution).
+        layers: the fused map at the finest layer's resolution). With ``relu=False`` the signed
+        map; with ``aug_smooth=True`` the average of the augmented copies' maps, flips undone.
     targets : ndarray of shape (n_samples,), int, or None
         The explained class of each sample; None when a callable target was used.
     scores : ndarray of shape (n_samples,), float32

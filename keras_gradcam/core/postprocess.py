@@ -11,7 +11,7 @@ import tensorflow as tf
 EPS = 1e-8
 RELATIVE_EPS = 1e-6  # a map whose range is below this fraction of its magnitude is float rounding
 
-__all__ = ["spatial_sum", "spatial_mean", "weighted_sum", "resize", "normalize", "nonconstant", "EPS", "RELATIVE_EPS"]
+__all__ = ["spatial_sum", "spatial_mean", "weighted_sum", "resize", "normalize", "nonconstant", "eigen_map", "EPS", "RELATIVE_EPS"]
 
 
 def _spatial_axes(t: tf.Tensor) -> list[int]:
@@ -92,3 +92,49 @@ def normalize(maps: tf.Tensor, eps: float = RELATIVE_EPS) -> tf.Tensor:
     hi = tf.reduce_max(maps, axis=axes, keepdims=True)
     out = tf.math.divide_no_nan(maps - lo, hi - lo)
     return tf.where(nonconstant(maps, keepdims=True, eps=eps), out, tf.zeros_like(maps))
+
+
+def eigen_map(acts: tf.Tensor, center: bool = False) -> tf.Tensor:
+    r"""Projection of the activations on their first principal direction, one map per sample.
+
+    Parameters
+    ----------
+    acts : tf.Tensor of shape (B, *spatial, K)
+        Activations, channels last.
+    center : bool, default=False
+        Subtract each channel's spatial mean before the SVD (and project the centred matrix).
+
+    Returns
+    -------
+    tf.Tensor of shape (B, *spatial)
+        :math:`O v_1` with the sign chosen so that the entry of largest absolute value is
+        positive (a zero map stays zero).
+
+    Notes
+    -----
+    With :math:`O \in \mathbb{R}^{Z \times K}` the activations of one sample reshaped to
+    (positions, channels) and :math:`O = U \Sigma V^\top` its thin SVD,
+    :math:`L = O v_1 = \sigma_1 u_1`. The SVD is batched (``tf.linalg.svd``).
+
+    References
+    ----------
+    M. B. Muhammad and M. Yeasin, "Eigen-CAM: Class Activation Map using Principal Components",
+    IJCNN 2020.
+
+    Examples
+    --------
+    >>> acts = tf.constant([[[[1.0, 0.0]], [[3.0, 0.0]]]])   # (1, 2, 1, 2): one sample, 2x1 grid
+    >>> eigen_map(acts).numpy().round(3).tolist()
+    [[[1.0], [3.0]]]
+    """
+    acts = tf.cast(acts, tf.float32)
+    shape = tf.shape(acts)
+    k = acts.shape[-1]
+    o = tf.reshape(acts, tf.stack([shape[0], -1, k]))  # (B, Z, K)
+    if center:
+        o = o - tf.reduce_mean(o, axis=1, keepdims=True)
+    _, _, v = tf.linalg.svd(o, full_matrices=False)  # TF returns V, not V^H
+    projected = tf.einsum("bzk,bk->bz", o, v[..., 0])
+    peak = tf.gather(projected, tf.argmax(tf.abs(projected), axis=1, output_type=tf.int32), batch_dims=1)
+    sign = tf.where(peak < 0, -1.0, 1.0)
+    return tf.reshape(projected * sign[:, None], shape[:-1])

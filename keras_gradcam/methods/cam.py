@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 import tensorflow as tf
 
@@ -11,7 +9,6 @@ from ..core.capture import output_link
 from ..core.engine import BaseCAM
 from ..core.layers import LayerInfo, LayerSpec, passes_through
 from ..core.postprocess import weighted_sum
-from ..core.validate import boolean
 
 __all__ = ["CAM", "cam_map", "find_head"]
 
@@ -211,13 +208,9 @@ class CAM(BaseCAM):
     display_name = "CAM"
     gradients = False
 
-    def __init__(self, model, layer: LayerSpec = None, *, relu: bool = True, **kwargs):
-        self.relu = boolean("relu", relu)
+    def __init__(self, model, layer: LayerSpec = None, **kwargs):
         self._dense: keras.layers.Dense | None = None
         super().__init__(model, layer, **kwargs)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "relu": self.relu}
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)

@@ -8,55 +8,10 @@ import tensorflow as tf
 
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
+from ..core.postprocess import eigen_map
 from ..core.validate import boolean
 
 __all__ = ["EigenCAM", "eigen_map"]
-
-
-def eigen_map(acts: tf.Tensor, center: bool = False) -> tf.Tensor:
-    r"""Projection of the activations on their first principal direction, one map per sample.
-
-    Parameters
-    ----------
-    acts : tf.Tensor of shape (B, *spatial, K)
-        Activations, channels last.
-    center : bool, default=False
-        Subtract each channel's spatial mean before the SVD (and project the centred matrix).
-
-    Returns
-    -------
-    tf.Tensor of shape (B, *spatial)
-        :math:`O v_1` with the sign chosen so that the entry of largest absolute value is
-        positive (a zero map stays zero).
-
-    Notes
-    -----
-    With :math:`O \in \mathbb{R}^{Z \times K}` the activations of one sample reshaped to
-    (positions, channels) and :math:`O = U \Sigma V^\top` its thin SVD,
-    :math:`L = O v_1 = \sigma_1 u_1`. The SVD is batched (``tf.linalg.svd``).
-
-    References
-    ----------
-    M. B. Muhammad and M. Yeasin, "Eigen-CAM: Class Activation Map using Principal Components",
-    IJCNN 2020.
-
-    Examples
-    --------
-    >>> acts = tf.constant([[[[1.0, 0.0]], [[3.0, 0.0]]]])   # (1, 2, 1, 2): one sample, 2x1 grid
-    >>> eigen_map(acts).numpy().round(3).tolist()
-    [[[1.0], [3.0]]]
-    """
-    acts = tf.cast(acts, tf.float32)
-    shape = tf.shape(acts)
-    k = acts.shape[-1]
-    o = tf.reshape(acts, tf.stack([shape[0], -1, k]))  # (B, Z, K)
-    if center:
-        o = o - tf.reduce_mean(o, axis=1, keepdims=True)
-    _, _, v = tf.linalg.svd(o, full_matrices=False)  # TF returns V, not V^H
-    projected = tf.einsum("bzk,bk->bz", o, v[..., 0])
-    peak = tf.gather(projected, tf.argmax(tf.abs(projected), axis=1, output_type=tf.int32), batch_dims=1)
-    sign = tf.where(peak < 0, -1.0, 1.0)
-    return tf.reshape(projected * sign[:, None], shape[:-1])
 
 
 class EigenCAM(BaseCAM):
@@ -111,13 +66,12 @@ class EigenCAM(BaseCAM):
     relu = False
     gradients = False
 
-    def __init__(self, model, layer: LayerSpec = None, *, center: bool = False, relu: bool = False, **kwargs):
+    def __init__(self, model, layer: LayerSpec = None, *, center: bool = False, **kwargs):
         self.center = boolean("center", center)
-        self.relu = boolean("relu", relu)
         super().__init__(model, layer, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "center": self.center, "relu": self.relu}
+        return {**super().get_config(), "center": self.center}
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor | None) -> tf.Tensor:
         return eigen_map(acts, self.center)

@@ -65,9 +65,8 @@ class EigenGradCAM(BaseCAM):
     display_name = "Eigen-Grad-CAM"
     relu = False
 
-    def __init__(self, model, layer: LayerSpec = None, *, center: bool = False, relu: bool = False, **kwargs):
+    def __init__(self, model, layer: LayerSpec = None, *, center: bool = False, **kwargs):
         self.center = boolean("center", center)
-        self.relu = boolean("relu", relu)
         super().__init__(model, layer, **kwargs)
         if self.counterfactual:
             raise ValueError(
@@ -77,7 +76,7 @@ class EigenGradCAM(BaseCAM):
             )
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "center": self.center, "relu": self.relu}
+        return {**super().get_config(), "center": self.center}
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
         return eigen_map(grads * acts, self.center)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ..core.engine import BaseCAM
-from ..core.postprocess import spatial_mean, weighted_sum
+from ..core.postprocess import spatial_mean
+from ..core.smoothing import OPTIONS
 
 
 class GradCAM(BaseCAM):
@@ -43,6 +44,7 @@ class GradCAM(BaseCAM):
 
     name = "gradcam"
     display_name = "Grad-CAM"
+    supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
-        return weighted_sum(acts, spatial_mean(grads))
+        return self.combine(acts, spatial_mean(grads))

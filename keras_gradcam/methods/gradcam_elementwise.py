@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ..core.engine import BaseCAM
+from ..core.smoothing import OPTIONS
 
 
 class GradCAMElementWise(BaseCAM):
@@ -44,6 +45,7 @@ class GradCAMElementWise(BaseCAM):
 
     name = "gradcam-elementwise"
     display_name = "Grad-CAM element-wise"
+    supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_sum(tf.nn.relu(grads * acts), axis=-1)
+        return self.combine(tf.nn.relu(grads * acts))

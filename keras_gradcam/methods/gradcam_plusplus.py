@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
-from ..core.postprocess import spatial_sum, weighted_sum
+from ..core.postprocess import spatial_sum
+from ..core.smoothing import OPTIONS
 from ..core.validate import one_of
 
 ALPHA_NORMS = (None, "positive", "all")
@@ -72,6 +73,7 @@ class GradCAMPlusPlus(BaseCAM):
 
     name = "gradcam++"
     display_name = "Grad-CAM++"
+    supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
     def __init__(self, model, layer: LayerSpec = None, *, alpha_norm: str | None = None, **kwargs):
         self.alpha_norm = one_of("alpha_norm", alpha_norm, ALPHA_NORMS)
@@ -82,4 +84,4 @@ class GradCAMPlusPlus(BaseCAM):
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
         alpha = gradcampp_alpha(acts, grads, self.alpha_norm)
-        return weighted_sum(acts, spatial_sum(alpha * tf.nn.relu(grads)))
+        return self.combine(acts, spatial_sum(alpha * tf.nn.relu(grads)))

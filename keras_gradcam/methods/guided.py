@@ -103,6 +103,7 @@ class GuidedBackprop(CleanPass, BaseCAM):
         "at positive inputs): the target has no positive evidence the input can show. Try another target."
     )
     display_name = "Guided Backprop"
+    supports = frozenset()  # an input gradient: no combined map to smooth or rectify
 
     def __init__(self, model, layer: None = None, *, non_relu: str = "raise", **kwargs):
         if layer is not None:
@@ -281,6 +282,7 @@ class GuidedGradCAM(_GuidedMixin, GradCAM):
 
     name = "guided-gradcam"
     display_name = "Guided Grad-CAM"
+    supports = frozenset({"eigen_smooth", "relu"})  # the guided input gradient is not augmented
 
     def __init__(self, model, layer: LayerSpec = None, *, non_relu: str = "raise", **kwargs):
         super().__init__(model, layer, **kwargs)
@@ -331,6 +333,7 @@ class GuidedGradCAMPlusPlus(_GuidedMixin, GradCAMPlusPlus):
 
     name = "guided-gradcam++"
     display_name = "Guided Grad-CAM++"
+    supports = frozenset({"eigen_smooth", "relu"})
 
     def __init__(self, model, layer: LayerSpec = None, *, non_relu: str = "raise", **kwargs):
         super().__init__(model, layer, **kwargs)

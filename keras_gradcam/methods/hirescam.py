@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ..core.engine import BaseCAM
+from ..core.smoothing import OPTIONS
 
 
 class HiResCAM(BaseCAM):
@@ -24,7 +25,8 @@ class HiResCAM(BaseCAM):
     .. math:: L^c = \mathrm{ReLU}\Big(\sum_k \frac{\partial y^c}{\partial A^k} \odot A^k\Big)
 
     The ReLU is a display choice kept for parity with other libraries; the paper's guarantee is
-    about the signed map (``exp.layer_heatmaps`` is after the ReLU). One forward and one backward
+    about the signed map: with ``relu=False`` ``exp.layer_heatmaps`` is that map, and for a conv ->
+    global average pooling (or flatten) -> linear head it sums to ``y^c - b^c`` exactly. One forward and one backward
     pass. For a conv -> global average pooling -> linear head HiResCAM equals Grad-CAM.
 
     References
@@ -35,6 +37,7 @@ class HiResCAM(BaseCAM):
 
     name = "hirescam"
     display_name = "HiResCAM"
+    supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_sum(grads * acts, axis=-1)
+        return self.combine(acts, grads)

@@ -10,6 +10,7 @@ from ..core.capture import Captured
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
 from ..core.postprocess import resize
+from ..core.smoothing import OPTIONS
 from ..core.validate import one_of, positive_float
 
 FUSIONS = ("max", "mean")
@@ -51,6 +52,7 @@ class LayerCAM(BaseCAM):
 
     name = "layercam"
     display_name = "LayerCAM"
+    supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
     def __init__(
         self,
@@ -67,6 +69,11 @@ class LayerCAM(BaseCAM):
         if not self._layer_list:
             raise ValueError("layer=[] names no layer; pass a layer, a list of layers, or None.")
         super().__init__(model, layer, **kwargs)
+        if not self.relu and len(self._layer_list) > 1:
+            raise ValueError(
+                f"relu=False keeps the signed map, but fusing {len(self._layer_list)} layers scales each layer's map by "
+                "its maximum, which needs non-negative maps; pass one layer with relu=False, or keep relu=True to fuse."
+            )
 
     def layer_specs(self) -> list:
         return self._layer_list
@@ -75,16 +82,14 @@ class LayerCAM(BaseCAM):
         return {**super().get_config(), "gamma": self.gamma, "fusion": self.fusion}
 
     def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_sum(tf.nn.relu(grads) * acts, axis=-1)
+        return self.combine(acts, tf.nn.relu(grads))
 
     def layer_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
         cap = self._capture(x, targets)
-        maps = [
-            tf.nn.relu(self.compute(a, self.signed(g)))
-            for a, g in zip(cap.activations, cap.gradients)
-        ]
+        maps = [self.compute(a, self.signed(g)) for a, g in zip(cap.activations, cap.gradients)]
         if len(maps) == 1:
-            return maps[0], cap
+            return maps[0], cap  # the engine applies the ReLU (or not, relu=False)
+        maps = [tf.nn.relu(m) for m in maps]
         finest = max(maps, key=lambda m: m.shape[1:].num_elements()).shape[1:]
         deepest = min(range(len(maps)), key=lambda i: (maps[i].shape[1:].num_elements(), -i))
         scaled = []

@@ -131,6 +131,7 @@ class ChannelPerturbation(CleanPass, BaseCAM):
     """
 
     gradients = False
+    supports = frozenset({"relu"})  # K perturbed passes per image: no test-time copies, no eigen smoothing
 
     def __init__(self, model, layer: LayerSpec = None, *, max_channels: int | None = None, verbose: int = 1, **kwargs):
         self.max_channels = (

@@ -8,7 +8,8 @@ import tensorflow as tf
 from ..core.capture import Captured
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
-from ..core.postprocess import spatial_sum, weighted_sum
+from ..core.postprocess import spatial_sum
+from ..core.smoothing import OPTIONS
 from ..core.validate import integer, one_of, positive_float, positive_int
 from .inputs import refuse_token_inputs
 from .sampling import by_variant, join_variants, repeated_passes
@@ -78,6 +79,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
 
     name = "smoothgradcam++"
     display_name = "Smooth Grad-CAM++"
+    supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
     def __init__(
         self,
@@ -182,4 +184,4 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         weights = spatial_sum(alpha * tf.nn.relu(d1))
         selection = self._selection(acts)
         explained = acts if selection is None else acts * selection
-        return weighted_sum(explained, weights), clean
+        return self.combine(explained, weights), clean

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
-from ..core.postprocess import spatial_sum, weighted_sum
+from ..core.postprocess import spatial_sum
+from ..core.smoothing import OPTIONS
 from ..core.validate import positive_float
 
 
@@ -43,6 +44,7 @@ class XGradCAM(BaseCAM):
 
     name = "xgradcam"
     display_name = "XGrad-CAM"
+    supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
     def __init__(self, model, layer: LayerSpec = None, *, eps: float = 1e-6, **kwargs):
         self.eps = positive_float("eps", eps, allow_zero=True)
@@ -55,4 +57,4 @@ class XGradCAM(BaseCAM):
         total = spatial_sum(acts)
         ok = (tf.abs(total) > self.eps * spatial_sum(tf.abs(acts))) & (total != 0)
         weights = tf.where(ok, spatial_sum(grads * acts) / tf.where(ok, total, 1.0), 0.0)
-        return weighted_sum(acts, weights)
+        return self.combine(acts, weights)
