@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what covers a flagged region: the mean colour of the images, or the image blurred (default: mean)")
     p.add_argument("--class-names", default=None, metavar="FILE",
                    help="text file with one class name per line (default: the subfolder names)")
+    p.add_argument("--masks", default=None, metavar="MASK_DIR",
+                   help="object masks laid out like DATA_DIR: MASK_DIR/CLASS/NAME.png for DATA_DIR/CLASS/NAME.jpg; "
+                   "grey level >= 128 = object, resized to the image size; adds the energy on the objects and the "
+                   "images right for the wrong reason")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr: auto shows it when stderr is a terminal (default: auto)")
     _add_image_options(p)
