@@ -91,8 +91,8 @@ def test_pipeline_on_the_direct_runner_equals_explain_dataset(beam, saved, tmp_p
     assert sorted(found) == list(range(N))
     heat = np.stack([found[i].heatmap for i in range(N)])
     assert heat.shape == (N, SIZE, SIZE) and heat.dtype == np.float32
-    # Beam batches the elements its own way: the same maps up to float round-off of other batch sizes
-    np.testing.assert_allclose(heat, np.asarray(run.heatmaps), rtol=0, atol=1e-5)
+    # Beam batches the elements its own way (other batch sizes): the same maps, up to float round-off
+    np.testing.assert_allclose(heat, np.asarray(run.heatmaps), rtol=0, atol=1e-6)  # bit-identical on 2 CPU cores
     assert [found[i].target for i in range(N)] == list(np.asarray(run.targets))
     assert [found[i].prediction for i in range(N)] == list(np.asarray(run.predictions))
     np.testing.assert_allclose([found[i].score for i in range(N)], np.asarray(run.scores), rtol=1e-5, atol=1e-6)
