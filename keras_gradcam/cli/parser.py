@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explain every image of DATA_DIR (one subfolder per class, as keras.utils.image_dataset_from_directory "
         "reads it) and flag the classes whose evidence sits at the same place in most images; paint that region over and "
         "measure the accuracy again (keras_gradcam.audit). Prints the table; writes index.html and summary.json to --out.",
-        epilog=_EPILOG + "\n\nexample:\n  keras-gradcam audit model.keras data/val --out audit",
+        epilog=_EPILOG + "\n\nexamples:\n  keras-gradcam audit model.keras data/val --out audit\n"
+        "  keras-gradcam audit model.keras data/val --out audit --masks data/val_masks   # data/val_masks/CLASS/NAME.png",
         formatter_class=fmt,
     )
     p.add_argument("model", metavar="MODEL", help="a saved Keras model (.keras, or legacy .h5)")
