@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo quickstart lint test test-slow test-browser bench docs clean
+.PHONY: install demo quickstart lint test test-slow test-browser test-beam bench docs clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,18 @@ test-browser: install
 	KG_BROWSER_LOGDIR=runs KG_AUDIT_REPORT=outputs/audit_biased/index.html KG_SAVE_SCREENSHOT=1 \
 		$(PY) -m pytest -q -rs tests/test_browser.py tests/test_audit_browser.py
 
+# Apache Beam (the [beam] extra, keras_gradcam.beam) in an environment of its own: it pins protobuf < 7 and
+# pillow < 13, older than .venv's, and adds about 360 MB; make install leaves it out
+BEAM_VENV ?= .venv-beam
+$(BEAM_VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BEAM_VENV)/bin/python || $(PYTHON) -m venv $(BEAM_VENV)
+	$(BEAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BEAM_VENV)/bin/python -m pip install --quiet -e ".[test,beam]"
+	touch $@
+
+test-beam: $(BEAM_VENV)/.installed
+	$(BEAM_VENV)/bin/python -m pytest -q tests/test_beam.py
+
 bench: install
 	$(PY) benchmarks/bench_explainers.py
 	$(PY) benchmarks/bench_callback.py
@@ -47,4 +59,4 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache runs outputs site
+	rm -rf $(VENV) $(BEAM_VENV) build *.egg-info .pytest_cache runs outputs site

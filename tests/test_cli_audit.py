@@ -65,3 +65,53 @@ def test_audit_command_errors(files, capsys):
     (files / "empty").mkdir()
     code = main(["audit", str(files / "m.keras"), str(files / "empty"), "--out", str(files / "o")])
     assert code == 4 and "cannot read DATA_DIR" in capsys.readouterr().err
+
+
+def _write_masks(root, corner_classes=("a_red",)):
+    """Masks at 32 px (twice the image size) in DATA_DIR's layout: grey 200 = object, grey 100 = background.
+
+    a_red's masks mark the top-left 8x8 (the image's 4x4 corner, where the model looks), b_green's
+    the centre; the background's grey 100 is nonzero, so a threshold at "nonzero" would make
+    every mask the whole image.
+    """
+    masks = root / "masks"
+    for name in ("a_red", "b_green"):
+        (masks / name).mkdir(parents=True, exist_ok=True)
+        for i in range(6):
+            m = np.full((2 * SIZE, 2 * SIZE, 1), 100, np.uint8)
+            if name in corner_classes:
+                m[:8, :8] = 200
+            else:
+                m[8:24, 8:24] = 200
+            write_png(masks / name / f"{i}.png", m)
+    return masks
+
+
+def test_audit_command_reads_masks_laid_out_like_the_data(files, capsys):
+    masks = _write_masks(files)
+    out = files / "audit_masks"
+    code = main(["audit", str(files / "m.keras"), str(files / "data"), "--out", str(out), "--method", "hirescam",
+                 "--layer", "conv", "--batch-size", "4", "--masks", str(masks)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    summary = json.loads((out / "summary.json").read_text())
+    red, green = summary["classes"]
+    # HiResCAM's map is zero outside the 4x4 corner the model reads: all of it lies on a_red's
+    # objects (the corner, 8x8 at 32 px -> 4x4 at 16 px), none on b_green's (the centre)
+    assert red["energy"] == pytest.approx(1.0) and green["energy"] == pytest.approx(0.0)
+    # right (probability ~1) while the map's maximum misses the object: all of b_green, none of a_red
+    assert red["wrong_reason"] == 0 and green["wrong_reason"] == 6
+
+
+def test_audit_command_mask_errors(files, capsys):
+    masks = _write_masks(files)
+    (masks / "b_green" / "3.png").unlink()
+    args = ["audit", str(files / "m.keras"), str(files / "data"), "--out", str(files / "o"), "--layer", "conv"]
+    code = main(args + ["--masks", str(masks)])
+    err = capsys.readouterr().err
+    assert code == 3 and "no mask for image" in err and str(masks / "b_green" / "3") + ".png" in err and "1 of 12" in err
+    assert main(args + ["--masks", str(files / "nowhere")]) == 3 and "mask folder" in capsys.readouterr().err
+    assert main(args + ["--masks", str(files / "m.keras")]) == 2
+    (masks / "b_green" / "3.png").write_bytes(b"not a png")
+    code = main(args + ["--masks", str(masks)])
+    assert code == 4 and "cannot read an image or mask" in capsys.readouterr().err

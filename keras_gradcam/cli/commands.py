@@ -44,7 +44,15 @@ from .errors import (
     check_exists,
 )
 from .files import check_out_folder, load_model, read_class_names, stems
-from .images import find_masks, image_input, load_images, preprocess, resolve_preprocessing, resolve_size
+from .images import (
+    find_masks,
+    image_input,
+    load_images,
+    mask_folders,
+    preprocess,
+    resolve_preprocessing,
+    resolve_size,
+)
 
 __all__ = ["run_audit", "run_evaluate", "run_explain", "run_layers", "run_methods", "target_classes"]
 
@@ -324,12 +332,14 @@ def _annotate_undefined(rows):
 
 
 # -- audit ----------------------------------------------------------------------------------------
-def class_folders(model, folder: str, size, mode: str, batch_size: int) -> tuple:
+def class_folders(model, folder: str, size, mode: str, batch_size: int, masks: str | None = None) -> tuple:
     """``DATA_DIR`` (one subfolder per class) as a batched ``(images, labels)`` dataset for ``model``.
 
     Read by ``keras.utils.image_dataset_from_directory`` (classes in alphabetical order of the
     folder names, not shuffled, resized bilinearly to the model's size), then scaled by
-    :func:`~keras_gradcam.cli.images.preprocess` as ``--preprocess`` says.
+    :func:`~keras_gradcam.cli.images.preprocess` as ``--preprocess`` says. With ``masks`` (a
+    folder of mask images laid out like ``DATA_DIR``, see :func:`~keras_gradcam.cli.images.mask_folders`)
+    each batch is ``(images, labels, masks)``.
 
     Returns
     -------
@@ -357,7 +367,11 @@ def class_folders(model, folder: str, size, mode: str, batch_size: int) -> tuple
         out.set_shape(x.shape)
         return out, y
 
-    return ds.map(scale), names, size, mode
+    scaled = ds.map(scale)
+    if masks is not None:
+        objects = mask_folders(masks, folder, ds.file_paths, size, batch_size)
+        scaled = tf.data.Dataset.zip((scaled, objects)).map(lambda xy, m: (xy[0], xy[1], m))
+    return scaled, names, size, mode
 
 
 def run_audit(args: argparse.Namespace) -> int:
@@ -366,13 +380,15 @@ def run_audit(args: argparse.Namespace) -> int:
     check_out_folder(args.out)
     model = load_model(args.model)
     info = _resolve_layer(model, args.layer)
-    ds, names, size, mode = class_folders(model, args.data, args.size, args.preprocess, args.batch_size)
+    ds, names, size, mode = class_folders(model, args.data, args.size, args.preprocess, args.batch_size, args.masks)
     given = read_class_names(args.class_names)
     try:
         report = audit(model, ds, class_names=given or names, method=cls, layer=info.path, batch_size=args.batch_size,
                        fill=args.fill, verbose=1 if _progress_enabled(args.progress) else 0)
     except (ValueError, TypeError) as e:
         raise CLIError(f"the audit failed: {e} (classes found in DATA_DIR: {names})", EXIT_ERROR) from None
+    except tf.errors.OpError as e:
+        raise CLIError(f"cannot read an image or mask: {e.message.splitlines()[0]}", EXIT_IMAGE) from None
     print(report)
     try:
         page = report.save(args.out)

@@ -33,6 +33,7 @@ __all__ = [
     "PREPROCESSING",
     "auto_preprocessing",
     "find_masks",
+    "mask_folders",
     "image_input",
     "load_image",
     "load_images",
@@ -355,3 +356,58 @@ def find_masks(folder: str, paths: Sequence[str], size) -> np.ndarray:
             )
         masks.append(_read_mask(found[0], size))
     return np.stack(masks)
+
+
+# -- masks (audit --masks) ------------------------------------------------------------------------
+MASK_THRESHOLD = 128
+"""Grey level from which a pixel of a mask image is object (``audit --masks``): 0-127 background."""
+
+
+def mask_folders(folder: str, data_dir: str, image_paths: Sequence[str], size, batch_size: int) -> tf.data.Dataset:
+    """The masks of ``audit --masks``: for ``DATA_DIR/cat/1.jpg``, ``folder/cat/1.png`` (or .jpg, .bmp, .gif).
+
+    The mask folder has the class subfolders of ``DATA_DIR`` and, in each, one mask image per
+    image with its file name (the extension may differ). A mask is read in grey levels (colour
+    masks are converted), a pixel is object where its grey level is at least
+    :data:`MASK_THRESHOLD` (128), and it is resized to ``size`` by nearest neighbours.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Batches of ``batch_size`` boolean masks ``(batch, height, width)``, in the order of
+        ``image_paths``; read lazily, batch by batch.
+
+    Raises
+    ------
+    CLIError
+        Exit status 3 for a missing folder or mask (the message names the file expected), 2 when
+        ``folder`` is a file.
+    """
+    check_exists(folder, "mask folder")
+    if not os.path.isdir(folder):
+        raise CLIError(f"--masks must be a folder with DATA_DIR's class subfolders of masks; {folder!r} is a file.",
+                       EXIT_USAGE)
+    paths, missing = [], []
+    for path in image_paths:
+        sub, name = os.path.split(os.path.relpath(path, data_dir))
+        base = os.path.join(folder, sub, os.path.splitext(name)[0])
+        found = [base + ext for ext in IMAGE_EXTENSIONS if os.path.isfile(base + ext)]
+        if found:
+            paths.append(found[0])
+        else:
+            missing.append((path, base))
+    if missing:
+        path, base = missing[0]
+        raise CLIError(
+            f"no mask for image {path!r}: expected {base}.png (or .jpg, .jpeg, .gif, .bmp); {len(missing)} of "
+            f"{len(image_paths)} image(s) have none. --masks must hold DATA_DIR's class subfolders with one mask per "
+            "image, named like it.", EXIT_MISSING,
+        )
+
+    def read(path):
+        grey = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
+        grey.set_shape([None, None, 1])
+        obj = tf.cast(grey >= MASK_THRESHOLD, tf.uint8)
+        return tf.image.resize(obj, size, method="nearest")[..., 0] > 0
+
+    return tf.data.Dataset.from_tensor_slices(paths).map(read).batch(batch_size)

@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explain every image of DATA_DIR (one subfolder per class, as keras.utils.image_dataset_from_directory "
         "reads it) and flag the classes whose evidence sits at the same place in most images; paint that region over and "
         "measure the accuracy again (keras_gradcam.audit). Prints the table; writes index.html and summary.json to --out.",
-        epilog=_EPILOG + "\n\nexample:\n  keras-gradcam audit model.keras data/val --out audit",
+        epilog=_EPILOG + "\n\nexamples:\n  keras-gradcam audit model.keras data/val --out audit\n"
+        "  keras-gradcam audit model.keras data/val --out audit --masks data/val_masks   # data/val_masks/CLASS/NAME.png",
         formatter_class=fmt,
     )
     p.add_argument("model", metavar="MODEL", help="a saved Keras model (.keras, or legacy .h5)")
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what covers a flagged region: the mean colour of the images, or the image blurred (default: mean)")
     p.add_argument("--class-names", default=None, metavar="FILE",
                    help="text file with one class name per line (default: the subfolder names)")
+    p.add_argument("--masks", default=None, metavar="MASK_DIR",
+                   help="object masks laid out like DATA_DIR: MASK_DIR/CLASS/NAME.png for DATA_DIR/CLASS/NAME.jpg; "
+                   "grey level >= 128 = object, resized to the image size; adds the energy on the objects and the "
+                   "images right for the wrong reason")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr: auto shows it when stderr is a terminal (default: auto)")
     _add_image_options(p)
