@@ -40,11 +40,11 @@ class ClassToken(keras.layers.Layer):
 
 
 class PositionEmbedding(keras.layers.Layer):
-    """Add a learned embedding per token position."""
+    """Add a learned embedding per position: per token of ``(batch, tokens, channels)``, per cell of a map."""
 
     def build(self, shape):
         init = keras.initializers.RandomNormal(stddev=0.02)
-        self.position = self.add_weight(shape=(1, shape[1], shape[2]), initializer=init, name="position")
+        self.position = self.add_weight(shape=(1,) + tuple(shape[1:]), initializer=init, name="position")
 
     def call(self, x):
         return x + self.position
@@ -118,7 +118,7 @@ def build_swin(image_size: int = 32, patch: int = 2, dim: int = 32, depths=(2, 2
                classes: int = 3) -> keras.Model:
     """A small Swin-style model whose stages are maps ``(batch, rows, cols, channels)``, not token sequences.
 
-    ``patch_embed`` (Conv2D, kernel = strides = ``patch``); stage ``s`` (from 1): blocks of
+    ``patch_embed`` (Conv2D, kernel = strides = ``patch``), ``pos_embed``; stage ``s`` (from 1): blocks of
     ``stage{s}_block{b}_norm1`` -> ``WindowAttention`` (shifted every second block) -> add ->
     ``norm2`` -> MLP -> ``stage{s}_block{b}_out``, then a patch merging (LayerNorm and a 2x2
     stride-2 Conv2D, ``stage{s}_merge``: half the grid, twice the channels) between stages;
@@ -126,6 +126,7 @@ def build_swin(image_size: int = 32, patch: int = 2, dim: int = 32, depths=(2, 2
     """
     image = keras.Input((image_size, image_size, 3))
     x = keras.layers.Conv2D(dim, patch, strides=patch, name="patch_embed")(image)
+    x = PositionEmbedding(name="pos_embed")(x)  # Swin's relative position bias, simplified to an absolute one
     for s, (depth, n_heads) in enumerate(zip(depths, heads), start=1):
         if s > 1:
             x = keras.layers.LayerNormalization(epsilon=1e-5, name=f"stage{s}_merge_norm")(x)
