@@ -1,10 +1,9 @@
 """Which layer of a vision transformer localises best: the evidence behind ``layer=None``.
 
 Small functional ViTs (``examples/vision_transformer.py``'s ``build_vit``: patch embedding, class
-token, pre-norm blocks, final LayerNorm, head) are trained for 20 epochs each (about a minute on two
-idle CPU cores) on
-``keras_gradcam.datasets`` shapes, in two head variants (the class token; the mean of the patch
-tokens) and several seeds. On held-out images, Grad-CAM and Grad-CAM++ explain the true class at
+token, pre-norm blocks, final LayerNorm, head) are trained for 20 epochs each (about a minute on
+two idle CPU cores) on ``keras_gradcam.datasets`` shapes, in two head variants (the class token;
+the mean of the patch tokens) and several seeds. On held-out images, Grad-CAM and Grad-CAM++ explain the true class at
 each candidate layer:
 
 - ``block_input``: the last block's input (the residual stream before it);
@@ -87,23 +86,24 @@ def run(seeds, epochs: int, depth: int, n_train: int, n_test: int) -> list[dict]
     return rows
 
 
+def _median(rows: list[dict], layer: str, method: str, key: str) -> str:
+    vals = [r["layers"][layer][method][key] for r in rows]
+    return "n/a" if all(np.isnan(vals)) else f"{np.nanmedian(vals):.2f}"
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: per head and layer, medians over seeds of each method's energy, pointing, zero maps."""
-    lines = ["| head | layer | Grad-CAM energy | Grad-CAM pointing | Grad-CAM++ energy | Grad-CAM++ pointing | all-zero maps (Grad-CAM/++) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| head | layer | Grad-CAM energy | Grad-CAM pointing | Grad-CAM++ energy | Grad-CAM++ pointing "
+             "| all-zero maps (Grad-CAM / ++) |", "|---|---|---|---|---|---|---|"]
     for head in ("cls", "mean"):
         mine = [r for r in rows if r["head"] == head]
         if not mine:
             continue
-        acc = np.median([r["accuracy"] for r in mine])
-        uni = np.median([r["uniform"] for r in mine])
+        acc, uni = np.median([r["accuracy"] for r in mine]), np.median([r["uniform"] for r in mine])
         for name in mine[0]["layers"]:
-            def med(method, key):
-                vals = [r["layers"][name][method][key] for r in mine]
-                return "n/a" if all(np.isnan(vals)) else f"{np.nanmedian(vals):.2f}"
-            zero = "/".join(f"{np.median([r['layers'][name][m]['zero_maps'] for r in mine]):.0%}" for m in METHODS)
-            lines.append(f"| {head} (acc {acc:.2f}) | `{name}` | {med('gradcam', 'energy')} | {med('gradcam', 'pointing')} "
-                         f"| {med('gradcam++', 'energy')} | {med('gradcam++', 'pointing')} | {zero} |")
+            cells = [_median(mine, name, m, k) for m in METHODS for k in ("energy", "pointing")]
+            zero = " / ".join(f"{np.median([r['layers'][name][m]['zero_maps'] for r in mine]):.0%}" for m in METHODS)
+            lines.append(f"| {head} (accuracy {acc:.2f}) | `{name}` | " + " | ".join(cells) + f" | {zero} |")
         lines.append(f"| {head} | uniform baseline | {uni:.2f} | {uni:.2f} | {uni:.2f} | {uni:.2f} | |")
     return "\n".join(lines)
 
@@ -116,7 +116,13 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--n-train", type=int, default=2400)
     p.add_argument("--n-test", type=int, default=300)
     p.add_argument("--json", default="outputs/vit_layers.json")
+    p.add_argument("--table", metavar="JSON", help="print the table of a finished run's JSON and stop")
     args = p.parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            rows = json.load(f)
+        print(table(rows))
+        return rows
     rows = run(args.seeds, args.epochs, args.depth, args.n_train, args.n_test)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:

@@ -22,7 +22,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 import keras_gradcam as kg  # noqa: E402
 from keras_gradcam import datasets, metrics  # noqa: E402
