@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -188,13 +189,19 @@ def main(argv=None) -> dict:
     print(f"{epochs} epochs, held-out accuracy {accuracy:.2f}")
 
     uniform = float(test.masks.mean())  # a map spread evenly over the image scores the object's area share
-    report = {"accuracy": accuracy, "uniform": uniform}
+    report, shown = {"accuracy": accuracy, "uniform": uniform}, {}
+    show = datasets.make_probe_set(test, per_class=1)  # one image per class for the figure
     for method in ("gradcam", "gradcam++"):
-        exp = kg.explain(model, test.images, method=method, targets=test.labels)  # layer=None
-        share = float(metrics.energy_pointing_game(exp.heatmaps, test.masks))
-        report[method] = share
+        with warnings.catch_warnings():  # all-zero maps are counted and left out of the share below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            exp = kg.explain(model, test.images, method=method, targets=test.labels)  # layer=None
+        heat = exp.heatmaps
+        zero = heat.reshape(len(heat), -1).max(axis=1) <= 0  # no positive evidence anywhere
+        share = float(metrics.energy_pointing_game(heat[~zero], test.masks[~zero])) if (~zero).any() else 0.0
+        report[method], shown[method] = share, exp[show]
         print(f"{method:9s} at layer {exp.layer!r} (grid {exp.layer_heatmaps.shape[1:]}): "
-              f"{share:.0%} of the energy inside the objects, uniform {uniform:.0%}")
+              f"{share:.0%} of the energy inside the objects, uniform {uniform:.0%} "
+              f"({zero.sum()} of {len(zero)} maps all zero, left out)")
     report["layer"] = exp.layer
 
     import matplotlib
@@ -202,9 +209,9 @@ def main(argv=None) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    show = datasets.make_probe_set(test, per_class=1)
-    fig = kg.plot(exp[show], test.images[show], labels=test.labels[show], class_names=test.class_names)
-    fig.suptitle(f"Grad-CAM++ at {exp.layer!r} of a small ViT", fontsize=9)
+    fig = kg.plot(shown, test.images[show], labels=test.labels[show], class_names=test.class_names,
+                  show=("image", "overlay"))
+    fig.suptitle(f"layer=None ({exp.layer!r}) of a small ViT", fontsize=9)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     fig.savefig(args.out, dpi=100)
     plt.close(fig)
