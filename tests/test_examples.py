@@ -31,7 +31,8 @@ def is_png(path) -> bool:
 
 def test_every_example_is_tested():
     scripts = sorted(p.stem for p in EXAMPLES.glob("*.py"))
-    tested = {"quickstart", "dataset_bias", "nested_backbone", "multi_output", "timeseries_conv1d"}
+    tested = {"quickstart", "dataset_bias", "nested_backbone", "multi_output", "timeseries_conv1d",
+              "vision_transformer"}
     assert set(scripts) <= tested, f"add a test for {sorted(set(scripts) - tested)}"
 
 
@@ -79,6 +80,16 @@ def test_timeseries_conv1d(tmp_path):
     report = load("timeseries_conv1d").main(["--quick", "--out", str(tmp_path / "t.png")])
     assert is_png(report["figure"])
     assert 0.0 <= report["energy_in_window"] <= 1.0
+
+
+def test_vision_transformer(tmp_path, capsys):
+    report = load("vision_transformer").main(["--quick", "--out", str(tmp_path / "v.png")])
+    assert is_png(report["figure"])
+    assert report["layer"] == "block1_norm1"  # layer=None on a class-token ViT: the last attention's input
+    assert 0.0 < report["uniform"] < 0.2  # the objects' share of the image
+    assert all(0.0 <= report[m] <= 1.0 for m in ("gradcam", "gradcam++"))
+    out = capsys.readouterr().out
+    assert "of the energy inside the objects, uniform" in out and "(grid (8, 8))" in out
 
 
 def test_signals_have_their_events_where_the_windows_say():

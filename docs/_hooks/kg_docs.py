@@ -8,8 +8,11 @@
 * **Figures made by the build.** A small CNN is trained on :mod:`keras_gradcam.datasets` shapes
   (nothing downloaded) and every method explains the same probes; each method page shows its
   figure (``figures/<slug>.png``) and the overview page all methods side by side
-  (``figures/methods.png``). ``KG_DOCS_QUICK=1`` trains a tiny model instead, and
-  ``KG_DOCS_FIGURES=0`` puts grey placeholders in their place (both for the test suite).
+  (``figures/methods.png``). The transformer pages get theirs the same way: the small ViT and the
+  Swin-style model of ``examples/vision_transformer.py``, trained on the same shapes and explained
+  with ``layer=None`` (``figures/vit.png``, ``figures/swin.png``). ``KG_DOCS_QUICK=1`` trains tiny
+  models instead, and ``KG_DOCS_FIGURES=0`` puts grey placeholders in their place (both for the
+  test suite).
 * **Placeholders** in the Markdown: ``<!-- methods-table -->`` (a table of the registered
   methods), and on method pages ``<!-- figure -->`` and ``<!-- api -->`` (the class reference,
   rendered by mkdocstrings).
@@ -21,16 +24,21 @@
 from __future__ import annotations
 
 import html
+import importlib.util
 import inspect
 import io
 import logging
 import os
+import pathlib
 import re
 import time
+import warnings
 
 log = logging.getLogger("mkdocs.hooks.keras_gradcam")
 
 _FIGURES: dict[str, bytes] = {}  # cached across rebuilds of `mkdocs serve`
+_TRANSFORMER_FIGURES: dict[str, bytes] = {}  # the same, for the transformer pages
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
 _METHOD_OPTIONS = {
     "smoothgradcam++": {"n_samples": 16},
     "integrated-gradcam": {"steps": 16},
@@ -143,6 +151,65 @@ def _make_figures() -> dict[str, bytes]:
     return _FIGURES
 
 
+def _example(name: str):
+    """A script of ``examples/`` loaded as a module (its builders, without running ``main``)."""
+    spec = importlib.util.spec_from_file_location(f"kg_docs_example_{name}", _ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _transformer_figures() -> dict[str, bytes]:
+    """Train examples/vision_transformer.py's ViT and Swin-style model; Grad-CAM and Grad-CAM++ with layer=None."""
+    if _TRANSFORMER_FIGURES:
+        return _TRANSFORMER_FIGURES
+    if os.environ.get("KG_DOCS_FIGURES", "1") == "0":
+        from keras_gradcam.io import encode_png
+
+        blank = encode_png(__import__("numpy").full((8, 8, 3), 200, "uint8"))
+        _TRANSFORMER_FIGURES.update({"figures/vit.png": blank, "figures/swin.png": blank})
+        return _TRANSFORMER_FIGURES
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import keras
+
+    import keras_gradcam as kg
+    from keras_gradcam import datasets, metrics
+    from keras_gradcam.viz.plots import plot
+
+    quick = os.environ.get("KG_DOCS_QUICK", "") not in ("", "0")
+    start = time.perf_counter()
+    example = _example("vision_transformer")
+    held_out = datasets.make_shapes(n=16 if quick else 300, image_size=32, seed=1)
+    probes = held_out[datasets.make_probe_set(held_out, per_class=1)]
+    uniform = float(held_out.masks.mean())
+    builds = {  # (model, training images, epochs): about a minute each on two CPU cores
+        "vit": (lambda: example.build_vit(depth=1 if quick else 3), 96 if quick else 2400, 1 if quick else 20),
+        "swin": (lambda: example.build_swin(depths=(1, 1) if quick else (2, 2), dim=16), 96 if quick else 1200,
+                 1 if quick else 15),
+    }
+    for key, (build, n, epochs) in builds.items():
+        keras.utils.set_random_seed(0)
+        model = build()
+        example.train(model, datasets.make_shapes(n=n, image_size=32, seed=0), epochs)
+        shown, shares = {}, []
+        for method in ("gradcam", "gradcam++"):
+            with warnings.catch_warnings():  # all-zero maps (common for Grad-CAM++ here) are left out of the share
+                warnings.simplefilter("ignore", RuntimeWarning)
+                exp = kg.explain(model, held_out.images, method=method, targets=held_out.labels)
+                shares.append(float(metrics.energy_pointing_game(exp.heatmaps, held_out.masks)))
+            shown[_display(method)] = exp[datasets.make_probe_set(held_out, per_class=1)]
+        fig = plot(shown, probes.images, labels=probes.labels, class_names=probes.class_names, show=("image", "overlay"))
+        what = "ViT" if key == "vit" else "Swin-style model"
+        fig.suptitle(f"layer=None ({exp.layer!r}) of a small {what}: energy inside the objects {shares[0]:.0%} "
+                     f"(Grad-CAM), {shares[1]:.0%} (Grad-CAM++); uniform {uniform:.0%}", fontsize=8)
+        _TRANSFORMER_FIGURES[f"figures/{key}.png"] = _png(fig)
+    log.info("keras-gradcam: transformer figures in %.0f s%s", time.perf_counter() - start,
+             " (KG_DOCS_QUICK)" if quick else "")
+    return _TRANSFORMER_FIGURES
+
+
 # -- files --------------------------------------------------------------------------------------
 _GENERATED_PAGE = """# {display}
 
@@ -178,7 +245,7 @@ def on_files(files, config, **kwargs):
             page = _GENERATED_PAGE.format(display=_display(name), summary=_summary(cls), slug=slug(name),
                                           path=f"{cls.__module__}.{cls.__qualname__}")
             files.append(File.generated(config, uri, content=page))
-    for uri, data in _make_figures().items():
+    for uri, data in {**_make_figures(), **_transformer_figures()}.items():
         files.append(File.generated(config, uri, content=data))
     return files
 

@@ -287,7 +287,12 @@ def _attention_input(infos: list[LayerInfo], candidates: list[LayerInfo], pick: 
 
     After the last attention, every layer acts on each token alone (norm, MLP, residual add), so
     a head that reads the class token gives the patch tokens a zero gradient there: the last layer
-    that still sees the patches' influence is the input of the last attention. A token-mixing
+    that still sees the patches' influence is the input of the last attention. With a head that
+    averages the patch tokens the later layers have gradients too, but the last attention's input
+    localised at least as well as the last block's output or the final norm in
+    ``benchmarks/vit_layers.py`` (small ViTs trained on shapes; docs/transformers.md, "Which
+    layer"): after the last mixing, each token carries what attention gathered from the others,
+    so its place on the grid says less about where the evidence is. A token-mixing
     layer is a ``MultiHeadAttention``, or a layer that is not Keras' own (a transformer block
     written as a custom layer, as in KerasHub) whose input and output are token sequences.
     """
