@@ -22,7 +22,7 @@ import tensorflow as tf
 from .capture import TRACE_LOCK, Capture, Captured
 from .explanation import Explanation
 from .graph import reaches_output
-from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, signature_key
+from .inputs import batch_slice, flat, map_inputs, prepare_inputs, preprocess, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import normalize, resize
 from .targets import Targets, check_range, resolve_targets
@@ -164,11 +164,15 @@ def check_reaches(model: keras.Model, info: LayerInfo, output_index: int) -> Non
     chain, current = [], model
     try:
         for name in info.path.split("/")[:-1]:
+            if not isinstance(current, keras.Model):
+                break  # inside a subclassed layer: not graph nodes
             current = current.get_layer(name)
             chain.append(current)
     except (ValueError, AttributeError):
         return
-    if reaches_output(model, chain + [info.layer], output_index) is False:
+    # a layer inside a subclassed layer feeds the output if that layer (the graph node) does
+    links = chain if info.sources is not None else chain + [info.layer]
+    if reaches_output(model, links, output_index) is False:
         names = list(getattr(model, "output_names", None) or [])
         out = names[output_index] if output_index < len(names) else output_index
         raise ValueError(
@@ -254,6 +258,7 @@ class BaseCAM:
     relu: ClassVar[bool] = True  # the method's own ReLU on the combined map
     empty_reason: ClassVar[str] = NO_EVIDENCE  # said when maps come back all zero
     gradients: ClassVar[bool] = True
+    raw_size_maps: ClassVar[bool] = True  # with a KerasHub preprocessor: maps at the raw images' size
 
     def __init__(
         self,
@@ -291,6 +296,7 @@ class BaseCAM:
         self._capture: Capture | None = None
         self._fns = FunctionCache()
         self._num_classes: int | None = None
+        self._raw_size: tuple | None = None  # the raw images' size, when a KerasHub preprocessor ran
         if model.built and getattr(model, "inputs", None):
             with TRACE_LOCK:
                 self._setup()  # resolve the layer now, so a wrong name fails at construction
@@ -502,6 +508,8 @@ class BaseCAM:
         Warns about samples whose score is not finite, about all-zero maps (naming the likely
         cause), and when probabilities were explained because the logits could not be reached.
         """
+        if self._raw_size is not None and self.raw_size_maps and tuple(heat.shape[1:]) != self._raw_size:
+            heat = normalize(resize(tf.convert_to_tensor(heat), self._raw_size)).numpy()  # back to the raw images
         axes = tuple(range(1, layer_maps.ndim))
         finite = np.isfinite(scores) & np.isfinite(layer_maps).all(axis=axes)
         explain_warnings(self.name, finite, heat, zero_gradients, self.empty_reason)
@@ -531,6 +539,7 @@ class BaseCAM:
         """Checked inputs, resolved targets, number of samples and images per pass."""
         if batch_size is not None:
             batch_size = positive_int("batch_size", batch_size, expected="a positive int")
+        images, self._raw_size = preprocess(self.model, images)  # a KerasHub task's preprocessor, if any
         x, n = prepare_inputs(self.model, images)
         if self._capture is None:
             with TRACE_LOCK:
