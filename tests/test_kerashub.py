@@ -101,7 +101,7 @@ FAMILIES = {
     "deit": (deit, "deit_backbone/deit_encoder/transformer_block_2/ln_1", ((4, 4), 2), "deit_backbone/deit_encoder/transformer_block_1/ln_2"),
     "dinov2": (dinov2, "dinov2_backbone/dinov2_backbone_encoder/layers_1/norm1", ((4, 4), 5), "dinov2_backbone/dinov2_backbone_encoder/layers_0"),
     # heads that average every token: the last token layer
-    "swin": (swin, "swin_backbone/norm", ((4, 4), 0), "swin_backbone/stage_0/blocks_1"),
+    "swin": (swin, "swin_backbone/norm", ((4, 4), 0), "swin_backbone/stage_0/downsample"),
     "mit": (mit, "mit_backbone/output_level_1", None, "mit_backbone/hierarchical_encoder_1_0/mix_ffn_1"),
     # CNNs (functional backbones): the last feature map before the pooling
     "resnet": (resnet, "resnet_backbone/stack0_block0_out", None, "resnet_backbone/stack0_block0_1_conv"),

@@ -408,6 +408,12 @@ def resolve_layer(
     ``(batch, frames, height, width, channels)`` rather than the per-frame pooled features
     ``(batch, frames, channels)``, so the map is over space and time.
 
+    Layers inside a subclassed layer (the transformer blocks of KerasHub's encoders) are
+    candidates too, with paths such as ``"vit_backbone/vit_encoder/transformer_block_12/ln_1"``
+    (:mod:`keras_gradcam.core.sublayers`). A model whose ``pooling`` says its head averages every
+    token (KerasHub's ``"gap"``, ``"avg"``, ``"max"``) is explained at its last token layer instead
+    of the last attention's input, since every patch token keeps a gradient there.
+
     Parameters
     ----------
     model : keras.Model
