@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace as NS
+
+from keras_gradcam.core.tokens import declared_grid, declared_grids
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,3 +34,23 @@ def test_import_and_explain_without_keras_hub():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ok")
+
+
+def test_declared_grids_read_from_backbone_attributes():
+    """The grids a KerasHub backbone declares, read by duck typing (no KerasHub needed)."""
+    vit = NS(image_shape=(224, 160, 3), patch_size=16)
+    assert declared_grids(vit) == ((14, 10),)
+    assert declared_grid(141, declared_grids(vit)).grid == (14, 10) and declared_grid(141, declared_grids(vit)).prefix == 1
+    assert declared_grid(142, declared_grids(vit)).prefix == 2  # DeiT: class + distillation tokens
+    assert declared_grid(140 + 17, declared_grids(vit)) is None  # more than MAX_PREFIX = 16 extra tokens
+    first = NS(image_shape=(3, 64, 32), patch_size=(8, 4), data_format="channels_first")
+    assert declared_grids(first) == ((8, 8),)
+    swin = NS(image_shape=(64, 64, 3), patch_size=4, depths=(2, 2, 6))
+    assert declared_grids(swin) == ((16, 16), (8, 8), (4, 4))
+    assert declared_grid(64, declared_grids(swin)).grid == (8, 8)  # a later stage: no prefix tokens
+    assert declared_grid(65, declared_grids(swin)) is None
+    mit = NS(image_shape=(64, 64, 3), layerwise_strides=[4, 2, 2])
+    assert declared_grids(mit) == ((16, 16), (8, 8), (4, 4))
+    assert declared_grids(NS(image_shape=(None, None, 3), patch_size=16)) == ()  # any size: nothing declared
+    assert declared_grids(NS(image_shape=(30, 30, 3), patch_size=16)) == ()  # not a whole number of patches
+    assert declared_grids(NS()) == ()

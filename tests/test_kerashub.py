@@ -209,6 +209,15 @@ def test_swin_windowed_attention_is_not_listed_and_stage_grids_halve(models):
     assert infos["swin_backbone/stage_1/blocks_0/mlp"].grid == (4, 4)  # after the patch merging
 
 
+def test_mit_stage_grids_come_from_its_strides(models):
+    """MiT's token layers: 32 / 4 = 8x8 patches in stage 0, 32 / (4 * 2) = 4x4 in stage 1, no prefix tokens."""
+    infos = {i.path: i for i in list_layers(models("mit"))}
+    assert (infos["mit_backbone/patch_and_embed_0"].grid, infos["mit_backbone/patch_and_embed_0"].prefix_tokens) == ((8, 8), 0)
+    assert infos["mit_backbone/hierarchical_encoder_0_0/mix_ffn/dense_4"].grid == (8, 8)
+    assert infos["mit_backbone/hierarchical_encoder_1_0"].grid == (4, 4)
+    assert infos["mit_backbone/output_level_1"].shape == (None, 4, 4, 16) and not infos["mit_backbone/output_level_1"].tokens
+
+
 def vit_gradcam_oracle(model, layer_fn, block_rest):
     """Grad-CAM on the last block's first norm, by hand: the encoder run layer by layer outside keras-gradcam."""
     backbone = model.backbone
