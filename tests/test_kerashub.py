@@ -304,3 +304,40 @@ def test_cli_layers_lists_the_encoder_blocks_with_their_grid(models, tmp_path, c
     assert rows["vit_backbone/vit_encoder/transformer_block_2/mha"][1:] == ["MultiHeadAttention", "(None, 17, 16)", "yes", "4x4 +1"]
     assert rows["vit_backbone/vit_patching_and_embedding/patch_embedding"][-1] == "-"
     assert rows["vit_backbone/vit_encoder/transformer_block_2/ln_1"][0].startswith("* ")  # the default
+
+
+def test_hand_arranged_vit_map_peaks_on_the_bright_patch():
+    """A mean-pooled ViT set by hand so that only one patch carries evidence; the map is worked out below.
+
+    Class token and position embeddings 0; the patch embedding's channel 0 sums the patch's
+    pixels and channel 1 is minus that sum; every attention and MLP weight 0, so each block gives
+    back its input. After the final LayerNorm a bright patch (sum s) is (sqrt 8, -sqrt 8, 0, ...)
+    (16 channels, two of them +-s) and every other token 0. Class 1's logit is channel 0 minus
+    channel 1, averaged over the 17 tokens, so its gradient is (1, -1, 0, ...) / 17 at every token:
+    Grad-CAM at the final norm is (2 sqrt 8) / 17 on the bright patch and 0 elsewhere.
+    """
+    model = vit(pooling="gap")
+    backbone = model.backbone
+    embedding = backbone.get_layer("vit_patching_and_embedding")
+    embedding.class_token.assign(np.zeros(embedding.class_token.shape, "float32"))
+    embedding.position_embedding.embeddings.assign(np.zeros(embedding.position_embedding.embeddings.shape, "float32"))
+    kernel = np.zeros(embedding.patch_embedding.kernel.shape, "float32")
+    kernel[..., 0], kernel[..., 1] = 1.0, -1.0
+    embedding.patch_embedding.kernel.assign(kernel)
+    embedding.patch_embedding.bias.assign(np.zeros(embedding.patch_embedding.bias.shape, "float32"))
+    for block in backbone.get_layer("vit_encoder").encoder_layers:
+        for w in block.mha.weights + block.mlp.weights:
+            w.assign(np.zeros(w.shape, "float32"))
+    head = np.zeros(model.output_dense.kernel.shape, "float32")
+    head[0, 1], head[1, 1] = 1.0, -1.0
+    model.output_dense.kernel.assign(head)
+    model.output_dense.bias.assign(np.zeros(model.output_dense.bias.shape, "float32"))
+    image = np.zeros((1, SIZE, SIZE, 3), "float32")
+    image[0, 16:24, 8:16] = 1.0  # the patch at grid row 2, column 1
+    exp = kg.explain(model, image, method="gradcam", targets=1)
+    assert exp.layer == "vit_backbone/vit_encoder/ln"
+    expected = np.zeros((1, 4, 4), "float32")
+    expected[0, 2, 1] = 2 * np.sqrt(8.0) / 17
+    np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
+    row, col = np.unravel_index(np.argmax(exp.heatmaps[0]), (SIZE, SIZE))
+    assert 16 <= row < 24 and 8 <= col < 16
