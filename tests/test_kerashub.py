@@ -341,3 +341,19 @@ def test_hand_arranged_vit_map_peaks_on_the_bright_patch():
     np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
     row, col = np.unravel_index(np.argmax(exp.heatmaps[0]), (SIZE, SIZE))
     assert 16 <= row < 24 and 8 <= col < 16
+
+
+def test_callback_draws_raw_probes_of_a_task_with_preprocessor(tmp_path):
+    """The callback takes raw probes of any size for a task with a preprocessor, like kg.explain, and overlays on them."""
+    model = vit()
+    converter = keras_hub.layers.ViTImageConverter(image_size=(SIZE, SIZE), scale=1 / 255.0)
+    model.preprocessor = M.ViTImageClassifierPreprocessor(image_converter=converter)
+    raw = np.random.default_rng(2).uniform(0, 255, (2, 48, 40, 3)).astype("float32")
+    cb = kg.GradCAMCallback(raw / 255.0, tmp_path, method="gradcam")
+    cb.set_model(model)
+    cb.set_params({"epochs": 1, "verbose": 0})
+    cb.on_train_begin()
+    cb.on_epoch_end(0)  # explains the probes and draws the maps over them: sizes must agree
+    cb.on_train_end()
+    assert cb.history["epoch"] == [0]
+    assert cb.explainer(raw).heatmaps.shape == (2, 48, 40)
