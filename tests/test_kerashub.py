@@ -13,6 +13,8 @@ import pytest
 
 keras_hub = pytest.importorskip("keras_hub", reason="KerasHub is the optional extra keras-gradcam[hub]")
 
+import warnings  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -357,3 +359,17 @@ def test_callback_draws_raw_probes_of_a_task_with_preprocessor(tmp_path):
     cb.on_train_end()
     assert cb.history["epoch"] == [0]
     assert cb.explainer(raw).heatmaps.shape == (2, 48, 40)
+
+
+def test_bare_dinov2_backbone_takes_one_array_for_its_keyed_input():
+    """DINOV2Backbone's input is {"images": ...}: one array is passed under that key (no Keras structure warning)."""
+    keras.utils.set_random_seed(3)
+    backbone = M.DINOV2Backbone(
+        patch_size=8, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32, image_shape=(SIZE, SIZE, 3),
+        position_embedding_shape=(SIZE, SIZE, 3),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        exp = kg.explain(backbone, IMAGES, method="gradcam", targets=lambda out: out[:, 0, 0])
+    assert exp.heatmaps.shape == (2, SIZE, SIZE) and np.isfinite(exp.heatmaps).all()
+    assert exp.layer.endswith("layers_0/norm1")  # no head to read: the last attention's input

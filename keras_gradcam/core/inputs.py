@@ -154,8 +154,10 @@ def stack_single_images(model: keras.Model, x):
     )
 
 def order_like_model(model: keras.Model, x):
-    """Dict inputs in the order of the model's input dict (Keras matches them by key)."""
+    """Dict inputs in the order of the model's input dict (Keras matches them by key); one array keyed for a one-key dict."""
     spec = getattr(model, "input", None) if getattr(model, "built", False) else None
+    if isinstance(spec, dict) and len(spec) == 1 and isinstance(x, np.ndarray):
+        return {next(iter(spec)): x}  # one array for a model whose one input is keyed (KerasHub's {"images": ...})
     if not (isinstance(x, dict) and isinstance(spec, dict)):
         return x
     missing = [k for k in spec if k not in x]
