@@ -9,7 +9,8 @@
 from . import datasets, metrics
 from .audit import AuditReport, audit
 from .callback import GradCAMCallback
-from .core.engine import BaseCAM, DeviceError
+from .core.device import DeviceError
+from .core.engine import BaseCAM
 from .core.explanation import Explanation
 from .core.layers import list_layers
 from .core.targets import ClassTarget, OutputTarget

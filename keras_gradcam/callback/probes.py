@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from ..core.capture import Capture
-from ..core.inputs import as_inputs
+from ..core.inputs import as_inputs, preprocessor_of
 from ..core.targets import ClassTarget, OutputTarget
 from ..core.validate import ClassIndexError
 from ..metrics import energy_pointing_game, pointing_game
@@ -241,6 +241,8 @@ def check_probe_shape(model, probes: np.ndarray) -> bool:
         )
     expected = (None,) + tuple(inputs[0].shape)[1:]  # any batch size (fit may build it with its own)
     got = probes.shape
+    if preprocessor_of(model) is not None:  # a KerasHub task: raw probes, its preprocessor resizes them
+        expected = expected[:1] + (None,) * (len(expected) - 2) + expected[-1:]
     if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected[1:], got[1:])):
         raise ValueError(
             f"probe_images have shape {got} but the model takes inputs of shape {expected}; pass probes "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import zipfile
 from collections.abc import Sequence
 
 import keras
@@ -47,6 +49,7 @@ def load_model(path: str):
             f"cannot load {path!r}: MODEL must be a Keras file ending in .keras (or a legacy .h5), saved with "
             "model.save('model.keras').", EXIT_MODEL,
         )
+    _register_keras_hub(path)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - any failure becomes one message and exit status
@@ -58,6 +61,26 @@ def load_model(path: str):
     if not isinstance(model, keras.Model):
         raise CLIError(f"{path!r} holds a {type(model).__name__}, not a keras.Model.", EXIT_MODEL)
     return model
+
+
+def _register_keras_hub(path: str) -> None:
+    """Import KerasHub (which registers its classes) when a ``.keras`` file holds a KerasHub model.
+
+    KerasHub is the optional extra ``keras-gradcam[hub]``: imported only for such a file.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if b'"keras_hub' not in archive.read("config.json"):
+                return
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return
+    try:
+        importlib.import_module("keras_hub")
+    except ImportError as e:
+        raise CLIError(
+            f"{path!r} holds a KerasHub model, but keras_hub cannot be imported ({short_message(e)}); install it "
+            "with pip install 'keras-gradcam[hub]'.", EXIT_MODEL,
+        ) from e
 
 
 def read_class_names(path: str | None) -> list[str] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -21,16 +22,17 @@ import numpy as np
 import tensorflow as tf
 
 from .capture import TRACE_LOCK, Capture, Captured
+from .device import device_errors
 from .explanation import Explanation
 from .graph import reaches_output
-from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, signature_key
+from .inputs import batch_slice, flat, map_inputs, prepare_inputs, preprocess, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import eigen_map, normalize, resize, weighted_sum
 from .smoothing import AUG_COPIES, OPTIONS, all_copies, augment, average_copies, check_aug_smooth, check_options
 from .targets import Targets, check_range, resolve_targets
 from .validate import boolean, non_negative_int, one_of, positive_int
 
-__all__ = ["BaseCAM", "FunctionCache", "compile_cached", "DeviceError", "device_errors", "explain_warnings", "check_reaches"]
+__all__ = ["BaseCAM", "FunctionCache", "compile_cached", "explain_warnings", "check_reaches"]
 
 FUNCTIONS_KEPT = 16  # compiled functions an explainer keeps (least recently used dropped)
 
@@ -85,37 +87,6 @@ def compile_cached(cache: FunctionCache, key, body, signature: list, contexts=li
     return fn
 
 
-class DeviceError(RuntimeError):
-    """The model cannot run on this device (an operation this TensorFlow build has no kernel for)."""
-
-
-class device_errors:  # noqa: N801 - used as a context manager, like contextlib's
-    """Turn TensorFlow's "no kernel on this device" errors into a :class:`DeviceError` that says why.
-
-    The common case: ``channels_first`` convolutions on a CPU, which TensorFlow runs only through
-    its oneDNN kernels (on by default on some processors only).
-    """
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, tb):
-        if not isinstance(error, (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError)):
-            return False
-        text = str(error)
-        if "NHWC" in text or "NDHWC" in text or isinstance(error, tf.errors.UnimplementedError):
-            first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-            hint = (
-                " The model uses channels_first convolutions, which TensorFlow runs on a CPU only "
-                "through its oneDNN kernels: set TF_ENABLE_ONEDNN_OPTS=1 before importing TensorFlow, "
-                "run on a GPU, or build the model with data_format='channels_last'."
-                if ("NHWC" in text or "NDHWC" in text)
-                else ""
-            )
-            raise DeviceError(f"the model cannot run on this device: {first[:300]}.{hint}") from None
-        return False
-
-
 NO_EVIDENCE = (
     "the layer shows no positive evidence for the explained target (the weighted sum is <= 0 everywhere, "
     "or the layer's activations are zero). Try counterfactual=True for negative evidence, another target, "
@@ -166,11 +137,15 @@ def check_reaches(model: keras.Model, info: LayerInfo, output_index: int) -> Non
     chain, current = [], model
     try:
         for name in info.path.split("/")[:-1]:
+            if not isinstance(current, keras.Model):
+                break  # inside a subclassed layer: not graph nodes
             current = current.get_layer(name)
             chain.append(current)
     except (ValueError, AttributeError):
         return
-    if reaches_output(model, chain + [info.layer], output_index) is False:
+    # a layer inside a subclassed layer feeds the output if that layer (the graph node) does
+    links = chain if info.sources is not None else chain + [info.layer]
+    if reaches_output(model, links, output_index) is False:
         names = list(getattr(model, "output_names", None) or [])
         out = names[output_index] if output_index < len(names) else output_index
         raise ValueError(
@@ -280,6 +255,7 @@ class BaseCAM:
     gradients: ClassVar[bool] = True
     # which of aug_smooth, eigen_smooth, relu the method takes (eigen_smooth: its map uses `combine`)
     supports: ClassVar[frozenset] = frozenset({"aug_smooth", "relu"})
+    raw_size_maps: ClassVar[bool] = True  # with a KerasHub preprocessor: maps at the raw images' size
 
     def __init__(
         self,
@@ -321,6 +297,7 @@ class BaseCAM:
         self._capture: Capture | None = None
         self._fns = FunctionCache()
         self._num_classes: int | None = None
+        self._call = threading.local()  # per thread: the raw images' size when a KerasHub preprocessor ran
         if model.built and getattr(model, "inputs", None):
             with TRACE_LOCK:
                 self._setup()  # resolve the layer now, so a wrong name fails at construction
@@ -559,6 +536,9 @@ class BaseCAM:
         Warns about samples whose score is not finite, about all-zero maps (naming the likely
         cause), and when probabilities were explained because the logits could not be reached.
         """
+        raw = getattr(self._call, "raw_size", None)
+        if raw is not None and self.raw_size_maps and tuple(heat.shape[1:]) != raw:
+            heat = normalize(resize(tf.convert_to_tensor(heat), raw)).numpy()  # back to the raw images
         axes = tuple(range(1, layer_maps.ndim))
         finite = np.isfinite(scores) & np.isfinite(layer_maps).all(axis=axes)
         explain_warnings(self.name, finite, heat, zero_gradients, self.empty_reason)
@@ -588,6 +568,7 @@ class BaseCAM:
         """Checked inputs, resolved targets, number of samples and images per pass."""
         if batch_size is not None:
             batch_size = positive_int("batch_size", batch_size, expected="a positive int")
+        images, self._call.raw_size = preprocess(self.model, images)  # a KerasHub task's preprocessor, if any
         x, n = prepare_inputs(self.model, images)
         if self._capture is None:
             with TRACE_LOCK:

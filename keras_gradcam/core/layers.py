@@ -17,7 +17,8 @@ from typing import Union
 
 import keras
 
-from .tokens import explicit_grid, infer_grid, reshape_grid, token_advice
+from .sublayers import attention_layer, inner_layers
+from .tokens import TokenGrid, declared_grid, declared_grids, explicit_grid, infer_grid, reshape_grid, token_advice
 
 LayerSpec = Union[None, str, keras.Operation]  # noqa: UP007 - a runtime alias, valid on Python 3.10
 
@@ -52,6 +53,7 @@ class LayerInfo:
     prefix_tokens: int = 0  # class/register tokens before the patches (token layers)
     reshape: Callable | None = None  # the user's (B, T, C) -> (B, rows, cols, C), if given
     token_error: str | None = None  # why a layer that looks like tokens has no grid that can be told
+    sources: tuple | None = None  # inside a subclassed layer: the layers whose outputs it reads; None in a graph
 
     @property
     def spatial(self) -> bool:
@@ -162,20 +164,58 @@ def _image_input(model: keras.Model) -> bool:
         return False
 
 
-def _walk(model: keras.Model, prefix: str = "", calls: int = 1, images: bool | None = None) -> Iterator[LayerInfo]:
+def _walk(
+    model: keras.Model, prefix: str = "", calls: int = 1, images: bool | None = None, grids: tuple = ()
+) -> Iterator[LayerInfo]:
     node_ids = _graph_node_ids(model)
     images = _image_input(model) if images is None else images
+    grids = declared_grids(model) or grids
     for op in _operations(model):
         if isinstance(op, keras.layers.InputLayer):
             continue
         path = prefix + op.name
         n = calls * _calls_in(op, node_ids)
         shape = _output_shape(op)
-        found = infer_grid(op, shape, images) if shape is not None and len(shape) == 3 else None
+        own = declared_grids(op) or grids
+        found = _graph_grid(op, shape, images, own)
         tokens = {} if found is None else {"grid": found.grid, "prefix_tokens": found.prefix, "token_error": found.error}
-        yield LayerInfo(op, path, shape, n, _data_format(op), **tokens)
+        info = LayerInfo(op, path, shape, n, _data_format(op), **tokens)
+        yield info
         if isinstance(op, keras.Model):
-            yield from _walk(op, path + "/", n, images)
+            yield from _walk(op, path + "/", n, images, own)
+        else:
+            yield from _inside(info, images, own)
+
+
+def _graph_grid(op, shape, images: bool, grids: tuple) -> TokenGrid | None:
+    """The grid of a graph layer's rank-3 output: the backbone's declared grids first, then the graph's."""
+    if shape is None or len(shape) != 3:
+        return None
+    if images and getattr(op, "data_format", None) != "channels_first":
+        found = declared_grid(shape[1], grids)
+        if found is not None:
+            return found
+    return infer_grid(op, shape, images)
+
+
+def _inside(parent: LayerInfo, images: bool, grids: tuple) -> Iterator[LayerInfo]:
+    """The layers inside a subclassed layer (:func:`keras_gradcam.core.sublayers.inner_layers`), as LayerInfos.
+
+    A rank-3 output there is read on the backbone's declared grid, else on the grid of the
+    enclosing layer when it has as many tokens; in an image model, a rank-3 output with neither
+    looks like tokens whose grid cannot be told.
+    """
+    for inner in inner_layers(parent.layer):
+        shape, tokens = inner.shape, {}
+        if images and shape is not None and len(shape) == 3:
+            found = declared_grid(shape[1], grids)
+            if found is None and parent.tokens and parent.shape[1] == shape[1]:
+                found = TokenGrid(parent.grid, parent.prefix_tokens)
+            if found is None:
+                found = TokenGrid(error=f"it runs inside the subclassed layer {parent.path!r}, which tells no patch grid")
+            tokens = {"grid": found.grid, "prefix_tokens": found.prefix, "token_error": found.error}
+        path = parent.path + "/" + inner.path
+        yield LayerInfo(inner.layer, path, shape, parent.calls * inner.calls, None, sources=inner.sources, **tokens)
 
 
 def shared_call_count(info: LayerInfo) -> int:
@@ -293,12 +333,20 @@ def _attention_input(infos: list[LayerInfo], candidates: list[LayerInfo], pick: 
     ``benchmarks/vit_layers.py`` (small ViTs trained on shapes; docs/transformers.md, "Which
     layer"): after the last mixing, each token carries what attention gathered from the others,
     so its place on the grid says less about where the evidence is. A token-mixing
-    layer is a ``MultiHeadAttention``, or a layer that is not Keras' own (a transformer block
-    written as a custom layer, as in KerasHub) whose input and output are token sequences.
+    layer is a ``MultiHeadAttention``; in a graph also a layer that is not Keras' own whose input
+    and output are token sequences (a transformer block written as a custom layer); inside a
+    subclassed layer (KerasHub's encoders) an attention layer
+    (:func:`keras_gradcam.core.sublayers.attention_layer`), its input read from the probe.
     """
     tokens = {id(i.layer): i for i in candidates if i.tokens}
     for info in reversed(infos):
         op = info.layer
+        if info.sources is not None:
+            if attention_layer(op):
+                for source in info.sources:
+                    if id(source) in tokens:
+                        return tokens[id(source)]
+            continue
         mixing = isinstance(op, keras.layers.MultiHeadAttention) or (
             info.tokens and not type(op).__module__.startswith("keras.") and not isinstance(op, keras.Model)
         )
@@ -354,6 +402,12 @@ def resolve_layer(
     for a ``TimeDistributed`` video model, the per-frame convolution output
     ``(batch, frames, height, width, channels)`` rather than the per-frame pooled features
     ``(batch, frames, channels)``, so the map is over space and time.
+
+    Layers inside a subclassed layer (the transformer blocks of KerasHub's encoders) are
+    candidates too, with paths such as ``"vit_backbone/vit_encoder/transformer_block_12/ln_1"``
+    (:mod:`keras_gradcam.core.sublayers`). The last attention's input is chosen whatever the head
+    (class token or mean of the tokens): on small ViTs trained on shapes it localised at least as
+    well as the final norm with either head (``benchmarks/vit_layers.py``, docs/transformers.md).
 
     Parameters
     ----------

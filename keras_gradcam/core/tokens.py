@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-__all__ = ["MAX_PREFIX", "TokenGrid", "explicit_grid", "infer_grid", "reshape_grid", "to_grid", "token_advice", "token_mask"]
+__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "reshape_grid", "to_grid", "token_advice", "token_mask"]
 
 MAX_PREFIX = 16  # prefix tokens accepted when the grid is read from a patch embedding
 
@@ -153,6 +153,60 @@ def infer_grid(op: keras.Operation, shape: tuple, images: bool) -> TokenGrid:
         error=f"no grid of the {size} image's aspect ratio has {count} or {count - 1} cells (0 or 1 prefix token)",
         patch=hw,
     )
+
+
+def _pair(value) -> tuple | None:
+    if isinstance(value, int) and value > 0:
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
+        return tuple(value)
+    return None
+
+
+def declared_grids(model) -> tuple:
+    """The patch grids a backbone declares in its attributes (KerasHub's), largest first; () if none.
+
+    ``image_shape`` (``(height, width, channels)``, or channels first with
+    ``data_format="channels_first"``) and ``patch_size`` give the patch grid of ViT, DeiT and
+    DINOv2; Swin (``depths``) halves it at each later stage; MiT/SegFormer has one grid per stage,
+    the image divided by the product of ``layerwise_strides`` so far. Read by duck typing, so
+    that keras-gradcam needs no KerasHub import.
+    """
+    shape = getattr(model, "image_shape", None)
+    if not isinstance(shape, (tuple, list)) or len(shape) != 3:
+        return ()
+    first = getattr(model, "data_format", None) == "channels_first"
+    h, w = (shape[1], shape[2]) if first else (shape[0], shape[1])
+    if not (isinstance(h, int) and isinstance(w, int)):
+        return ()
+    strides = getattr(model, "layerwise_strides", None)
+    if isinstance(strides, (tuple, list)) and strides and all(isinstance(s, int) and s > 0 for s in strides):
+        grids, step = [], 1
+        for s in strides:
+            step *= s
+            grids.append((h // step, w // step))
+        return tuple(grids)
+    patch = _pair(getattr(model, "patch_size", None))
+    if patch is None or h % patch[0] or w % patch[1]:
+        return ()
+    stages = len(getattr(model, "depths", None) or ()) or 1
+    return tuple((h // patch[0] // 2**k, w // patch[1] // 2**k) for k in range(stages))
+
+
+def declared_grid(count, grids: tuple) -> TokenGrid | None:
+    """The grid of ``count`` tokens among a backbone's ``grids`` (:func:`declared_grids`), or None.
+
+    The first (finest) grid may follow up to :data:`MAX_PREFIX` prefix tokens (ViT's class token,
+    DeiT's class and distillation tokens, DINOv2's class and register tokens); a later stage's
+    grid (Swin, MiT) has none.
+    """
+    if count is None:
+        return None
+    for k, (rows, cols) in enumerate(grids):
+        prefix = count - rows * cols
+        if prefix == 0 or (k == 0 and 0 < prefix <= MAX_PREFIX):
+            return TokenGrid((int(rows), int(cols)), int(prefix))
+    return None
 
 
 def explicit_grid(path: str, shape: tuple, auto: tuple | None, grid, prefix_tokens) -> tuple[tuple, int]:

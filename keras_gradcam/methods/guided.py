@@ -97,6 +97,8 @@ class GuidedBackprop(CleanPass, BaseCAM):
     (8, 64, 64, 3)
     """
 
+    raw_size_maps = False  # pixel-space gradients of the preprocessed input, at its size
+
     name = "guided-backprop"
     empty_reason = (
         "no gradient reaches the input through the guided ReLUs (each ReLU passes only positive gradients "
@@ -194,6 +196,8 @@ class GuidedBackprop(CleanPass, BaseCAM):
 
 class _GuidedMixin:
     """Guided X: guided backpropagation times the upsampled, normalised map of method X."""
+
+    raw_size_maps = False  # multiplied with the input gradient: maps at the preprocessed size
 
     def _init_guided(self, non_relu: str) -> None:
         self.non_relu = one_of("non_relu", non_relu, NON_RELU)
