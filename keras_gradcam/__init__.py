@@ -9,6 +9,7 @@
 from . import datasets, metrics
 from .audit import AuditReport, audit
 from .callback import GradCAMCallback
+from .core.dense_targets import BoxTarget, RetinaNetDetections, SegmentationTarget
 from .core.engine import BaseCAM, DeviceError
 from .core.explanation import Explanation
 from .core.layers import list_layers
@@ -71,6 +72,9 @@ __all__ = [
     "DeviceError",
     "ClassTarget",
     "OutputTarget",
+    "SegmentationTarget",
+    "BoxTarget",
+    "RetinaNetDetections",
     "Explanation",
     "GradCAM",
     "GradCAMCallback",

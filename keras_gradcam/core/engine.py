@@ -25,7 +25,7 @@ from .graph import reaches_output
 from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import normalize, resize
-from .targets import Targets, check_range, resolve_targets
+from .targets import Targets, check_range, check_sample_count, resolve_targets
 from .validate import boolean, non_negative_int, one_of, positive_int
 
 __all__ = ["BaseCAM", "FunctionCache", "compile_cached", "DeviceError", "device_errors", "explain_warnings", "check_reaches"]
@@ -536,4 +536,5 @@ class BaseCAM:
             with TRACE_LOCK:
                 if self._capture is None:
                     self._setup(map_inputs(lambda a: a[:1], x))
+        check_sample_count(targets, n, int(batch_size or self.batch_size))
         return x, resolve_targets(targets, n), n, int(batch_size or self.batch_size)

@@ -14,7 +14,7 @@ from .validate import ClassIndexError
 
 Targets = Union[None, int, Sequence[int], np.ndarray, Callable]  # noqa: UP007 - a runtime alias
 
-__all__ = ["ClassTarget", "OutputTarget", "resolve_targets", "class_scores", "check_range"]
+__all__ = ["ClassTarget", "OutputTarget", "resolve_targets", "class_scores", "check_range", "pick_output", "check_sample_count"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class ClassTarget:
     output: int | str | None = None
 
     def __call__(self, outputs) -> tf.Tensor:
-        return _pick_output(outputs, self.output)[:, self.index]
+        return pick_output(outputs, self.output)[:, self.index]
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,14 @@ class OutputTarget:
             raise ValueError(f"reduce must be 'sum' or 'mean'; got {self.reduce!r}.")
 
     def __call__(self, outputs) -> tf.Tensor:
-        out = tf.cast(_pick_output(outputs, self.output), tf.float32)
+        out = tf.cast(pick_output(outputs, self.output), tf.float32)
         axes = list(range(1, out.shape.rank))
         if not axes:
             return out
         return tf.reduce_sum(out, axis=axes) if self.reduce == "sum" else tf.reduce_mean(out, axis=axes)
 
 
-def _pick_output(outputs, output):
+def pick_output(outputs, output):
     if isinstance(outputs, dict) and isinstance(output, str):
         if output not in outputs:
             raise ValueError(f"output={output!r} is not an output of the model; its outputs are {list(outputs)}.")
@@ -121,6 +121,22 @@ def resolve_targets(targets: Targets, n: int) -> np.ndarray | Callable:
     if (arr < 0).any():
         raise ClassIndexError(f"class indices must be >= 0; got {arr[arr < 0][:5].tolist()}.")
     return arr.astype(np.int32)
+
+
+def check_sample_count(targets, n: int, batch_size: int) -> None:
+    """Raise ``ValueError`` if a target holding one row per sample (``targets.num_samples``, e.g. a
+    per-image mask) does not have ``n`` rows, or if the ``n`` samples would not go through in one pass."""
+    rows = getattr(targets, "num_samples", None) if callable(targets) else None
+    if rows is None:
+        return
+    name = type(targets).__name__
+    if rows != n:
+        raise ValueError(f"{name} holds {rows} per-image entries (masks, boxes or classes) but {n} images are explained: "
+                         "give one per image, or a single one for all.")
+    if batch_size < n:
+        raise ValueError(f"{name} holds one entry per image, so all {n} images must go through in one pass, but "
+                         f"batch_size is {batch_size}: pass batch_size={n} (or more), or explain the images in calls "
+                         "of at most batch_size images, each with its own rows.")
 
 
 def check_range(targets: np.ndarray, num_classes: int | None) -> None:
