@@ -82,6 +82,19 @@ def test_per_image_masks_and_the_softmax_head_scores_logits():
     close(exp.scores, (z[..., 0] * masks).sum(axis=(1, 2)), atol=1e-5)  # logits, not probabilities
 
 
+@pytest.mark.parametrize("method, options", [("integrated-gradcam", {"steps": 3}), ("scorecam", {"verbose": 0})])
+def test_per_image_masks_follow_their_image_through_multi_pass_methods(method, options):
+    """Methods that expand each image (path points, masked copies) pass k x n rows: the masks go with them."""
+    model = segmenter()
+    _, z = numpy_logits(X)
+    masks = np.zeros((2, 4, 4), np.float32)
+    masks[0, :2], masks[1, :, 3] = 1.0, 1.0
+    both = kg.explain(model, X, method=method, layer="feat", targets=kg.SegmentationTarget(0, mask=masks), **options)
+    close(both.scores, (z[..., 0] * masks).sum(axis=(1, 2)), atol=1e-5)
+    alone = kg.explain(model, X[1:], method=method, layer="feat", targets=kg.SegmentationTarget(0, mask=masks[1]), **options)
+    close(both.layer_heatmaps[1], alone.layer_heatmaps[0], atol=1e-5)
+
+
 def test_channels_first_output_gives_the_same_score():
     _, z = numpy_logits(X)
     mask = np.eye(4, dtype=bool)
