@@ -58,6 +58,9 @@ def train_segmenter(quick: bool):
         x = skip = x if filters == 48 else keras.layers.MaxPooling2D()(x)
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)  # 1/8: the context of a whole shape
+    # image-level features, as DeepLab's pyramid pooling has: which shape is in the image
+    pooled = keras.layers.Dense(32, activation="relu")(keras.layers.GlobalAveragePooling2D(keepdims=True)(x))
+    x = keras.layers.Concatenate()([x, keras.layers.UpSampling2D(size // 8)(pooled)])
     x = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
     x = keras.layers.Concatenate()([x, skip])  # back at 1/4, with the encoder's features there
     x = keras.layers.Conv2D(48, 3, padding="same", activation="relu", name="features")(x)
