@@ -76,7 +76,6 @@ def train_segmenter(quick: bool):
 
 def segmentation_figure(quick: bool) -> bytes:
     import matplotlib.pyplot as plt
-    import numpy as np
 
     import keras_gradcam as kg
     from keras_gradcam import datasets
@@ -150,7 +149,6 @@ def grid_boxes(size: int):
 def train_detector(quick: bool):
     """A tiny one-stage grid detector: outputs {"boxes": (N, 64, 4) box codes, "logits": (N, 64, K + 1)}."""
     import keras
-    import numpy as np
 
     from keras_gradcam import datasets
 
