@@ -254,3 +254,23 @@ def test_keras_hub_retinanet_box_target_matches_the_hand_decoded_anchor():
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     with pytest.raises(ValueError, match="corner format"):
         kg.RetinaNetDetections(model, box_format="xywh")
+
+
+def test_the_docs_grid_detector_decodes_the_boxes_it_was_trained_on():
+    """The detection figure's adapter inverts its training encoding: each object's cell decodes to its mask's box."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "docs" / "_hooks" / "kg_dense.py"
+    spec = importlib.util.spec_from_file_location("kg_dense_hook", path)
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    data = kg.datasets.make_shapes(n=6, image_size=64, n_objects=(1, 2), same_class=False, size_range=(0.25, 0.4), seed=2)
+    cls, code = hook.detector_targets(data, 64)
+    boxes, logits = hook.grid_boxes(64)({"boxes": tf.constant(code), "logits": tf.zeros((6, 64, 4))})
+    for i in range(len(data)):
+        for j in np.flatnonzero(data.object_labels[i] >= 0):
+            ys, xs = np.nonzero(data.object_masks[i, j])
+            cell = np.flatnonzero(np.all(np.isclose(boxes[i].numpy(), [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1], atol=1e-4), axis=1))
+            assert len(cell) == 1 and cls[i, cell[0]] == data.object_labels[i, j]
+    assert (cls == data.num_classes).sum() == 6 * 64 - data.object_counts.sum()  # the other cells are background
