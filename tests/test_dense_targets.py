@@ -106,6 +106,7 @@ def test_channels_first_output_gives_the_same_score():
 
 def test_segmentation_target_errors_name_the_fix():
     model = segmenter()
+    before = [w.copy() for w in model.get_weights()]
     with pytest.raises(ValueError, match=r"resolution"):
         kg.explain(model, X, method="gradcam", layer="feat", targets=kg.SegmentationTarget(1, mask=np.ones((8, 8))))
     with pytest.raises(ClassIndexError, match=r"0 \.\. 2"):
@@ -122,6 +123,7 @@ def test_segmentation_target_errors_name_the_fix():
     classifier = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Flatten(), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="segmentation output"):
         kg.SegmentationTarget(1)(classifier(X))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # unchanged after the errors
 
 
 def test_equal_targets_hash_equal_and_share_one_trace():
