@@ -18,7 +18,7 @@ import tensorflow as tf
 from .targets import pick_output
 from .validate import boolean, check_classes, integer, one_of, positive_float
 
-__all__ = ["SegmentationTarget", "BoxTarget", "RetinaNetDetections", "box_iou"]
+__all__ = ["SegmentationTarget", "BoxTarget", "RetinaNetDetections", "box_iou", "check_sample_count"]
 
 CORNER_FORMATS = ("xyxy", "yxyx", "rel_xyxy", "rel_yxyx")
 
@@ -51,6 +51,22 @@ def _per_sample(rows: tf.Tensor, batch: tf.Tensor, what: str) -> tf.Tensor:
     with tf.control_dependencies([check]):
         reps = tf.concat([[batch // n], tf.ones([tf.rank(rows) - 1], tf.int32)], axis=0)
         return tf.tile(rows, reps)
+
+
+def check_sample_count(targets, n: int, batch_size: int) -> None:
+    """Raise ``ValueError`` if a target holding one row per sample (``targets.num_samples``, e.g. a
+    per-image mask) does not have ``n`` rows, or if the ``n`` samples would not go through in one pass."""
+    rows = getattr(targets, "num_samples", None) if callable(targets) else None
+    if rows is None:
+        return
+    name = type(targets).__name__
+    if rows != n:
+        raise ValueError(f"{name} holds {rows} per-image entries (masks, boxes or classes) but {n} images are explained: "
+                         "give one per image, or a single one for all.")
+    if batch_size < n:
+        raise ValueError(f"{name} holds one entry per image, so all {n} images must go through in one pass, but "
+                         f"batch_size is {batch_size}: pass batch_size={n} (or more), or explain the images in calls "
+                         "of at most batch_size images, each with its own rows.")
 
 
 class SegmentationTarget:

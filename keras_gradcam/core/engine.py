@@ -20,12 +20,13 @@ import numpy as np
 import tensorflow as tf
 
 from .capture import TRACE_LOCK, Capture, Captured
+from .dense_targets import check_sample_count
 from .explanation import Explanation
 from .graph import reaches_output
 from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import normalize, resize
-from .targets import Targets, check_range, check_sample_count, resolve_targets
+from .targets import Targets, check_range, resolve_targets
 from .validate import boolean, non_negative_int, one_of, positive_int
 
 __all__ = ["BaseCAM", "FunctionCache", "compile_cached", "DeviceError", "device_errors", "explain_warnings", "check_reaches"]

@@ -14,7 +14,7 @@ from .validate import ClassIndexError
 
 Targets = Union[None, int, Sequence[int], np.ndarray, Callable]  # noqa: UP007 - a runtime alias
 
-__all__ = ["ClassTarget", "OutputTarget", "resolve_targets", "class_scores", "check_range", "pick_output", "check_sample_count"]
+__all__ = ["ClassTarget", "OutputTarget", "resolve_targets", "class_scores", "check_range", "pick_output"]
 
 
 @dataclass(frozen=True)
@@ -121,22 +121,6 @@ def resolve_targets(targets: Targets, n: int) -> np.ndarray | Callable:
     if (arr < 0).any():
         raise ClassIndexError(f"class indices must be >= 0; got {arr[arr < 0][:5].tolist()}.")
     return arr.astype(np.int32)
-
-
-def check_sample_count(targets, n: int, batch_size: int) -> None:
-    """Raise ``ValueError`` if a target holding one row per sample (``targets.num_samples``, e.g. a
-    per-image mask) does not have ``n`` rows, or if the ``n`` samples would not go through in one pass."""
-    rows = getattr(targets, "num_samples", None) if callable(targets) else None
-    if rows is None:
-        return
-    name = type(targets).__name__
-    if rows != n:
-        raise ValueError(f"{name} holds {rows} per-image entries (masks, boxes or classes) but {n} images are explained: "
-                         "give one per image, or a single one for all.")
-    if batch_size < n:
-        raise ValueError(f"{name} holds one entry per image, so all {n} images must go through in one pass, but "
-                         f"batch_size is {batch_size}: pass batch_size={n} (or more), or explain the images in calls "
-                         "of at most batch_size images, each with its own rows.")
 
 
 def check_range(targets: np.ndarray, num_classes: int | None) -> None:
