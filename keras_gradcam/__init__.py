@@ -9,6 +9,7 @@
 from . import datasets, metrics
 from .audit import AuditReport, audit
 from .callback import GradCAMCallback
+from .core.dense_targets import BoxTarget, RetinaNetDetections, SegmentationTarget
 from .core.device import DeviceError
 from .core.engine import BaseCAM
 from .core.explanation import Explanation
@@ -72,6 +73,9 @@ __all__ = [
     "DeviceError",
     "ClassTarget",
     "OutputTarget",
+    "SegmentationTarget",
+    "BoxTarget",
+    "RetinaNetDetections",
     "Explanation",
     "GradCAM",
     "GradCAMCallback",

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from .capture import TRACE_LOCK, Capture, Captured
+from .dense_targets import check_sample_count
 from .device import device_errors
 from .explanation import Explanation
 from .graph import reaches_output
@@ -574,4 +575,5 @@ class BaseCAM:
             with TRACE_LOCK:
                 if self._capture is None:
                     self._setup(map_inputs(lambda a: a[:1], x))
+        check_sample_count(targets, n, int(batch_size or self.batch_size))
         return x, resolve_targets(targets, n), n, int(batch_size or self.batch_size)

@@ -14,7 +14,7 @@ from .validate import ClassIndexError
 
 Targets = Union[None, int, Sequence[int], np.ndarray, Callable]  # noqa: UP007 - a runtime alias
 
-__all__ = ["ClassTarget", "OutputTarget", "resolve_targets", "class_scores", "check_range"]
+__all__ = ["ClassTarget", "OutputTarget", "resolve_targets", "class_scores", "check_range", "pick_output"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class ClassTarget:
     output: int | str | None = None
 
     def __call__(self, outputs) -> tf.Tensor:
-        return _pick_output(outputs, self.output)[:, self.index]
+        return pick_output(outputs, self.output)[:, self.index]
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,14 @@ class OutputTarget:
             raise ValueError(f"reduce must be 'sum' or 'mean'; got {self.reduce!r}.")
 
     def __call__(self, outputs) -> tf.Tensor:
-        out = tf.cast(_pick_output(outputs, self.output), tf.float32)
+        out = tf.cast(pick_output(outputs, self.output), tf.float32)
         axes = list(range(1, out.shape.rank))
         if not axes:
             return out
         return tf.reduce_sum(out, axis=axes) if self.reduce == "sum" else tf.reduce_mean(out, axis=axes)
 
 
-def _pick_output(outputs, output):
+def pick_output(outputs, output):
     if isinstance(outputs, dict) and isinstance(output, str):
         if output not in outputs:
             raise ValueError(f"output={output!r} is not an output of the model; its outputs are {list(outputs)}.")

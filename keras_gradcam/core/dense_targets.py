@@ -1,0 +1,394 @@
+"""Targets for dense predictions: a class over a region of a segmentation map, one detection's box.
+
+A target is a callable ``outputs -> (B,)`` scores (see :mod:`keras_gradcam.core.targets`). These
+two reduce a segmentation map or a detector's raw outputs to one score per image, with hashable
+equality (equal targets share one compiled function) and checks that name what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .targets import pick_output
+from .validate import boolean, check_classes, integer, one_of, positive_float
+
+__all__ = ["SegmentationTarget", "BoxTarget", "RetinaNetDetections", "box_iou", "check_sample_count"]
+
+CORNER_FORMATS = ("xyxy", "yxyx", "rel_xyxy", "rel_yxyx")
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array = np.array(array, copy=True, order="C")  # keeps 0-d arrays 0-d
+    array.setflags(write=False)
+    return array
+
+
+def _digest(array: np.ndarray | None) -> tuple | None:
+    """A hashable stand-in for an array: its dtype, shape and a hash of its bytes."""
+    if array is None:
+        return None
+    return (array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).hexdigest())
+
+
+def _per_sample(rows: tf.Tensor, batch: tf.Tensor, what: str) -> tf.Tensor:
+    """``rows`` ``(N, ...)`` for a batch of ``batch`` rows: as is, or tiled variant-major.
+
+    Methods that expand each sample (noise draws, path points, perturbed copies) pass ``k * N``
+    rows laid out variant-major (row ``j * N + b`` is variant ``j`` of sample ``b``).
+    """
+    n = tf.shape(rows)[0]
+    check = tf.debugging.assert_equal(
+        batch % n, 0,
+        message=f"{what} holds one entry per sample, but the explainer passed a batch whose size is not a multiple "
+        "of their number: explain all the samples in one pass (batch_size >= the number of samples).",
+    )
+    with tf.control_dependencies([check]):
+        reps = tf.concat([[batch // n], tf.ones([tf.rank(rows) - 1], tf.int32)], axis=0)
+        return tf.tile(rows, reps)
+
+
+def check_sample_count(targets, n: int, batch_size: int) -> None:
+    """Raise ``ValueError`` if a target holding one row per sample (``targets.num_samples``, e.g. a
+    per-image mask) does not have ``n`` rows, or if the ``n`` samples would not go through in one pass."""
+    rows = getattr(targets, "num_samples", None) if callable(targets) else None
+    if rows is None:
+        return
+    name = type(targets).__name__
+    if rows != n:
+        raise ValueError(f"{name} holds {rows} per-image entries (masks, boxes or classes) but {n} images are explained: "
+                         "give one per image, or a single one for all.")
+    if batch_size < n:
+        raise ValueError(f"{name} holds one entry per image, so all {n} images must go through in one pass, but "
+                         f"batch_size is {batch_size}: pass batch_size={n} (or more), or explain the images in calls "
+                         "of at most batch_size images, each with its own rows.")
+
+
+class SegmentationTarget:
+    """The summed logit of one class over a region of a segmentation map.
+
+    ``score = sum over pixels p of mask[p] * logit[p, category]``. With ``mask=None`` the region
+    is where the model predicts ``category`` (the argmax over classes, taken from the forward pass
+    and not differentiated), as pytorch-grad-cam's ``SemanticSegmentationTarget`` does with a mask
+    computed beforehand. A softmax at the end of the model is skipped while explaining (the
+    explainer's default ``score="logit"``), so the logits are summed, not probabilities.
+
+    Parameters
+    ----------
+    category : int
+        The class (channel of the segmentation output).
+    mask : array-like of shape (height, width) or (n_samples, height, width), optional
+        Weights of the pixels (bool or float), at the resolution of the model's output (resize it
+        first if the model predicts at a lower resolution, e.g. SegFormer's quarter size). One mask
+        for all images, or one per image; per-image masks need every image in one pass
+        (``batch_size >= n_samples``). None: the predicted region of ``category``.
+    output : int or str, optional
+        Which output of a multi-output model (None for a single-output model).
+    data_format : {"channels_last", "channels_first"}, optional
+        Where the class axis of the output is: last (``(B, H, W, C)``) or second
+        (``(B, C, H, W)``); by default ``keras.config.image_data_format()``.
+
+    Raises
+    ------
+    TypeError
+        ``category`` is not an int.
+    ValueError
+        A mask that is not 2-D or 3-D, or (when explaining) whose shape is not the output's spatial
+        shape; a ``category`` outside the output's classes.
+
+    Examples
+    --------
+    >>> t = SegmentationTarget(1, mask=np.eye(4, dtype=bool))
+    >>> t == SegmentationTarget(1, mask=np.eye(4, dtype=bool)), t.num_samples
+    (True, None)
+    """
+
+    def __init__(self, category: int, mask=None, output: int | str | None = None, data_format: str | None = None):
+        self.category = integer("category", category, expected="an int class index")
+        if self.category < 0:
+            raise ValueError(f"category must be a class index >= 0; got {self.category}.")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.dtype.kind not in "biuf" or mask.ndim not in (2, 3):
+                raise ValueError(
+                    "mask must be a bool or float array of shape (height, width), one for all images, or "
+                    f"(n_samples, height, width), one per image; got {mask.dtype} of shape {mask.shape}."
+                )
+            mask = _frozen(mask.astype(np.float32))
+        self.mask = mask
+        self.output = output
+        self.data_format = one_of("data_format", data_format or keras.config.image_data_format(),
+                                  ("channels_last", "channels_first"))
+
+    @property
+    def num_samples(self) -> int | None:
+        """The number of per-image masks (None for one mask, or none, shared by all images)."""
+        return None if self.mask is None or self.mask.ndim == 2 else int(self.mask.shape[0])
+
+    def _key(self):
+        return (self.category, _digest(self.mask), self.output, self.data_format)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._key() == self._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        mask = None if self.mask is None else f"<mask {self.mask.shape}>"
+        return f"SegmentationTarget(category={self.category}, mask={mask}, output={self.output!r})"
+
+    def class_logits(self, outputs) -> tf.Tensor:
+        """The category's logit map ``(B, *spatial)`` and, for ``mask=None``, the predicted region."""
+        out = tf.cast(pick_output(outputs, self.output), tf.float32)
+        if out.shape.rank is None or out.shape.rank < 3:
+            raise ValueError(
+                f"SegmentationTarget needs a segmentation output of shape (N, height, width, classes) (or classes "
+                f"first with data_format='channels_first'); the explained output has shape {tuple(out.shape)}."
+            )
+        axis = 1 if self.data_format == "channels_first" else -1
+        check_classes("category", [self.category], out.shape[axis],
+                      fix=f"The output has shape {tuple(out.shape)} ({self.data_format}).")
+        logit = out[:, self.category] if axis == 1 else out[..., self.category]
+        predicted = tf.stop_gradient(tf.cast(tf.equal(tf.argmax(out, axis=axis, output_type=tf.int32), self.category), tf.float32))
+        return logit, predicted
+
+    def __call__(self, outputs) -> tf.Tensor:
+        logit, predicted = self.class_logits(outputs)
+        if self.mask is None:
+            mask = predicted
+        else:
+            spatial = tuple(logit.shape[1:])
+            if tuple(self.mask.shape[-2:]) != spatial and None not in spatial:
+                raise ValueError(
+                    f"the mask has shape {self.mask.shape[-2:]} (height, width) but the segmentation output's "
+                    f"spatial shape is {spatial}: give the mask at the output's resolution (resize it, nearest "
+                    "neighbour, to that shape)."
+                )
+            mask = tf.constant(self.mask)
+            if self.mask.ndim == 3:
+                mask = _per_sample(mask, tf.shape(logit)[0], "SegmentationTarget's masks")
+        return tf.reduce_sum(tf.reshape(logit * mask, [tf.shape(logit)[0], -1]), axis=1)
+
+
+def box_iou(boxes: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
+    """IoU of corner boxes ``(B, A, 4)`` with one reference box per sample ``(B, 4)``: ``(B, A)``.
+
+    Both in the same corner format, ``(y1, x1, y2, x2)`` or ``(x1, y1, x2, y2)`` (IoU is the same
+    in either). Differentiable with respect to ``boxes``.
+    """
+    ref = reference[:, None, :]
+    lo = tf.maximum(boxes[..., :2], ref[..., :2])
+    hi = tf.minimum(boxes[..., 2:], ref[..., 2:])
+    inter = tf.reduce_prod(tf.maximum(hi - lo, 0.0), axis=-1)
+    area = tf.reduce_prod(tf.maximum(boxes[..., 2:] - boxes[..., :2], 0.0), axis=-1)
+    ref_area = tf.reduce_prod(tf.maximum(ref[..., 2:] - ref[..., :2], 0.0), axis=-1)
+    return inter / tf.maximum(area + ref_area - inter, 1e-9)
+
+
+def _warn_unmatched(matched):
+    missing = int((~matched.numpy()).sum())
+    if missing:
+        warnings.warn(
+            f"BoxTarget: {missing} of {matched.shape[0]} samples have no detection of the class whose box overlaps "
+            "the reference box with IoU >= iou_threshold; their score is 0 and their map all zero. Lower "
+            "iou_threshold (or min_score), or check the box format and the class.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return matched
+
+
+class BoxTarget:
+    """The class score of the detection that matches a reference box, optionally plus its IoU.
+
+    Among the predicted boxes whose top class is ``category`` (and whose class score is at least
+    ``min_score``, if given), the one with the highest IoU with ``box`` is matched, if that IoU is
+    at least ``iou_threshold``; the score is its ``category`` score (plus the IoU with
+    ``add_iou=True``, as pytorch-grad-cam's ``FasterRCNNBoxScoreTarget`` does). The choice of box is
+    taken from the forward pass and not differentiated; the score and the IoU are (the IoU through
+    the predicted box's coordinates). When no box matches, the sample's score is 0 (its map is all
+    zero) and a ``RuntimeWarning`` says how many samples had no match.
+
+    Parameters
+    ----------
+    box : array-like of shape (4,) or (n_samples, 4)
+        The reference box, in the corner format of the detections' boxes (``(y1, x1, y2, x2)`` for
+        KerasHub's default ``"yxyx"``, or ``(x1, y1, x2, y2)``); one for all images or one per
+        image (per-image boxes need every image in one pass, ``batch_size >= n_samples``).
+    category : int or sequence of int
+        The class, for all images or one per image.
+    detections : callable, optional
+        ``outputs -> (boxes (B, A, 4), class_scores (B, A, C))``: the model's outputs as boxes and
+        per-class scores (logits). None: the outputs are already that pair (a tuple, or a dict with
+        ``"boxes"`` and ``"scores"``). For KerasHub's RetinaNet use :class:`RetinaNetDetections`.
+    iou_threshold : float, default=0.5
+        The least IoU of a match, in ``[0, 1]``.
+    add_iou : bool, default=False
+        Add the matched box's IoU to the score (it then explains the box's position too).
+    min_score : float, optional
+        Only boxes whose ``category`` score is at least this are candidates (in the units of
+        ``class_scores``, logits for RetinaNet).
+
+    Examples
+    --------
+    >>> t = BoxTarget([0, 0, 8, 8], category=1)
+    >>> t == BoxTarget((0, 0, 8, 8), category=1)
+    True
+    """
+
+    def __init__(self, box, category, detections: Callable | None = None, iou_threshold: float = 0.5,
+                 add_iou: bool = False, min_score: float | None = None):
+        box = np.asarray(box, dtype=np.float32)
+        if box.ndim not in (1, 2) or box.shape[-1] != 4:
+            raise ValueError(f"box must be 4 corner coordinates, shape (4,), or one box per image, (n_samples, 4); got shape {box.shape}.")
+        if not np.isfinite(box).all() or (box[..., 2:] < box[..., :2]).any():
+            raise ValueError(
+                "box must be finite corners (min, min, max, max) in the detections' corner format, e.g. (y1, x1, y2, x2) "
+                f"with y2 >= y1 and x2 >= x1; got {box.tolist()}."
+            )
+        cats = np.asarray(category)
+        if cats.dtype.kind not in "iu" or cats.ndim > 1:
+            raise TypeError(f"category must be an int class index or one per image; got {category!r}.")
+        if (cats < 0).any():
+            raise ValueError(f"category must be class indices >= 0; got {cats.tolist()}.")
+        rows = {len(a) for a in (box, cats) if a.ndim == (2 if a is box else 1)}
+        if len(rows) > 1:
+            raise ValueError(f"box has {box.shape[0]} rows and category {cats.shape[0]}: give the same number of each, or one of each.")
+        if detections is not None and not callable(detections):
+            raise TypeError(f"detections must be a callable outputs -> (boxes, class_scores), or None; got {type(detections).__name__}.")
+        self.box = _frozen(box)
+        self.category = _frozen(cats.astype(np.int32))
+        self.detections = detections
+        self.iou_threshold = positive_float("iou_threshold", iou_threshold, allow_zero=True)
+        if self.iou_threshold > 1:
+            raise ValueError(f"iou_threshold must be in [0, 1]; got {iou_threshold!r}.")
+        self.add_iou = boolean("add_iou", add_iou)
+        self.min_score = None if min_score is None else float(min_score)
+
+    @property
+    def num_samples(self) -> int | None:
+        """The number of per-image boxes or classes (None when one box and one class serve all)."""
+        if self.box.ndim == 2:
+            return int(self.box.shape[0])
+        return int(self.category.shape[0]) if self.category.ndim == 1 else None
+
+    def _key(self):
+        return (_digest(self.box), _digest(self.category), self.detections, self.iou_threshold, self.add_iou, self.min_score)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._key() == self._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"BoxTarget(box={self.box.tolist()}, category={self.category.tolist()}, iou_threshold={self.iou_threshold})"
+
+    def _pair(self, outputs):
+        got = self.detections(outputs) if self.detections is not None else outputs
+        if isinstance(got, dict) and {"boxes", "scores"} <= set(got):
+            got = (got["boxes"], got["scores"])
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise ValueError(
+                "BoxTarget needs the detections as (boxes (N, A, 4), class_scores (N, A, classes)); got "
+                f"{type(got).__name__}. Pass detections=<callable outputs -> (boxes, class_scores)>, e.g. "
+                "RetinaNetDetections(model) for KerasHub's RetinaNet."
+            )
+        boxes, scores = (tf.cast(t, tf.float32) for t in got)
+        if boxes.shape.rank != 3 or boxes.shape[-1] != 4 or scores.shape.rank != 3:
+            raise ValueError(
+                f"BoxTarget needs boxes of shape (N, A, 4) and class scores (N, A, classes); got {tuple(boxes.shape)} "
+                f"and {tuple(scores.shape)}."
+            )
+        check_classes("category", self.category.reshape(-1).tolist(), scores.shape[-1])
+        return boxes, scores
+
+    def match(self, outputs):
+        """``(score (B,), iou (B,), index (B,), matched (B,) bool)``: the matched box of each sample."""
+        boxes, scores = self._pair(outputs)
+        batch = tf.shape(scores)[0]
+        box = tf.constant(self.box)
+        box = _per_sample(box, batch, "BoxTarget's boxes") if self.box.ndim == 2 else tf.tile(box[None], [batch, 1])
+        cat = tf.constant(self.category)
+        cat = _per_sample(cat, batch, "BoxTarget's classes") if self.category.ndim == 1 else tf.fill([batch], cat)
+        iou = box_iou(boxes, box)
+        cat_score = tf.gather(scores, cat, axis=2, batch_dims=1)  # (B, A)
+        candidate = tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int32), cat[:, None])
+        if self.min_score is not None:
+            candidate &= cat_score >= self.min_score
+        ranked = tf.stop_gradient(tf.where(candidate, iou, -1.0))
+        index = tf.argmax(ranked, axis=1, output_type=tf.int32)
+        matched = tf.gather(ranked, index, batch_dims=1) >= self.iou_threshold
+        best_iou = tf.gather(iou, index, batch_dims=1)
+        best_score = tf.gather(cat_score, index, batch_dims=1)
+        return best_score, best_iou, index, matched
+
+    def __call__(self, outputs) -> tf.Tensor:
+        score, iou, _, matched = self.match(outputs)
+        if self.add_iou:
+            score = score + iou
+        # the warning runs in the compiled function, on the host; its result (the same flags) is used
+        # so that no graph transformation prunes it
+        flags = tf.py_function(_warn_unmatched, [matched], Tout=tf.bool)
+        flags.set_shape(matched.shape)
+        return tf.where(flags, score, tf.zeros_like(score))
+
+
+class RetinaNetDetections:
+    """KerasHub ``RetinaNetObjectDetector`` raw outputs as ``(boxes, class logits)``, differentiably.
+
+    The model returns box deltas relative to its anchors (``"bbox_regression"``) and class logits
+    (``"cls_logits"``) before non-maximum suppression. This adapter decodes the deltas with the
+    model's own anchor generator and KerasHub's decoding (as ``decode_predictions`` does, without
+    the suppression), in keras ops, so gradients flow through the boxes.
+
+    Parameters
+    ----------
+    model : keras_hub.models.RetinaNetObjectDetector
+        Read only (its ``anchor_generator`` and ``bounding_box_format``).
+    image_shape : (height, width, channels), optional
+        The images' shape; by default the model's input shape (needed when it has ``None`` sides).
+    box_format : {"yxyx", "xyxy", "rel_yxyx", "rel_xyxy"}, optional
+        The corner format of the boxes returned (and so of :class:`BoxTarget`'s reference box); by
+        default the model's ``bounding_box_format``.
+    """
+
+    def __init__(self, model, image_shape=None, box_format: str | None = None):
+        generator = getattr(model, "anchor_generator", None)
+        if generator is None or not hasattr(model, "bounding_box_format"):
+            raise TypeError(f"RetinaNetDetections needs a KerasHub RetinaNetObjectDetector (with an anchor_generator); got {type(model).__name__}.")
+        shape = tuple(image_shape or tuple(model.input_shape)[1:])
+        if len(shape) != 3 or None in shape:
+            raise ValueError(f"the image shape must be known: pass image_shape=(height, width, channels); the model's input shape is {tuple(model.input_shape)}.")
+        self.model, self.image_shape = model, tuple(int(s) for s in shape)
+        self.box_format = one_of("box_format", box_format or model.bounding_box_format, CORNER_FORMATS,
+                                 expected=f"a corner format, one of {CORNER_FORMATS} (pass box_format=)")
+        levels = generator(np.zeros((1, *self.image_shape), np.float32))
+        self.anchors = _frozen(np.concatenate([keras.ops.convert_to_numpy(a) for a in levels.values()], axis=0))
+
+    def _key(self):
+        return (id(self.model), self.image_shape, self.box_format)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._key() == self._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __call__(self, outputs):
+        h, w, _ = self.image_shape
+        boxes = keras.utils.bounding_boxes.decode_deltas_to_boxes(
+            anchors=tf.constant(self.anchors), boxes_delta=tf.cast(outputs["bbox_regression"], tf.float32),
+            encoded_format="center_xywh", anchor_format=self.model.anchor_generator.bounding_box_format,
+            box_format=self.model.bounding_box_format, image_shape=self.image_shape,
+        )
+        if self.box_format != self.model.bounding_box_format:
+            boxes = keras.utils.bounding_boxes.convert_format(boxes, source=self.model.bounding_box_format,
+                                                              target=self.box_format, height=h, width=w)
+        return boxes, outputs["cls_logits"]
