@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from .capture import TRACE_LOCK, Capture, Captured
+from .devices import split_across
 from .explanation import Explanation
 from .graph import reaches_output
 from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, signature_key
@@ -28,7 +29,7 @@ from .postprocess import normalize, resize
 from .targets import Targets, check_range, resolve_targets
 from .validate import boolean, non_negative_int, one_of, positive_int
 
-__all__ = ["BaseCAM", "FunctionCache", "compile_cached", "DeviceError", "device_errors", "explain_warnings", "check_reaches"]
+__all__ = ["BaseCAM", "Compiled", "FunctionCache", "compile_cached", "DeviceError", "device_errors", "explain_warnings", "check_reaches"]
 
 FUNCTIONS_KEPT = 16  # compiled functions an explainer keeps (least recently used dropped)
 
@@ -70,17 +71,43 @@ def compile_cached(cache: FunctionCache, key, body, signature: list, contexts=li
     graph code has no Python control flow on tensors, and an error raised while tracing reaches
     the user as it was raised, not inside TensorFlow's "in user code" trace), and kept in a
     bounded :class:`FunctionCache`.
+
+    What is kept and returned is the traced concrete function, never the ``tf.function``: a
+    ``tf.function`` retraces when called in another context (inside or outside a
+    ``strategy.scope()``, another device scope), and a retrace outside ``contexts()`` would miss
+    the capture's interception.
     """
     with TRACE_LOCK:
         fn = cache.get(key)
         if fn is None:
-            fn = tf.function(body, input_signature=signature, autograph=False)
+            traced = tf.function(body, input_signature=signature, autograph=False)
             with contextlib.ExitStack() as stack:
                 for ctx in contexts():
                     stack.enter_context(ctx)
-                fn.get_concrete_function()
+                fn = Compiled(traced.get_concrete_function(), signature)
             cache[key] = fn
     return fn
+
+
+class Compiled:
+    """A traced concrete function, called like the ``tf.function`` it came from (arrays become tensors)."""
+
+    def __init__(self, concrete, signature: list):
+        self.concrete, self.signature = concrete, list(signature)
+
+    @property
+    def graph(self):
+        return self.concrete.graph
+
+    def __call__(self, *args):
+        tensors = tf.nest.map_structure(lambda a, spec: tf.convert_to_tensor(a, spec.dtype), list(args),
+                                        self.signature, check_types=False)
+        return self.concrete(*tensors)
+
+
+def _split(devices: tuple, body):
+    """``body(xb, tb)`` computed as one share of the batch per device (see :func:`split_across`)."""
+    return lambda xb, tb: split_across(devices, body, xb, tb)
 
 
 class DeviceError(RuntimeError):
@@ -291,6 +318,7 @@ class BaseCAM:
         self._capture: Capture | None = None
         self._fns = FunctionCache()
         self._num_classes: int | None = None
+        self.devices: tuple[str, ...] | None = None  # set under tf.distribute: each pass split across these
         if model.built and getattr(model, "inputs", None):
             with TRACE_LOCK:
                 self._setup()  # resolve the layer now, so a wrong name fails at construction
@@ -447,11 +475,13 @@ class BaseCAM:
 
     def _function(self, x, targets, chunk: int, size: tuple):
         """The compiled explanation of a batch: ``(inputs, targets) -> (heatmaps, layer maps, ...)``."""
-        key = (signature_key(x), targets if callable(targets) else None, chunk)
+        key = (signature_key(x), targets if callable(targets) else None, chunk, self.devices)
         if callable(targets):
             body = lambda xb, tb: self._explain_batch(xb, targets, chunk, size)  # noqa: E731
         else:
             body = lambda xb, tb: self._explain_batch(xb, tb, chunk, size)  # noqa: E731
+        if self.devices:  # one share of every pass per device (see core/devices.py)
+            body = _split(self.devices, body)
         return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
 
     def __call__(self, images, targets: Targets = None, *, batch_size: int | None = None) -> Explanation:
