@@ -25,11 +25,11 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_runs import Counting, hand_gradcam, images, same_run, tiny_model
 
 import keras_gradcam as kg
 from keras_gradcam.runs.distribute import Placement, joined_manifest, placement, shard
 from keras_gradcam.runs.store import MANIFEST
-from test_runs import Counting, hand_gradcam, images, same_run, tiny_model
 
 explain_dataset_module = sys.modules["keras_gradcam.runs.explain_dataset"]  # the name is the function's
 distribute_module = sys.modules["keras_gradcam.runs.distribute"]
@@ -109,6 +109,30 @@ def test_a_one_device_strategy_gives_the_single_device_run(tmp_path):
     maps, scores, t, _ = hand_gradcam(x)
     np.testing.assert_allclose(run.scores[:], scores, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(run.targets[:], t)
+
+
+def test_an_explainer_traced_in_a_strategy_scope_explains_outside_it_the_same():
+    # a tf.function retraces in another context (in or out of a scope); the engine keeps the traced
+    # concrete function, so no retrace runs without the capture's interception
+    x = data()[0]
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    explainer = kg.get_method("gradcam")(tiny_model(), batch_size=4)
+    with strategy.scope():
+        inside = explainer(x)
+    outside = explainer(x)
+    np.testing.assert_array_equal(inside.heatmaps, outside.heatmaps)
+    maps, _, _, _ = hand_gradcam(x)
+    np.testing.assert_allclose(outside.layer_heatmaps, maps, rtol=1e-5, atol=1e-6)
+
+
+def test_a_method_with_its_own_passes_warns_that_they_are_not_split(tmp_path):
+    x, y = data()
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with pytest.warns(RuntimeWarning, match=r"scorecam runs its own passes .* not split across the 1 devices"):
+        run = kg.explain_dataset(tiny_model(), x[:4], method="scorecam", out=tmp_path / "s", strategy=strategy,
+                                 verbose=0)
+    alone = kg.explain(tiny_model(), x[:4], method="scorecam")
+    np.testing.assert_allclose(run.heatmaps[:], alone.heatmaps, atol=1e-6)
 
 
 def test_joined_manifest_lists_each_workers_chunks_in_order():

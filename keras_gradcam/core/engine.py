@@ -84,7 +84,7 @@ def compile_cached(cache: FunctionCache, key, body, signature: list, contexts=li
             with contextlib.ExitStack() as stack:
                 for ctx in contexts():
                     stack.enter_context(ctx)
-                fn = Compiled(traced.get_concrete_function(), signature)
+                fn = Compiled(traced, traced.get_concrete_function(), signature)
             cache[key] = fn
     return fn
 
@@ -92,12 +92,20 @@ def compile_cached(cache: FunctionCache, key, body, signature: list, contexts=li
 class Compiled:
     """A traced concrete function, called like the ``tf.function`` it came from (arrays become tensors)."""
 
-    def __init__(self, concrete, signature: list):
-        self.concrete, self.signature = concrete, list(signature)
+    def __init__(self, traced, concrete, signature: list):
+        self.traced, self.concrete, self.signature = traced, concrete, list(signature)
 
     @property
     def graph(self):
         return self.concrete.graph
+
+    def get_concrete_function(self):
+        """The traced function itself (as ``tf.function.get_concrete_function`` gives it)."""
+        return self.concrete
+
+    def experimental_get_tracing_count(self) -> int:
+        """How many times it was traced: 1 (calls never trace)."""
+        return self.traced.experimental_get_tracing_count()
 
     def __call__(self, *args):
         tensors = tf.nest.map_structure(lambda a, spec: tf.convert_to_tensor(a, spec.dtype), list(args),

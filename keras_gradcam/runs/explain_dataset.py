@@ -25,7 +25,15 @@ from ..core.validate import boolean, integer, one_of, positive_int
 from ..io import library_versions
 from ..methods.registry import get_method, merge_options
 from .distribute import (
-    Placement, complete_share, joined_manifest, placement, shard, splits_passes, wait_for, warn_unsplit, worker_folder,
+    Placement,
+    complete_share,
+    joined_manifest,
+    placement,
+    shard,
+    splits_passes,
+    wait_for,
+    warn_unsplit,
+    worker_folder,
 )
 from .run import Run
 from .store import RunStore, read_manifest
