@@ -82,12 +82,12 @@ def placement(model: keras.Model, strategy=None) -> Placement:
         raise ValueError(
             "TPUStrategy is not supported yet: explaining on TPU cores needs the capture compiled inside "
             "strategy.run (XLA replication), which this version does not do. Run on GPUs or CPUs "
-            "(MirroredStrategy, MultiWorkerMirroredStrategy), see docs/distributed.md."
+            "(MirroredStrategy, MultiWorkerMirroredStrategy), as docs/distributed.md describes."
         )
     if "ParameterServer" in type(strategy).__name__:
         raise ValueError(
             "ParameterServerStrategy is not supported: run on GPUs or CPUs with MirroredStrategy (one machine) or "
-            "MultiWorkerMirroredStrategy (several), see docs/distributed.md."
+            "MultiWorkerMirroredStrategy (several), as docs/distributed.md describes."
         )
     devices = tuple(strategy.extended.worker_devices)
     worker, workers = _worker_index(strategy)
