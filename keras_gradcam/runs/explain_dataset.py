@@ -246,9 +246,14 @@ def explain_dataset(
     ValueError
         ``out`` holds a run made with other arguments (method, layer, targets, options, batch
         size, model weights, data kind or length) and ``overwrite`` is False: the message lists
-        what differs; or ``targets="label"`` for data without labels; or an empty dataset.
+        what differs; or ``targets="label"`` for data without labels; or an empty dataset; or,
+        over several workers, data of unknown length or ``overwrite=True``; or a
+        ``TPUStrategy`` / ``ParameterServerStrategy``.
     TypeError
-        ``data`` of a kind not listed above, or ``targets`` of the wrong kind.
+        ``data`` of a kind not listed above, ``targets`` of the wrong kind, or a ``strategy``
+        that is not a ``tf.distribute.Strategy``.
+    TimeoutError
+        Over several workers: a worker waited 24 hours for the others' shares.
 
     Notes
     -----
@@ -328,13 +333,18 @@ def _share(explainer, source, out: str, fingerprint: dict, where: Placement, tar
             f"data's length, which this {source.kind} source does not give; pass arrays, a keras.utils.PyDataset, or "
             "a tf.data.Dataset of known cardinality (dataset.apply(tf.data.experimental.assert_cardinality(n)))."
         )
+    if overwrite:
+        raise ValueError(
+            f"overwrite=True is not supported over {where.workers} workers: they cannot agree on when the old run is "
+            f"gone. Remove {out!r} before starting the workers, or pass another out=."
+        )
     chief = where.worker == 0
     top = read_manifest(out) if os.path.isdir(out) else None
-    if top is not None and not overwrite:
+    if top is not None:
         _check_same(out, top, fingerprint)
         if top["complete"]:
             return Run(out, top)
-    if top is not None and chief:
+    if top is not None and chief:  # an incomplete single-device run of the same arguments: replaced
         RunStore.clear(out, workers=False)  # the other workers' folders are theirs to clear
 
     def share_fingerprint(worker: int) -> dict:
@@ -344,9 +354,6 @@ def _share(explainer, source, out: str, fingerprint: dict, where: Placement, tar
     first, stop = shard(source.n_batches, where.worker, where.workers)
     folder, mine = worker_folder(out, where.worker), share_fingerprint(where.worker)
     manifest = read_manifest(folder) if os.path.isdir(folder) else None
-    if manifest is not None and overwrite:
-        RunStore.clear(folder)
-        manifest = None
     _check_same(folder, manifest, mine)
     store = RunStore(folder, manifest or RunStore.fresh(mine, layer=None, versions=library_versions(),
                                                         share_id=uuid.uuid4().hex))
