@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from .capture import TRACE_LOCK, Capture, Captured
-from .devices import split_across
+from .replicas import split_across
 from .explanation import Explanation
 from .graph import reaches_output
 from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, signature_key
@@ -488,7 +488,7 @@ class BaseCAM:
             body = lambda xb, tb: self._explain_batch(xb, targets, chunk, size)  # noqa: E731
         else:
             body = lambda xb, tb: self._explain_batch(xb, tb, chunk, size)  # noqa: E731
-        if self.devices:  # one share of every pass per device (see core/devices.py)
+        if self.devices:  # one share of every pass per device (see core/replicas.py)
             body = _split(self.devices, body)
         return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
 

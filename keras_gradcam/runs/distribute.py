@@ -2,7 +2,7 @@
 
 A strategy comes from ``strategy=``, else from the ``strategy.scope()`` the call is made in, else
 from the one the model was created under. On one machine (``MirroredStrategy``) every pass is
-split across the machine's devices (see :mod:`keras_gradcam.core.devices`). Under
+split across the machine's devices (see :mod:`keras_gradcam.core.replicas`). Under
 ``MultiWorkerMirroredStrategy`` the batches are also cut into one contiguous range per worker:
 each worker explains its range into its own folder ``out/workers/<index>/`` (a complete run store
 of its own, resumable on its own), and the chief (worker 0) waits until every worker's folder is

@@ -315,12 +315,12 @@ def explain_dataset(
     return Run(out, store.manifest)
 
 
-def _check_same(out: str, manifest: dict | None, fingerprint: dict) -> None:
+def _check_same(out: str, manifest: dict | None, fingerprint: dict, replace: str = "overwrite=True") -> None:
     if manifest is not None and manifest["fingerprint"] != fingerprint:
         differ = "; ".join(_differences(manifest["fingerprint"], fingerprint))
         raise ValueError(
             f"{out!r} holds a run made with other arguments ({differ}). Pass another out= for this run, the same "
-            "arguments to continue that one, or overwrite=True to replace it."
+            f"arguments to continue that one, or {replace} to replace it."
         )
 
 
@@ -341,7 +341,7 @@ def _share(explainer, source, out: str, fingerprint: dict, where: Placement, tar
     chief = where.worker == 0
     top = read_manifest(out) if os.path.isdir(out) else None
     if top is not None:
-        _check_same(out, top, fingerprint)
+        _check_same(out, top, fingerprint, replace="remove the folder before starting the workers")
         if top["complete"]:
             return Run(out, top)
     if top is not None and chief:  # an incomplete single-device run of the same arguments: replaced
@@ -354,7 +354,7 @@ def _share(explainer, source, out: str, fingerprint: dict, where: Placement, tar
     first, stop = shard(source.n_batches, where.worker, where.workers)
     folder, mine = worker_folder(out, where.worker), share_fingerprint(where.worker)
     manifest = read_manifest(folder) if os.path.isdir(folder) else None
-    _check_same(folder, manifest, mine)
+    _check_same(folder, manifest, mine, replace="remove the run's folder before starting the workers")
     store = RunStore(folder, manifest or RunStore.fresh(mine, layer=None, versions=library_versions(),
                                                         share_id=uuid.uuid4().hex))
     if not store.manifest["complete"]:
