@@ -20,16 +20,16 @@ import numpy as np
 import tensorflow as tf
 
 from .capture import TRACE_LOCK, Capture, Captured
-from .replicas import split_across
 from .explanation import Explanation
 from .graph import reaches_output
 from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import normalize, resize
+from .replicas import Compiled, split_body
 from .targets import Targets, check_range, resolve_targets
 from .validate import boolean, non_negative_int, one_of, positive_int
 
-__all__ = ["BaseCAM", "Compiled", "FunctionCache", "compile_cached", "DeviceError", "device_errors", "explain_warnings", "check_reaches"]
+__all__ = ["BaseCAM", "FunctionCache", "compile_cached", "DeviceError", "device_errors", "explain_warnings", "check_reaches"]
 
 FUNCTIONS_KEPT = 16  # compiled functions an explainer keeps (least recently used dropped)
 
@@ -87,35 +87,6 @@ def compile_cached(cache: FunctionCache, key, body, signature: list, contexts=li
                 fn = Compiled(traced, traced.get_concrete_function(), signature)
             cache[key] = fn
     return fn
-
-
-class Compiled:
-    """A traced concrete function, called like the ``tf.function`` it came from (arrays become tensors)."""
-
-    def __init__(self, traced, concrete, signature: list):
-        self.traced, self.concrete, self.signature = traced, concrete, list(signature)
-
-    @property
-    def graph(self):
-        return self.concrete.graph
-
-    def get_concrete_function(self):
-        """The traced function itself (as ``tf.function.get_concrete_function`` gives it)."""
-        return self.concrete
-
-    def experimental_get_tracing_count(self) -> int:
-        """How many times it was traced: 1 (calls never trace)."""
-        return self.traced.experimental_get_tracing_count()
-
-    def __call__(self, *args):
-        tensors = tf.nest.map_structure(lambda a, spec: tf.convert_to_tensor(a, spec.dtype), list(args),
-                                        self.signature, check_types=False)
-        return self.concrete(*tensors)
-
-
-def _split(devices: tuple, body):
-    """``body(xb, tb)`` computed as one share of the batch per device (see :func:`split_across`)."""
-    return lambda xb, tb: split_across(devices, body, xb, tb)
 
 
 class DeviceError(RuntimeError):
@@ -489,7 +460,7 @@ class BaseCAM:
         else:
             body = lambda xb, tb: self._explain_batch(xb, tb, chunk, size)  # noqa: E731
         if self.devices:  # one share of every pass per device (see core/replicas.py)
-            body = _split(self.devices, body)
+            body = split_body(self.devices, body)
         return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
 
     def __call__(self, images, targets: Targets = None, *, batch_size: int | None = None) -> Explanation:

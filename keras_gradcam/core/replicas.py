@@ -12,6 +12,10 @@ device, while the capture's tracing-time interception acts in the tracing thread
 :func:`keras_gradcam.core.capture.thread_patches`); explaining needs no cross-replica reduction
 (every sample's map depends on that sample alone), so the shares are placed directly, which is
 what ``strategy.run`` does inside a ``tf.function``, without its threads.
+
+:class:`Compiled` is what :func:`keras_gradcam.core.engine.compile_cached` keeps: the traced
+concrete function, not the ``tf.function``, which would retrace (outside the capture's
+interception) when called in another context, such as inside or outside a ``strategy.scope()``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-__all__ = ["split_across"]
+__all__ = ["Compiled", "split_across", "split_body"]
 
 
 def _padded(x: tf.Tensor, parts: int) -> tf.Tensor:
@@ -60,3 +64,32 @@ def split_across(devices: Sequence[str], body: Callable, x, t: tf.Tensor):
             share = tf.nest.pack_sequence_as(x, [pieces[i] for pieces in xs])
             outputs.append(tuple(body(share, ts[i])))
     return tuple(tf.concat(list(column), axis=0)[:n] for column in zip(*outputs))
+
+
+class Compiled:
+    """A traced concrete function, called like the ``tf.function`` it came from (arrays become tensors)."""
+
+    def __init__(self, traced, concrete, signature: list):
+        self.traced, self.concrete, self.signature = traced, concrete, list(signature)
+
+    @property
+    def graph(self):
+        return self.concrete.graph
+
+    def get_concrete_function(self):
+        """The traced function itself (as ``tf.function.get_concrete_function`` gives it)."""
+        return self.concrete
+
+    def experimental_get_tracing_count(self) -> int:
+        """How many times it was traced: 1 (calls never trace)."""
+        return self.traced.experimental_get_tracing_count()
+
+    def __call__(self, *args):
+        tensors = tf.nest.map_structure(lambda a, spec: tf.convert_to_tensor(a, spec.dtype), list(args),
+                                        self.signature, check_types=False)
+        return self.concrete(*tensors)
+
+
+def split_body(devices: tuple, body):
+    """``body(xb, tb)`` computed as one share of the batch per device (see :func:`split_across`)."""
+    return lambda xb, tb: split_across(devices, body, xb, tb)
