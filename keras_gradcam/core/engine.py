@@ -293,11 +293,11 @@ class BaseCAM:
         self.grid, self.prefix_tokens, self.reshape = _token_options(grid, prefix_tokens, reshape)
         self.model = model
         self.layer_spec = layer
+        self.devices: tuple[str, ...] | None = None  # set under tf.distribute: each pass split across these
         self.output = output
         self._capture: Capture | None = None
         self._fns = FunctionCache()
         self._num_classes: int | None = None
-        self.devices: tuple[str, ...] | None = None  # set under tf.distribute: each pass split across these
         if model.built and getattr(model, "inputs", None):
             with TRACE_LOCK:
                 self._setup()  # resolve the layer now, so a wrong name fails at construction
