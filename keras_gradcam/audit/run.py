@@ -8,11 +8,13 @@ import keras
 import numpy as np
 
 from ..core.capture import Capture
+from ..core.engine import BaseCAM
 from ..core.progress import Progbar
 from ..core.validate import check_classes, one_of, positive_float, positive_int
 from ..methods.registry import get_method
 from ..metrics.localisation import energy_pointing_game, pointing_game
 from ..metrics.scoring import Scorer
+from ..runs.distribute import placement, splits_passes, warn_unsplit
 from .analysis import ClassSums, Keeper, consistency, describe_region, flagged_region, top_regions
 from .causal import FILLS, paint
 from .data import batches
@@ -48,6 +50,7 @@ def audit(
     confident: float = 0.9,
     tolerance: float | None = None,
     verbose: int = 0,
+    strategy=None,
 ) -> AuditReport:
     r"""Audit a classifier on a dataset: where its evidence sits, class by class, and whether it matters.
 
@@ -96,6 +99,11 @@ def audit(
         Pointing-game tolerance in pixels (default: 15 px scaled from 224 px to the image size).
     verbose : int, default=0
         1 shows a progress bar (images) on standard error.
+    strategy : tf.distribute.Strategy, optional
+        Explain under this strategy (default: the ``strategy.scope()`` the call is made in, else
+        the one the model was created under): every pass is split across the machine's devices
+        (``MirroredStrategy``), with the results of a single-device audit. One machine only; see
+        docs/distributed.md.
 
     Returns
     -------
@@ -150,6 +158,15 @@ def audit(
     verbose = one_of("verbose", verbose, (0, 1))
     cls = get_method(method)
     explainer = cls(model, layer, batch_size=batch_size)
+    where = placement(model, strategy)
+    if where.workers > 1:
+        raise ValueError(
+            f"audit runs on one machine, but the strategy spans {where.workers} workers; run it on one machine "
+            "(MirroredStrategy over its GPUs), or explain the data over the workers with explain_dataset."
+        )
+    explainer.devices = where.devices if splits_passes(explainer, BaseCAM.__call__) else None
+    if where.devices and explainer.devices is None:
+        warn_unsplit(explainer.name, where.devices)
     scorer = Scorer(model, "probability")
     read = batches(data, labels, masks, batch_size)
 

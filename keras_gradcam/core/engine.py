@@ -29,6 +29,7 @@ from .graph import reaches_output
 from .inputs import batch_slice, flat, map_inputs, prepare_inputs, preprocess, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import eigen_map, normalize, resize, weighted_sum
+from .replicas import Compiled, split_body
 from .smoothing import AUG_COPIES, OPTIONS, all_copies, augment, average_copies, check_aug_smooth, check_options
 from .targets import Targets, check_range, resolve_targets
 from .validate import boolean, non_negative_int, one_of, positive_int
@@ -75,15 +76,20 @@ def compile_cached(cache: FunctionCache, key, body, signature: list, contexts=li
     graph code has no Python control flow on tensors, and an error raised while tracing reaches
     the user as it was raised, not inside TensorFlow's "in user code" trace), and kept in a
     bounded :class:`FunctionCache`.
+
+    What is kept and returned is the traced concrete function, never the ``tf.function``: a
+    ``tf.function`` retraces when called in another context (inside or outside a
+    ``strategy.scope()``, another device scope), and a retrace outside ``contexts()`` would miss
+    the capture's interception.
     """
     with TRACE_LOCK:
         fn = cache.get(key)
         if fn is None:
-            fn = tf.function(body, input_signature=signature, autograph=False)
+            traced = tf.function(body, input_signature=signature, autograph=False)
             with contextlib.ExitStack() as stack:
                 for ctx in contexts():
                     stack.enter_context(ctx)
-                fn.get_concrete_function()
+                fn = Compiled(traced, traced.get_concrete_function(), signature)
             cache[key] = fn
     return fn
 
@@ -294,6 +300,7 @@ class BaseCAM:
         self.aug_smooth, self.eigen_smooth, self.relu = check_options(type(self), self.supports, aug_smooth, eigen_smooth, relu)
         self.model = model
         self.layer_spec = layer
+        self.devices: tuple[str, ...] | None = None  # set under tf.distribute: each pass split across these
         self.output = output
         self._capture: Capture | None = None
         self._fns = FunctionCache()
@@ -479,11 +486,13 @@ class BaseCAM:
 
     def _function(self, x, targets, chunk: int, size: tuple):
         """The compiled explanation of a batch: ``(inputs, targets) -> (heatmaps, layer maps, ...)``."""
-        key = (signature_key(x), targets if callable(targets) else None, chunk)
+        key = (signature_key(x), targets if callable(targets) else None, chunk, self.devices)
         if callable(targets):
             body = lambda xb, tb: self._explain_batch(xb, targets, chunk, size)  # noqa: E731
         else:
             body = lambda xb, tb: self._explain_batch(xb, tb, chunk, size)  # noqa: E731
+        if self.devices:  # one share of every pass per device (see core/replicas.py)
+            body = split_body(self.devices, body)
         return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
 
     def __call__(self, images, targets: Targets = None, *, batch_size: int | None = None) -> Explanation:

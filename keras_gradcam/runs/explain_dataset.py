@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
 import time
+import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,11 +18,23 @@ from typing import Any
 import keras
 import numpy as np
 
+from ..core.engine import BaseCAM
 from ..core.inputs import model_inputs
 from ..core.progress import Progbar
 from ..core.validate import boolean, integer, one_of, positive_int
 from ..io import library_versions
 from ..methods.registry import get_method, merge_options
+from .distribute import (
+    Placement,
+    complete_share,
+    joined_manifest,
+    placement,
+    shard,
+    splits_passes,
+    wait_for,
+    warn_unsplit,
+    worker_folder,
+)
 from .run import Run
 from .store import RunStore, read_manifest
 from .stream import batch_length, open_source
@@ -163,6 +177,7 @@ def explain_dataset(
     chunk_size: int | None = None,
     overwrite: bool = False,
     verbose: int = 1,
+    strategy=None,
     method_options: dict | None = None,
     **options,
 ) -> Run:
@@ -206,6 +221,14 @@ def explain_dataset(
     verbose : {0, 1, 2}, default=1
         1: a progress bar on standard error (images, images/s, time left when the length is
         known); 2: one line at the end; 0: silent.
+    strategy : tf.distribute.Strategy, optional
+        Explain under this strategy (default: the ``strategy.scope()`` the call is made in, else
+        the one the model was created under, else none). ``MirroredStrategy``: every pass of
+        ``batch_size`` images is split across the machine's devices. ``MultiWorkerMirroredStrategy``:
+        each worker explains a contiguous share of the batches into ``out/workers/<index>/``, the
+        chief writes the manifest that joins them, and every worker returns the whole run;
+        ``out`` must be a folder all workers share. The results equal a single-device run's;
+        see docs/distributed.md.
     method_options : dict, optional
         The method's options as a dict, merged with ``**options``.
     **options
@@ -223,9 +246,14 @@ def explain_dataset(
     ValueError
         ``out`` holds a run made with other arguments (method, layer, targets, options, batch
         size, model weights, data kind or length) and ``overwrite`` is False: the message lists
-        what differs; or ``targets="label"`` for data without labels; or an empty dataset.
+        what differs; or ``targets="label"`` for data without labels; or an empty dataset; or,
+        over several workers, data of unknown length or ``overwrite=True``; or a
+        ``TPUStrategy`` / ``ParameterServerStrategy``.
     TypeError
-        ``data`` of a kind not listed above, or ``targets`` of the wrong kind.
+        ``data`` of a kind not listed above, ``targets`` of the wrong kind, or a ``strategy``
+        that is not a ``tf.distribute.Strategy``.
+    TimeoutError
+        Over several workers: a worker waited 24 hours for the others' shares.
 
     Notes
     -----
@@ -268,27 +296,107 @@ def explain_dataset(
         "data": {"kind": source.kind, "n_samples": source.n_samples, "n_batches": source.n_batches},
     })
 
+    where = placement(model, strategy)
+    explainer.devices = where.devices if splits_passes(explainer, BaseCAM.__call__) else None
+    if where.devices and explainer.devices is None:
+        warn_unsplit(explainer.name, where.devices)
+    if where.workers > 1:
+        return _share(explainer, source, out, fingerprint, where, per_batch_targets, chunk_size, overwrite, verbose)
+
     manifest = read_manifest(out) if os.path.isdir(out) else None
     if manifest is not None and overwrite:
         RunStore.clear(out)
         manifest = None
+    _check_same(out, manifest, fingerprint)
+    if manifest is not None and manifest["complete"]:
+        return Run(out, manifest)
+    store = RunStore(out, manifest or RunStore.fresh(fingerprint, layer=None, versions=library_versions()))
+    _stream(explainer, source, store, per_batch_targets, chunk_size, verbose, expected=source.n_samples)
+    return Run(out, store.manifest)
+
+
+def _check_same(out: str, manifest: dict | None, fingerprint: dict, replace: str = "overwrite=True") -> None:
     if manifest is not None and manifest["fingerprint"] != fingerprint:
         differ = "; ".join(_differences(manifest["fingerprint"], fingerprint))
         raise ValueError(
             f"{out!r} holds a run made with other arguments ({differ}). Pass another out= for this run, the same "
-            "arguments to continue that one, or overwrite=True to replace it."
+            f"arguments to continue that one, or {replace} to replace it."
         )
-    if manifest is not None and manifest["complete"]:
-        return Run(out, manifest)
-    store = RunStore(out, manifest or RunStore.fresh(fingerprint, layer=None, versions=library_versions()))
-    _stream(explainer, source, store, per_batch_targets, chunk_size, verbose)
-    return Run(out, store.manifest)
 
 
-def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None, verbose: int) -> None:
-    """Explain the batches after the last complete chunk, writing a chunk whenever enough are done."""
+def _share(explainer, source, out: str, fingerprint: dict, where: Placement, targets, chunk_size, overwrite: bool,
+           verbose: int) -> Run:
+    """A multi-worker run: this worker's share of the batches, then the whole run once the chief has joined them."""
+    if source.n_batches is None:
+        raise ValueError(
+            f"a run over {where.workers} workers cuts the data into one share of batches per worker, so it needs the "
+            f"data's length, which this {source.kind} source does not give; pass arrays, a keras.utils.PyDataset, or "
+            "a tf.data.Dataset of known cardinality (dataset.apply(tf.data.experimental.assert_cardinality(n)))."
+        )
+    if overwrite:
+        raise ValueError(
+            f"overwrite=True is not supported over {where.workers} workers: they cannot agree on when the old run is "
+            f"gone. Remove {out!r} before starting the workers, or pass another out=."
+        )
+    chief = where.worker == 0
+    top = read_manifest(out) if os.path.isdir(out) else None
+    if top is not None:
+        _check_same(out, top, fingerprint, replace="remove the folder before starting the workers")
+        if top["complete"]:
+            return Run(out, top)
+    if top is not None and chief:  # an incomplete single-device run of the same arguments: replaced
+        RunStore.clear(out, workers=False)  # the other workers' folders are theirs to clear
+
+    def share_fingerprint(worker: int) -> dict:
+        first, stop = shard(source.n_batches, worker, where.workers)
+        return _plain(dict(fingerprint, share={"worker": worker, "workers": where.workers, "batches": [first, stop]}))
+
+    first, stop = shard(source.n_batches, where.worker, where.workers)
+    folder, mine = worker_folder(out, where.worker), share_fingerprint(where.worker)
+    manifest = read_manifest(folder) if os.path.isdir(folder) else None
+    _check_same(folder, manifest, mine, replace="remove the run's folder before starting the workers")
+    store = RunStore(folder, manifest or RunStore.fresh(mine, layer=None, versions=library_versions(),
+                                                        share_id=uuid.uuid4().hex))
+    if not store.manifest["complete"]:
+        expected = None
+        if source.n_samples is not None:  # whole batches of batch_size, the last one shorter
+            size = fingerprint["batch_size"]
+            expected = min(stop * size, source.n_samples) - first * size
+        if stop > first:
+            _stream(explainer, source, store, targets, chunk_size, verbose, first=first, take=stop - first,
+                    expected=expected)
+        else:
+            store.finish()  # more workers than batches: nothing to explain here
+    share_id = store.manifest["share_id"]
+    if chief:
+        shares = [store.manifest if w == where.worker else
+                  wait_for(f"worker {w}'s share of {out!r}", lambda w=w: complete_share(out, w, share_fingerprint(w)))
+                  for w in range(where.workers)]
+        fresh = RunStore.fresh(fingerprint, layer=None, versions=library_versions())
+        joined = dict(joined_manifest(fresh, shares), shares=[s["share_id"] for s in shares])
+        RunStore(out, joined).commit(joined)
+        return Run(out, joined)
+
+    def whole():
+        try:
+            found = read_manifest(out)
+        except ValueError:  # being replaced; read it again
+            return None
+        ok = found is not None and found["complete"] and share_id in found.get("shares", ())
+        return found if ok else None
+
+    return Run(out, wait_for(f"the chief to join the workers' shares in {out!r}", whole))
+
+
+def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None, verbose: int, *, first: int = 0,
+            take: int | None = None, expected: int | None = None) -> None:
+    """Explain the batches after the last complete chunk, writing a chunk whenever enough are done.
+
+    ``first``, ``take``: the store holds batches ``first .. first + take`` of the source (one
+    worker's share; all of them by default); ``expected``: their number of samples, when known.
+    """
     done_samples, done_batches = store.manifest["n_samples"], store.manifest["n_batches"]
-    total = source.n_samples if source.n_samples is not None else None
+    total = expected
     bar = Progbar(total, verbose=verbose, unit_name="image", stateful_metrics=["images/s"]) if verbose else None
     if bar is not None and done_samples:
         bar.update(done_samples)
@@ -312,7 +420,8 @@ def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None,
             pending, pending_rows = [], 0
 
     try:
-        for images, labels in source.batches(done_batches):
+        batches = source.batches(first + done_batches)
+        for images, labels in batches if take is None else itertools.islice(batches, take - done_batches):
             n = batch_length(images)
             t = _label_targets(labels, n) if isinstance(targets, str) else targets
             with warnings.catch_warnings(record=True) as caught:
@@ -346,7 +455,6 @@ def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None,
         writer.shutdown(wait=True)
     if store.manifest["n_samples"] == 0:
         raise ValueError("the data is empty: it gave no batch to explain.")
-    expected = source.n_samples
     if expected is not None and store.manifest["n_samples"] != expected:
         raise ValueError(
             f"the data gave {store.manifest['n_samples']} samples in all, but {expected} were expected; a resumed run "

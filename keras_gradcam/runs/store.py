@@ -7,6 +7,10 @@ Layout of a run folder ``out/``::
     out/chunks/000000.scores.npy
     ...
 
+A multi-worker run (``runs/distribute.py``) keeps each worker's share as a store of its own in
+``out/workers/<index>/``; the top manifest lists those chunks with their ``folder`` and
+``index``, so the joined run is read like any other.
+
 Why per-chunk files rather than one preallocated ``.npy`` per field: the number of samples of a
 generator or a ``tf.data`` pipeline is often unknown until its end, and a chunk written as its
 own files is complete or absent, never half-overwritten. :class:`ChunkedArray` joins the chunks
@@ -30,11 +34,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "MANIFEST", "CHUNKS", "FIELDS", "ChunkedArray", "RunStore", "field_arrays", "read_manifest"]
+__all__ = ["FORMAT", "MANIFEST", "CHUNKS", "WORKERS", "FIELDS", "ChunkedArray", "RunStore", "field_arrays", "read_manifest"]
 
 FORMAT = "keras-gradcam run"
 MANIFEST = "manifest.json"
 CHUNKS = "chunks"
+WORKERS = "workers"  # out/workers/<index>/: one worker's share of a multi-worker run (runs/distribute.py)
 FIELDS = ("heatmaps", "layer_heatmaps", "targets", "scores", "predictions", "labels", "finite")
 
 
@@ -232,15 +237,19 @@ class RunStore:
                 "n_samples": 0, "n_batches": 0, "fields": None, "chunks": [], **info}
 
     @staticmethod
-    def clear(folder: str) -> None:
-        """Remove a run's own files from ``folder`` (its manifest and chunks), nothing else."""
+    def clear(folder: str, workers: bool = True) -> None:
+        """Remove a run's own files from ``folder`` (its manifest and chunks), nothing else.
+
+        ``workers``: also the workers' folders of a multi-worker run (``folder/workers/``).
+        """
         for name in (MANIFEST, MANIFEST + ".partial"):
             path = os.path.join(folder, name)
             if os.path.exists(path):
                 os.remove(path)
-        chunks = os.path.join(folder, CHUNKS)
-        if os.path.isdir(chunks):
-            shutil.rmtree(chunks)
+        for sub in (CHUNKS, WORKERS) if workers else (CHUNKS,):
+            path = os.path.join(folder, sub)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
 
     def chunk_path(self, index: int, field: str) -> str:
         return os.path.join(self.folder, CHUNKS, f"{index:06d}.{field}.npy")
@@ -294,7 +303,9 @@ def field_arrays(folder: str, manifest: dict[str, Any]) -> dict[str, ChunkedArra
     lengths = [c["n"] for c in chunks]
     out = {}
     for key, info in fields.items():
-        paths = [os.path.join(folder, CHUNKS, f"{i:06d}.{key}.npy") for i in range(len(chunks))]
+        # a multi-worker run lists chunks kept in the workers' folders ("folder", "index": see runs/distribute.py)
+        paths = [os.path.join(folder, c.get("folder", CHUNKS), f"{c.get('index', i):06d}.{key}.npy")
+                 for i, c in enumerate(chunks)]
         out[key] = ChunkedArray(paths, lengths, info["dtype"], tuple(info["shape"]))
     return out
 
