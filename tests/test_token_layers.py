@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import CLS, HEAD, images_with_bright_patch, patch_embedding, token_model
 
 import keras_gradcam as kg
 from keras_gradcam.core.layers import list_layers, resolve_layer
-from models import CLS, HEAD, images_with_bright_patch, patch_embedding, token_model
 
 
 def test_list_layers_shows_the_grid_of_token_layers():

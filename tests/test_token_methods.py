@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras_gradcam as kg
 from models import CLS, HEAD, images_with_bright_patch, patch_embedding, token_model, vit_model
 from oracles import minmax, softmax
+
+import keras_gradcam as kg
 
 OPTIONS = {
     "smoothgradcam++": {"n_samples": 2},

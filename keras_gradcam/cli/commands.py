@@ -220,18 +220,28 @@ def run_layers(args: argparse.Namespace) -> int:
         default = None
     rows = [
         [("* " if i.path == default else "  ") + i.path, type(i.layer).__name__,
-         "-" if i.shape is None else str(tuple(i.shape)), "yes" if i.spatial else "no"]
+         "-" if i.shape is None else str(tuple(i.shape)), "yes" if i.spatial else "no", _grid_cell(i)]
         for i in infos
     ]
     print(f"model {model.name!r}: {len(spatial)} layer(s) with a spatial output" + (" (* = default)" if default else ""))
     if rows:
-        print(_table(["path", "type", "output shape", "spatial"], rows))
+        print(_table(["path", "type", "output shape", "spatial", "token grid"], rows))
     if default is None:
         raise CLIError(
             "the model has no layer with a spatial output (rank >= 3), so there is nothing Grad-CAM can explain.",
             EXIT_LAYER,
         )
     return EXIT_OK
+
+
+def _grid_cell(info) -> str:
+    """A token layer's patch grid and prefix tokens (``14x14 + 1 prefix``); ``-`` for other layers."""
+    if info.token_error is not None and not info.tokens:
+        return "unknown"
+    if not info.tokens:
+        return "-"
+    rows, cols = info.grid
+    return f"{rows}x{cols}" + (f" + {info.prefix_tokens} prefix" if info.prefix_tokens else "")
 
 
 def run_methods(args: argparse.Namespace) -> int:
