@@ -20,6 +20,7 @@ from models import vit_model
 import keras_gradcam as kg
 from keras_gradcam import datasets
 from keras_gradcam.cli import main
+from keras_gradcam.cli.errors import EXIT_LAYER
 from keras_gradcam.io import write_png
 
 SIZE = 16
@@ -42,8 +43,7 @@ def compiled_vit():
 @pytest.mark.filterwarnings("ignore:.*maps are all zero:RuntimeWarning")
 @pytest.mark.parametrize(
     "layer, options, explained",
-    [(None, {}, "block1_norm1"), ("block0_out", {}, "block0_out"),
-     ("block0_out", {"grid": (4, 4), "prefix_tokens": 1}, "block0_out")],
+    [(None, {}, "block1_norm1"), ("block0_out", {"grid": (4, 4), "prefix_tokens": 1}, "block0_out")],
 )
 def test_callback_logs_a_token_layer_during_fit(tmp_path, shapes, layer, options, explained):
     ds, probes = shapes
@@ -69,11 +69,12 @@ def test_evaluate_and_the_metrics_on_a_token_layer(shapes):
     model = vit_model(image=SIZE, patch=4, depth=2, classes=3, seed=1)
     x, masks = ds.images[:4], ds.masks[:4]
     rows = kg.evaluate(model, x, methods=("gradcam", "ablationcam"), masks=masks, layer="block0_out",
-                       method_options={"ablationcam": {"verbose": 0}}, steps=4,
+                       method_options={"ablationcam": {"verbose": 0, "drop": "absolute"}}, steps=4,
                        metrics=["energy_pointing_game", "map_area", "deletion_auc", "average_drop", "win_rate"])
     assert [r["method"] for r in rows] == ["gradcam", "ablationcam"]
     for row in rows:
-        exp = kg.explain(model, x, method=row["method"], layer="block0_out", **({"verbose": 0} if row["method"] == "ablationcam" else {}))
+        options = {"verbose": 0, "drop": "absolute"} if row["method"] == "ablationcam" else {}
+        exp = kg.explain(model, x, method=row["method"], layer="block0_out", **options)
         assert exp.layer_heatmaps.shape == (4, 4, 4) and exp.heatmaps.max() == 1.0  # real maps, not zeros
         np.testing.assert_allclose(row["energy_pointing_game"], kg.metrics.energy_pointing_game(exp.heatmaps, masks), rtol=1e-5)
         np.testing.assert_allclose(row["map_area"], kg.metrics.map_area(exp.heatmaps), rtol=1e-6)
@@ -95,8 +96,8 @@ def test_randomization_check_keeps_the_token_options():
     model = vit_model(image=SIZE, patch=4, depth=2, classes=3, seed=1)
     x = np.random.default_rng(0).random((3, SIZE, SIZE, 3)).astype(np.float32)
     res = kg.metrics.randomization_check(model, x, "gradcam", "block0_out", grid=(4, 4), prefix_tokens=1,
-                                         layers=["logits", "block0_mlp2"])
-    assert res.layer == "block0_out" and res.steps == ("none", "logits", "block0_mlp2")
+                                         layers=["block0_mlp2"])
+    assert res.layer == "block0_out" and res.steps == ("none", "block0_mlp2")
     assert reference_maps_are_real(model, x)
     np.testing.assert_allclose(res.spearman[0], 1.0, atol=1e-6)  # the untouched copy gives the same maps
     assert model.get_layer("logits").get_weights()[0].std() > 0  # and the user's model keeps its weights
@@ -153,3 +154,18 @@ def test_cli_explains_a_token_layer_of_a_saved_vit(saved_vit, tmp_path, capsys):
     expected = kg.explain(model, images.astype(np.float32), method="gradcam", layer="block0_out")
     np.testing.assert_allclose(heat, expected.heatmaps, atol=1e-5)
     np.testing.assert_allclose(np.load(out / "layer_heatmaps.npy"), expected.layer_heatmaps, rtol=1e-5, atol=1e-7)
+
+
+def test_cli_grid_and_prefix_tokens_reach_the_explainer(saved_vit, tmp_path, capsys):
+    root, model, images, paths = saved_vit
+    argv = ["explain", str(root / "vit.keras"), *paths[:1], "--layer", "block0_out", "--method", "gradcam",
+            "--preprocess", "none", "--progress", "never"]
+    assert main(argv + ["--grid", "4x4", "--prefix-tokens", "1", "--out", str(tmp_path / "a")]) == 0
+    expected = kg.explain(model, images[:1].astype(np.float32), method="gradcam", layer="block0_out")
+    np.testing.assert_allclose(np.load(tmp_path / "a" / "heatmaps.npy"), expected.heatmaps, atol=1e-5)
+    capsys.readouterr()
+    assert main(argv + ["--grid", "3x3", "--out", str(tmp_path / "b")]) == EXIT_LAYER
+    err = capsys.readouterr().err
+    assert "grid=(3, 3)" in err and "outputs 17" in err
+    assert main(argv + ["--prefix-tokens", "x", "--out", str(tmp_path / "c")]) == 2
+    assert "expected an int >= 0" in capsys.readouterr().err

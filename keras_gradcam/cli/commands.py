@@ -57,11 +57,12 @@ def _method(name: str):
         raise CLIError(f"--method: {e} `keras-gradcam methods` lists them.", EXIT_USAGE) from None
 
 
-def _resolve_layer(model, layer):
+def _resolve_layer(model, layer, **tokens):
     try:
-        return resolve_layer(model, layer)
+        return resolve_layer(model, layer, **tokens)
     except (ValueError, TypeError) as e:
-        raise CLIError(f"--layer: {e} Run `keras-gradcam layers MODEL` for the full list.", EXIT_LAYER) from None
+        flags = " On the command line: --grid ROWSxCOLS and --prefix-tokens N (explain)." if "grid=" in str(e) else ""
+        raise CLIError(f"--layer: {e}{flags} Run `keras-gradcam layers MODEL` for the full list.", EXIT_LAYER) from None
 
 
 def _num_classes(model, output) -> int | None:
@@ -142,12 +143,13 @@ def run_explain(args: argparse.Namespace) -> int:
         check_exists(path, "image")
     class_names = read_class_names(args.class_names)
     model = load_model(args.model)
-    info = _resolve_layer(model, args.layer)
+    tokens = {k: v for k, v in (("grid", args.grid), ("prefix_tokens", args.prefix_tokens)) if v is not None}
+    info = _resolve_layer(model, args.layer, **tokens)
     output = _output_arg(args.output)
     targets = target_classes(args.target, len(args.images), _num_classes(model, output))
     originals, raw, x, size, mode = load_images(model, args.images, args.size, args.preprocess)
 
-    options = {"output": output} if output is not None else {}
+    options = {"output": output, **tokens} if output is not None else dict(tokens)
     if _takes_verbose(cls):
         options["verbose"] = 0  # the command shows its own bar, per image
     try:
