@@ -164,7 +164,7 @@ def test_cli_grid_and_prefix_tokens_reach_the_explainer(saved_vit, tmp_path, cap
     expected = kg.explain(model, images[:1].astype(np.float32), method="gradcam", layer="block0_out")
     np.testing.assert_allclose(np.load(tmp_path / "a" / "heatmaps.npy"), expected.heatmaps, atol=1e-5)
     capsys.readouterr()
-    assert main(argv + ["--grid", "3x3", "--out", str(tmp_path / "b")]) == EXIT_LAYER
+    assert main(argv + ["--grid", "3x3", "--prefix-tokens", "1", "--out", str(tmp_path / "b")]) == EXIT_LAYER
     err = capsys.readouterr().err
     assert "grid=(3, 3)" in err and "outputs 17" in err
     assert main(argv + ["--prefix-tokens", "x", "--out", str(tmp_path / "c")]) == 2
