@@ -169,3 +169,41 @@ def test_cli_grid_and_prefix_tokens_reach_the_explainer(saved_vit, tmp_path, cap
     assert "grid=(3, 3)" in err and "outputs 17" in err
     assert main(argv + ["--prefix-tokens", "x", "--out", str(tmp_path / "c")]) == 2
     assert "expected an int >= 0" in capsys.readouterr().err
+
+
+@keras.saving.register_keras_serializable(package="kg_test_tokens")
+class Patchify(keras.layers.Layer):
+    """Cut a (batch, 8, 8, 1) image into ``count`` 4-pixel tokens inside one layer: no patch map in the graph."""
+
+    def __init__(self, count, **kwargs):
+        super().__init__(**kwargs)
+        self.count = count
+
+    def call(self, x):
+        flat = keras.ops.reshape(x, (-1, 64))
+        return keras.ops.stack([flat[:, 4 * i : 4 * i + 4] for i in range(self.count)], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "count": self.count}
+
+
+def test_cli_asks_for_grid_where_the_model_does_not_tell_it(tmp_path, capsys):
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Dense(3, name="embed")(Patchify(6, name="patches")(inp))  # 6 tokens: no square grid
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(x)))
+    model.save(tmp_path / "p.keras")
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 1), dtype=np.uint8)
+    write_png(tmp_path / "a.png", np.repeat(image, 3, axis=-1))
+    code = main(["layers", str(tmp_path / "p.keras")])
+    printed = capsys.readouterr()
+    assert code == 0, (printed.out, printed.err)
+    rows = {cells(line)[0].lstrip("* "): cells(line) for line in printed.out.splitlines()[3:] if line.startswith("|")}
+    assert rows["embed"][-1] == "unknown"
+    assert "no default layer:" in printed.out and "grid=(rows, cols)" in printed.out
+    argv = ["explain", str(tmp_path / "p.keras"), str(tmp_path / "a.png"), "--layer", "embed", "--method", "gradcam",
+            "--progress", "never"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == EXIT_LAYER
+    err = capsys.readouterr().err
+    assert "grid=(rows, cols)" in err and "--grid ROWSxCOLS and --prefix-tokens N" in err
+    assert main(argv + ["--grid", "2x3", "--prefix-tokens", "0", "--out", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    assert np.load(tmp_path / "b" / "layer_heatmaps.npy").shape == (1, 2, 3)

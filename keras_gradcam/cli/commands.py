@@ -217,9 +217,9 @@ def run_layers(args: argparse.Namespace) -> int:
     infos = list_layers(model, spatial_only=not args.all)
     spatial = [i for i in infos if i.spatial]
     try:
-        default = resolve_layer(model, None).path
-    except ValueError:
-        default = None
+        default, why = resolve_layer(model, None).path, None
+    except ValueError as e:
+        default, why = None, str(e)
     rows = [
         [("* " if i.path == default else "  ") + i.path, type(i.layer).__name__,
          "-" if i.shape is None else str(tuple(i.shape)), "yes" if i.spatial else "no", _grid_cell(i)]
@@ -228,7 +228,9 @@ def run_layers(args: argparse.Namespace) -> int:
     print(f"model {model.name!r}: {len(spatial)} layer(s) with a spatial output" + (" (* = default)" if default else ""))
     if rows:
         print(_table(["path", "type", "output shape", "spatial", "token grid"], rows))
-    if default is None:
+    if default is None and spatial:  # layers to name, but no default (a token grid the model does not tell)
+        print(f"no default layer: {why} Name one with --layer.")
+    elif default is None:
         raise CLIError(
             "the model has no layer with a spatial output (rank >= 3), so there is nothing Grad-CAM can explain.",
             EXIT_LAYER,
