@@ -133,7 +133,7 @@ def test_cli_layers_shows_the_token_grid(saved_vit, capsys):
     assert rows["patch"][-1] == "-"  # a feature map: no token grid
     assert rows["tokens"][-1] == "4x4"  # 16 tokens, no class token yet
     for name in ("with_cls", "block0_norm1", "block0_out", "block1_norm1", "final_norm"):
-        assert rows[name][-1] == "4x4 + 1 prefix", name
+        assert rows[name][-1] == "4x4 +1", name
     assert [line for line in lines if cells(line)[0].startswith("* ")] and cells(
         next(line for line in lines if cells(line)[0].startswith("* "))
     )[0] == "* block1_norm1"
@@ -198,7 +198,7 @@ def test_cli_asks_for_grid_where_the_model_does_not_tell_it(tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 0, (printed.out, printed.err)
     rows = {cells(line)[0].lstrip("* "): cells(line) for line in printed.out.splitlines()[3:] if line.startswith("|")}
-    assert rows["embed"][-1] == "unknown"
+    assert rows["embed"][-1] == "?"
     assert "no default layer:" in printed.out and "grid=(rows, cols)" in printed.out
     argv = ["explain", str(tmp_path / "p.keras"), str(tmp_path / "a.png"), "--layer", "embed", "--method", "gradcam",
             "--progress", "never"]

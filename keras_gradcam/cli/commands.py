@@ -149,9 +149,10 @@ def run_explain(args: argparse.Namespace) -> int:
     targets = target_classes(args.target, len(args.images), _num_classes(model, output))
     originals, raw, x, size, mode = load_images(model, args.images, args.size, args.preprocess)
 
-    options = {"output": output, **tokens} if output is not None else dict(tokens)
+    options = {"output": output} if output is not None else {}
     if _takes_verbose(cls):
         options["verbose"] = 0  # the command shows its own bar, per image
+    options.update(tokens)  # --grid, --prefix-tokens
     try:
         explainer = cls(model, info.path, batch_size=args.batch_size, **options)
     except (ValueError, TypeError) as e:
@@ -217,20 +218,21 @@ def run_layers(args: argparse.Namespace) -> int:
     infos = list_layers(model, spatial_only=not args.all)
     spatial = [i for i in infos if i.spatial]
     try:
-        default, why = resolve_layer(model, None).path, None
+        default = resolve_layer(model, None).path
     except ValueError as e:
         default, why = None, str(e)
     rows = [
         [("* " if i.path == default else "  ") + i.path, type(i.layer).__name__,
-         "-" if i.shape is None else str(tuple(i.shape)), "yes" if i.spatial else "no", _grid_cell(i)]
+         "-" if i.shape is None else str(tuple(i.shape)), "yes" if i.spatial else "no", _grid_text(i)]
         for i in infos
     ]
     print(f"model {model.name!r}: {len(spatial)} layer(s) with a spatial output" + (" (* = default)" if default else ""))
     if rows:
         print(_table(["path", "type", "output shape", "spatial", "token grid"], rows))
-    if default is None and spatial:  # layers to name, but no default (a token grid the model does not tell)
-        print(f"no default layer: {why} Name one with --layer.")
-    elif default is None:
+    if default is None:
+        if spatial:  # layers to name, but no default (a token grid the model does not tell)
+            print(f"no default layer: {why} Name one with --layer.")
+            return EXIT_OK
         raise CLIError(
             "the model has no layer with a spatial output (rank >= 3), so there is nothing Grad-CAM can explain.",
             EXIT_LAYER,
@@ -238,14 +240,12 @@ def run_layers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _grid_cell(info) -> str:
-    """A token layer's patch grid and prefix tokens (``14x14 + 1 prefix``); ``-`` for other layers."""
-    if info.token_error is not None and not info.tokens:
-        return "unknown"
-    if not info.tokens:
-        return "-"
-    rows, cols = info.grid
-    return f"{rows}x{cols}" + (f" + {info.prefix_tokens} prefix" if info.prefix_tokens else "")
+def _grid_text(info) -> str:
+    """A token layer's patch grid and prefix tokens (``"4x4 +1"``), ``"?"`` where it cannot be told, else ``"-"``."""
+    if info.tokens:
+        rows, cols = info.grid
+        return f"{rows}x{cols}" + (f" +{info.prefix_tokens}" if info.prefix_tokens else "")
+    return "?" if info.token_error else "-"
 
 
 def run_methods(args: argparse.Namespace) -> int:
