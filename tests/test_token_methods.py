@@ -43,6 +43,14 @@ def images():
 @pytest.mark.filterwarnings("ignore:.*maps are all zero:RuntimeWarning")
 @pytest.mark.parametrize("name", sorted(kg.METHODS))
 def test_every_method_on_a_token_layer(name, vit, images):
+    before = [w.copy() for w in vit.get_weights()]
+    try:
+        run_on_the_token_layer(name, vit, images)
+    finally:  # the user's model is never changed, also where a method refuses it
+        assert all(np.array_equal(a, b) for a, b in zip(before, vit.get_weights()))
+
+
+def run_on_the_token_layer(name, vit, images):
     if name == "cam":  # CAM reads a GAP -> Dense head; this one reads the class token
         with pytest.raises(ValueError, match="global average pooling and a Dense") as info:
             kg.explain(vit, images, method=name)
