@@ -2,8 +2,9 @@
 
 ViT-B/16 (patch 16, 12 blocks, hidden 768, 12 heads, MLP 3072, a class token, 1000 classes,
 random weights), 224x224, batch 8, CPU, built functionally from Keras layers
-(``tests/models.py``, ``vit_model``): KerasHub's ``ViTBackbone`` keeps its blocks inside
-subclassed layers, which the explainers cannot reach yet. The explainers use their default layer
+(``tests/models.py``, ``vit_model``; this benchmark was written before the explainers could
+reach the blocks inside KerasHub's ``ViTBackbone``, and does not time that model). The
+explainers use their default layer
 (the input of the last attention, ``block11_norm1``: a ``(batch, 197, 768)`` token layer explained
 on its 14x14 patch grid). Each prints images/s and the median over ``--repeats`` rounds of
 ``time(explainer) / time(plain compiled forward pass)``, the two timed in alternation in each
