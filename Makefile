@@ -54,6 +54,7 @@ bench: install
 	$(PY) benchmarks/bench_scorecam.py
 	$(PY) benchmarks/bench_dataset.py
 	$(PY) benchmarks/bench_guided.py
+	$(PY) benchmarks/bench_vit.py
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

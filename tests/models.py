@@ -47,3 +47,109 @@ def conv_gap_model(
     conv.set_weights([kernel, np.asarray(bias)])
     dense.set_weights([head, np.asarray(head_bias)])
     return model
+
+
+def vit_model(
+    *,
+    image: int = 16,
+    patch: int = 4,
+    channels: int = 3,
+    dim: int = 8,
+    depth: int = 2,
+    heads: int = 2,
+    mlp: int = 16,
+    classes: int = 3,
+    seed: int = 0,
+) -> keras.Model:
+    """A functional vision transformer from built-in layers only (it saves and loads as ``.keras``).
+
+    Conv2D patch embedding "patch" (kernel = strides = ``patch``) -> Reshape "tokens" -> a learned
+    class token prepended "with_cls" -> learned position embeddings added "embedded" -> ``depth``
+    pre-norm blocks ``block{i}_...`` (LayerNormalization, MultiHeadAttention "block{i}_attn",
+    residual Add "block{i}_mix"; LayerNormalization, Dense GELU MLP, residual Add "block{i}_out")
+    -> LayerNormalization "final_norm" -> the class token -> Dense "logits". ViT-B/16 is
+    ``image=224, patch=16, dim=768, depth=12, heads=12, mlp=3072, classes=1000``.
+
+    The class token and the position embeddings are ``Embedding`` tables read with constant ids
+    (computed from the tokens' shape), so no custom layer is needed. Weights are Keras' random
+    initialisers, seeded by ``seed``.
+    """
+    keras.utils.set_random_seed(seed)
+    grid = image // patch
+    inp = keras.Input((image, image, channels))
+    x = keras.layers.Conv2D(dim, patch, strides=patch, name="patch")(inp)
+    x = keras.layers.Reshape((grid * grid, dim), name="tokens")(x)
+    zero = keras.ops.zeros_like(keras.ops.cast(x[:, :1, 0], "int32"))  # (batch, 1) ids of the class token
+    cls = keras.layers.Embedding(1, dim, name="cls_token")(zero)
+    x = keras.layers.Concatenate(axis=1, name="with_cls")([cls, x])
+    positions = keras.ops.cumsum(keras.ops.ones_like(keras.ops.cast(x[:, :, 0], "int32")), axis=1) - 1
+    x = keras.layers.Add(name="embedded")([x, keras.layers.Embedding(grid * grid + 1, dim, name="positions")(positions)])
+    for i in range(depth):
+        h = keras.layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm1")(x)
+        h = keras.layers.MultiHeadAttention(heads, dim // heads, name=f"block{i}_attn")(h, h)
+        x = keras.layers.Add(name=f"block{i}_mix")([x, h])
+        h = keras.layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm2")(x)
+        h = keras.layers.Dense(mlp, activation="gelu", name=f"block{i}_mlp1")(h)
+        h = keras.layers.Dense(dim, name=f"block{i}_mlp2")(h)
+        x = keras.layers.Add(name=f"block{i}_out")([x, h])
+    x = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
+    return keras.Model(inp, keras.layers.Dense(classes, name="logits")(x[:, 0]), name="vit")
+
+
+# -- the hand-set token model (tests/test_token_layers.py, tests/test_token_methods.py) --------------
+
+CLS = np.array([5.0, -3.0], np.float32)  # the class token: large, so a grid that kept it would show it
+HEAD = np.array([[1.0, -1.0], [2.0, 0.5]], np.float32)  # (channels, classes)
+
+
+class ClassToken(keras.layers.Layer):
+    """Prepend a constant class token to (batch, tokens, channels)."""
+
+    def __init__(self, value, **kwargs):
+        super().__init__(**kwargs)
+        self.value = np.asarray(value, np.float32)
+
+    def call(self, x):
+        token = keras.ops.broadcast_to(keras.ops.convert_to_tensor(self.value)[None, None], (keras.ops.shape(x)[0], 1, 2))
+        return keras.ops.concatenate([token, x], axis=1)
+
+
+def token_model(head="mean", attention_scale=0.0, seed=5):
+    """8x8x1 -> Conv2D(2, 4, stride 4) "patch" -> 4 tokens "tokens" -> class token "with_cls" -> MHA "attn"
+    -> Add "block" -> head: the mean over all 5 tokens ("mean") or the class token ("cls") -> Dense "logits".
+
+    The patch embedding's channel 0 is the patch's pixel sum, channel 1 its first row's sum.
+    ``attention_scale`` scales the attention's seeded output projection (0: the block is the identity).
+    """
+    inp = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(2, 4, strides=4, name="patch")
+    x = keras.layers.Reshape((4, 2), name="tokens")(conv(inp))
+    x = ClassToken(CLS, name="with_cls")(x)
+    attn = keras.layers.MultiHeadAttention(num_heads=1, key_dim=2, name="attn")
+    x = keras.layers.Add(name="block")([x, attn(x, x)])
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(x) if head == "mean" else x[:, 0]
+    dense = keras.layers.Dense(2, name="logits")
+    model = keras.Model(inp, dense(pooled))
+    kernel = np.zeros((4, 4, 1, 2), np.float32)
+    kernel[..., 0, 0] = 1.0
+    kernel[0, :, 0, 1] = 1.0
+    conv.set_weights([kernel, np.zeros(2, np.float32)])
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(size=w.shape).astype(np.float32) * 0.5 for w in attn.get_weights()]
+    weights[-2] *= attention_scale  # output projection kernel
+    weights[-1] *= attention_scale
+    attn.set_weights(weights)
+    dense.set_weights([HEAD, np.zeros(2, np.float32)])
+    return model
+
+
+def patch_embedding(images):
+    """The patch Conv2D in numpy: (n, 2, 2, 2), channel 0 the 4x4 patch's sum, channel 1 its first row's."""
+    p = images[..., 0].reshape(len(images), 2, 4, 2, 4).transpose(0, 1, 3, 2, 4)  # (n, row, col, 4, 4)
+    return np.stack([p.sum(axis=(3, 4)), p[:, :, :, 0, :].sum(axis=-1)], axis=-1)
+
+
+def images_with_bright_patch(row, col, n=2, seed=1):
+    x = np.random.default_rng(seed).random((n, 8, 8, 1)).astype(np.float32) * 0.1
+    x[:, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] += 1.0
+    return x

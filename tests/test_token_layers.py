@@ -12,65 +12,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import CLS, HEAD, images_with_bright_patch, patch_embedding, token_model
 
 import keras_gradcam as kg
 from keras_gradcam.core.layers import list_layers, resolve_layer
-
-CLS = np.array([5.0, -3.0], np.float32)  # the class token: large, so a grid that kept it would show it
-HEAD = np.array([[1.0, -1.0], [2.0, 0.5]], np.float32)  # (channels, classes)
-
-
-class ClassToken(keras.layers.Layer):
-    """Prepend a constant class token to (batch, tokens, channels)."""
-
-    def __init__(self, value, **kwargs):
-        super().__init__(**kwargs)
-        self.value = np.asarray(value, np.float32)
-
-    def call(self, x):
-        token = keras.ops.broadcast_to(keras.ops.convert_to_tensor(self.value)[None, None], (keras.ops.shape(x)[0], 1, 2))
-        return keras.ops.concatenate([token, x], axis=1)
-
-
-def token_model(head="mean", attention_scale=0.0, seed=5):
-    """8x8x1 -> Conv2D(2, 4, stride 4) "patch" -> 4 tokens "tokens" -> class token "with_cls" -> MHA "attn"
-    -> Add "block" -> head: the mean over all 5 tokens ("mean") or the class token ("cls") -> Dense "logits".
-
-    The patch embedding's channel 0 is the patch's pixel sum, channel 1 its first row's sum.
-    ``attention_scale`` scales the attention's seeded output projection (0: the block is the identity).
-    """
-    inp = keras.Input((8, 8, 1))
-    conv = keras.layers.Conv2D(2, 4, strides=4, name="patch")
-    x = keras.layers.Reshape((4, 2), name="tokens")(conv(inp))
-    x = ClassToken(CLS, name="with_cls")(x)
-    attn = keras.layers.MultiHeadAttention(num_heads=1, key_dim=2, name="attn")
-    x = keras.layers.Add(name="block")([x, attn(x, x)])
-    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(x) if head == "mean" else x[:, 0]
-    dense = keras.layers.Dense(2, name="logits")
-    model = keras.Model(inp, dense(pooled))
-    kernel = np.zeros((4, 4, 1, 2), np.float32)
-    kernel[..., 0, 0] = 1.0
-    kernel[0, :, 0, 1] = 1.0
-    conv.set_weights([kernel, np.zeros(2, np.float32)])
-    rng = np.random.default_rng(seed)
-    weights = [rng.normal(size=w.shape).astype(np.float32) * 0.5 for w in attn.get_weights()]
-    weights[-2] *= attention_scale  # output projection kernel
-    weights[-1] *= attention_scale
-    attn.set_weights(weights)
-    dense.set_weights([HEAD, np.zeros(2, np.float32)])
-    return model
-
-
-def patch_embedding(images):
-    """The patch Conv2D in numpy: (n, 2, 2, 2), channel 0 the 4x4 patch's sum, channel 1 its first row's."""
-    p = images[..., 0].reshape(len(images), 2, 4, 2, 4).transpose(0, 1, 3, 2, 4)  # (n, row, col, 4, 4)
-    return np.stack([p.sum(axis=(3, 4)), p[:, :, :, 0, :].sum(axis=-1)], axis=-1)
-
-
-def images_with_bright_patch(row, col, n=2, seed=1):
-    x = np.random.default_rng(seed).random((n, 8, 8, 1)).astype(np.float32) * 0.1
-    x[:, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] += 1.0
-    return x
 
 
 def test_list_layers_shows_the_grid_of_token_layers():

@@ -65,11 +65,12 @@ def _method(name: str):
         raise CLIError(f"--method: {e} `keras-gradcam methods` lists them.", EXIT_USAGE) from None
 
 
-def _resolve_layer(model, layer):
+def _resolve_layer(model, layer, **tokens):
     try:
-        return resolve_layer(model, layer)
+        return resolve_layer(model, layer, **tokens)
     except (ValueError, TypeError) as e:
-        raise CLIError(f"--layer: {e} Run `keras-gradcam layers MODEL` for the full list.", EXIT_LAYER) from None
+        flags = " On the command line: --grid ROWSxCOLS and --prefix-tokens N (explain)." if "grid=" in str(e) else ""
+        raise CLIError(f"--layer: {e}{flags} Run `keras-gradcam layers MODEL` for the full list.", EXIT_LAYER) from None
 
 
 def _num_classes(model, output) -> int | None:
@@ -150,7 +151,8 @@ def run_explain(args: argparse.Namespace) -> int:
         check_exists(path, "image")
     class_names = read_class_names(args.class_names)
     model = load_model(args.model)
-    info = _resolve_layer(model, args.layer)
+    tokens = {k: v for k, v in (("grid", args.grid), ("prefix_tokens", args.prefix_tokens)) if v is not None}
+    info = _resolve_layer(model, args.layer, **tokens)
     output = _output_arg(args.output)
     targets = target_classes(args.target, len(args.images), _num_classes(model, output))
     originals, raw, x, size, mode = load_images(model, args.images, args.size, args.preprocess)
@@ -161,6 +163,7 @@ def run_explain(args: argparse.Namespace) -> int:
         options["relu"] = False
     if _takes_verbose(cls):
         options["verbose"] = 0  # the command shows its own bar, per image
+    options.update(tokens)  # --grid, --prefix-tokens
     try:
         explainer = cls(model, info.path, batch_size=args.batch_size, **options)
     except (ValueError, TypeError) as e:
@@ -227,8 +230,8 @@ def run_layers(args: argparse.Namespace) -> int:
     spatial = [i for i in infos if i.spatial]
     try:
         default = resolve_layer(model, None).path
-    except ValueError:
-        default = None
+    except ValueError as e:
+        default, why = None, str(e)
     rows = [
         [("* " if i.path == default else "  ") + i.path, type(i.layer).__name__,
          "-" if i.shape is None else str(tuple(i.shape)), "yes" if i.spatial else "no", _grid_text(i)]
@@ -238,6 +241,9 @@ def run_layers(args: argparse.Namespace) -> int:
     if rows:
         print(_table(["path", "type", "output shape", "spatial", "token grid"], rows))
     if default is None:
+        if spatial:  # layers to name, but no default (a token grid the model does not tell)
+            print(f"no default layer: {why} Name one with --layer.")
+            return EXIT_OK
         raise CLIError(
             "the model has no layer with a spatial output (rank >= 3), so there is nothing Grad-CAM can explain.",
             EXIT_LAYER,

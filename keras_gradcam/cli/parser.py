@@ -39,6 +39,23 @@ def _size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        return _size(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a patch grid like 14 or 14x14 (rows x cols); got {text!r}") from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0; got {text!r}")
+    return value
+
+
 def _unit(text: str) -> float:
     try:
         value = float(text)
@@ -117,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-names", default=None, metavar="FILE", help="text file with one class name per line, for the table")
     p.add_argument("--alpha", type=_unit, default=0.4, help="heatmap opacity in the overlays, in [0, 1] (default: 0.4)")
     p.add_argument("--colormap", default="jet", help="Matplotlib colormap of the heatmaps (default: jet)")
+    p.add_argument("--grid", type=_grid, default=None, metavar="ROWSxCOLS",
+                   help="patch grid of a token layer (vision transformer) whose grid the model does not tell, e.g. 14x14")
+    p.add_argument("--prefix-tokens", type=_count, default=None, metavar="N",
+                   help="class/register tokens before the patches of a token layer (default: worked out from --grid)")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr: auto shows it when stderr is a terminal (default: auto)")
     p.add_argument("--aug-smooth", action="store_true",
