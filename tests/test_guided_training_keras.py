@@ -6,11 +6,16 @@ map is ``2.5 * [[1, 2], [3, 4]]`` and a mask on the top-left block leaves ``9 / 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import plugin_event_accumulator
 
@@ -137,3 +142,95 @@ def test_gradcam_callback_during_guided_fit_explains_the_wrapped_model(tmp_path)
     assert 0 < expected < 0.5  # most of the map 2.5 * [[1, 2], [3, 4]] lies outside the top-left block
     np.testing.assert_allclose(callback.history["energy_inside_object"], [expected] * 2, rtol=1e-5)
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "gradcam"))
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import keras_gradcam as kg
+
+    def build():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6, 6, 1))
+        a = keras.layers.Conv2D(3, 3, padding="same", activation="tanh", name="conv")(inputs)
+        out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(a))
+        return keras.Model(inputs, out)
+
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 6, 6, 1)).astype("float32")
+    y = (np.arange(8) % 3).astype("int32")
+    masks = np.zeros((8, 6, 6), "float32")
+    masks[:, :3, :] = 1  # every sample annotated: each replica's mean is the global one
+
+    def train(strategy):
+        with strategy.scope():
+            model = build()
+            guided = kg.GuidedTraining(model, layer="conv", weight=3.0)
+            guided.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+        ds = tf.data.Dataset.from_tensor_slices((x, y, masks)).batch(8)
+        history = guided.fit(ds, epochs=2, verbose=0)
+        return model.get_weights(), history.history
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    got, got_logs = train(mirrored)
+    want, want_logs = train(tf.distribute.get_strategy())
+    json.dump({
+        "max_weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(got, want)),
+        "moved": max(float(np.abs(a - b).max()) for a, b in zip(want, build().get_weights())),
+        "logs": got_logs, "want_logs": want_logs,
+    }, sys.stdout)
+    """
+)
+
+
+def test_mirrored_strategy_on_two_cpu_devices_matches_one_device():
+    """Two logical CPUs (configured before TensorFlow starts, hence a subprocess); 4 samples per replica.
+
+    The replicas' gradients are summed, so each replica's alignment term is scaled by 1/2 like its
+    task loss: the weights after two steps equal one-device training on the whole batch.
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["moved"] > 1e-3  # training did change the weights
+    assert result["max_weight_diff"] < 1e-5
+    for key in ("loss", "alignment_loss"):
+        np.testing.assert_allclose(result["logs"][key], result["want_logs"][key], rtol=1e-5)
+    assert min(result["logs"]["alignment_loss"]) > 0.05
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_and_reports_the_float32_alignment(policy):
+    """Under a mixed policy the layers compute in half precision; the map is computed in float32.
+
+    The alignment loss of the hand model (0.9) is reproduced to half-precision accuracy, and a fit
+    runs (mixed_float16: Keras wraps the optimizer in a LossScaleOptimizer, whose scale_loss the
+    step uses). The global policy is restored afterwards.
+    """
+    before = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = _pool_model()
+        assert model.get_layer("conv").compute_dtype == policy.split("_")[1]
+        x, y, masks = _pool_data()
+        guided = kg.GuidedTraining(model, layer="pool", weight=1.0)
+        _, align = guided.forward(x, y, masks)
+        assert align.dtype == tf.float32
+        np.testing.assert_allclose(float(align), 0.9, rtol=1e-2)
+        guided.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+        if policy == "mixed_float16":
+            assert isinstance(guided.optimizer, keras.optimizers.LossScaleOptimizer)
+        before_weights = [w.copy() for w in model.get_weights()]
+        history = guided.fit(x, y, sample_weight=masks, batch_size=2, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+        np.testing.assert_allclose(history.history["alignment_loss"], [0.9], rtol=2e-2)
+        assert not all(np.array_equal(a, b) for a, b in zip(before_weights, model.get_weights()))
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    assert keras.mixed_precision.global_policy().name == before

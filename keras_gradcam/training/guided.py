@@ -244,6 +244,18 @@ class GuidedTraining(keras.Model):
     def _batch_size(self, x):
         return tf.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras's ``compute_loss`` without sample weights: the third element of a batch is the masks.
+
+        (Keras itself passes that element as ``sample_weight`` when it builds the compiled loss
+        and metrics under a ``tf.distribute`` strategy.)
+        """
+        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Keras's ``compute_metrics`` without sample weights (see :meth:`compute_loss`)."""
+        return super().compute_metrics(x, y, y_pred, sample_weight=None)
+
     def _total_loss(self, x, y, y_pred, align, masks, training: bool):
         """``compute_loss`` (the compiled loss and regularisers) plus ``weight * L_align``.
 
