@@ -31,7 +31,7 @@ def is_png(path) -> bool:
 
 def test_every_example_is_tested():
     scripts = sorted(p.stem for p in EXAMPLES.glob("*.py"))
-    tested = {"quickstart", "dataset_bias", "nested_backbone", "multi_output", "timeseries_conv1d"}
+    tested = {"quickstart", "dataset_bias", "guided_training", "nested_backbone", "multi_output", "timeseries_conv1d"}
     assert set(scripts) <= tested, f"add a test for {sorted(set(scripts) - tested)}"
 
 
@@ -60,6 +60,23 @@ def test_dataset_bias_writes_runs_figure_and_numbers(tmp_path, capsys):
     assert f"tensorboard --logdir {runs}" in out
     assert "[biased] Dataset audit: gradcam++ at layer 'last_conv', 60 images" in out
     assert "[clean] Dataset audit: gradcam++ at layer 'last_conv', 60 images" in out
+
+
+def test_guided_training_reports_three_models(tmp_path, capsys):
+    report = load("guided_training").main(["--quick", "--json", str(tmp_path / "g.json")])
+    assert report["annotated_images"] == 10  # 10 % of the 96 training images, rounded
+    for name in ("biased", "clean", "guided"):
+        for key in ("accuracy_no_watermark", "energy_inside_object", "accuracy_wrong_watermark"):
+            assert 0.0 <= report[name][key] <= 1.0
+    out = capsys.readouterr().out
+    assert "Grad-CAM++ energy inside objects" in out and "guided" in out
+    assert (tmp_path / "g.json").is_file()
+
+
+def test_guided_training_curve_quick():
+    report = load("guided_training").main(["--quick", "--curve", "--shares", "0,0.1", "--seeds", "0"])
+    assert list(report["accuracy_no_watermark"]) == [0.0, 0.1]
+    assert all(0.0 <= a <= 1.0 for accs in report["accuracy_no_watermark"].values() for a in accs)
 
 
 def test_nested_backbone(tmp_path):

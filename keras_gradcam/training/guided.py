@@ -38,6 +38,15 @@ class GuidedTraining(keras.Model):
         The map that is aligned.
     weight : float, default=1.0
         ``lambda`` in ``loss = task_loss + lambda * L_align`` (``>= 0``; 0 is plain training).
+    loss : {"rrr", "hint"}, default="rrr"
+        The alignment term: ``"rrr"`` the share of the map outside the mask (Notes);
+        ``"hint"`` HINT's pairwise ranking loss on the map's cells
+        (:func:`keras_gradcam.training.alignment.ranking_penalty`).
+    score : {"logit", "contrast", "log_prob"}, default="logit"
+        The score whose Grad-CAM is aligned: ``"logit"`` the label's logit ``y_c`` (the map
+        ``kg.explain`` gives); ``"contrast"`` ``y_c - mean_{c' != c} y_c'``, which also shows
+        evidence that works by lowering the other classes (a shortcut the logit's map cannot
+        see); ``"log_prob"`` ``log p_c`` (as in Ross et al.; it vanishes once ``p_c`` is near 1).
     **kwargs
         Passed to ``keras.Model`` (``name``).
 
@@ -46,7 +55,7 @@ class GuidedTraining(keras.Model):
     TypeError
         ``model`` is not a ``keras.Model``, or ``weight`` is not a number.
     ValueError
-        Unknown ``method``, negative ``weight``, a layer that cannot be aligned, or a model with
+        Unknown ``method``, ``loss`` or ``score``, negative ``weight``, a layer that cannot be aligned, or a model with
         several outputs.
 
     Notes
