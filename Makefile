@@ -16,7 +16,6 @@ install: $(VENV)/.installed
 
 demo: install
 	$(PY) examples/dataset_bias.py
-	$(PY) examples/guided_training.py
 
 quickstart: install
 	$(PY) examples/quickstart.py

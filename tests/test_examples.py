@@ -60,6 +60,10 @@ def test_dataset_bias_writes_runs_figure_and_numbers(tmp_path, capsys):
     assert f"tensorboard --logdir {runs}" in out
     assert "[biased] Dataset audit: gradcam++ at layer 'last_conv', 60 images" in out
     assert "[clean] Dataset audit: gradcam++ at layer 'last_conv', 60 images" in out
+    # step 5, guided training: the three models compared without the watermark
+    assert set(report["guided_training"]) == {"biased", "clean", "guided"}
+    assert all(0.0 <= r["energy_inside_object"] <= 1.0 for r in report["guided_training"].values())
+    assert "Guided training: masks for 10% of the biased training images" in out
 
 
 def test_guided_training_reports_three_models(tmp_path, capsys):
