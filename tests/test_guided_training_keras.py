@@ -188,6 +188,7 @@ MIRRORED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a second TensorFlow process: ~20 s alone, ~40 s on a shared 2-core machine
 def test_mirrored_strategy_on_two_cpu_devices_matches_one_device():
     """Two logical CPUs (configured before TensorFlow starts, hence a subprocess); 4 samples per replica.
 
