@@ -94,7 +94,7 @@ def energy(model: keras.Model, ds) -> float:
 
 def sizes(quick: bool) -> tuple[int, int, int, int]:
     """(training images, image side, epochs of plain training, epochs of guided training)."""
-    return (96, 32, 1, 1) if quick else (1200, 64, 10, 20)
+    return (96, 32, 1, 1) if quick else (1200, 64, 10, 30)
 
 
 # the settings the docs' figures were measured with (docs/guided-training.md)
