@@ -9,7 +9,7 @@ The end of the dataset-bias story (``examples/dataset_bias.py`` runs it as its s
    ``kg.GuidedTraining``: the task loss plus ``weight`` times the share of the Grad-CAM evidence
    at ``last_conv`` that lies outside the mask, the map explaining the label's margin over the
    other classes (``score="contrast"``; the logit's map lets the watermark work by lowering the
-   other classes, see docs/guided-training.md). 20 epochs: the shortcut goes only once the
+   other classes, see docs/guided-training.md). 30 epochs: the shortcut goes only once the
    alignment term is low.
 3. On held-out images WITHOUT the watermark: the accuracy of the biased model (plain training
    on the biased set), the clean model (plain training on the same images without the
