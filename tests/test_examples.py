@@ -131,7 +131,7 @@ def test_dataset_bias_full_size_tells_the_story(tmp_path):
     assert audit["clean"]["flagged"] == []
     assert os.path.isfile(report["audit_page"])
     # step 5: guided training with masks for 10 % of the biased images stops reading the watermark
-    # (measured: 75 % without it, 72 % with the wrong one, 71 % energy inside; biased 32 %, 0 %)
+    # (measured, seed 0: 97 % without it, 96 % with the wrong one, 76 % energy inside; biased 32 %, 0 %)
     g = report["guided_training"]
     assert g["guided"]["accuracy_no_watermark"] > g["biased"]["accuracy_no_watermark"] + 0.25
     assert g["guided"]["accuracy_wrong_watermark"] > 0.5 > g["biased"]["accuracy_wrong_watermark"]
