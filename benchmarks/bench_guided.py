@@ -1,6 +1,8 @@
 """Cost of a guided training step (double backprop) relative to a plain training step.
 
-Same model, same batch; each step compiled once, then timed over repeated calls.
+Same model, same batch; each step compiled once, then timed over repeated calls, in rounds that
+alternate plain and guided (the fastest round of each is kept: on a shared machine other jobs
+only ever slow a round down).
 Run: python benchmarks/bench_guided.py
 """
 
@@ -24,10 +26,14 @@ def _model():
     return keras.Model(inputs, outputs)
 
 
-def _time(trainer, x, y, masks=None, repeats=20) -> float:
-    """Seconds per ``train_on_batch`` (its third element reaches ``GuidedTraining`` as the masks)."""
+def _compiled(trainer, x, y, masks=None):
     trainer.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     trainer.train_on_batch(x, y, sample_weight=masks)  # trace and compile once
+    return trainer
+
+
+def _time(trainer, x, y, masks=None, repeats=10) -> float:
+    """Seconds per ``train_on_batch`` (its third element reaches ``GuidedTraining`` as the masks)."""
     start = time.perf_counter()
     for _ in range(repeats):
         trainer.train_on_batch(x, y, sample_weight=masks)
@@ -40,8 +46,10 @@ def main() -> None:
     y = rng.integers(0, 10, 32).astype("int32")
     masks = np.zeros((32, 64, 64), "float32")
     masks[:, 16:48, 16:48] = 1
-    plain = _time(_model(), x, y)
-    guided = _time(kg.GuidedTraining(_model(), weight=1.0), x, y, masks)
+    plain_trainer = _compiled(_model(), x, y)
+    guided_trainer = _compiled(kg.GuidedTraining(_model(), weight=1.0), x, y, masks)
+    rounds = [(_time(plain_trainer, x, y), _time(guided_trainer, x, y, masks)) for _ in range(5)]
+    plain, guided = min(r[0] for r in rounds), min(r[1] for r in rounds)
     print(
         f"guided training step / plain training step (batch 32, 64x64x3 CNN): {guided * 1e3:.1f} ms / {plain * 1e3:.1f} ms = {guided / plain:.2f}x"
     )

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import keras_gradcam as kg
+from keras_gradcam.training.alignment import alignment_loss
 
 
 def _pool_model():
@@ -232,3 +233,85 @@ def test_bad_arguments_name_what_was_received():
         guided.forward(np.zeros((2, 8, 8, 1), "float32"), np.zeros(2, "int32"), np.zeros((2, 8), "float32"))
     with pytest.raises(ValueError, match="expects batches \\(x, y\\) or \\(x, y, masks\\)"):
         guided.train_step((1, 2, 3, 4))
+
+
+def _two_region_model():
+    """x (4, 4, 2) -> identity 1x1 conv -> 2x2 average pool -> Dense(2): y_0 = sum A^0, y_1 = -sum A^1.
+
+    Channel 0 is evidence FOR class 0; channel 1 is evidence AGAINST class 1 (the shortcut a
+    logit map cannot see: it lowers the other class instead of raising the label's).
+    """
+    inputs = keras.Input((4, 4, 2))
+    a = keras.layers.Conv2D(2, 1, use_bias=False, name="conv")(inputs)
+    a = keras.layers.AveragePooling2D(2, name="pool")(a)
+    out = keras.layers.Dense(2, use_bias=False, name="head")(keras.layers.Flatten()(a))
+    model = keras.Model(inputs, out)
+    model.get_layer("conv").set_weights([np.eye(2, dtype="float32")[None, None]])
+    kernel = np.zeros((8, 2), "float32")  # Flatten order (i, j, k) -> 4 i + 2 j + k
+    kernel[0::2, 0] = 1
+    kernel[1::2, 1] = -1
+    model.get_layer("head").set_weights([kernel])
+    return model
+
+
+@pytest.mark.parametrize(
+    "score, expected",
+    [
+        ("logit", 0.0),  # map A^0 = [[1, 0], [0, 0]]: all inside the top-left mask
+        ("contrast", 0.5),  # y_0 - y_1: w = [1, 1], map A^0 + A^1 = [[1, 0], [0, 1]]
+        ("log_prob", 0.5),  # log p_0: w = [p_1, p_1], the same map times p_1
+    ],
+)
+def test_scores_that_see_evidence_against_the_other_class(score, expected):
+    x = np.zeros((1, 4, 4, 2), "float32")
+    x[0, :2, :2, 0] = 1  # channel 0 in the top-left block
+    x[0, 2:, 2:, 1] = 1  # channel 1 in the bottom-right block
+    mask = np.zeros((1, 4, 4), "float32")
+    mask[0, :2, :2] = 1
+    guided = kg.GuidedTraining(_two_region_model(), layer="pool", score=score)
+    _, loss = guided.forward(x, np.zeros(1, "int32"), mask)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6, atol=1e-7)
+
+
+def _hint_numpy(maps, masks, flags, eps=1e-8):
+    """HINT's pairwise ranking penalty, written out with loops over the cell pairs."""
+    values = []
+    for m, h, flag in zip(maps, masks, flags):
+        if not flag:
+            continue
+        g = m.ravel() / (m.mean() + eps)
+        h = h.ravel()
+        hinges = [max(0.0, g[b] - g[a]) for a in range(g.size) for b in range(g.size) if h[a] > h[b]]
+        values.append(np.mean(hinges) if hinges else 0.0)
+    return float(np.mean(values)) if values else 0.0
+
+
+def test_hint_ranking_loss_matches_numpy():
+
+    # hand values: a map inside the mask ranks right (0); a uniform map has no pair ranked wrong (0)
+    inside = np.array([[[3.0, 0.0], [0.0, 0.0]]])
+    top_left = np.array([[[1.0, 0.0], [0.0, 0.0]]])
+    assert float(alignment_loss(tf.constant(inside), tf.constant(top_left), tf.constant([True]), "hint")) == 0
+    uniform = np.ones((1, 2, 2))
+    assert float(alignment_loss(tf.constant(uniform), tf.constant(top_left), tf.constant([True]), "hint")) == 0
+    # [[1, 2], [3, 4]]: g = [[0.4, 0.8], [1.2, 1.6]]; pairs (top-left, b): (0.4 + 0.8 + 1.2) / 3 = 0.8
+    ramp = np.array([[[1.0, 2.0], [3.0, 4.0]]])
+    np.testing.assert_allclose(
+        float(alignment_loss(tf.constant(ramp), tf.constant(top_left), tf.constant([True]), "hint")), 0.8, rtol=1e-7
+    )
+    # random maps, soft masks (three levels rank three groups of cells), one sample not annotated
+    rng = np.random.default_rng(0)
+    maps = rng.random((3, 3, 3))
+    masks = rng.choice([0.0, 0.5, 1.0], size=(3, 3, 3))
+    flags = np.array([True, False, True])
+    got = float(alignment_loss(tf.constant(maps), tf.constant(masks), tf.constant(flags), "hint"))
+    np.testing.assert_allclose(got, _hint_numpy(maps, masks, flags), rtol=1e-12)
+    assert got > 0
+
+
+def test_bad_loss_and_score_name_the_choices():
+    model = _cnn()
+    with pytest.raises(ValueError, match="loss must be one of 'rrr', 'hint'; got 'gain'"):
+        kg.GuidedTraining(model, loss="gain")
+    with pytest.raises(ValueError, match="score must be one of 'logit', 'contrast', 'log_prob'; got 'prob'"):
+        kg.GuidedTraining(model, score="prob")

@@ -437,7 +437,11 @@ class GradCAMCallback(keras.callbacks.Callback):
             one of the model's classes. A model without a known input shape (a ``Sequential``
             without ``Input``) is checked once ``fit`` has built it, before the probes are first
             explained.
+
+        A model that trains another one in place and names it ``explained_model``
+        (:class:`~keras_gradcam.GuidedTraining`) is looked through: that model is explained.
         """
+        model = getattr(model, "explained_model", model)
         super().set_model(model)
         self._checked = None
         self._check_model(model)

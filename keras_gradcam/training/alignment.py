@@ -11,7 +11,18 @@ import tensorflow as tf
 
 from ..core.postprocess import EPS, resize, spatial_mean, weighted_sum
 
-__all__ = ["compute_dtype", "gradcam_map", "layer_masks", "annotated", "outside_share", "alignment_loss"]
+__all__ = [
+    "compute_dtype",
+    "gradcam_map",
+    "layer_masks",
+    "annotated",
+    "outside_share",
+    "ranking_penalty",
+    "alignment_loss",
+    "LOSSES",
+]
+
+LOSSES = ("rrr", "hint")
 
 
 def compute_dtype(dtype: tf.DType) -> tf.DType:
@@ -50,11 +61,30 @@ def outside_share(maps: tf.Tensor, masks: tf.Tensor, eps: float = EPS) -> tf.Ten
     return outside / (tf.reduce_sum(maps, axis=axes) + tf.cast(eps, maps.dtype))
 
 
-def alignment_loss(maps: tf.Tensor, masks: tf.Tensor, flags: tf.Tensor) -> tf.Tensor:
-    """The mean of :func:`outside_share` over the samples whose ``flags`` are True; 0 if none is.
+def ranking_penalty(maps: tf.Tensor, masks: tf.Tensor, eps: float = EPS) -> tf.Tensor:
+    """Per sample ``(B,)``: HINT's pairwise ranking loss on the map's cells, normalised.
 
-    ``maps`` and ``masks`` are ``(B, *spatial)`` at the same resolution, ``flags`` is ``(B,)`` bool.
+    With ``g = M / (mean_ij M + eps)`` (the map over its spatial mean: scale-free) and the pairs
+    ``P = {(a, b) : m_a > m_b}`` of cells that the mask ranks in that order,
+    ``mean_{(a, b) in P} max(0, g_b - g_a)``: every cell the mask ranks higher should have at
+    least the importance of every cell it ranks lower. 0 when no pair is ranked (no annotation).
+    It costs ``O(cells^2)`` per sample.
     """
-    share = outside_share(maps, masks)
+    flat_maps = tf.reshape(maps, [tf.shape(maps)[0], -1])
+    flat_masks = tf.reshape(tf.cast(masks, maps.dtype), tf.shape(flat_maps))
+    g = flat_maps / (tf.reduce_mean(flat_maps, axis=1, keepdims=True) + tf.cast(eps, maps.dtype))
+    ranked = tf.cast(flat_masks[:, :, None] > flat_masks[:, None, :], maps.dtype)  # [B, a, b]: m_a > m_b
+    hinge = tf.nn.relu(g[:, None, :] - g[:, :, None])  # [B, a, b]: max(0, g_b - g_a)
+    pairs = tf.reduce_sum(ranked, axis=[1, 2])
+    return tf.reduce_sum(ranked * hinge, axis=[1, 2]) / tf.maximum(pairs, 1)
+
+
+def alignment_loss(maps: tf.Tensor, masks: tf.Tensor, flags: tf.Tensor, loss: str = "rrr") -> tf.Tensor:
+    """The mean per-sample penalty over the samples whose ``flags`` are True; 0 if none is.
+
+    ``maps`` and ``masks`` are ``(B, *spatial)`` at the same resolution, ``flags`` is ``(B,)``
+    bool. ``loss="rrr"``: :func:`outside_share`; ``loss="hint"``: :func:`ranking_penalty`.
+    """
+    share = outside_share(maps, masks) if loss == "rrr" else ranking_penalty(maps, masks)
     weights = tf.cast(flags, share.dtype)
     return tf.reduce_sum(share * weights) / tf.maximum(tf.reduce_sum(weights), 1)

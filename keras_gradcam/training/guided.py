@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import unscale_loss_for_distribution
 
 from ..core.capture import output_link, thread_patches
 from ..core.layers import LayerSpec, ensure_built, output_layer, resolve_layer
 from ..core.validate import one_of, positive_float
-from .alignment import alignment_loss, annotated, compute_dtype, gradcam_map, layer_masks
+from .alignment import LOSSES, alignment_loss, annotated, compute_dtype, gradcam_map, layer_masks
 
 __all__ = ["GuidedTraining"]
+
+SCORES = ("logit", "contrast", "log_prob")
 
 
 class GuidedTraining(keras.Model):
@@ -37,6 +38,15 @@ class GuidedTraining(keras.Model):
         The map that is aligned.
     weight : float, default=1.0
         ``lambda`` in ``loss = task_loss + lambda * L_align`` (``>= 0``; 0 is plain training).
+    loss : {"rrr", "hint"}, default="rrr"
+        The alignment term: ``"rrr"`` the share of the map outside the mask (Notes);
+        ``"hint"`` HINT's pairwise ranking loss on the map's cells
+        (:func:`keras_gradcam.training.alignment.ranking_penalty`).
+    score : {"logit", "contrast", "log_prob"}, default="logit"
+        The score whose Grad-CAM is aligned: ``"logit"`` the label's logit ``y_c`` (the map
+        ``kg.explain`` gives); ``"contrast"`` ``y_c - mean_{c' != c} y_c'``, which also shows
+        evidence that works by lowering the other classes (a shortcut the logit's map cannot
+        see); ``"log_prob"`` ``log p_c`` (as in Ross et al.; it vanishes once ``p_c`` is near 1).
     **kwargs
         Passed to ``keras.Model`` (``name``).
 
@@ -45,7 +55,7 @@ class GuidedTraining(keras.Model):
     TypeError
         ``model`` is not a ``keras.Model``, or ``weight`` is not a number.
     ValueError
-        Unknown ``method``, negative ``weight``, a layer that cannot be aligned, or a model with
+        Unknown ``method``, ``loss`` or ``score``, negative ``weight``, a layer that cannot be aligned, or a model with
         several outputs.
 
     Notes
@@ -90,13 +100,24 @@ class GuidedTraining(keras.Model):
     """
 
     def __init__(
-        self, model: keras.Model, layer: LayerSpec = None, method: str = "gradcam", weight: float = 1.0, **kwargs
+        self,
+        model: keras.Model,
+        layer: LayerSpec = None,
+        method: str = "gradcam",
+        weight: float = 1.0,
+        loss: str = "rrr",
+        score: str = "logit",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model; got {type(model).__name__}.")
         one_of("method", method, ("gradcam",))
         self.method = method
+        one_of("loss", loss, LOSSES)
+        self.alignment = loss
+        one_of("score", score, SCORES)
+        self.score = score
         self.weight = positive_float("weight", weight, allow_zero=True)
         ensure_built(model)
         if len(getattr(model, "outputs", None) or [None]) != 1:
@@ -127,6 +148,11 @@ class GuidedTraining(keras.Model):
     def layer_path(self) -> str:
         """The path of the layer whose Grad-CAM is aligned."""
         return self._layer_path
+
+    @property
+    def explained_model(self) -> keras.Model:
+        """The wrapped model: what :class:`~keras_gradcam.GradCAMCallback` explains during ``fit``."""
+        return self.wrapped
 
     def call(self, inputs, training=None):
         return self.wrapped(inputs, training=training)
@@ -169,6 +195,11 @@ class GuidedTraining(keras.Model):
             )
         if logits.shape[-1] == 1:
             logits = tf.concat([-logits, logits], axis=-1)
+        if self.score == "contrast":  # y_c - mean of the other classes' logits: evidence against them counts too
+            classes = logits.shape[-1]
+            logits = (classes * logits - tf.reduce_sum(logits, axis=-1, keepdims=True)) / (classes - 1)
+        elif self.score == "log_prob":  # log p_c = y_c - logsumexp(y)
+            logits = tf.nn.log_softmax(logits, axis=-1)
         y = tf.convert_to_tensor(y)
         if y.shape.rank == 2 and y.shape[-1] == logits.shape[-1] and y.dtype.is_floating and logits.shape[-1] > 1:
             labels = tf.argmax(y, axis=-1, output_type=tf.int32)  # one-hot labels
@@ -203,7 +234,7 @@ class GuidedTraining(keras.Model):
                 f"masks must have shape (batch, {', '.join('...' for _ in maps.shape[1:])}) at the input's resolution, "
                 f"one per image; got shape {tuple(masks.shape)} for maps {tuple(maps.shape)} at layer {self._layer_path!r}."
             )
-        loss = alignment_loss(maps, layer_masks(masks, maps.shape[1:], dtype), annotated(masks))
+        loss = alignment_loss(maps, layer_masks(masks, maps.shape[1:], dtype), annotated(masks), self.alignment)
         return y_pred, loss
 
     # -- Keras steps -------------------------------------------------------------------------
@@ -222,28 +253,52 @@ class GuidedTraining(keras.Model):
     def _batch_size(self, x):
         return tf.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras's ``compute_loss`` without sample weights: the third element of a batch is the masks.
+
+        (Keras itself passes that element as ``sample_weight`` when it builds the compiled loss
+        and metrics under a ``tf.distribute`` strategy.)
+        """
+        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Keras's ``compute_metrics`` without sample weights (see :meth:`compute_loss`)."""
+        return super().compute_metrics(x, y, y_pred, sample_weight=None)
+
+    def _total_loss(self, x, y, y_pred, align, masks, training: bool):
+        """``compute_loss`` (the compiled loss and regularisers) plus ``weight * L_align``.
+
+        Under a ``tf.distribute`` strategy Keras scales each replica's loss by ``1 / replicas``
+        (the replicas' gradients are summed); the alignment term is scaled the same way.
+        """
+        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=training)
+        if masks is None:
+            return loss
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss + tf.cast(self.weight / replicas, loss.dtype) * tf.cast(align, loss.dtype)
+
+    def _track(self, x, loss, align) -> None:
+        """Update the compiled ``loss`` metric (per replica, unscaled) and ``alignment_loss``."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for metric in self.metrics:  # Keras's own loss tracker, found by name (its public metrics list)
+            if metric.name == "loss":
+                metric.update_state(loss * tf.cast(replicas, loss.dtype), sample_weight=self._batch_size(x))
+        self.alignment_tracker.update_state(align)
+
     def train_step(self, data):
         x, y, masks = self._unpack(data)
         with tf.GradientTape() as tape:
             y_pred, align = self.forward(x, y, masks, training=True)
-            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=True)
-            if masks is not None:
-                loss = loss + tf.cast(self.weight, loss.dtype) * tf.cast(align, loss.dtype)
-            self._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=self._batch_size(x))
-            if self.optimizer is not None:
-                loss = self.optimizer.scale_loss(loss)
+            loss = self._total_loss(x, y, y_pred, align, masks, training=True)
+            scaled = self.optimizer.scale_loss(loss)  # mixed_float16: LossScaleOptimizer's loss scale
         variables = self.trainable_weights
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self.alignment_tracker.update_state(align)
+        self._track(x, loss, align)
         return self.compute_metrics(x, y, y_pred, sample_weight=None)
 
     def test_step(self, data):
         x, y, masks = self._unpack(data)
         y_pred, align = self.forward(x, y, masks, training=False)
-        loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=False)
-        if masks is not None:
-            loss = loss + tf.cast(self.weight, loss.dtype) * tf.cast(align, loss.dtype)
-        self._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=self._batch_size(x))
-        self.alignment_tracker.update_state(align)
+        self._track(x, self._total_loss(x, y, y_pred, align, masks, training=False), align)
         return self.compute_metrics(x, y, y_pred, sample_weight=None)
