@@ -186,7 +186,7 @@ def test_keras_hub_deeplabv3_from_config_explained_end_to_end():
     before = weights_of(model)
     mask = np.zeros((32, 32), bool)
     mask[8:24, 8:24] = True
-    exp = kg.explain(model, images, method="gradcam", layer="deep_lab_v3_backbone/segmentation_head_relu",
+    exp = kg.explain(model, images, method="gradcam", layer="segmentation_head_relu",
                      targets=kg.SegmentationTarget(2, mask=mask))
     assert exp.heatmaps.shape == (2, 32, 32) and np.isfinite(exp.heatmaps).all() and exp.heatmaps.max() > 0
     # the logits by hand: the backbone's features times the 1x1 output convolution (no bias), before its softmax
@@ -194,7 +194,7 @@ def test_keras_hub_deeplabv3_from_config_explained_end_to_end():
     logits = features @ model.output_conv.get_weights()[0][0, 0]
     close(exp.scores, (logits[..., 2] * mask).sum(axis=(1, 2)), rtol=1e-4, atol=1e-3)
     probs = model.predict(images, verbose=0)
-    as_given = kg.explain(model, images, method="gradcam", layer="deep_lab_v3_backbone/segmentation_head_relu",
+    as_given = kg.explain(model, images, method="gradcam", layer="segmentation_head_relu",
                           targets=kg.SegmentationTarget(2, mask=mask), score="output")
     close(as_given.scores, (probs[..., 2] * mask).sum(axis=(1, 2)), rtol=1e-4, atol=1e-4)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
