@@ -100,7 +100,7 @@ def _make_figures() -> dict[str, bytes]:
         blank = encode_png(__import__("numpy").full((8, 8, 3), 200, "uint8"))
         for name in list(_methods()) + [None]:
             _FIGURES["figures/methods.png" if name is None else f"figures/{slug(name)}.png"] = blank
-        _FIGURES["figures/smoothing.png"] = blank
+        _FIGURES["figures/smoothing.png"] = _FIGURES["figures/road.png"] = blank
         return _FIGURES
     import matplotlib
 
@@ -146,9 +146,37 @@ def _make_figures() -> dict[str, bytes]:
     fig = plot({k: kg.explain(model, probes.images, method="gradcam", **v) for k, v in smoothing.items()}, probes.images,
                labels=probes.labels, class_names=probes.class_names, show=("image", "overlay"))
     _FIGURES["figures/smoothing.png"] = _png(fig)
+    _FIGURES["figures/road.png"] = _road_figure(model, held_out, 8 if quick else 24)
     log.info("keras-gradcam: %d figures in %.0f s%s", len(_FIGURES), time.perf_counter() - start,
              " (KG_DOCS_QUICK)" if quick else "")
     return _FIGURES
+
+
+def _road_figure(model, held_out, n: int) -> bytes:
+    """docs/road.md: mean true-class probability as pixels are removed and imputed, MoRF and LeRF."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    import keras_gradcam as kg
+    from keras_gradcam import metrics
+
+    x, y = held_out.images[:n], held_out.labels[:n]
+    maps = {"Grad-CAM": kg.explain(model, x, method="gradcam", targets=y).heatmaps,
+            "Grad-CAM++": kg.explain(model, x, method="gradcam++", targets=y).heatmaps,
+            "random map": np.random.default_rng(0).random(x.shape[:3])}
+    p = np.asarray(metrics.ROAD_PERCENTAGES)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for (label, h), colour in zip(maps.items(), ("tab:red", "tab:orange", "tab:grey")):
+        morf = metrics.road_curve(model, x, h, y, order="morf")
+        lerf = metrics.road_curve(model, x, h, y, order="lerf")
+        score = float(((lerf - morf) / 2).mean())
+        ax.plot(p, morf.mean(0), "-", color=colour, label=f"{label} MoRF (ROAD {score:+.3f})")
+        ax.plot(p, lerf.mean(0), "--", color=colour, label=f"{label} LeRF")
+    ax.set_xlabel("% of pixels removed and imputed")
+    ax.set_ylabel("mean probability of the true class")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _png(fig)
 
 
 def _example(name: str):
