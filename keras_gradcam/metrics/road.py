@@ -191,9 +191,14 @@ def road_curve(
     Cost: one sparse solve per image and percentage (CPU, scipy) and one forward pass each, run
     ``batch_size`` at a time through one compiled function.
     """
+    one_of("order", order, ROAD_ORDERS)
+    return _curves(model, images, heatmaps, targets, (order,), percentages, noise, seed, score, output, batch_size)[order]
+
+
+def _curves(model, images, heatmaps, targets, orders, percentages, noise, seed, score, output, batch_size) -> dict:
+    """:func:`road_curve` for each of ``orders``, the arguments checked and the classes found once."""
     h = as_maps(heatmaps)
     x = as_images(images, h.shape)
-    one_of("order", order, ROAD_ORDERS)
     p = _percentages(percentages)
     noise = positive_float("noise", noise, allow_zero=True, expected="a standard deviation >= 0")
     seed = integer("seed", seed)
@@ -209,19 +214,22 @@ def road_curve(
             "impute from; use smaller percentages or larger images."
         )
     ranks = saliency_ranks(h).reshape(n, 1, height, width)
-    removed = ranks < counts[None, :, None, None] if order == "morf" else ranks >= (hw - counts)[None, :, None, None]
     x64 = x.astype(np.float64)
-    out = np.empty((n, p.size), np.float32)
     per = max(1, bs // p.size)  # images whose imputed copies make about one batch
-    for i in range(0, n, per):
-        sl = slice(i, min(n, i + per))
-        k = sl.stop - sl.start
-        imputed = np.stack(
-            [_fill(x64[sl], removed[sl, j], noise, seed + 7919 * j, sl.start) for j in range(p.size)], axis=1
-        )  # (k, P, H, W, C)
-        scores, _ = scorer.predict(imputed.reshape(k * p.size, *x.shape[1:]), np.repeat(classes[sl], p.size), bs)
-        out[sl] = scores.reshape(k, p.size)
-    return out
+    curves = {}
+    for order in orders:
+        removed = ranks < counts[None, :, None, None] if order == "morf" else ranks >= (hw - counts)[None, :, None, None]
+        out = np.empty((n, p.size), np.float32)
+        for i in range(0, n, per):
+            sl = slice(i, min(n, i + per))
+            k = sl.stop - sl.start
+            imputed = np.stack(
+                [_fill(x64[sl], removed[sl, j], noise, seed + 7919 * j, sl.start) for j in range(p.size)], axis=1
+            )  # (k, P, H, W, C)
+            scores, _ = scorer.predict(imputed.reshape(k * p.size, *x.shape[1:]), np.repeat(classes[sl], p.size), bs)
+            out[sl] = scores.reshape(k, p.size)
+        curves[order] = out
+    return curves
 
 
 def road(
@@ -257,8 +265,5 @@ def road(
     --------
     >>> kg.metrics.road(model, images, exp.heatmaps, percentages=[20, 50, 80])   # doctest: +SKIP
     """
-    kw = dict(percentages=percentages, noise=noise, seed=seed, score=score, output=output, batch_size=batch_size)
-    scorer = scorer_for(model, score, output)
-    morf = road_curve(scorer, images, heatmaps, targets, order="morf", **kw)
-    lerf = road_curve(scorer, images, heatmaps, targets, order="lerf", **kw)
-    return reduce_values(((lerf - morf) / 2.0).mean(axis=1).astype(np.float64), reduction)
+    curves = _curves(model, images, heatmaps, targets, ROAD_ORDERS, percentages, noise, seed, score, output, batch_size)
+    return reduce_values(((curves["lerf"] - curves["morf"]) / 2.0).mean(axis=1).astype(np.float64), reduction)
