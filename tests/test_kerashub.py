@@ -296,6 +296,40 @@ def test_image_classifier_with_preprocessor_is_explained_on_raw_images():
     assert_unchanged(model, before)
 
 
+def test_two_threads_with_raw_images_of_other_sizes_each_get_maps_at_their_own_size():
+    """The raw size is per call: one explainer shared by two threads never returns maps at the other thread's size."""
+    import threading
+
+    model = vit()
+    converter = keras_hub.layers.ViTImageConverter(image_size=(SIZE, SIZE), scale=1 / 255.0)
+    model.preprocessor = M.ViTImageClassifierPreprocessor(image_converter=converter)
+    cam = kg.GradCAM(model)
+    rng = np.random.default_rng(3)
+    sizes = [(48, 40), (40, 56)]
+    raws = [rng.uniform(0, 255, (2, *size, 3)).astype("float32") for size in sizes]
+    expected = [cam(raw).heatmaps for raw in raws]  # one at a time
+    errors, shapes = [], {0: [], 1: []}
+
+    def work(i):
+        try:
+            for _ in range(4):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    got = cam(raws[i]).heatmaps
+                shapes[i].append(got.shape)
+                np.testing.assert_allclose(got, expected[i], atol=1e-5)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert shapes == {0: [(2, 48, 40)] * 4, 1: [(2, 40, 56)] * 4}
+
+
 def test_cli_layers_lists_the_encoder_blocks_with_their_grid(models, tmp_path, capsys):
     """A saved KerasHub model: the CLI imports KerasHub to load it and shows each token layer's grid."""
     path = tmp_path / "vit.keras"
