@@ -8,13 +8,12 @@ import keras
 import numpy as np
 
 from ..core.capture import Capture
-from ..core.engine import BaseCAM
 from ..core.progress import Progbar
 from ..core.validate import check_classes, one_of, positive_float, positive_int
 from ..methods.registry import get_method
 from ..metrics.localisation import energy_pointing_game, pointing_game
 from ..metrics.scoring import Scorer
-from ..runs.distribute import placement, splits_passes, warn_unsplit
+from ..runs.distribute import placement, split_passes
 from .analysis import ClassSums, Keeper, consistency, describe_region, flagged_region, top_regions
 from .causal import FILLS, paint
 from .data import batches
@@ -164,9 +163,7 @@ def audit(
             f"audit runs on one machine, but the strategy spans {where.workers} workers; run it on one machine "
             "(MirroredStrategy over its GPUs), or explain the data over the workers with explain_dataset."
         )
-    explainer.devices = where.devices if splits_passes(explainer, BaseCAM.__call__) else None
-    if where.devices and explainer.devices is None:
-        warn_unsplit(explainer.name, where.devices)
+    split_passes(explainer, where)
     scorer = Scorer(model, "probability")
     read = batches(data, labels, masks, batch_size)
 

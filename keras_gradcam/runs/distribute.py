@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from ..core.engine import BaseCAM
 from .store import CHUNKS, WORKERS, read_manifest
 
 __all__ = ["Placement", "placement", "shard", "worker_folder", "wait_for", "joined_manifest", "WORKERS", "WAIT_S"]
@@ -110,19 +111,23 @@ def _worker_index(strategy) -> tuple[int, int]:
     return tasks.index(here), len(tasks)
 
 
-def splits_passes(explainer, base_call) -> bool:
-    """Whether the explainer runs its passes through the engine's one function (so they can be split)."""
-    return type(explainer).__call__ is base_call
+def split_passes(explainer: BaseCAM, where: Placement) -> None:
+    """Split the explainer's passes across ``where.devices`` (none: one device), or warn that it cannot.
 
-
-def warn_unsplit(name: str, devices: tuple[str, ...]) -> None:
-    warnings.warn(
-        f"{name} runs its own passes (it is not one compiled forward/backward pass per batch), so each of its "
-        f"passes runs on one device, not split across the {len(devices)} devices of the strategy; the results "
-        "are the same, and under MultiWorkerMirroredStrategy the workers still share the data.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+    Only an explainer that runs its passes through the engine's one compiled function
+    (:meth:`BaseCAM.__call__`) can be split; the others (Score-CAM, Ablation-CAM, the guided
+    methods...) run on one device each pass, with a warning.
+    """
+    splits = type(explainer).__call__ is BaseCAM.__call__
+    explainer.devices = where.devices if splits else None
+    if where.devices and not splits:
+        warnings.warn(
+            f"{explainer.name} runs its own passes (it is not one compiled forward/backward pass per batch), so each of "
+            f"its passes runs on one device, not split across the {len(where.devices)} devices of the strategy; the "
+            "results are the same, and under MultiWorkerMirroredStrategy the workers still share the data.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def shard(n_batches: int, worker: int, workers: int) -> tuple[int, int]:

@@ -18,7 +18,6 @@ from typing import Any
 import keras
 import numpy as np
 
-from ..core.engine import BaseCAM
 from ..core.inputs import model_inputs
 from ..core.progress import Progbar
 from ..core.validate import boolean, integer, one_of, positive_int
@@ -30,9 +29,8 @@ from .distribute import (
     joined_manifest,
     placement,
     shard,
-    splits_passes,
+    split_passes,
     wait_for,
-    warn_unsplit,
     worker_folder,
 )
 from .run import Run
@@ -297,9 +295,7 @@ def explain_dataset(
     })
 
     where = placement(model, strategy)
-    explainer.devices = where.devices if splits_passes(explainer, BaseCAM.__call__) else None
-    if where.devices and explainer.devices is None:
-        warn_unsplit(explainer.name, where.devices)
+    split_passes(explainer, where)
     if where.workers > 1:
         return _share(explainer, source, out, fingerprint, where, per_batch_targets, chunk_size, overwrite, verbose)
 
