@@ -1,7 +1,7 @@
 """The table of docs/audit.md, "What it finds, and what it does not": the audit on each cue.
 
 For each cue made with ``keras_gradcam.datasets`` (corner watermark, coloured border, tinted
-background, none) a small CNN (the one of ``tests/test_audit.py``: two conv blocks with batch
+background, none) a small CNN (``tests/models.py``'s ``audit_cnn``, the one ``tests/test_audit.py`` trains: two conv blocks with batch
 norm, a last conv, global pooling, softmax) is trained on 900 32x32 shapes, 4 epochs (6 for the
 clean one, as in the tests), and audited with Grad-CAM++ on 300 held-out shapes with their object
 masks. Prints one markdown row per cue and writes the numbers as JSON.
@@ -14,35 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
-import keras
 import numpy as np
 
 import keras_gradcam as kg
 from keras_gradcam import datasets
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from models import trained_audit_cnn  # noqa: E402  the tests' CNN, so the table is what the tests check
+
 SIZE, N_TRAIN, N_TEST = 32, 900, 300
-
-
-def cnn(size: int, k: int) -> keras.Model:
-    inputs = keras.Input((size, size, 3))
-    x = inputs
-    for f in (16, 32):
-        x = keras.layers.Conv2D(f, 3, padding="same", activation="relu")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9)(x)
-        x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="last_conv")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(k, activation="softmax")(x))
-
-
-def trained(images, labels, epochs: int) -> keras.Model:
-    keras.utils.set_random_seed(0)
-    model = cnn(images.shape[1], 3)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0)
-    return model
 
 
 def images(ds: datasets.SyntheticShapes, cue: str | None) -> np.ndarray:
@@ -55,7 +39,7 @@ def images(ds: datasets.SyntheticShapes, cue: str | None) -> np.ndarray:
 def measure(cue: str | None) -> dict:
     train = datasets.make_shapes(n=N_TRAIN, image_size=SIZE, seed=0)
     test = datasets.make_shapes(n=N_TEST, image_size=SIZE, seed=1)
-    model = trained(images(train, cue), train.labels, epochs=4 if cue else 6)
+    model = trained_audit_cnn(images(train, cue), train.labels, epochs=4 if cue else 6)
     x = images(test, cue)
     kg.audit(model, x[:8], test.labels[:8], masks=test.masks[:8], layer="last_conv")  # compiled once, not timed
     start = time.perf_counter()

@@ -153,3 +153,29 @@ def images_with_bright_patch(row, col, n=2, seed=1):
     x = np.random.default_rng(seed).random((n, 8, 8, 1)).astype(np.float32) * 0.1
     x[:, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] += 1.0
     return x
+
+
+def audit_cnn(size: int, k: int) -> keras.Model:
+    """The small CNN the audit is checked on: two conv blocks with batch norm, "last_conv", GAP, softmax.
+
+    ``tests/test_audit.py`` trains it on each cue, and ``benchmarks/audit_cues.py`` makes
+    docs/audit.md's table with the same model.
+    """
+    inputs = keras.Input((size, size, 3))
+    x = inputs
+    for f in (16, 32):
+        x = keras.layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="last_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(k, activation="softmax")(x))
+
+
+def trained_audit_cnn(images, labels, epochs: int = 4) -> keras.Model:
+    """:func:`audit_cnn` for 3 classes trained on ``images`` (seed 0, Adam 3e-3, batch 32)."""
+    keras.utils.set_random_seed(0)
+    model = audit_cnn(images.shape[1], 3)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0)
+    return model

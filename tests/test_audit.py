@@ -19,6 +19,7 @@ import keras_gradcam as kg
 from keras_gradcam import datasets
 from keras_gradcam.audit.analysis import Keeper, consistency, describe_region, flagged_region, top_regions
 from keras_gradcam.audit.causal import paint
+from tests.models import trained_audit_cnn
 
 SIZE = 16
 SCALE = 100.0  # head weight: confident softmax probabilities
@@ -239,26 +240,6 @@ def test_data_of_the_wrong_kind(corner_model):
 
 
 # -- trained on cues made with keras_gradcam.datasets ---------------------------------------------
-def _cnn(size: int, k: int) -> keras.Model:
-    inputs = keras.Input((size, size, 3))
-    x = inputs
-    for f in (16, 32):
-        x = keras.layers.Conv2D(f, 3, padding="same", activation="relu")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9)(x)
-        x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="last_conv")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(k, activation="softmax")(x))
-
-
-def _trained(images, labels, epochs=4):
-    keras.utils.set_random_seed(0)
-    model = _cnn(images.shape[1], 3)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0)
-    return model
-
-
 def with_cue(ds: datasets.SyntheticShapes, cue: str) -> np.ndarray:
     """The images of ``ds`` regenerated with ``cue`` on every image (same seed: same objects)."""
     return datasets.make_shapes(**{**ds.config, "spurious_rate": 1.0, "cue": cue}).images
@@ -278,7 +259,7 @@ def background(ds: datasets.SyntheticShapes) -> np.ndarray:
 def test_trained_corner_watermark_is_flagged_and_covering_it_drops_the_accuracy():
     train = datasets.make_shapes(n=900, image_size=32, spurious_rate=1.0, seed=0)
     test = datasets.make_shapes(n=300, image_size=32, spurious_rate=1.0, seed=1)
-    report = kg.audit(_trained(train.images, train.labels), test.images, test.labels, layer="last_conv")
+    report = kg.audit(trained_audit_cnn(train.images, train.labels), test.images, test.labels, layer="last_conv")
     y0, x0, y1, x1 = datasets.cue_region(32)
     for c in report.classes:
         assert c.flagged and "top-left" in c.region and c.accuracy > 0.9
@@ -292,7 +273,7 @@ def test_trained_corner_watermark_is_flagged_and_covering_it_drops_the_accuracy(
 def test_trained_border_is_flagged_as_the_border_and_the_maps_miss_the_objects():
     train = datasets.make_shapes(n=900, image_size=32, seed=0)
     test = datasets.make_shapes(n=300, image_size=32, seed=1)
-    model = _trained(border(train), train.labels)
+    model = trained_audit_cnn(border(train), train.labels)
     report = kg.audit(model, border(test), test.labels, masks=test.masks, layer="last_conv")
     band = np.ones((32, 32), bool)
     band[4:-4, 4:-4] = False
@@ -308,12 +289,12 @@ def test_trained_border_is_flagged_as_the_border_and_the_maps_miss_the_objects()
 def test_trained_background_colour_is_caught_by_the_masks_and_a_clean_model_raises_no_alarm():
     train = datasets.make_shapes(n=900, image_size=32, seed=0)
     test = datasets.make_shapes(n=300, image_size=32, seed=1)
-    biased = kg.audit(_trained(background(train), train.labels), background(test), test.labels, masks=test.masks,
+    biased = kg.audit(trained_audit_cnn(background(train), train.labels), background(test), test.labels, masks=test.masks,
                       layer="last_conv")
     # the background is everywhere around the object, so its place moves: found by the masks only
     for c in biased.classes:
         assert c.accuracy > 0.9 and c.energy < 0.15 and c.wrong_reason > 0.5 * c.images
-    clean = kg.audit(_trained(train.images, train.labels, epochs=6), test.images, test.labels, masks=test.masks,
+    clean = kg.audit(trained_audit_cnn(train.images, train.labels, epochs=6), test.images, test.labels, masks=test.masks,
                      layer="last_conv")
     assert clean.flagged == []
     for c in clean.classes:
