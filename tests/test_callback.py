@@ -853,7 +853,7 @@ def test_last_epoch_logged_when_another_callback_stops_training(tmp_path, data):
 # -- the records are TensorBoard's own --------------------------------------------------------------
 def test_records_are_those_of_tf_summary(tmp_path, data):
     """JPEG cards carry tf.summary.image's layout and metadata; scalars and text are tf.summary's own."""
-    cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=data["masks"])  # JPEG, tolerance 0
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=data["masks"])  # JPEG, default tolerance
     cb.set_model(tiny_model())
     cb.on_train_begin()
     cb.on_epoch_end(0)
@@ -874,5 +874,32 @@ def test_records_are_those_of_tf_summary(tmp_path, data):
         assert (ours.plugin_data.plugin_name, ours.plugin_data.content) == (
             theirs.plugin_data.plugin_name, theirs.plugin_data.content), tag
     assert acc.SummaryMetadata("gradcam++/probe_00").summary_description == desc
-    # the pointing game's tolerance differs from metrics.pointing_game's default: the scalar says which
-    assert "tolerance 0 px" in acc.SummaryMetadata("bias/pointing_game").summary_description
+    # the scalar says which pointing-game tolerance it uses: 15 px at 224 px scaled to 16 px probes
+    assert "tolerance 1.07 px" in acc.SummaryMetadata("bias/pointing_game").summary_description
+
+
+def test_default_pointing_tolerance_is_the_metrics_one_scaled_to_the_probes(tmp_path, data):
+    """Masks of one pixel next to each map's maximum (d^2 = 1): a hit with the default tolerance at
+    16 px (15 * 16 / 224 = 1.07 px, so d^2 < 1.148), a miss with pointing_tolerance=0."""
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    probes = data["probes"]
+    h = explain(model, probes, method="gradcam", targets=0).heatmaps
+    assert (h.reshape(len(h), -1).max(1) > 0).all()  # every map points somewhere
+    masks = np.zeros(h.shape, bool)
+    for i, (py, px) in enumerate(zip(*np.unravel_index(h.reshape(len(h), -1).argmax(1), h.shape[1:]))):
+        masks[i, py, px + 1 if px < SIZE - 1 else px - 1] = True
+    rates = {}
+    for name, tolerance, shown in (("default", None, "1.07"), ("zero", 0, "0")):
+        cb = GradCAMCallback(probes, tmp_path, run_name=name, method="gradcam", targets=0, probe_masks=masks,
+                             pointing_tolerance=tolerance, warn_below=None)
+        cb.set_model(model)
+        cb.on_train_begin()
+        cb.on_epoch_end(0)
+        cb.on_train_end()
+        acc = load_run(tmp_path / name)
+        rates[name] = float(tf.make_ndarray(acc.Tensors("bias/pointing_game")[0].tensor_proto))
+        assert f"tolerance {shown} px" in acc.SummaryMetadata("bias/pointing_game").summary_description
+        assert cb.get_config()["pointing_tolerance"] == tolerance
+        assert GradCAMCallback.from_config(cb.get_config(), probe_images=probes).pointing_tolerance == tolerance
+    assert rates == {"default": 1.0, "zero": 0.0}

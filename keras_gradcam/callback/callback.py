@@ -143,13 +143,11 @@ class GradCAMCallback(keras.callbacks.Callback):
         ``"auto"``: ``min(0.5, 2 * a)`` with ``a`` the objects' mean area share, i.e. "most of
         the evidence outside the objects", or for small objects "no more than twice what an
         evenly spread map gets". None: never warn.
-    pointing_tolerance : float, default=0
+    pointing_tolerance : float, optional
         Pixels of tolerance of the pointing game (0: the maximum must be on an object pixel).
-        This differs on purpose from :func:`keras_gradcam.metrics.pointing_game`, whose default
-        of 15 pixels is the tolerance of the TorchRay benchmark on images of about 224 pixels:
-        probe sets are often small images (32 pixels in the examples), where a 15-pixel disc
-        covers most of the image and nearly every maximum would count as a hit. Pass 15 to
-        follow the benchmark protocol on images of that size.
+        None (default): :func:`keras_gradcam.metrics.pointing_tolerance`, TorchRay's 15 px at
+        224 px scaled to the probes (about 2.1 px at 32 px, where a fixed 15 px would count
+        nearly every maximum as a hit). ``bias/pointing_game``'s description gives the value.
     on_error : {"raise", "warn"}, default="raise"
         What a failure while logging does: stop training with an error that says what failed
         and where, or log the error and stop logging for the rest of this ``fit``.
@@ -252,7 +250,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         grid: bool = False,
         image_format: str = "jpeg",
         warn_below: float | str | None = "auto",
-        pointing_tolerance: float = 0.0,
+        pointing_tolerance: float | None = None,
         on_error: str = "raise",
         batch_size: int = 32,
         method_options: dict | None = None,
@@ -308,7 +306,8 @@ class GradCAMCallback(keras.callbacks.Callback):
         if not (warn_below is None or (isinstance(warn_below, str) and warn_below == "auto") or _is_share(warn_below)):
             raise ValueError(f'warn_below must be a share in [0, 1], "auto" or None (never warn); got {warn_below!r}.')
         self.warn_below = warn_below if warn_below is None or isinstance(warn_below, str) else float(warn_below)
-        self.pointing_tolerance = positive_float("pointing_tolerance", pointing_tolerance, allow_zero=True)
+        self.pointing_tolerance = None if pointing_tolerance is None else positive_float(
+            "pointing_tolerance", pointing_tolerance, allow_zero=True)  # None: scaled to the probes by the metrics
         if on_error not in ("raise", "warn"):
             raise ValueError(f"on_error must be 'raise' (stop training) or 'warn' (log and go on); got {on_error!r}.")
         self.on_error = on_error
@@ -535,8 +534,8 @@ class GradCAMCallback(keras.callbacks.Callback):
             n=self._n, method=shown, layer=layer, colormap=self.colormap, alpha=self.alpha, tag_prefix=self.tag_prefix,
             targets=self.targets, target_classes=self._target_arg, labels=self._labels, class_names=self.class_names,
         )
-        area = None if self._masks is None else float(self._masks.mean())
-        scalar_descriptions = None if area is None else summaries.scalar_descriptions(shown, area, self.pointing_tolerance)
+        scalar_descriptions = None if self._masks is None else summaries.scalar_descriptions(
+            shown, self._masks, self.pointing_tolerance)
         self._writer = summaries.EpochWriter(
             self.run_dir, tag_prefix=self.tag_prefix, descriptions=descriptions, image_shape=image_shape,
             grid_shape=grid_shape, grid=self.grid, image_format=self.image_format, method=shown, layer=layer,

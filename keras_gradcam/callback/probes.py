@@ -320,12 +320,12 @@ def finite_probes(exp) -> np.ndarray:
     return np.isfinite(scores).all(axis=1) & np.isfinite(heat).all(axis=1)
 
 
-def bias_scores(heat: np.ndarray, masks: np.ndarray, finite: np.ndarray, tolerance: float) -> tuple:
+def bias_scores(heat: np.ndarray, masks: np.ndarray, finite: np.ndarray, tolerance: float | None) -> tuple:
     """Per probe the energy inside its object and the pointing-game hit (NaN where not ``finite``),
     and their means ``(energy, hits)``, or None when some probe is not finite.
 
     Both come from :mod:`keras_gradcam.metrics` (:func:`~keras_gradcam.metrics.energy_pointing_game`,
-    :func:`~keras_gradcam.metrics.pointing_game` with ``tolerance`` pixels).
+    :func:`~keras_gradcam.metrics.pointing_game` with ``tolerance`` pixels, None: its default).
     """
     if heat.shape != masks.shape:
         raise ValueError(

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.image import metadata as image_metadata
 
+from ..metrics.localisation import pointing_tolerance
+
 __all__ = [
     "CORRECT",
     "WRONG",
@@ -119,8 +121,11 @@ def probe_descriptions(
     return out
 
 
-def scalar_descriptions(method: str, area: float, tolerance: float) -> dict[str, str]:
-    """The descriptions of the bias scalars; ``area``: the objects' mean area share."""
+def scalar_descriptions(method: str, masks: np.ndarray, tolerance: float | None) -> dict[str, str]:
+    """The descriptions of the bias scalars for the probes' ``masks`` and the pointing game's ``tolerance``
+    (None: :func:`~keras_gradcam.metrics.pointing_tolerance` of the masks' size)."""
+    area = float(masks.mean())
+    tolerance = pointing_tolerance(masks.shape[1:]) if tolerance is None else tolerance
     return {
         "energy_inside_object": (
             f"Share of the {method} heatmap energy inside the probes' object masks (energy-based pointing "
@@ -130,7 +135,7 @@ def scalar_descriptions(method: str, area: float, tolerance: float) -> dict[str,
         ),
         "pointing_game": (
             f"Share of probes whose {method} heatmap maximum lies on the object (pointing game, tolerance "
-            f"{tolerance:g} px)."
+            f"{tolerance:.3g} px)."
         ),
     }
 
