@@ -67,9 +67,8 @@ class GradCAMCallback(keras.callbacks.Callback):
     """Log Grad-CAM++ overlays of a fixed probe set to TensorBoard during ``fit``, to reveal bias.
 
     After every ``every_n_epochs``-th epoch (and the last one, also when another callback stops
-    training early) the probes are explained with
-    ``training=False`` and TensorBoard gets, in the run folder ``log_dir/run_name`` beside the
-    ``train``/``validation`` runs of ``keras.callbacks.TensorBoard``:
+    training early) the probes are explained with ``training=False`` and TensorBoard gets, in the
+    run folder ``log_dir/run_name`` beside the ``train``/``validation`` runs of Keras' TensorBoard:
 
     * ``<method>/probe_00`` ... one image card per probe, the heatmap blended over the image by
       :func:`keras_gradcam.viz.overlay`, one image per logged epoch (``step=epoch``, the step Keras'
@@ -86,9 +85,9 @@ class GradCAMCallback(keras.callbacks.Callback):
       energy inside the object masks) and ``bias/pointing_game`` (share of probes whose heatmap
       maximum lies on the object); and a warning in the Python log when the share falls below
       ``warn_below``;
-    * ``<method>/warnings``: a text entry, only at epochs where the model's outputs for some probes
-      are not finite (NaN or inf, e.g. after the loss became NaN). Such an epoch is also reported
-      in the Python log and gets no bias scalars and no bias warning (see Notes).
+    * ``<method>/warnings``: a text entry, only at epochs where the outputs for some probes are not
+      finite (NaN or inf, e.g. after the loss became NaN) or every heatmap is empty. Such an epoch
+      is also reported in the Python log and gets no bias scalars and no bias warning (see Notes).
 
     Parameters
     ----------
@@ -204,12 +203,13 @@ class GradCAMCallback(keras.callbacks.Callback):
     shortcut outside the objects scores below it. Both explain the ``targets`` classes: use
     ``targets="label"`` for the pointing game's original protocol (ground-truth class).
 
-    *Outputs that are not numbers.* A probe whose explained score or heatmap is not finite (a
-    diverged run leaves NaN weights; its heatmaps come back blank) has no prediction: its strip is
-    grey, its caption row shows ``-``. When any probe is affected, the epoch's bias scalars are not
-    written (the curve has a gap there rather than a drop to 0 that would read as a shortcut),
-    ``history`` gets NaN, the bias warning is skipped, and a warning naming the epoch and the
-    number of probes goes to the Python log and to the ``<method>/warnings`` text card.
+    *Outputs that are not numbers, maps that are empty.* A probe whose explained score or heatmap
+    is not finite (a diverged run leaves NaN weights; its heatmaps come back blank) has no
+    prediction: its strip is grey, its caption row shows ``-``. When any probe is affected, or every
+    heatmap is empty (all zero, e.g. a run diverged to huge but finite scores), the epoch's bias
+    scalars are not written (a gap in the curve, not a drop to 0 that would read as a shortcut),
+    ``history`` gets NaN, the bias warning is skipped, and a note naming the epoch (and the number
+    of probes, or the scores' magnitude) goes to the Python log and the ``<method>/warnings`` card.
 
     *Distribution.* Under ``tf.distribute`` strategies only the chief (the process for which
     ``strategy.extended.should_checkpoint`` is true) explains and writes.
@@ -568,7 +568,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         if self._masks is not None:
             energy, hits, scalars = bias_scores(heat, self._masks, finite, self.pointing_tolerance)
 
-        note = None if finite.all() else summaries.non_finite_note(epoch, int((~finite).sum()), self._n)
+        note = summaries.epoch_note(epoch, exp, finite, display_name(self.method))
         caption_text = summaries.captions(
             epoch, exp, method=display_name(self.method), labels=self._labels, class_names=self.class_names,
             energy=energy, hits=hits, scalars=scalars, finite=finite, note=note,
@@ -585,7 +585,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         self.history["energy_inside_object"].append(share)
         self.history["pointing_game"].append(rate)
         if scalars is None:
-            return  # no bias warning from a model without finite outputs
+            return  # no bias warning from a model without finite outputs, nor from maps without any evidence
         below = self.warn_threshold is not None and share < self.warn_threshold
         warn = below and (not self._below or last)  # on falling below, and at the end if still below
         self._below = below
