@@ -145,7 +145,7 @@ def test_same_file_names_in_two_folders_do_not_overwrite(files, tmp_path, capsys
         (["explain", "{keras}", "{root}/missing.png"], 3, "image '.*missing.png' does not exist"),
         (["explain", "{keras}", "{root}/broken.png"], 4, "cannot read image '.*broken.png'.*Supported formats"),
         (["explain", "{root}/notes.txt", "{img}"], 5, r"MODEL must be a Keras file ending in \.keras"),
-        (["explain", "{root}/broken.png.keras", "{img}"], 5, "cannot load '.*' as a Keras model"),
+        (["explain", "{root}/broken.png.keras", "{img}"], 5, r"model file '.*broken.png.keras' exists \(7 bytes\) but is not a readable Keras archive"),
         (["explain", "{keras}", "{img}", "--layer", "nope"], 6, "--layer: layer 'nope' is not in model 'outer'.*'c2'"),
         (["explain", "{keras}", "{img}", "--layer", "gap"], 6, "--layer: .*spatial"),
         (["explain", "{keras}", "{img}", "--target", "7"], 7, r"--target 7 is not a class of the model; valid classes are 0 \.\. 2"),

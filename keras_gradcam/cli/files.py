@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import keras
 
+from ..io import ModelFileError, load_model_file
 from .errors import (
     EXIT_ERROR,
     EXIT_MODEL,
@@ -36,7 +37,9 @@ def load_model(path: str):
     Raises
     ------
     CLIError
-        Exit status 3 when the file does not exist, 5 when it cannot be loaded as a Keras model.
+        Exit status 3 when the file does not exist, 5 when it cannot be loaded as a Keras model (a
+        file that is there but truncated or not a Keras file is told apart, with its size:
+        :func:`keras_gradcam.io.load_model_file`).
     """
     check_exists(path, "model file")
     if os.path.isdir(path):
@@ -51,7 +54,9 @@ def load_model(path: str):
         )
     _register_keras_hub(path)
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = load_model_file(path, compile=False)
+    except ModelFileError as e:  # the file is there but truncated, empty or of another kind: say so, with its size
+        raise CLIError(str(e), EXIT_MODEL) from e
     except Exception as e:  # noqa: BLE001 - any failure becomes one message and exit status
         raise CLIError(
             f"cannot load {path!r} as a Keras model: {type(e).__name__}: {short_message(e)} Save it with Keras 3 "
