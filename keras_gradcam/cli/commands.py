@@ -30,7 +30,7 @@ from ..core.layers import list_layers, resolve_layer
 from ..core.progress import Progbar
 from ..core.targets import check_range, resolve_targets
 from ..evaluate import METRICS, evaluate, format_table
-from ..io import write_png
+from ..io import MANIFEST, write_png
 from ..methods.registry import METHODS, display_name, get_method
 from ..viz.overlay import colormap_table, overlay
 from .errors import (
@@ -43,7 +43,7 @@ from .errors import (
     CLIError,
     check_exists,
 )
-from .files import check_out_folder, load_model, read_class_names, stems
+from .files import check_out_folder, load_model, out_folder, read_class_names, stems
 from .images import (
     find_masks,
     image_input,
@@ -169,28 +169,18 @@ def run_explain(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         raise CLIError(f"cannot set up {cls.name}: {e}", EXIT_ERROR) from None
     n = len(x)
-    show = _progress_enabled(args.progress)
-    if show:
-        print(f"explaining {n} image(s) with {cls.name}", file=sys.stderr, flush=True)
-    progress = Progbar(n, verbose=1 if show else 0, unit_name="image")
-    parts = []
-    for start in range(0, n, args.batch_size):
-        stop = min(n, start + args.batch_size)
-        try:
-            parts.append(explainer(x[start:stop], None if targets is None else targets[start:stop]))
-        except IndexError as e:
-            raise CLIError(f"--target: {e}", EXIT_TARGET) from None
-        except ValueError as e:
-            raise CLIError(f"explaining {args.images[start]!r} failed: {e}", EXIT_ERROR) from None
-        progress.update(stop)
-    exp = Explanation.concatenate(parts) if len(parts) > 1 else parts[0]
     names = stems(args.images)
-    try:
-        exp.save(args.out, images=raw, names=names, class_names=class_names, alpha=args.alpha, colormap=args.colormap)
-        if args.overlay_size == "original":
-            _write_original_size_overlays(exp, originals, names, args)
-    except OSError as e:
-        raise CLIError(f"cannot write the results to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
+    results = [*(f"{s}_{kind}.png" for s in names for kind in ("overlay", "heatmap")), MANIFEST, MANIFEST + ".partial",
+               "heatmaps.npy", "layer_heatmaps.npy"]
+    with out_folder(args.out, results):  # made and tried before the first image is explained
+        exp = _explain_images(explainer, x, targets, args)
+        try:
+            exp.save(args.out, images=raw, names=names, class_names=class_names, alpha=args.alpha,
+                     colormap=args.colormap)
+            if args.overlay_size == "original":
+                _write_original_size_overlays(exp, originals, names, args)
+        except OSError as e:
+            raise CLIError(f"cannot write the results to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
 
     def name(k):
         if k is None:
@@ -209,6 +199,26 @@ def run_explain(args: argparse.Namespace) -> int:
     where = "each image's own size" if args.overlay_size == "original" else f"{size[0]}x{size[1]}"
     print(f"wrote {n} overlay(s) (at {where}), heatmaps.npy and manifest.json to {args.out}")
     return EXIT_OK
+
+
+def _explain_images(explainer, x, targets, args) -> Explanation:
+    """The explanation of all images, ``--batch-size`` at a time, with a bar per image on stderr."""
+    n = len(x)
+    show = _progress_enabled(args.progress)
+    if show:
+        print(f"explaining {n} image(s) with {explainer.name}", file=sys.stderr, flush=True)
+    progress = Progbar(n, verbose=1 if show else 0, unit_name="image")
+    parts = []
+    for start in range(0, n, args.batch_size):
+        stop = min(n, start + args.batch_size)
+        try:
+            parts.append(explainer(x[start:stop], None if targets is None else targets[start:stop]))
+        except IndexError as e:
+            raise CLIError(f"--target: {e}", EXIT_TARGET) from None
+        except ValueError as e:
+            raise CLIError(f"explaining {args.images[start]!r} failed: {e}", EXIT_ERROR) from None
+        progress.update(stop)
+    return Explanation.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _write_original_size_overlays(exp, originals, names, args) -> None:
@@ -396,18 +406,20 @@ def run_audit(args: argparse.Namespace) -> int:
     info = _resolve_layer(model, args.layer)
     ds, names, size, mode = class_folders(model, args.data, args.size, args.preprocess, args.batch_size, args.masks)
     given = read_class_names(args.class_names)
-    try:
-        report = audit(model, ds, class_names=given or names, method=cls, layer=info.path, batch_size=args.batch_size,
-                       fill=args.fill, verbose=1 if _progress_enabled(args.progress) else 0)
-    except (ValueError, TypeError) as e:
-        raise CLIError(f"the audit failed: {e} (classes found in DATA_DIR: {names})", EXIT_ERROR) from None
-    except tf.errors.OpError as e:
-        raise CLIError(f"cannot read an image or mask: {e.message.splitlines()[0]}", EXIT_IMAGE) from None
-    print(report)
-    try:
-        page = report.save(args.out)
-    except OSError as e:
-        raise CLIError(f"cannot write the report to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
+    with out_folder(args.out, ("summary.json", "index.html")):  # made and tried before the first image is audited
+        try:
+            report = audit(model, ds, class_names=given or names, method=cls, layer=info.path,
+                           batch_size=args.batch_size, fill=args.fill,
+                           verbose=1 if _progress_enabled(args.progress) else 0)
+        except (ValueError, TypeError) as e:
+            raise CLIError(f"the audit failed: {e} (classes found in DATA_DIR: {names})", EXIT_ERROR) from None
+        except tf.errors.OpError as e:
+            raise CLIError(f"cannot read an image or mask: {e.message.splitlines()[0]}", EXIT_IMAGE) from None
+        print(report)
+        try:
+            page = report.save(args.out)
+        except OSError as e:
+            raise CLIError(f"cannot write the report to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
     print(f"\n{sum(c.images for c in report.classes)} image(s) at {size[0]}x{size[1]}, preprocess {mode!r}; "
           f"wrote {page} and {os.path.join(args.out, 'summary.json')}")
     return EXIT_OK
