@@ -342,3 +342,24 @@ def test_memory_stays_flat_over_2000_images(tmp_path):
     run = kg.explain_dataset(model, batches(), method="gradcam", out=tmp_path, batch_size=50, chunk_size=100, verbose=0)
     assert run.heatmaps.shape == (2000, 64, 64)
     assert seen[39] - seen[8] < 16, seen  # 1,550 images more: far less than their 25 MB of heatmaps
+
+
+# -- labels of text, image sizes that change, runs of another format version -----------------------
+def test_a_run_of_another_format_version_is_refused_naming_the_versions_read(tmp_path):
+    model, x = tiny_model(), images(4)
+    kg.explain_dataset(model, x, method="gradcam", out=tmp_path, batch_size=2, verbose=0)
+    path = tmp_path / MANIFEST
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(manifest, version=2)))
+    with pytest.raises(ValueError, match="holds a run of format version 2, written by keras-gradcam .*; this "
+                                         "keras-gradcam reads runs of format version 1 only.*overwrite=True"):
+        kg.load_run(tmp_path)
+    with pytest.raises(ValueError, match="format version 2"):  # not resumed as if it were a version-1 run
+        kg.explain_dataset(model, x, method="gradcam", out=tmp_path, batch_size=2, verbose=0)
+    older = {k: v for k, v in manifest.items() if k not in ("version", "chunks")}
+    path.write_text(json.dumps(dict(older, parts=[{"n": 4}])))
+    with pytest.raises(ValueError, match="holds a run of an older layout, with no format version"):
+        kg.load_run(tmp_path)
+    # overwrite=True replaces it, as the message says
+    run = kg.explain_dataset(model, x, method="gradcam", out=tmp_path, batch_size=2, overwrite=True, verbose=0)
+    assert run.complete and len(run) == 4 and run.manifest["version"] == 1

@@ -299,7 +299,7 @@ def explain_dataset(
     if where.workers > 1:
         return _share(explainer, source, out, fingerprint, where, per_batch_targets, chunk_size, overwrite, verbose)
 
-    manifest = read_manifest(out) if os.path.isdir(out) else None
+    manifest = read_manifest(out, any_version=overwrite) if os.path.isdir(out) else None
     if manifest is not None and overwrite:
         RunStore.clear(out)
         manifest = None

@@ -34,9 +34,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "MANIFEST", "CHUNKS", "WORKERS", "FIELDS", "ChunkedArray", "RunStore", "field_arrays", "read_manifest"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "VERSIONS",
+    "MANIFEST",
+    "CHUNKS",
+    "WORKERS",
+    "FIELDS",
+    "ChunkedArray",
+    "RunStore",
+    "field_arrays",
+    "read_manifest",
+]
 
 FORMAT = "keras-gradcam run"
+VERSION = 1  # the manifest format this code writes
+VERSIONS = (1,)  # the manifest formats this code reads
+_REQUIRED = ("fingerprint", "complete", "n_samples", "n_batches", "fields", "chunks")  # keys of a version-1 manifest
 MANIFEST = "manifest.json"
 CHUNKS = "chunks"
 WORKERS = "workers"  # out/workers/<index>/: one worker's share of a multi-worker run (runs/distribute.py)
@@ -67,14 +82,22 @@ def _write_durably(path: str, write) -> None:
     os.replace(temp, path)
 
 
-def read_manifest(folder: str) -> dict[str, Any] | None:
+def read_manifest(folder: str, any_version: bool = False) -> dict[str, Any] | None:
     """The manifest of the run in ``folder``, or None when there is none.
+
+    Parameters
+    ----------
+    folder : str
+    any_version : bool, default=False
+        Return the manifest of a run of another format version too (to replace it), instead of
+        raising.
 
     Raises
     ------
     ValueError
         ``folder/manifest.json`` exists but is not a keras-gradcam run manifest (e.g. the folder
-        of an ``Explanation.save``).
+        of an ``Explanation.save``), or, unless ``any_version``, it is the manifest of a run of a
+        format version other than :data:`VERSIONS` (another keras-gradcam wrote it).
     """
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
@@ -90,7 +113,31 @@ def read_manifest(folder: str) -> dict[str, Any] | None:
             f"{path!r} is not the manifest of an explain_dataset run (format {found!r}, expected {FORMAT!r}); "
             "pass the folder given as out= to explain_dataset, or another out= for a new run."
         )
+    if not any_version:
+        _check_version(folder, manifest)
     return manifest
+
+
+def _check_version(folder: str, manifest: dict[str, Any]) -> None:
+    """Refuse a manifest of a format version this code does not read, naming the versions it does."""
+    version = manifest.get("version")
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if version in VERSIONS and not missing:
+        return
+    writer = (manifest.get("versions") or {}).get("keras_gradcam") if isinstance(manifest.get("versions"), dict) else None
+    by = f", written by keras-gradcam {writer}" if writer else ""
+    if version is None:
+        found = f"a run of an older layout, with no format version{by}"
+    elif version in VERSIONS:
+        found = f"a version-{version} run whose manifest lacks {missing}{by}"
+    else:
+        found = f"a run of format version {version!r}{by}"
+    readable = ", ".join(str(v) for v in VERSIONS)
+    raise ValueError(
+        f"{folder!r} holds {found}; this keras-gradcam reads runs of format version {readable} only. Read it with "
+        f"the keras-gradcam that wrote it, or recompute it here: explain_dataset(..., out={folder!r}, "
+        "overwrite=True) replaces it."
+    )
 
 
 class ChunkedArray:
@@ -233,7 +280,7 @@ class RunStore:
     @staticmethod
     def fresh(fingerprint: dict[str, Any], **info) -> dict[str, Any]:
         """A manifest with no chunk yet."""
-        return {"format": FORMAT, "version": 1, "fingerprint": fingerprint, "complete": False,
+        return {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "complete": False,
                 "n_samples": 0, "n_batches": 0, "fields": None, "chunks": [], **info}
 
     @staticmethod
