@@ -345,6 +345,21 @@ def test_memory_stays_flat_over_2000_images(tmp_path):
 
 
 # -- labels of text, image sizes that change, runs of another format version -----------------------
+def test_an_image_size_that_changes_inside_a_chunk_is_named_and_the_batches_before_are_kept(tmp_path):
+    inp = keras.Input((None, None, 2))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(3, 1, name="conv")(inp))))
+    rng = np.random.default_rng(0)
+    batches = [rng.uniform(-1, 1, (2, 8, 8, 2)).astype("float32") for _ in range(3)]
+    batches.insert(2, rng.uniform(-1, 1, (2, 6, 6, 2)).astype("float32"))
+    # one chunk of 8 images would hold all four batches: the size changes inside it, at batch 2
+    with pytest.raises(ValueError, match="batch 2 of the data gives images of 6x6, where the batches before had 8x8: "
+                                         "every batch must have the same image size.*The 4 samples before it are saved"):
+        kg.explain_dataset(model, iter(batches), method="gradcam", out=tmp_path, chunk_size=8, verbose=0)
+    run = kg.load_run(tmp_path)
+    assert len(run) == 4 and not run.complete and run.heatmaps.shape == (4, 8, 8)
+
+
 def test_a_run_of_another_format_version_is_refused_naming_the_versions_read(tmp_path):
     model, x = tiny_model(), images(4)
     kg.explain_dataset(model, x, method="gradcam", out=tmp_path, batch_size=2, verbose=0)

@@ -34,7 +34,7 @@ from .distribute import (
     worker_folder,
 )
 from .run import Run
-from .store import RunStore, read_manifest
+from .store import RunStore, describe_difference, fields_of, merge_fields, read_manifest
 from .stream import batch_length, open_source
 
 __all__ = ["explain_dataset", "weights_digest"]
@@ -417,7 +417,9 @@ def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None,
 
     try:
         batches = source.batches(first + done_batches)
-        for images, labels in batches if take is None else itertools.islice(batches, take - done_batches):
+        known = store.manifest["fields"]
+        for batch_index, (images, labels) in enumerate(
+                batches if take is None else itertools.islice(batches, take - done_batches)):
             n = batch_length(images)
             t = _label_targets(labels, n) if isinstance(targets, str) else targets
             with warnings.catch_warnings(record=True) as caught:
@@ -429,7 +431,20 @@ def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None,
                 "scores": exp.scores, "predictions": exp.predictions, "finite": exp.finite,
                 "labels": None if labels is None else np.asarray(labels),
             }
-            pending.append({k: v for k, v in fields.items() if v is not None})
+            arrays = {k: v for k, v in fields.items() if v is not None}
+            merged = merge_fields(known, fields_of(arrays))
+            if merged is None:  # checked on every batch, so that the batches before it still make a chunk
+                flush()
+                flush()
+                raise ValueError(
+                    f"batch {first + done_batches + batch_index} of the data gives "
+                    f"{describe_difference(known, fields_of(arrays))}: every batch must have the same image size "
+                    f"and the same kind of labels. The {store.manifest['n_samples']} samples before it are saved "
+                    "in the run; resize the images to one size in the data pipeline (e.g. "
+                    "dataset.map(lambda x, y: (tf.image.resize(x, size), y))) and rerun with overwrite=True."
+                )
+            known = merged
+            pending.append(arrays)
             pending_rows += n
             if store.manifest.get("layer") is None:
                 layer = explainer.layer

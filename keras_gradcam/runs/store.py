@@ -44,7 +44,10 @@ __all__ = [
     "FIELDS",
     "ChunkedArray",
     "RunStore",
+    "describe_difference",
     "field_arrays",
+    "fields_of",
+    "merge_fields",
     "read_manifest",
 ]
 
@@ -138,6 +141,55 @@ def _check_version(folder: str, manifest: dict[str, Any]) -> None:
         f"the keras-gradcam that wrote it, or recompute it here: explain_dataset(..., out={folder!r}, "
         "overwrite=True) replaces it."
     )
+
+
+def fields_of(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The per-sample dtype and shape of each field of a batch or chunk, as the manifest lists them."""
+    return {k: {"dtype": a.dtype.str, "shape": [int(d) for d in a.shape[1:]]} for k, a in arrays.items()}
+
+
+def _wider(known: str, new: str) -> str | None:
+    """The dtype that holds both: None unless they are equal."""
+    return known if np.dtype(known) == np.dtype(new) else None
+
+
+def merge_fields(known: dict | None, new: dict) -> dict | None:
+    """The fields of a run after one more batch: ``known``, if ``new`` fits it.
+
+    Returns None when they do not fit together: another set of fields, another per-sample shape,
+    or another dtype.
+    """
+    if known is None:
+        return new
+    if set(known) != set(new):
+        return None
+    merged = {}
+    for key, info in known.items():
+        dtype = _wider(info["dtype"], new[key]["dtype"])
+        if dtype is None or list(info["shape"]) != list(new[key]["shape"]):
+            return None
+        merged[key] = {"dtype": dtype, "shape": list(info["shape"])}
+    return merged
+
+
+def describe_difference(known: dict, new: dict) -> str:
+    """What differs between the fields of the earlier batches (``known``) and a new batch's, for a message.
+
+    A change of the heatmaps' shape is a change of the input's spatial size, said as such
+    ("images of 16x16, where the batches before had 32x32"); it decides the other maps' sizes.
+    """
+    if "heatmaps" in known and "heatmaps" in new and known["heatmaps"]["shape"] != new["heatmaps"]["shape"]:
+        size = {n: "x".join(str(d) for d in f["heatmaps"]["shape"]) for n, f in (("new", new), ("old", known))}
+        return f"images of {size['new']}, where the batches before had {size['old']}"
+
+    def what(fields: dict, key: str) -> str:
+        if key not in fields:
+            return f"no {key}"
+        return f"{key} of {np.dtype(fields[key]['dtype'])} and shape {tuple(fields[key]['shape'])} per sample"
+
+    keys = [k for k in dict.fromkeys([*known, *new])
+            if k not in known or k not in new or merge_fields({k: known[k]}, {k: new[k]}) is None]
+    return "; ".join(f"{what(new, k)}, where the batches before gave {what(known, k)}" for k in keys)
 
 
 class ChunkedArray:
@@ -311,13 +363,12 @@ class RunStore:
             data source whose image size changes from batch to batch).
         """
         n = len(next(iter(arrays.values())))
-        fields = {k: {"dtype": a.dtype.str, "shape": [int(d) for d in a.shape[1:]]} for k, a in arrays.items()}
         known = self.manifest["fields"]
-        if known is not None and known != fields:
+        fields = merge_fields(known, fields_of(arrays))
+        if fields is None:
             raise ValueError(
-                f"batch {self.manifest['n_batches']} onwards gives results of other shapes or kinds ({fields}) than "
-                f"the run's earlier batches ({known}): every batch of the data must have the same image size and "
-                "the same kind of labels."
+                f"batch {self.manifest['n_batches']} onwards gives {describe_difference(known, fields_of(arrays))}: "
+                "every batch of the data must have the same image size and the same kind of labels."
             )
         index = len(self.manifest["chunks"])
         for key, arr in arrays.items():
