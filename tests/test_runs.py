@@ -345,6 +345,29 @@ def test_memory_stays_flat_over_2000_images(tmp_path):
 
 
 # -- labels of text, image sizes that change, runs of another format version -----------------------
+def test_text_labels_are_stored_as_fixed_width_strings_widened_across_batches_and_chunks(tmp_path):
+    """tf.data gives text labels as bytes objects: stored as numpy unicode, as wide as the longest label."""
+    model, x = tiny_model(), images(10)
+    names = ["cat", "dog", "horse", "cat", "ox", "cat", "hippopotamus", "dog", "eel", "cat"]
+    data = tf.data.Dataset.from_tensor_slices((x, names)).batch(2)  # widths 3, 5, 3, 12, 3 over the batches
+    run = kg.explain_dataset(model, data, method="gradcam", out=tmp_path / "a", batch_size=2, chunk_size=4, verbose=0)
+    assert run.labels.dtype == np.dtype("<U12") and run.labels.shape == (10,)
+    assert run.labels[:].tolist() == names and np.asarray(run.labels).tolist() == names
+    assert run.labels[6] == "hippopotamus" and run.labels[[9, 2]].tolist() == ["cat", "horse"]
+    assert kg.load_run(tmp_path / "a").labels[:].tolist() == names
+    # the maps do not depend on the labels: those of the same images with int labels
+    ref = kg.explain_dataset(model, (x, np.arange(10)), method="gradcam", out=tmp_path / "b", batch_size=2, verbose=0)
+    np.testing.assert_array_equal(run.heatmaps[:], ref.heatmaps[:])
+    # Python str labels from a generator, one chunk each, widening at the second chunk
+    batches = [(x[:2], ["a", "b"]), (x[2:4], ["ccc", "dddd"])]
+    run = kg.explain_dataset(model, iter(batches), method="gradcam", out=tmp_path / "c", chunk_size=2, verbose=0)
+    assert run.labels[:].tolist() == ["a", "b", "ccc", "dddd"]
+    with pytest.raises(ValueError, match="targets='label' needs class indices, but the labels are text"):
+        kg.explain_dataset(model, data, targets="label", out=tmp_path / "e", verbose=0)
+    with pytest.raises(TypeError, match="labels must be numbers or text.*got Python objects of type \\['dict'\\]"):
+        kg.explain_dataset(model, iter([(x[:2], np.array([{}, {}], object))]), out=tmp_path / "d", verbose=0)
+
+
 def test_an_image_size_that_changes_inside_a_chunk_is_named_and_the_batches_before_are_kept(tmp_path):
     inp = keras.Input((None, None, 2))
     model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(

@@ -172,7 +172,7 @@ def joined_manifest(fresh: dict, shares: list[dict]) -> dict:
     for worker, share in enumerate(shares):
         layer = layer if layer is not None else share.get("layer")
         if share["fields"] is not None:
-            merged = merge_fields(fields, share["fields"])
+            merged = merge_fields(fields, share["fields"])  # text labels: as wide as the longest of any worker
             if merged is None:
                 raise ValueError(
                     f"worker {worker}'s share gives {describe_difference(fields, share['fields'])} (the workers "

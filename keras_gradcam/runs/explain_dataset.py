@@ -34,7 +34,7 @@ from .distribute import (
     worker_folder,
 )
 from .run import Run
-from .store import RunStore, describe_difference, fields_of, merge_fields, read_manifest
+from .store import RunStore, describe_difference, fields_of, merge_fields, read_manifest, storable_labels
 from .stream import batch_length, open_source
 
 __all__ = ["explain_dataset", "weights_digest"]
@@ -109,6 +109,12 @@ def _label_targets(labels, batch: int) -> np.ndarray:
             "targets='predicted'."
         )
     a = np.asarray(labels)
+    if a.dtype.kind in "SUO":
+        raise ValueError(
+            f"targets='label' needs class indices, but the labels are text (e.g. {a.ravel()[:3].tolist()}); map the "
+            "names to the model's class indices in the data (e.g. a tf.lookup.StaticHashTable in dataset.map), or "
+            "use targets='predicted'."
+        )
     if a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
     elif a.ndim == 2:
@@ -429,7 +435,7 @@ def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None,
             fields = {
                 "heatmaps": exp.heatmaps, "layer_heatmaps": exp.layer_heatmaps, "targets": exp.targets,
                 "scores": exp.scores, "predictions": exp.predictions, "finite": exp.finite,
-                "labels": None if labels is None else np.asarray(labels),
+                "labels": None if labels is None else storable_labels(labels),
             }
             arrays = {k: v for k, v in fields.items() if v is not None}
             merged = merge_fields(known, fields_of(arrays))

@@ -49,6 +49,7 @@ __all__ = [
     "fields_of",
     "merge_fields",
     "read_manifest",
+    "storable_labels",
 ]
 
 FORMAT = "keras-gradcam run"
@@ -143,21 +144,57 @@ def _check_version(folder: str, manifest: dict[str, Any]) -> None:
     )
 
 
+def storable_labels(labels) -> np.ndarray:
+    """Labels as a run stores them: numbers as they are, text as fixed-width unicode (``<U``).
+
+    ``tf.data`` gives text labels as an object array of ``bytes`` and Python gives them as
+    ``str``; neither can be memory-mapped, so they are stored as numpy's fixed-width strings,
+    wide enough for the longest label of the batch (the run widens its field as later batches
+    need, see :func:`merge_fields`). Bytes are decoded as UTF-8.
+
+    Raises
+    ------
+    TypeError
+        Labels that are neither numbers nor text (e.g. Python objects of another kind).
+    """
+    a = np.asarray(labels)
+    if a.dtype.kind == "S":
+        return np.char.decode(a, "utf-8")
+    if a.dtype.kind == "O":
+        kinds = {type(v) for v in a.ravel()}
+        if kinds <= {bytes, np.bytes_}:
+            return np.char.decode(a.astype("S"), "utf-8") if a.size else a.astype("U1")
+        if kinds <= {str, np.str_, bytes, np.bytes_}:
+            flat = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in a.ravel()]
+            return np.array(flat, dtype=str).reshape(a.shape) if a.size else a.astype("U1")
+        names = sorted(k.__name__ for k in kinds)
+        raise TypeError(
+            f"labels must be numbers or text (str or bytes), to be stored in the run; got Python objects of type "
+            f"{names}. Give the labels as class indices or class names."
+        )
+    return a
+
+
 def fields_of(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """The per-sample dtype and shape of each field of a batch or chunk, as the manifest lists them."""
     return {k: {"dtype": a.dtype.str, "shape": [int(d) for d in a.shape[1:]]} for k, a in arrays.items()}
 
 
 def _wider(known: str, new: str) -> str | None:
-    """The dtype that holds both: None unless they are equal."""
-    return known if np.dtype(known) == np.dtype(new) else None
+    """The dtype that holds both: the wider of two fixed-width unicode dtypes; else None unless equal."""
+    a, b = np.dtype(known), np.dtype(new)
+    if a == b:
+        return known
+    if a.kind == b.kind == "U":
+        return (a if a.itemsize >= b.itemsize else b).str
+    return None
 
 
 def merge_fields(known: dict | None, new: dict) -> dict | None:
-    """The fields of a run after one more batch: ``known``, if ``new`` fits it.
+    """The fields of a run after one more batch: ``known`` with its text fields widened to hold ``new``'s.
 
     Returns None when they do not fit together: another set of fields, another per-sample shape,
-    or another dtype.
+    or another dtype (other than a longer text label).
     """
     if known is None:
         return new
@@ -245,7 +282,9 @@ class ChunkedArray:
                     "changed or truncated after the run wrote it. Rerun with overwrite=True to recompute the run."
                 ) from None
             expected = (self.lengths[i],) + self.sample_shape
-            if arr.shape != expected or arr.dtype != self.dtype:
+            # a text field is as wide as the run's longest label; a chunk written before it was widened is narrower
+            narrower_text = arr.dtype.kind == self.dtype.kind == "U" and arr.dtype.itemsize <= self.dtype.itemsize
+            if arr.shape != expected or (arr.dtype != self.dtype and not narrower_text):
                 raise ValueError(
                     f"chunk file {path!r} holds {arr.dtype} of shape {arr.shape}, but the manifest lists "
                     f"{self.dtype} of shape {expected}: it was changed after the run wrote it. Rerun with overwrite=True."
@@ -277,7 +316,7 @@ class ChunkedArray:
             if not 0 <= i < n:
                 raise IndexError(f"index {int(index)} is out of range for {n} samples.")
             c = int(np.searchsorted(self.offsets, i, side="right") - 1)
-            return np.asarray(self.chunk(c)[(i - int(self.offsets[c]),) + rest])
+            return np.asarray(self.chunk(c)[(i - int(self.offsets[c]),) + rest]).astype(self.dtype, copy=False)
         if isinstance(index, slice):
             start, stop, step = index.indices(n)
             if step == 1:
@@ -287,7 +326,8 @@ class ChunkedArray:
                     lo, hi = max(start, self.offsets[c]), min(stop, self.offsets[c + 1])
                     if lo < hi:
                         parts.append(np.asarray(self.chunk(c)[lo - self.offsets[c] : hi - self.offsets[c]]))
-                joined = np.concatenate(parts) if parts else np.empty((0,) + self.sample_shape, self.dtype)
+                joined = np.concatenate(parts).astype(self.dtype, copy=False) if parts else \
+                    np.empty((0,) + self.sample_shape, self.dtype)
                 return joined[(slice(None),) + rest] if rest else joined
             rows = np.arange(start, stop, step)
         else:
@@ -355,6 +395,10 @@ class RunStore:
 
     def write_chunk(self, arrays: dict[str, np.ndarray], n_batches: int) -> None:
         """Write one chunk's fields durably, then list it in the manifest (the commit point).
+
+        A text field (labels) is widened in the manifest when this chunk's longest label is
+        longer than the earlier chunks' (their files stay as they are; :class:`ChunkedArray`
+        reads them at the wider width).
 
         Raises
         ------
