@@ -201,13 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     p.add_argument("model", metavar="MODEL", help="a saved Keras model (.keras, or legacy .h5)")
-    p.add_argument("data", metavar="DATA_DIR", help="a folder with one subfolder of images per class (alphabetical = class index)")
+    p.add_argument("data", metavar="DATA_DIR",
+                   help="a folder with one subfolder of images per class, named like the class (with --class-names "
+                   "only some classes may be there; without it, one folder per class, alphabetical = class index)")
     p.add_argument("--method", default="gradcam++", help="method name (default: gradcam++); `keras-gradcam methods` lists them")
     p.add_argument("--out", default="audit", metavar="DIR", help="folder for index.html and summary.json (default: audit)")
     p.add_argument("--fill", choices=("mean", "blur"), default="mean",
                    help="what covers a flagged region: the mean colour of the images, or the image blurred (default: mean)")
     p.add_argument("--class-names", default=None, metavar="FILE",
-                   help="text file with one class name per line (default: the subfolder names)")
+                   help="text file with the model's class names, one per line in the order of its outputs; each "
+                   "DATA_DIR subfolder is the class of its name (default: the subfolder names, alphabetical)")
     p.add_argument("--masks", default=None, metavar="MASK_DIR",
                    help="object masks laid out like DATA_DIR: MASK_DIR/CLASS/NAME.png for DATA_DIR/CLASS/NAME.jpg; "
                    "grey level >= 128 = object, resized to the image size; adds the energy on the objects and the "
