@@ -114,10 +114,10 @@ def test_audit_command_mask_errors(files, capsys):
     assert main(args + ["--masks", str(files / "m.keras")]) == 2
     (masks / "b_green" / "3.png").write_bytes(b"not a png")
     code = main(args + ["--masks", str(masks)])
-    assert code == 4 and "cannot read an image or mask" in capsys.readouterr().err
+    assert code == 4 and f"cannot read mask {str(masks / 'b_green' / '3.png')!r}" in capsys.readouterr().err
 
 
-# -- class folders matched to classes by name ---------------------------------------------------
+# -- class folders matched to classes by name; a broken image named ------------------------------
 def _copy_classes(files, dest, folders):
     """A DATA_DIR holding only ``folders`` (copies of the fixture's class folders, or new names for them)."""
     for source, name in folders.items():
@@ -153,3 +153,14 @@ def test_audit_command_matches_class_folders_to_classes_by_name(files, tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and "has 1 class folder(s) ['b_green'], but the model has 2 classes" in err
     assert "pass --class-names" in err.lower() and "class_names has" not in err
+
+
+def test_audit_command_names_the_one_broken_image_among_good_ones(files, tmp_path, capsys):
+    data = _copy_classes(files, tmp_path / "data", {"a_red": "a_red", "b_green": "b_green"})
+    broken = data / "b_green" / "3.png"
+    broken.write_bytes(broken.read_bytes()[:40])  # a half-copied PNG
+    code = main(["audit", str(files / "m.keras"), str(data), "--out", str(tmp_path / "o"), "--layer", "conv",
+                 "--batch-size", "4"])
+    err = capsys.readouterr().err
+    assert code == 4 and f"cannot read image {str(broken)!r}" in err, err
+    assert "IteratorGetNext" not in err and "Traceback" not in err

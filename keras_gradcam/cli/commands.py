@@ -42,14 +42,17 @@ from .errors import (
     EXIT_USAGE,
     CLIError,
     check_exists,
+    short_message,
 )
 from .files import check_out_folder, load_model, read_class_names, stems
 from .images import (
+    IMAGE_EXTENSIONS,
     find_masks,
     image_input,
     load_images,
     mask_folders,
     preprocess,
+    read_image,
     resolve_preprocessing,
     resolve_size,
 )
@@ -396,8 +399,9 @@ def class_folders(model, folder: str, size, mode: str, batch_size: int, masks: s
 
     Returns
     -------
-    (tf.data.Dataset, list of str, (int, int), str)
-        The dataset, the class names, the image size and the preprocessing used.
+    (tf.data.Dataset, list of str, (int, int), str, list of str)
+        The dataset, the class names, the image size, the preprocessing used and the image files
+        in the dataset's order.
 
     Raises
     ------
@@ -432,7 +436,24 @@ def class_folders(model, folder: str, size, mode: str, batch_size: int, masks: s
     if masks is not None:
         objects = mask_folders(masks, folder, ds.file_paths, size, batch_size)
         scaled = tf.data.Dataset.zip((scaled, objects)).map(lambda xy, m: (xy[0], xy[1], m))
-    return scaled, names, size, mode
+    return scaled, names, size, mode, list(ds.file_paths)
+
+
+def _unreadable_file(images: Sequence[str], masks: str | None, channels: int) -> None:
+    """Raise the :class:`CLIError` of the first image (or mask) that cannot be decoded, naming it.
+
+    Called once the dataset's reader failed, which does not say which file it was reading.
+    """
+    for path in images:
+        read_image(path, channels)
+    if masks is not None:
+        for root, _, files in sorted(os.walk(masks)):
+            for name in sorted(files):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    try:
+                        read_image(os.path.join(root, name), 1)
+                    except CLIError as e:
+                        raise CLIError(str(e).replace("cannot read image", "cannot read mask", 1), e.code) from None
 
 
 def run_audit(args: argparse.Namespace) -> int:
@@ -442,15 +463,16 @@ def run_audit(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     info = _resolve_layer(model, args.layer)
     given = read_class_names(args.class_names)
-    ds, names, size, mode = class_folders(model, args.data, args.size, args.preprocess, args.batch_size, args.masks,
-                                          given, args.class_names)
+    ds, names, size, mode, files = class_folders(model, args.data, args.size, args.preprocess, args.batch_size,
+                                                 args.masks, given, args.class_names)
     try:
         report = audit(model, ds, class_names=names, method=cls, layer=info.path, batch_size=args.batch_size,
                        fill=args.fill, verbose=1 if _progress_enabled(args.progress) else 0)
     except (ValueError, TypeError) as e:
         raise CLIError(f"the audit failed: {e} (classes: {names})", EXIT_ERROR) from None
-    except tf.errors.OpError as e:
-        raise CLIError(f"cannot read an image or mask: {e.message.splitlines()[0]}", EXIT_IMAGE) from None
+    except tf.errors.OpError as e:  # the dataset's reader failed on a file; find which
+        _unreadable_file(files, args.masks, image_input(model)[1])
+        raise CLIError(f"cannot read an image or mask: {short_message(e)}", EXIT_IMAGE) from None
     print(report)
     try:
         page = report.save(args.out)
