@@ -29,7 +29,7 @@ from ..core.explanation import Explanation
 from ..core.layers import list_layers, resolve_layer
 from ..core.progress import Progbar
 from ..core.targets import check_range, resolve_targets
-from ..evaluate import METRICS, evaluate, format_table
+from ..evaluate import METRICS, SLOW_METRICS, evaluate, format_table
 from ..io import write_png
 from ..methods.registry import METHODS, display_name, get_method
 from ..viz.overlay import colormap_table, overlay
@@ -276,10 +276,15 @@ def run_methods(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     """``keras-gradcam evaluate``: :func:`keras_gradcam.evaluate.evaluate` on image files, as a table."""
     methods = [_method(m).name for m in args.methods]
-    if args.metrics is not None:
+    if args.metrics is None:  # the fast ones: seconds on a few small images
+        metrics = "fast"
+    elif args.metrics == ["all"]:
+        metrics = "all"
+    else:
+        metrics = args.metrics
         unknown = [m for m in args.metrics if m not in METRICS]
         if unknown:
-            raise CLIError(f"--metrics: unknown {unknown}; choose from {list(METRICS)}.", EXIT_USAGE)
+            raise CLIError(f"--metrics: unknown {unknown}; choose from {list(METRICS)}, or 'all'.", EXIT_USAGE)
     for path in args.images:
         check_exists(path, "image")
     model = load_model(args.model)
@@ -290,7 +295,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     optional = {
         "layer": info.path if args.layer is not None else None,
         "targets": targets,
-        "metrics": args.metrics,
+        "metrics": metrics,
         "tolerance": args.tolerance,
     }
     kwargs = {k: v for k, v in optional.items() if v is not None}
@@ -307,6 +312,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(format_table(rows))
     for note in notes:
         print(note)
+    if metrics == "fast":
+        print(f"note: {', '.join(SLOW_METRICS)} are not computed by default (slow: minutes on a large model); "
+              "pass --metrics all, or name them with --metrics.")
     return EXIT_OK
 
 

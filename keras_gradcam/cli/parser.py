@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.validate import positive_int
+from ..evaluate import SLOW_METRICS
 from .commands import run_audit, run_evaluate, run_explain, run_layers, run_methods
 from .errors import EXIT_CODES, EXIT_USAGE, CLIError
 from .images import PREPROCESSING
@@ -181,13 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of object masks named like the images (cat.jpg -> DIR/cat.png); nonzero = object; "
                    "adds the localisation metrics")
     p.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
-                   help="metrics to compute (default: all that the inputs allow); see keras_gradcam.evaluate.METRICS")
+                   help="metrics to compute, or 'all' (default: the fast ones that the inputs allow, seconds on a "
+                   "few small images; the slow ones, " + ", ".join(SLOW_METRICS) + ", take minutes on a large model: "
+                   "ask for them by name or with --metrics all); see keras_gradcam.evaluate.METRICS")
     p.add_argument("--target", type=int, nargs="+", default=None, metavar="N",
                    help="class to explain and score: one for all images or one per image (default: top-1)")
     p.add_argument("--tolerance", type=float, default=None, metavar="PX",
                    help="pointing-game tolerance in pixels (default: the library's, 15 px for 224-500 px images)")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
-                   help="progress messages on stderr: auto shows them when stderr is a terminal (default: auto)")
+                   help="a progress bar on stderr, then the seconds each step took: auto shows them when stderr is "
+                   "a terminal (default: auto)")
     _add_image_options(p)
     p.set_defaults(handler=run_evaluate)
 
