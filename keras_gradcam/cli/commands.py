@@ -356,7 +356,7 @@ def _annotate_undefined(rows):
     return rows, notes
 
 
-# -- audit ---------------------------------------------------------------------------------------
+# -- audit ----------------------------------------------------------------------------------------
 def _folder_classes(folder: str, folders: list[str], class_names: list[str] | None, num_classes: int | None,
                     names_file: str | None) -> tuple[list[str], list[int]]:
     """The class names of the audit and the class index of each of ``DATA_DIR``'s folders (by name).
