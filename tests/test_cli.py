@@ -231,6 +231,27 @@ def test_evaluate_prints_a_table_per_method(files, capsys):
     assert lines[3].strip("| ").startswith("gradcam ") and lines[4].strip("| ").startswith("layercam ")
 
 
+
+def test_evaluate_leaves_the_slow_metrics_out_by_default_and_shows_progress(files, capsys):
+    """The default: the fast metrics, a step bar on stderr and the seconds per step; --metrics all adds the slow ones."""
+    slow_columns = ("road", "occlusion_correlation", "randomization_similarity")
+    code, out, err = run(["evaluate", files["keras"], *files["images"], "--progress", "always"], capsys)
+    assert code == 0, err
+    header = cells(out.splitlines()[1])
+    assert {"deletion_auc", "insertion_auc", "average_drop", "map_area"} <= set(header)
+    assert not set(slow_columns) & set(header)
+    assert "note: road, occlusion_correlation, randomization are not computed by default" in out
+    assert "--metrics all" in out
+    # 2 methods x (explain, confidence on E = L * I, deletion, insertion) = 8 steps, each timed
+    assert "8/8" in err and "/step" in err
+    timed = err.split("seconds per step: ")[1].splitlines()[0]
+    assert "gradcam: explain" in timed and "gradcam++: deletion_auc" in timed and "road" not in timed
+    code, out, err = run(["evaluate", files["keras"], files["images"][0], "--methods", "gradcam", "--metrics", "all",
+                          "--progress", "never"], capsys)
+    assert code == 0, err
+    assert set(slow_columns) <= set(cells(out.splitlines()[1])) and "not computed by default" not in out
+    assert "seconds per step" not in err
+
 # -- pieces ---------------------------------------------------------------------------------------
 def test_preprocessing_modes_against_their_definitions():
     x = np.array([[[[0, 128, 255]]]], np.uint8)
