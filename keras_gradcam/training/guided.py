@@ -9,6 +9,7 @@ from ..core.capture import output_link, thread_patches
 from ..core.layers import LayerSpec, ensure_built, output_layer, resolve_layer
 from ..core.validate import one_of, positive_float
 from .alignment import LOSSES, alignment_loss, annotated, compute_dtype, gradcam_map, layer_masks
+from .masks import checked_masks, reraised
 
 __all__ = ["GuidedTraining"]
 
@@ -142,6 +143,7 @@ class GuidedTraining(keras.Model):
         found = output_link(head) if head is not None else None
         self._head, self._link = (head, found) if found else (None, None)
         self.alignment_tracker = keras.metrics.Mean(name="alignment_loss")
+        self.supports_jit = False  # the masks are checked on the host when a batch arrives (tf.numpy_function)
         self.built = True
 
     @property
@@ -216,9 +218,8 @@ class GuidedTraining(keras.Model):
         if masks is None:
             y_pred = self(x, training=training)
             return y_pred, tf.constant(0.0)
-        masks = tf.convert_to_tensor(masks)
-        if masks.shape.rank == 4 and masks.shape[-1] == 1:
-            masks = masks[..., 0]
+        images = next(i for i in keras.tree.flatten(x) if i is not None)
+        masks = checked_masks(tf.convert_to_tensor(masks), tf.convert_to_tensor(images), self._channels_first)
         with tf.GradientTape(watch_accessed_variables=False, persistent=False) as inner:
             y_pred, acts, logits = self._recorded_forward(x, training, inner)
             total = tf.reduce_sum(self._label_scores(logits, y))
@@ -229,13 +230,25 @@ class GuidedTraining(keras.Model):
             order = [0] + list(range(2, acts.shape.rank)) + [1]
             acts, grads = tf.transpose(acts, order), tf.transpose(grads, order)
         maps = gradcam_map(acts, grads)
-        if masks.shape.rank != maps.shape.rank:
-            raise ValueError(
-                f"masks must have shape (batch, {', '.join('...' for _ in maps.shape[1:])}) at the input's resolution, "
-                f"one per image; got shape {tuple(masks.shape)} for maps {tuple(maps.shape)} at layer {self._layer_path!r}."
-            )
         loss = alignment_loss(maps, layer_masks(masks, maps.shape[1:], dtype), annotated(masks), self.alignment)
         return y_pred, loss
+
+    # -- a mask error raised inside a compiled step reaches the user as a ValueError --------------
+    def fit(self, *args, **kwargs):
+        with reraised():
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with reraised():
+            return super().evaluate(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        with reraised():
+            return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        with reraised():
+            return super().test_on_batch(*args, **kwargs)
 
     # -- Keras steps -------------------------------------------------------------------------
     @staticmethod
