@@ -183,8 +183,8 @@ def main(argv=None) -> dict:
     # 5. removing the shortcut: guided training of the same CNN, masks for 10 % of the biased images
     guided = sibling("guided_training")
     guided_epochs = guided.sizes(args.quick)[3]
-    print(f"\nGuided training: masks for {guided.SHARE:.0%} of the biased training images, weight {guided.WEIGHT}, "
-          f"{guided_epochs} epochs (examples/guided_training.py)")
+    print(f"\nGuided training: masks for {guided.SHARE:.0%} of the biased training images, kg.GuidedTraining's "
+          f"defaults, {guided_epochs} epochs (examples/guided_training.py)")
     start = time.perf_counter()
     models["guided"], _ = guided.guided_model(biased, guided_epochs, verbose=verbose)
     print(f"[guided] trained in {time.perf_counter() - start:.0f} s")
