@@ -45,7 +45,10 @@ def _cue_model(kind: str) -> keras.Model:
 
 
 def _cue_batch(kind: str):
-    """Two annotated images: class 0 and class 1, each a 2x2 object (value 0.5, both channels) and its cue."""
+    """Eight annotated images, classes 0, 1, 0, 1, ...: a 2x2 object (value 0.5, both channels) and the cue.
+
+    A batch of 8 makes ``8 // 4 = 2`` composites: class 0's object on class 1's background and the reverse.
+    """
     x = np.zeros((2, 4, 4, 2), "float32")
     masks = np.zeros((2, 4, 4), "float32")
     x[0, 2:, 2:], masks[0, 2:, 2:] = 0.5, 1  # class 0, object bottom right
@@ -54,7 +57,7 @@ def _cue_batch(kind: str):
         x[1, 0, 0, 0] = 1.0  # the cue on class 1 only
     else:
         x[0, 0, 0, 0], x[1, 0, 0, 1] = 1.0, 1.0  # the class's colour
-    return x, np.array([0, 1], "int32"), masks
+    return np.tile(x, (4, 1, 1, 1)), np.tile(np.array([0, 1], "int32"), 4), np.tile(masks, (4, 1, 1))
 
 
 def _cue_weights(model, kind: str) -> np.ndarray:
@@ -133,6 +136,9 @@ def test_composites_by_hand():
     # composite 0: object of 0 (1) on 2's background, 2's object (bottom right) filled with 6
     # composite 1: object of 2 (8) on 0's background (2, 3; 0's object at the top left filled with mean(2, 3, 4) = 3)
     np.testing.assert_allclose(got.numpy()[..., 0], [[[1, 6], [7, 6]], [[3, 2], [3, 8]]])
+    first, index = composites(tf.constant(x), tf.constant(masks), tf.constant([True, False, True]), limit=1)
+    assert index.numpy().tolist() == [0]  # its partner is still sample 2
+    np.testing.assert_allclose(first.numpy()[..., 0], [[[1, 6], [7, 6]]])
 
 
 def test_fit_warns_when_the_alignment_does_not_improve():

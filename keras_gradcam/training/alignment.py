@@ -104,7 +104,7 @@ def ranking_penalty(maps: tf.Tensor, masks: tf.Tensor, eps: float = EPS) -> tf.T
     return tf.reduce_sum(ranked * hinge, axis=[1, 2]) / tf.maximum(pairs, 1)
 
 
-def composites(images: tf.Tensor, masks: tf.Tensor, flags: tf.Tensor, channels_first: bool = False) -> tuple:
+def composites(images: tf.Tensor, masks: tf.Tensor, flags: tf.Tensor, channels_first: bool = False, limit=None) -> tuple:
     """Each annotated image's object on another annotated image's background: ``(composites, index)``.
 
     With ``a_1 < ... < a_n`` the annotated samples (``flags``) and ``b_t = a_{t-1}`` (``b_1 = a_n``:
@@ -117,10 +117,14 @@ def composites(images: tf.Tensor, masks: tf.Tensor, flags: tf.Tensor, channels_f
     object appears). ``index`` is ``(a_1, ..., a_n)``: composite ``t`` has the label of sample
     ``a_t``. With one annotated sample its composite is the image itself (its object on a flat
     fill); with none, both are empty. ``images`` is ``(B, *spatial, C)`` (``(B, C, *spatial)``
-    with ``channels_first``), ``masks`` ``(B, *spatial)`` at the images' resolution.
+    with ``channels_first``), ``masks`` ``(B, *spatial)`` at the images' resolution. ``limit``
+    (an int or scalar tensor): only the first ``limit`` composites are made (their partners are
+    still the previous annotated samples among all of them).
     """
     index = tf.reshape(tf.where(flags), [-1])
     partner = tf.roll(index, shift=1, axis=0)
+    if limit is not None:
+        index, partner = index[:limit], partner[:limit]
     expand = 1 if channels_first else -1
     m = tf.cast(masks, images.dtype)
     m_a, m_b = tf.expand_dims(tf.gather(m, index), expand), tf.expand_dims(tf.gather(m, partner), expand)

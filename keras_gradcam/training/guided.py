@@ -123,7 +123,8 @@ class GuidedTraining(keras.Model):
     convolutional layer a cell's receptive field covers most of a small image, so evidence
     placed on the object can be computed from the cue. ``L_cf`` asks for the behaviour directly:
     with ``a`` an annotated sample and ``b`` another one (the previous annotated sample of the
-    batch, cyclically), the composite ``m_a x_a + (1 - m_a)((1 - m_b) x_b + m_b mean_b)`` (``a``'s
+    batch, cyclically; at most ``max(1, batch // 4)`` composites, for the first annotated
+    samples of the batch), the composite ``m_a x_a + (1 - m_a)((1 - m_b) x_b + m_b mean_b)`` (``a``'s
     object on ``b``'s background, ``b``'s object filled with the mean colour of its background)
     must be classified as ``a``'s label: ``L_cf`` is the mean cross-entropy of the composites.
     This is the "object on another image's background" counterfactual of Xiao et al. (ICLR
@@ -317,7 +318,8 @@ class GuidedTraining(keras.Model):
             if on_input:
                 inner.watch(images)
             if swapped:
-                extra, index = composites(images, masks, flags, self._channels_first)
+                # at most a quarter of the batch (at least one): the forward pass grows by 25 % at most
+                extra, index = composites(images, masks, flags, self._channels_first, tf.maximum(batch // 4, 1))
                 y_all, acts, logits_all = self._recorded_forward(tf.concat([images, extra], 0), training, inner)
                 y_pred = keras.tree.map_structure(lambda t: t[:batch], y_all)
                 logits = logits_all[:batch]
