@@ -97,7 +97,7 @@ def _cnn(size: int, classes: int) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x))
 
 
-@pytest.mark.slow  # six trainings of a tiny CNN: about 2-3 min on 2 shared cores
+@pytest.mark.slow  # six trainings of a tiny CNN: 6 min on 2 cores shared with other jobs (load ~12)
 @pytest.mark.parametrize("kind", ["one_class", "watermark"])
 def test_guided_defaults_remove_the_shortcut_on_shapes(kind):
     """3 classes, 600 training images of 32x32 with the cue, masks on 10 %, 15 epochs (the robustness table's seed 0)."""
