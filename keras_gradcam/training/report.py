@@ -36,6 +36,6 @@ def progress_warning(history: dict, weight: float) -> str | None:
         f"GuidedTraining: over {len(align)} epochs {' and '.join(what)}; the model may still use its shortcut. "
         "Try: more epochs (a shortcut goes only once the alignment loss is low); masks on more images (10 % or "
         "more of them); a larger weight (e.g. twice this one); masks that cover the objects (1 where the evidence "
-        "should be, at the images' resolution, e.g. drawn with kg.plot); and check the result on images without "
-        "the shortcut (docs/guided-training.md)."
+        "should be, at the images' resolution; look at them with kg.plot); and check the result on images without "
+        "the shortcut (see docs/guided-training.md for how)."
     )
