@@ -1,6 +1,7 @@
 """Dataset bias, caught in the act: a CNN that learns a watermark instead of the shapes.
 
-The story of keras-gradcam in one script (``make demo``, under 3 minutes on 2 CPU cores):
+The story of keras-gradcam in one script (``make demo``; its run took 2 min 44 s on 2 CPU cores shared
+with other jobs, load average 5-7):
 
 1. Synthetic shapes (circle, square, triangle) where a small coloured square in the top-left
    corner -- a "watermark" -- gives the class away. A small CNN trains on them with

@@ -97,7 +97,7 @@ def sizes(quick: bool) -> tuple[int, int, int, int]:
 
 # the share of masked images and the guided epochs the docs' figures were measured with (docs/guided-training.md);
 # every option of GuidedTraining is its default unless given on the command line
-SHARE, GUIDED_EPOCHS = 0.1, 20
+SHARE, GUIDED_EPOCHS = 0.1, 15
 
 
 def held_out(n: int, size: int):
