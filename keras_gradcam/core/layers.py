@@ -485,7 +485,7 @@ def _tokens(info: LayerInfo, grid, prefix_tokens, reshape) -> LayerInfo:
     if reshape is not None:
         return replace(info, grid=reshape_grid(info.path, info.shape, reshape), prefix_tokens=0, reshape=reshape, token_error=None)
     if grid is not None or prefix_tokens is not None:
-        found = explicit_grid(info.path, info.shape, info.grid, grid, prefix_tokens)
+        found = explicit_grid(info.path, info.shape, info.grid, grid, prefix_tokens, info.prefix_tokens if info.tokens else None)
         return replace(info, grid=found[0], prefix_tokens=found[1], token_error=None)
     if info.token_error is not None:
         raise ValueError(

@@ -209,12 +209,30 @@ def declared_grid(count, grids: tuple) -> TokenGrid | None:
     return None
 
 
-def explicit_grid(path: str, shape: tuple, auto: tuple | None, grid, prefix_tokens) -> tuple[tuple, int]:
+def explicit_grid(
+    path: str, shape: tuple, auto: tuple | None, grid, prefix_tokens, auto_prefix: int | None = None
+) -> tuple[tuple, int]:
     """Check the user's ``grid=`` / ``prefix_tokens=`` against the layer's ``shape``: ``(grid, prefix)``.
 
     A missing one is inferred from the other and the token count; with ``prefix_tokens`` alone, the
-    grid is the graph's (``auto``) if it fits, else the square of the patch tokens.
+    grid is the graph's (``auto``) if it fits, else the square of the patch tokens. Where the graph
+    tells the grid (``auto`` after ``auto_prefix`` prefix tokens), a grid or prefix that contradicts
+    it is refused, naming both: a 3x3 grid on a 4x4 ViT would read tokens 9-17 as the patches.
     """
+    found = _explicit_grid(path, shape, auto, grid, prefix_tokens)
+    if auto is not None and auto_prefix is not None and (tuple(found[0]), found[1]) != (tuple(auto), auto_prefix):
+        told, given = (tuple(int(a) for a in auto), int(auto_prefix)), found
+        raise ValueError(
+            f"grid={given[0]} with prefix_tokens={given[1]} contradicts layer {path!r}'s own grid: the model's graph "
+            f"gives {told[0][0]}x{told[0][1]} patches after {told[1]} prefix token(s) (grid={told[0]}, "
+            f"prefix_tokens={told[1]}) in its {shape[1]} tokens. Leave grid= and prefix_tokens= out to use the "
+            "model's grid; if the model really orders its tokens otherwise, pass reshape=<a callable "
+            "(batch, tokens, channels) -> (batch, rows, cols, channels)>."
+        )
+    return found
+
+
+def _explicit_grid(path: str, shape: tuple, auto: tuple | None, grid, prefix_tokens) -> tuple[tuple, int]:
     if len(shape) != 3:
         raise ValueError(
             f"grid= and prefix_tokens= apply to token layers, whose output is (batch, tokens, channels); layer "
