@@ -14,6 +14,7 @@ from .core.device import DeviceError
 from .core.engine import BaseCAM
 from .core.explanation import Explanation
 from .core.layers import list_layers
+from .core.sequence_targets import SequenceTarget, SimilarityTarget, TokenTarget
 from .core.targets import ClassTarget, OutputTarget
 from .evaluate import evaluate, format_table
 from .explain import explain
@@ -73,6 +74,9 @@ __all__ = [
     "DeviceError",
     "ClassTarget",
     "OutputTarget",
+    "SequenceTarget",
+    "SimilarityTarget",
+    "TokenTarget",
     "SegmentationTarget",
     "BoxTarget",
     "RetinaNetDetections",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "reshape_grid", "to_grid", "token_advice", "token_mask"]
+__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "reshape_grid", "running_prefix", "to_grid", "token_advice", "token_mask"]
 
 MAX_PREFIX = 16  # prefix tokens accepted when the grid is read from a patch embedding
 
@@ -278,23 +278,54 @@ def reshape_grid(path: str, shape: tuple, reshape: Callable) -> tuple:
     return int(got[1]), int(got[2])
 
 
+def running_prefix(t, grid: tuple, prefix: int) -> int:
+    """The prefix tokens of the tokens ``t`` that actually run, trusting them over the symbolic shape.
+
+    A layer's symbolic output shape (its ``compute_output_shape``) can disagree with what its
+    ``call`` returns: KerasHub's ``SigLIPVisionEmbedding`` reports one token more than it makes
+    (17 for a 4x4 grid, no class token). When the traced token count of ``t`` differs from
+    ``prefix + rows * cols``, the grid is kept and the prefix is what is left over; a count that
+    no prefix of 0 to :data:`MAX_PREFIX` tokens explains is refused.
+    """
+    count = t.shape[1] if getattr(t, "shape", None) is not None and len(t.shape) == 3 else None
+    rows, cols = grid
+    if count is None or count == prefix + rows * cols:
+        return prefix
+    running = int(count) - rows * cols
+    if not 0 <= running <= MAX_PREFIX:
+        raise ValueError(
+            f"a token layer read on a {rows}x{cols} grid after {prefix} prefix token(s) ({prefix + rows * cols} "
+            f"tokens by its symbolic shape) produces {count} tokens when it runs, which no grid of {rows}x{cols} "
+            f"patches fits. {token_advice()}"
+        )
+    return running
+
+
 def to_grid(t: tf.Tensor, grid: tuple, prefix: int, reshape: Callable | None = None) -> tf.Tensor:
     """``(B, prefix + rows * cols, C)`` -> ``(B, rows, cols, C)``: prefix tokens dropped (or ``reshape(t)``).
 
-    Linear in ``t``, so the same call maps activations and their gradients.
+    Linear in ``t``, so the same call maps activations and their gradients. The prefix is the one
+    of the tokens that run (:func:`running_prefix`).
     """
     if reshape is not None:
         return reshape(t)
     rows, cols = grid
-    return tf.reshape(t[:, prefix:], tf.stack([tf.shape(t)[0], rows, cols, tf.shape(t)[-1]]))
+    if t.shape[1] is None:  # unknown while tracing: the patches are the last rows * cols tokens that run
+        patches = t[:, tf.shape(t)[1] - rows * cols :]
+    else:
+        patches = t[:, running_prefix(t, grid, prefix) :]
+    return tf.reshape(patches, tf.stack([tf.shape(t)[0], rows, cols, tf.shape(t)[-1]]))
 
 
-def token_mask(t: tf.Tensor, prefix: int, reshape: Callable | None = None) -> tf.Tensor:
+def token_mask(t: tf.Tensor, prefix: int, reshape: Callable | None = None, grid: tuple | None = None) -> tf.Tensor:
     """``(1, tokens, 1)`` float32 for the raw tokens ``t``: 1 on the patch tokens an edit of the map acts on.
 
-    0 on the ``prefix`` tokens; with a user ``reshape=``, which tokens are patches is unknown and
+    0 on the ``prefix`` tokens (those of the tokens that run when ``grid`` is given,
+    :func:`running_prefix`); with a user ``reshape=``, which tokens are patches is unknown and
     every token is 1.
     """
     positions = tf.range(tf.shape(t)[1])
+    if reshape is None and grid is not None:
+        prefix = running_prefix(t, grid, prefix) if t.shape[1] is not None else tf.shape(t)[1] - grid[0] * grid[1]
     keep = positions >= (0 if reshape is not None else prefix)
     return tf.cast(keep, tf.float32)[None, :, None]

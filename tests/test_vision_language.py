@@ -1,0 +1,238 @@
+"""Image-text and vision-language models: CLIP, SigLIP and PaliGemma from tiny KerasHub configs.
+
+Every model is built from a config with random weights (never a preset: nothing is
+downloaded), on 32x32 images cut into 8x8 patches (a 4x4 grid) with 16 channels. Each map is
+checked against a Grad-CAM computed here, independently of the library: one eager forward pass
+under a ``tf.GradientTape`` that watches the same inner layer's output, the gradient of the
+score, its mean over the patch tokens as channel weights, ``sum_c w_c A_c`` on the grid (the
+signed map, compared with ``relu=False`` so that no comparison is between two all-zero maps).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+keras_hub = pytest.importorskip("keras_hub", reason="KerasHub is the optional extra keras-gradcam[hub]")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_gradcam as kg  # noqa: E402
+from keras_gradcam.core.layers import list_layers, resolve_layer  # noqa: E402
+
+M = keras_hub.models
+SIZE, VOCAB, TEXT = 32, 40, 6
+RNG = np.random.default_rng(0)
+IMAGES = RNG.random((3, SIZE, SIZE, 3)).astype("float32")
+TOKENS = RNG.integers(1, VOCAB, (3, TEXT)).astype("int32")
+
+
+def clip():
+    keras.utils.set_random_seed(1)
+    vision = M.CLIPVisionEncoder(patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32,
+                                 image_shape=(SIZE, SIZE, 3), name="vision")
+    text = M.CLIPTextEncoder(vocabulary_size=VOCAB, embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2,
+                             intermediate_dim=32, max_sequence_length=TEXT, name="text")
+    return M.CLIPBackbone(vision, text, projection_dim=8)
+
+
+def siglip():
+    keras.utils.set_random_seed(2)
+    vision = M.SigLIPVisionEncoder(patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32,
+                                   image_shape=(SIZE, SIZE, 3), name="vision")
+    text = M.SigLIPTextEncoder(vocabulary_size=VOCAB, embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2,
+                               intermediate_dim=32, max_sequence_length=TEXT, name="text")
+    return M.SigLIPBackbone(vision, text)
+
+
+def paligemma():
+    keras.utils.set_random_seed(3)
+    backbone = M.PaliGemmaBackbone(
+        vocabulary_size=VOCAB, image_size=SIZE, num_layers=1, num_query_heads=2, num_key_value_heads=1, hidden_dim=16,
+        intermediate_dim=32, head_dim=8, vit_patch_size=8, vit_num_heads=2, vit_hidden_dim=16, vit_num_layers=2,
+        vit_intermediate_dim=32,
+    )
+    return M.PaliGemmaCausalLM(preprocessor=None, backbone=backbone)
+
+
+BUILDERS = {"clip": clip, "siglip": siglip, "paligemma": paligemma}
+
+
+@pytest.fixture(scope="module")
+def models():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = BUILDERS[name]()
+        return cache[name]
+
+    return get
+
+
+def find_layer(model, path):
+    """The layer object at ``path`` (for the independent reference, which must watch that layer)."""
+    return resolve_layer(model, path).layer
+
+
+def tape_gradcam(model, inputs, layer, score, grid):
+    """Grad-CAM on ``layer``'s patch tokens (the last ``rows * cols``), by one eager GradientTape pass.
+
+    ``layer.call`` is wrapped on the instance for this one pass (``object.__setattr__``, past
+    Keras' attribute tracking; removed after) so that the tape watches its output.
+    """
+    seen = []
+    original = layer.call
+
+    def watched(*args, **kwargs):
+        out = original(*args, **kwargs)
+        tape.watch(out)
+        seen.append(out)
+        return out
+
+    with tf.GradientTape() as tape:
+        object.__setattr__(layer, "call", watched)
+        try:
+            outputs = model(inputs, training=False)
+        finally:
+            object.__delattr__(layer, "call")
+        scores = score(outputs)
+        total = tf.reduce_sum(scores)
+    assert len(seen) == 1
+    acts, grads = seen[0], tape.gradient(total, seen[0])
+    cells = grid[0] * grid[1]
+    acts, grads = np.asarray(acts)[:, -cells:], np.asarray(grads)[:, -cells:]
+    weights = grads.mean(axis=1, keepdims=True)
+    cam = (weights * acts).sum(-1)  # signed: compared with relu=False, so that no map is trivially all zero
+    assert np.abs(cam).max() > 0
+    return cam.reshape((-1,) + tuple(grid)), np.asarray(scores)
+
+
+def lm_inputs(n=2):
+    response = np.zeros((n, TEXT), "int32")
+    response[:, 3:] = 1
+    return {"images": IMAGES[:n], "token_ids": TOKENS[:n], "padding_mask": np.ones((n, TEXT), "int32"), "response_mask": response}
+
+
+# -- image-text logits ----------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_image_text_logit_maps_equal_an_independent_tape_gradcam(family, models):
+    model = models(family)
+    x = {"images": IMAGES[:2], "token_ids": TOKENS[:2]}
+    info = resolve_layer(model, None)
+    assert info.tokens and info.grid == (4, 4)
+    for j in (0, 1):
+        target = kg.ClassTarget(j, output="vision_logits")
+        exp = kg.explain(model, x, method="gradcam", relu=False, targets=target)
+        expected, scores = tape_gradcam(model, x, info.layer, lambda out, j=j: out["vision_logits"][:, j], info.grid)
+        np.testing.assert_allclose(exp.scores, scores, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
+        assert exp.heatmaps.shape == (2, SIZE, SIZE)
+
+
+def test_siglip_grid_is_the_one_that_runs(models):
+    """KerasHub's SigLIPVisionEmbedding reports 17 tokens (compute_output_shape) and makes 16: the 16 are trusted."""
+    model = models("siglip")
+    infos = {i.path: i for i in list_layers(model)}
+    for path in ("vision/vision_embedding", "vision/vision_encoder_block_1/layer_norm1", "vision/vision_post_layer_norm"):
+        assert infos[path].shape[1] == 16 and infos[path].grid == (4, 4) and infos[path].prefix_tokens == 0, path
+    x = {"images": IMAGES[:2], "token_ids": TOKENS[:2]}
+    exp = kg.explain(model, x, method="ablationcam", targets=kg.ClassTarget(0, output="vision_logits"))
+    assert exp.layer_heatmaps.shape == (2, 4, 4) and np.isfinite(exp.layer_heatmaps).all()
+
+
+# -- token targets ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("score", ["logit", "log_prob"])
+def test_token_target_maps_equal_an_independent_tape_gradcam(score, models):
+    model = models("paligemma")
+    x = lm_inputs()
+    info = resolve_layer(model, None)
+    assert info.tokens and info.grid == (4, 4) and info.prefix_tokens == 0
+    token, position = [5, 9], [2, -1]
+
+    def reference(out):
+        out = tf.nn.log_softmax(out) if score == "log_prob" else out
+        return tf.stack([out[0, 2, 5], out[1, TEXT - 1, 9]])
+
+    exp = kg.explain(model, x, method="gradcam", relu=False, targets=kg.TokenTarget(token, position, score=score))
+    expected, scores = tape_gradcam(model, x, info.layer, reference, info.grid)
+    np.testing.assert_allclose(exp.scores, scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_sequence_target_sums_the_answers_log_probabilities(models):
+    model = models("paligemma")
+    x = lm_inputs()
+    info = resolve_layer(model, None)
+    target = kg.SequenceTarget.from_response(x["token_ids"], x["response_mask"])
+
+    def reference(out):  # tokens 3..5 (the response) scored at positions 2..4
+        logp = tf.nn.log_softmax(out)
+        ids = x["token_ids"]
+        return tf.stack([sum(logp[b, p - 1, ids[b, p]] for p in range(3, TEXT)) for b in range(2)])
+
+    exp = kg.explain(model, x, method="gradcam", relu=False, targets=target)
+    expected, scores = tape_gradcam(model, x, info.layer, reference, info.grid)
+    np.testing.assert_allclose(exp.scores, scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_equal_token_targets_share_one_compiled_function(models):
+    model = models("paligemma")
+    cam = kg.GradCAM(model)
+    x = lm_inputs()
+    cam(x, targets=kg.TokenTarget(5, 2))
+    cam(x, targets=kg.TokenTarget(5, 2))
+    assert len(cam._fns) == 1
+    assert kg.TokenTarget(5, 2) == kg.TokenTarget(5, 2) and hash(kg.TokenTarget([5, 6], 2)) == hash(kg.TokenTarget((5, 6), 2))
+    assert kg.TokenTarget(5, 2).key == kg.TokenTarget(7, -1).key != kg.TokenTarget(5, 2, score="log_prob").key
+
+
+@pytest.mark.parametrize(
+    "target, words",
+    [
+        (kg.TokenTarget(VOCAB, 0), [f"token id {VOCAB}", f"{VOCAB} token ids", f"0 .. {VOCAB - 1}"]),
+        (kg.TokenTarget(3, TEXT), [f"position {TEXT}", f"{TEXT} positions", f"-{TEXT} .. {TEXT - 1}"]),
+        (kg.TokenTarget(3, -TEXT - 1), [f"position {-TEXT - 1}", f"{TEXT} positions"]),
+        (kg.SequenceTarget([1, VOCAB + 2], [0, 1]), [f"token id {VOCAB + 2}", f"{VOCAB} token ids"]),
+    ],
+)
+def test_bad_token_targets_name_what_was_received_and_expected(target, words, models):
+    with pytest.raises(ValueError) as info:
+        kg.explain(models("paligemma"), lm_inputs(), method="gradcam", relu=False, targets=target)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def test_token_target_arguments_are_checked():
+    with pytest.raises(TypeError, match="token must be an int"):
+        kg.TokenTarget("cat", 0)
+    with pytest.raises(ValueError, match="score must be one of"):
+        kg.TokenTarget(1, 0, score="prob")
+    with pytest.raises(ValueError, match="2 tokens but 3 positions"):
+        kg.TokenTarget([1, 2], [0, 1, 2])
+    with pytest.raises(ValueError, match="has 3 rows but there are 2 images"):
+        kg.TokenTarget([1, 2, 3], 0).rows(2)
+    with pytest.raises(ValueError, match="one position per token"):
+        kg.SequenceTarget([1, 2], [0])
+    with pytest.raises(ValueError, match="zero vector"):
+        kg.SimilarityTarget([0.0, 0.0])
+
+
+# -- embeddings -----------------------------------------------------------------------------------
+def test_similarity_target_is_the_cosine_similarity_to_the_reference(models):
+    """A model whose output is CLIP's image embedding: the map of its cosine similarity to a text's embedding."""
+    backbone = models("clip")
+    images = keras.Input((SIZE, SIZE, 3))
+    embedder = keras.Model(images, backbone.get_vision_embeddings(images))
+    text = np.asarray(backbone.get_text_embeddings(TOKENS[:1]))[0]
+    info = resolve_layer(embedder, None)
+    exp = kg.explain(embedder, IMAGES[:2], method="gradcam", relu=False, targets=kg.SimilarityTarget(text))
+
+    def cosine(out):
+        return tf.reduce_sum(out * text, -1) / (tf.norm(out, axis=-1) * np.linalg.norm(text))
+
+    expected, scores = tape_gradcam(embedder, IMAGES[:2], info.layer, cosine, info.grid)
+    np.testing.assert_allclose(exp.scores, scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
