@@ -178,6 +178,18 @@ def test_sequence_target_sums_the_answers_log_probabilities(models):
     np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_per_image_token_targets_are_cut_per_batch(models):
+    """One token and position per image: any batch_size gives the maps of one pass over all images."""
+    model = models("paligemma")
+    x = lm_inputs(3)
+    target = kg.TokenTarget([5, 9, 11], [2, -1, 0])
+    whole = kg.explain(model, x, method="gradcam", relu=False, targets=target, batch_size=3)
+    ones = kg.explain(model, x, method="gradcam", relu=False, targets=target, batch_size=1)
+    np.testing.assert_allclose(ones.layer_heatmaps, whole.layer_heatmaps, rtol=1e-5, atol=1e-6)
+    out = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(whole.scores, [out[0, 2, 5], out[1, TEXT - 1, 9], out[2, 0, 11]], rtol=1e-5)
+
+
 def test_equal_token_targets_share_one_compiled_function(models):
     model = models("paligemma")
     cam = kg.GradCAM(model)
@@ -192,10 +204,10 @@ def test_equal_token_targets_share_one_compiled_function(models):
 @pytest.mark.parametrize(
     "target, words",
     [
-        (kg.TokenTarget(VOCAB, 0), [f"token id {VOCAB}", f"{VOCAB} token ids", f"0 .. {VOCAB - 1}"]),
-        (kg.TokenTarget(3, TEXT), [f"position {TEXT}", f"{TEXT} positions", f"-{TEXT} .. {TEXT - 1}"]),
-        (kg.TokenTarget(3, -TEXT - 1), [f"position {-TEXT - 1}", f"{TEXT} positions"]),
-        (kg.SequenceTarget([1, VOCAB + 2], [0, 1]), [f"token id {VOCAB + 2}", f"{VOCAB} token ids"]),
+        (kg.TokenTarget(VOCAB, 0), [f"{VOCAB} token ids", f"0 .. {VOCAB - 1}", f"received token ids [{VOCAB}]"]),
+        (kg.TokenTarget(3, TEXT), [f"{TEXT} positions", f"-{TEXT} .. {TEXT - 1}", f"received positions [{TEXT}]"]),
+        (kg.TokenTarget([3, 3], [0, -TEXT - 1]), [f"{TEXT} positions", f"[{-TEXT - 1}]"]),
+        (kg.SequenceTarget([1, VOCAB + 2], [0, 1]), [f"{VOCAB} token ids", f"{VOCAB + 2}"]),
     ],
 )
 def test_bad_token_targets_name_what_was_received_and_expected(target, words, models):

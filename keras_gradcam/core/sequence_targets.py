@@ -26,8 +26,10 @@ from collections.abc import Mapping
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from .targets import pick_output
+from .device import TARGET_ERROR
+from .targets import Target, pick_output
 
 __all__ = ["TokenTarget", "SequenceTarget", "SimilarityTarget"]
 
@@ -68,38 +70,32 @@ def _sequence_output(outputs, output, what: str):
     return keras.ops.cast(out, "float32"), shape
 
 
-def _check_tokens(what: str, tokens: np.ndarray, vocabulary) -> None:
-    if vocabulary is None:
-        return
-    bad = tokens[(tokens < 0) | (tokens >= vocabulary)]
-    if bad.size:
-        raise ValueError(
-            f"{what}: token id {int(bad[0])} is not in the vocabulary: the explained output has {vocabulary} "
-            f"token ids, so ids must be 0 .. {vocabulary - 1}."
-        )
+def _guarded(what: str, out, tokens, positions):
+    """``(tokens, positions)`` with a check that runs with every batch (a compiled function is reused
+    for targets of other tokens and positions, so a check while tracing sees only the first)."""
+    size, vocabulary = tf.shape(out)[1], tf.shape(out)[2]
+    ok_tokens = tf.reduce_all((tokens >= 0) & (tokens < vocabulary))
+    ok_positions = tf.reduce_all((positions >= -size) & (positions < size))
+    checks = [
+        tf.debugging.Assert(ok_tokens, [f"{TARGET_ERROR}{what}: a token id is not in the vocabulary: the explained output has",
+                                        vocabulary, "token ids, so ids must be 0 ..", vocabulary - 1, "; received token ids",
+                                        tokens], summarize=16),
+        tf.debugging.Assert(ok_positions, [f"{TARGET_ERROR}{what}: a position is beyond the sequence: the explained output has",
+                                           size, "positions, so positions must be", -size, "..", size - 1,
+                                           "(negative ones count from the end); received positions", positions], summarize=16),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(tokens), tf.identity(positions)
 
 
-def _positions(what: str, positions, length):
-    """Positions with negative ones counted from the end; checked against ``length`` when it is known."""
-    if length is None:
-        return positions  # resolved in graph code
-    if isinstance(positions, np.ndarray):
-        bad = positions[(positions < -length) | (positions >= length)]
-        if bad.size:
-            raise ValueError(
-                f"{what}: position {int(bad[0])} is beyond the sequence: the explained output has {length} "
-                f"positions, so positions must be -{length} .. {length - 1} (negative ones count from the end)."
-            )
-    return positions
-
-
-def _values(out, tokens, positions, length):
+def _values(what: str, out, tokens, positions, length):
     """``out[b, positions[b, k], tokens[b, k]]``: ``(B, K)`` for ``(B, K)`` tokens and positions."""
     positions = keras.ops.cast(positions, "int32")
+    tokens = keras.ops.cast(tokens, "int32")
+    tokens, positions = _guarded(what, out, tokens, positions)
     size = keras.ops.shape(out)[1] if length is None else length
     positions = keras.ops.where(positions < 0, positions + size, positions)
     rows = keras.ops.take_along_axis(out, positions[:, :, None], axis=1)  # (B, K, V)
-    tokens = keras.ops.cast(tokens, "int32")
     return keras.ops.take_along_axis(rows, tokens[:, :, None], axis=2)[:, :, 0]
 
 
@@ -123,8 +119,9 @@ def _samples(target) -> int | None:
     return None
 
 
-class _DataTarget:
-    """Equality, hashing, ``repr`` and immutability from the values in ``_fields``; ``target(outputs)``.
+class _DataTarget(Target):
+    """A :class:`~keras_gradcam.core.targets.Target` with equality, hashing, ``repr`` and immutability
+    from the values in ``_fields``; ``target(outputs)`` scores a whole batch.
 
     (Not a dataclass: the targets' ``score=`` option would shadow the ``score`` method.)
     """
@@ -143,6 +140,9 @@ class _DataTarget:
     def __repr__(self) -> str:
         args = ", ".join(f"{f}={v!r}" for f, v in zip(self._fields, self._values()))
         return f"{type(self).__name__}({args})"
+
+    def describe(self) -> str:
+        return repr(self)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} is immutable; make a new one.")
@@ -235,11 +235,9 @@ class TokenTarget(_DataTarget):
     def score(self, outputs, rows: Mapping, shared: Mapping, capture=None):
         """Graph code: the ``(B,)`` scores of a batch, ``rows`` its per-sample ``token`` and ``position``."""
         out, shape = _sequence_output(outputs, self._output, "TokenTarget")
-        _check_tokens("TokenTarget", np.atleast_1d(np.asarray(self._token)), shape[2])
-        _positions("TokenTarget", np.atleast_1d(np.asarray(self._position)), shape[1])
         if self._score == "log_prob":
             out = keras.ops.log_softmax(out, axis=-1)
-        return _values(out, rows["token"][:, None], rows["position"][:, None], shape[1])[:, 0]
+        return _values("TokenTarget", out, rows["token"][:, None], rows["position"][:, None], shape[1])[:, 0]
 
 
 class SequenceTarget(_DataTarget):
@@ -324,11 +322,9 @@ class SequenceTarget(_DataTarget):
     def score(self, outputs, rows: Mapping, shared: Mapping, capture=None):
         """Graph code: the ``(B,)`` summed scores of a batch."""
         out, shape = _sequence_output(outputs, self._output, "SequenceTarget")
-        _check_tokens("SequenceTarget", np.asarray(self._tokens), shape[2])
-        _positions("SequenceTarget", np.asarray(self._positions), shape[1])
         if self._score == "log_prob":
             out = keras.ops.log_softmax(out, axis=-1)
-        values = _values(out, rows["tokens"], rows["positions"], shape[1])
+        values = _values("SequenceTarget", out, rows["tokens"], rows["positions"], shape[1])
         return keras.ops.sum(values * keras.ops.cast(rows["mask"], "float32"), axis=1)
 
 
