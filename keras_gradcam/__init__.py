@@ -47,6 +47,7 @@ from .runs import Run, explain_dataset, load_run
 from .training import GuidedTraining
 from .viz.overlay import overlay
 from .viz.plots import plot
+from .words import explain_words, plot_words
 
 __version__ = "0.1.0"
 
@@ -101,6 +102,8 @@ __all__ = [
     "load_run",
     "metrics",
     "overlay",
+    "explain_words",
+    "plot_words",
     "plot",
     "__version__",
 ]

@@ -56,7 +56,17 @@ def paligemma():
     return M.PaliGemmaCausalLM(preprocessor=None, backbone=backbone)
 
 
-BUILDERS = {"clip": clip, "siglip": siglip, "paligemma": paligemma}
+def gemma3():
+    """Gemma3 with its vision encoder: images (batch, images per prompt, 32, 32, 3), 4x4 patches pooled to 2x2 tokens."""
+    keras.utils.set_random_seed(4)
+    vision = M.Gemma3VisionEncoder(image_size=SIZE, patch_size=8, num_heads=2, hidden_dim=16, num_layers=2,
+                                   intermediate_dim=32, output_dim=16, pool_size=2)
+    backbone = M.Gemma3Backbone(vocabulary_size=VOCAB, image_size=SIZE, num_layers=1, num_query_heads=2,
+                                num_key_value_heads=1, hidden_dim=16, intermediate_dim=32, head_dim=8, vision_encoder=vision)
+    return M.Gemma3CausalLM(preprocessor=None, backbone=backbone)
+
+
+BUILDERS = {"clip": clip, "siglip": siglip, "paligemma": paligemma, "gemma3": gemma3}
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +139,49 @@ def test_image_text_logit_maps_equal_an_independent_tape_gradcam(family, models)
         np.testing.assert_allclose(exp.scores, scores, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
         assert exp.heatmaps.shape == (2, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 4])
+def test_clip_scores_n_images_against_k_shared_texts_at_any_batch_size(batch_size, models):
+    """3 images x 2 texts: vision_logits is (3, 2); the texts go whole with every batch (shared_inputs=)."""
+    model = models("clip")
+    x = {"images": IMAGES[:3], "token_ids": TOKENS[:2]}
+    info = resolve_layer(model, None)
+    for j in (0, 1):
+        exp = kg.explain(model, x, method="gradcam", relu=False, targets=kg.ClassTarget(j, output="vision_logits"),
+                         shared_inputs=["token_ids"], batch_size=batch_size)
+        expected, scores = tape_gradcam(model, x, info.layer, lambda out, j=j: out["vision_logits"][:, j], info.grid)
+        assert scores.shape == (3,)
+        np.testing.assert_allclose(exp.scores, scores, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
+        assert exp.heatmaps.shape == (3, SIZE, SIZE)
+
+
+def test_an_input_with_other_rows_than_the_images_must_be_named_shared(models):
+    model = models("clip")
+    with pytest.raises(ValueError) as info:
+        kg.explain(model, {"images": IMAGES[:3], "token_ids": TOKENS[:2]}, method="gradcam",
+                   targets=kg.ClassTarget(0, output="vision_logits"))
+    text = str(info.value)
+    assert "'images'" in text and "3 rows" in text and "'token_ids' (2 rows)" in text and "shared_inputs=['token_ids']" in text
+    with pytest.raises(ValueError, match=r"'texts', which is not one of the model's inputs \['images', 'token_ids'\]"):
+        kg.explain(model, {"images": IMAGES[:3], "token_ids": TOKENS[:2]}, shared_inputs="texts")
+    with pytest.raises(ValueError, match="names the images' input 'images'"):
+        kg.explain(model, {"images": IMAGES[:3], "token_ids": TOKENS[:3]}, shared_inputs=["images"])
+
+
+def test_image_input_says_which_input_holds_the_images():
+    """Two rank-4 inputs of different row counts: which is the images cannot be told without image_input=."""
+    a, b = keras.Input((8, 8, 1), name="a"), keras.Input((8, 8, 1), name="b")
+    conv = keras.layers.Conv2D(2, 3, padding="same", name="conv")(a)
+    pooled = keras.layers.GlobalAveragePooling2D()(conv) + keras.layers.GlobalAveragePooling2D()(b)
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(2)(pooled))
+    x = {"a": RNG.random((3, 8, 8, 1)).astype("float32"), "b": RNG.random((1, 8, 8, 1)).astype("float32")}
+    with pytest.raises(ValueError, match="image_input=") as info:
+        kg.explain(model, x, method="gradcam", layer="conv")
+    assert "'a': 3" in str(info.value) and "'b': 1" in str(info.value)
+    exp = kg.explain(model, {"a": x["a"], "b": np.repeat(x["b"], 3, axis=0)}, method="gradcam", layer="conv", image_input="a")
+    assert exp.heatmaps.shape == (3, 8, 8)
 
 
 def test_siglip_grid_is_the_one_that_runs(models):
@@ -248,3 +301,63 @@ def test_similarity_target_is_the_cosine_similarity_to_the_reference(models):
     expected, scores = tape_gradcam(embedder, IMAGES[:2], info.layer, cosine, info.grid)
     np.testing.assert_allclose(exp.scores, scores, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
+
+
+# -- Gemma3: a 5-D image input ---------------------------------------------------------------------
+GEMMA3_LAYER = "gemma3_backbone/gemma3_vision_encoder/image_encoder/encoder_block_1/layer_norm_1"
+
+
+def gemma3_inputs(n=2, images_per_prompt=1):
+    """A prompt of 8 tokens whose positions 1-4 hold the image's 4 pooled tokens."""
+    vision_mask = np.zeros((n, 8), "int32")
+    vision_mask[:, 1:5] = 1
+    return {"images": RNG.random((n, images_per_prompt, SIZE, SIZE, 3)).astype("float32"),
+            "token_ids": RNG.integers(1, VOCAB, (n, 8)).astype("int32"), "padding_mask": np.ones((n, 8), "int32"),
+            "vision_indices": np.tile(np.arange(1, 5, dtype="int32"), (n, 1)), "vision_mask": vision_mask}
+
+
+def test_gemma3_lists_the_grid_of_its_5d_image_input(models):
+    infos = {i.path: i for i in list_layers(models("gemma3"))}
+    for path in (GEMMA3_LAYER, "gemma3_backbone/gemma3_vision_encoder/image_encoder"):
+        assert infos[path].shape == (None, 16, 16) and infos[path].grid == (4, 4) and infos[path].prefix_tokens == 0, path
+
+
+def test_gemma3_token_target_maps_equal_an_independent_tape_gradcam(models):
+    model = models("gemma3")
+    x = gemma3_inputs()
+    info = resolve_layer(model, GEMMA3_LAYER)
+    exp = kg.explain(model, x, method="gradcam", relu=False, layer=GEMMA3_LAYER, targets=kg.TokenTarget([5, 7], [-1, 6]))
+    expected, scores = tape_gradcam(model, x, info.layer, lambda out: tf.stack([out[0, 7, 5], out[1, 6, 7]]), info.grid)
+    np.testing.assert_allclose(exp.scores, scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(exp.layer_heatmaps, expected, rtol=1e-4, atol=1e-6)
+    assert exp.heatmaps.shape == (2, SIZE, SIZE)  # at the size of each image of the prompt
+
+
+def test_gemma3_several_images_per_prompt_are_refused_with_the_fix(models):
+    with pytest.raises(ValueError, match="holds 2 images per prompt.*one image per prompt"):
+        kg.explain(models("gemma3"), gemma3_inputs(images_per_prompt=2), method="gradcam", layer=GEMMA3_LAYER,
+                   targets=kg.TokenTarget(5, -1))
+
+
+# -- per-word maps ---------------------------------------------------------------------------------
+def test_explain_words_gives_each_words_map_in_one_batched_pass(models):
+    """Word k (the token at position p of the caption) is scored at p - 1: each row equals its own TokenTarget map."""
+    model = models("paligemma")
+    x = lm_inputs(1)
+    cam_calls = kg.explain_words(model, x, [3, 4, 5], method="gradcam", relu=False)
+    assert cam_calls.layer_heatmaps.shape == (3, 4, 4) and cam_calls.heatmaps.shape == (3, SIZE, SIZE)
+    info = resolve_layer(model, None)
+    ids = x["token_ids"][0]
+    for k, p in enumerate([3, 4, 5]):
+        expected, scores = tape_gradcam(model, x, info.layer, lambda out, p=p: out[:, p - 1, ids[p]], info.grid)
+        np.testing.assert_allclose(cam_calls.scores[k], scores[0], rtol=1e-5)
+        np.testing.assert_allclose(cam_calls.layer_heatmaps[k], expected[0], rtol=1e-4, atol=1e-6)
+    fig = kg.plot_words(IMAGES[0], cam_calls, ["a", "red", "circle"])
+    assert len([ax for ax in fig.axes if ax.images]) == 4
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    with pytest.raises(ValueError, match="positions must be word positions 1 .. 5"):
+        kg.explain_words(model, x, [0, 2])
+    with pytest.raises(ValueError, match="leading axis of 1"):
+        kg.explain_words(model, lm_inputs(2), [2])

@@ -23,7 +23,7 @@ from .capture import TRACE_LOCK, Capture, Captured
 from .device import device_errors
 from .explanation import Explanation
 from .graph import reaches_output
-from .inputs import batch_slice, flat, map_inputs, prepare_inputs, preprocess, signature, signature_key
+from .inputs import batch_slice, flat, join_shared, map_inputs, prepare_inputs, preprocess, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import eigen_map, normalize, resize, weighted_sum
 from .replicas import split_body
@@ -384,9 +384,18 @@ class BaseCAM:
         """Spatial size of the heatmaps: that of the image input matching the layer's rank."""
         info = self.layers[-1] if len(self.layers) == 1 else max(self.layers, key=lambda i: np.prod(i.spatial_shape))
         rank = len(info.standard_shape)  # a token layer on its grid: that of the image
-        for a in flat(x):
+        image = getattr(self._call, "image_input", None)
+        arrays = flat(x)
+        if isinstance(x, dict) and image in x:  # image_input= says which input holds the images
+            arrays = [x[image]] + arrays
+        elif isinstance(image, int) and not isinstance(x, dict) and 0 <= image < len(arrays):
+            arrays = [arrays[image]] + arrays
+        for a in arrays:
             if a.ndim == rank:
                 return tuple(a.shape[2:] if info.channels_first else a.shape[1:-1])
+        for a in arrays:
+            if rank == 4 and a.ndim == 5 and a.dtype.kind == "f":  # (batch, images per prompt, H, W, C): Gemma3
+                return tuple(a.shape[2:4])
         for a in flat(x):
             if a.ndim == rank - 1:  # token sequences feeding an Embedding
                 return tuple(a.shape[1:])
@@ -457,17 +466,29 @@ class BaseCAM:
                 )
         return fn, t
 
-    def _function(self, x, t: BoundTarget, chunk: int, size: tuple):
-        """The compiled explanation of a batch: ``(inputs, rows, shared) -> (heatmaps, layer maps, ...)``."""
+    def _function(self, x, t: BoundTarget, chunk: int, size: tuple, shared=None):
+        """The compiled explanation of a batch: ``(inputs, rows, shared) -> (heatmaps, layer maps, ...)``.
 
-        def body(xb, targets):
-            return self._explain_batch(xb, targets, chunk, size)
+        ``shared`` holds the inputs given whole to every batch (``shared_inputs=``), put back in
+        place at every model call (:meth:`Capture.sharing`), so that the methods batch, tile and
+        perturb only the per-image inputs.
+        """
+        shared = shared or {}
+
+        def body(xb, sb, targets):
+            with self._capture.sharing(lambda batch: join_shared(batch, sb) if sb else batch):
+                return self._explain_batch(xb, targets, chunk, size)
 
         if self.devices:  # one share of every pass per device (see core/replicas.py)
             body = split_body(self.devices, body)
-        return self._compiled_target((signature_key(x), chunk, self.devices), t, body, [signature(x)])
+        specs = {k: tf.TensorSpec(v.shape, tf.as_dtype(v.dtype)) for k, v in shared.items()}
+        key = (signature_key(x), tuple((k, v.shape, v.dtype.str) for k, v in shared.items()), chunk, self.devices)
+        fn, t = self._compiled_target(key, t, body, [signature(x), specs])
+        return (lambda xb, rows, data: fn(xb, shared, rows, data)), t
 
-    def __call__(self, images, targets: Targets = None, *, batch_size: int | None = None) -> Explanation:
+    def __call__(
+        self, images, targets: Targets = None, *, batch_size: int | None = None, shared_inputs=None, image_input=None
+    ) -> Explanation:
         """Explain a batch.
 
         Parameters
@@ -483,12 +504,21 @@ class BaseCAM:
             multi-output model). Per-image data (masks, boxes) is cut per batch like the images.
         batch_size : int, optional
             Overrides the explainer's ``batch_size`` for this call.
+        shared_inputs : str, int or sequence of them, optional
+            The inputs of a multi-input model given whole with every batch instead of cut into
+            batches with the images (names or positions): CLIP's ``token_ids`` for ``N`` images
+            scored against ``K`` texts, a prompt, a query embedding. An input whose number of rows
+            is not the images' and is not named here is refused with the fix.
+        image_input : str or int, optional
+            Which input holds the images (the heatmaps are at its size), where it cannot be told
+            (several inputs of rank 4).
 
         Returns
         -------
         Explanation
         """
-        x, t, n, bs = self._prepare(images, targets, batch_size)
+        x, t, n, bs = self._prepare(images, targets, batch_size, shared_inputs, image_input)
+        shared = self._call.shared
         size = self._out_size(x)
         copies = AUG_COPIES if self.aug_smooth else 1
         if self.aug_smooth:
@@ -497,7 +527,7 @@ class BaseCAM:
         # variants of each (noise draws, path points) so that one pass holds at most `bs` images
         per_batch = max(1, min(bs // copies, n))
         chunk = max(1, bs // (per_batch * copies)) if self._expansion() > 1 else 1
-        fn, t = self._function(x, t, chunk, size)
+        fn, t = self._function(x, t, chunk, size, shared)
         return self._explanation(t, *self._run_batches(fn, x, t, per_batch))
 
     @staticmethod
@@ -545,16 +575,22 @@ class BaseCAM:
             **fields,
         )
 
-    def _prepare(self, images, targets, batch_size):
-        """Checked inputs, resolved targets, number of samples and images per pass."""
+    def _prepare(self, images, targets, batch_size, shared_inputs=None, image_input=None):
+        """Checked per-image inputs, resolved targets, number of samples and images per pass.
+
+        The inputs given whole to every batch (``shared_inputs=``) are kept in ``self._call.shared``
+        (this thread's call).
+        """
         if batch_size is not None:
             batch_size = positive_int("batch_size", batch_size, expected="a positive int")
         images, self._call.raw_size = preprocess(self.model, images)  # a KerasHub task's preprocessor, if any
-        x, n = prepare_inputs(self.model, images)
+        x, shared, n = prepare_inputs(self.model, images, shared_inputs, image_input)
+        self._call.image_input = image_input
         if self._capture is None:
             with TRACE_LOCK:
                 if self._capture is None:
-                    self._setup(map_inputs(lambda a: a[:1], x))
+                    self._setup(join_shared(map_inputs(lambda a: a[:1], x), shared))
         t = BoundTarget.of(targets, n)
         t.target.check(n, self._capture)
+        self._call.shared = shared
         return x, t, n, int(batch_size or self.batch_size)

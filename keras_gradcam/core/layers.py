@@ -157,9 +157,10 @@ def _operations(model: keras.Model) -> list:
 
 
 def _image_input(model: keras.Model) -> bool:
-    """Whether ``model`` has an image input (rank 4), the condition for reading token grids."""
+    """Whether ``model`` has an image input, the condition for reading token grids: rank 4, or rank 5
+    ``(batch, images per prompt, height, width, channels)`` as Gemma3 takes them."""
     try:
-        return any(len(t.shape) == 4 for t in model.inputs)
+        return any(len(t.shape) == 4 or (len(t.shape) == 5 and t.dtype in ("float32", "float16", "bfloat16")) for t in model.inputs)
     except (AttributeError, TypeError, ValueError):
         return False
 

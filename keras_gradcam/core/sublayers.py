@@ -138,6 +138,8 @@ def inner_layers(op) -> list[Inner]:
 def _spec(t):
     if isinstance(t, keras.KerasTensor):
         shape = tuple(t.shape)
+        if len(shape) == 5 and shape[1] is None:  # (batch, images per prompt, H, W, C): one image per prompt
+            shape = shape[:1] + (1,) + shape[2:]
         return tf.TensorSpec((PROBE_BATCH,) + shape[1:] if shape else shape, t.dtype)
     return t
 

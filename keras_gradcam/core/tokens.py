@@ -167,12 +167,15 @@ def declared_grids(model) -> tuple:
     """The patch grids a backbone declares in its attributes (KerasHub's), largest first; () if none.
 
     ``image_shape`` (``(height, width, channels)``, or channels first with
-    ``data_format="channels_first"``) and ``patch_size`` give the patch grid of ViT, DeiT and
+    ``data_format="channels_first"``; or a square ``image_size``, Gemma3's) and ``patch_size`` give the patch grid of ViT, DeiT and
     DINOv2; Swin (``depths``) halves it at each later stage; MiT/SegFormer has one grid per stage,
     the image divided by the product of ``layerwise_strides`` so far. Read by duck typing, so
     that keras-gradcam needs no KerasHub import.
     """
     shape = getattr(model, "image_shape", None)
+    size = getattr(model, "image_size", None)
+    if shape is None and isinstance(size, int) and size > 0:  # Gemma3's vision encoder: square images of image_size
+        shape = (size, size, 3)
     if not isinstance(shape, (tuple, list)) or len(shape) != 3:
         return ()
     first = getattr(model, "data_format", None) == "channels_first"
