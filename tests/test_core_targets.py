@@ -25,6 +25,13 @@ def build():
                           conv_activation="relu", activation=None, gap_name="gap")
 
 
+SCALE = 1.0  # read by a helper the target calls
+
+
+def scaled_first_class(out):
+    return out[:, 0] * SCALE
+
+
 def logits(model, x):
     return np.asarray(model(x), np.float64)
 
@@ -53,6 +60,19 @@ def test_closure_cells_and_globals_are_read_on_every_call():
     for weight in (0.5, 2.0):
         close(cam(X, targets=lambda out: out[:, 0] * weight).scores, z[:, 0] * weight, atol=1e-5)  # noqa: B023
     assert cam._fns.traced == 2
+
+
+def test_a_helper_function_reading_a_changed_global_is_never_stale():
+    """Keyed by code, a target must still see what its helpers read: their captured numbers are part of the key."""
+    global SCALE
+    model = build()
+    cam = kg.GradCAM(model, layer="conv")
+    z = logits(model, X)
+    try:
+        for SCALE in (1.0, 3.0, -2.0):
+            close(cam(X, targets=lambda out: scaled_first_class(out)).scores, z[:, 0] * SCALE, atol=1e-5)
+    finally:
+        SCALE = 1.0
 
 
 def test_a_lambda_needing_python_values_is_traced_by_value_and_the_third_trace_says_what_to_pass():
@@ -86,3 +106,20 @@ def test_every_kind_of_target_with_batch_size_one_matches_one_batch():
         whole = kg.GradCAM(model, layer="conv")(X, targets=targets)
         close(one.scores, expected, atol=1e-5)
         close(one.layer_heatmaps, whole.layer_heatmaps, atol=1e-5)
+
+
+def test_warnings_point_at_the_users_line_through_every_entry_point():
+    """An all-zero map warns at the caller's line, whether it called the explainer or kg.explain."""
+    head = W_HEAD.copy()
+    head[:, 2] = 0.0  # class 2 does not depend on the layer: every gradient is zero
+    kernel = np.random.default_rng(3).normal(size=(3, 3, 3, 4))
+    model = conv_gap_model(kernel, np.full(4, 0.1), head, np.zeros(3), input_shape=(8, 8, 3),
+                           conv_activation="relu", activation=None, gap_name="gap")
+    for run in (lambda: kg.GradCAM(model, layer="conv")(X, targets=2),
+                lambda: kg.explain(model, X, method="gradcam", layer="conv", targets=2),
+                lambda: kg.explain(model, X, method="gradcam++", layer="conv", targets=2, batch_size=1)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+        said = [w for w in caught if "exactly zero" in str(w.message)]
+        assert said and all(w.filename == __file__ for w in said), [(w.filename, w.lineno) for w in said]

@@ -30,6 +30,7 @@ __all__ = [
     "signature",
     "signature_key",
     "split_shared",
+    "heatmap_size",
     "join_shared",
     "input_names",
 ]
@@ -387,3 +388,27 @@ def signature(x):
 def signature_key(x) -> tuple:
     """A hashable key of :func:`signature`: per array, its shape without the batch axis and dtype."""
     return tuple((tuple(a.shape[1:]), np.dtype(a.dtype).name) for a in flat(x))
+
+
+def heatmap_size(x, rank: int, channels_first: bool = False, image_input=None) -> tuple | None:
+    """The spatial size of the input that a layer map of ``rank`` (batch and channels included) is of.
+
+    The first input of that rank (``image_input``, a name or position, first where given); else a
+    5-D image input ``(batch, images per prompt, H, W, C)`` (Gemma3) for a 2-D map; else token
+    sequences of rank ``rank - 1`` (an Embedding's input); None if no input fits.
+    """
+    arrays = flat(x)
+    if isinstance(x, dict) and image_input in x:
+        arrays = [x[image_input]] + arrays
+    elif isinstance(image_input, int) and not isinstance(x, dict) and 0 <= image_input < len(arrays):
+        arrays = [arrays[image_input]] + arrays
+    for a in arrays:
+        if a.ndim == rank:
+            return tuple(a.shape[2:] if channels_first else a.shape[1:-1])
+    for a in arrays:
+        if rank == 4 and a.ndim == 5 and a.dtype.kind == "f":
+            return tuple(a.shape[2:4])
+    for a in arrays:
+        if a.ndim == rank - 1:  # token sequences feeding an Embedding
+            return tuple(a.shape[1:])
+    return None
