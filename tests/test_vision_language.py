@@ -157,6 +157,18 @@ def test_clip_scores_n_images_against_k_shared_texts_at_any_batch_size(batch_siz
         assert exp.heatmaps.shape == (3, SIZE, SIZE)
 
 
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam", "layercam"])
+def test_shared_texts_reach_every_pass_of_multi_pass_methods(method, models):
+    """Score-CAM and Ablation-CAM run many passes per batch (masked images, ablated channels): the texts go with each."""
+    model = models("clip")
+    x = {"images": IMAGES[:3], "token_ids": TOKENS[:2]}
+    target = kg.ClassTarget(1, output="vision_logits")
+    small = kg.explain(model, x, method=method, targets=target, shared_inputs="token_ids", batch_size=2)
+    whole = kg.explain(model, x, method=method, targets=target, shared_inputs="token_ids", batch_size=3)
+    np.testing.assert_allclose(small.layer_heatmaps, whole.layer_heatmaps, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(whole.scores, np.asarray(model(x)["vision_logits"])[:, 1], rtol=1e-5)
+
+
 def test_an_input_with_other_rows_than_the_images_must_be_named_shared(models):
     model = models("clip")
     with pytest.raises(ValueError) as info:
