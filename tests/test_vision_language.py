@@ -373,3 +373,17 @@ def test_explain_words_gives_each_words_map_in_one_batched_pass(models):
         kg.explain_words(model, x, [0, 2])
     with pytest.raises(ValueError, match="leading axis of 1"):
         kg.explain_words(model, lm_inputs(2), [2])
+
+
+def test_explain_dataset_gives_the_shared_texts_with_every_batch(models, tmp_path):
+    """A dataset of images (dicts of the per-image input) scored against 2 shared texts: the run equals kg.explain."""
+    model = models("clip")
+    target = kg.ClassTarget(1, output="vision_logits")
+    data = [{"images": IMAGES[:2]}, {"images": IMAGES[2:3]}]
+    run = kg.explain_dataset(model, data, method="gradcam", targets=target, out=tmp_path / "run",
+                             shared_inputs={"token_ids": TOKENS[:2]}, verbose=0, relu=False)
+    expected = kg.explain(model, {"images": IMAGES[:3], "token_ids": TOKENS[:2]}, method="gradcam", targets=target,
+                          shared_inputs=["token_ids"], relu=False)
+    assert np.abs(expected.layer_heatmaps).max() > 0
+    np.testing.assert_allclose(run.layer_heatmaps[:], expected.layer_heatmaps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run.scores[:], expected.scores, rtol=1e-5)
