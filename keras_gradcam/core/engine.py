@@ -38,7 +38,7 @@ from .diagnostics import NO_EVIDENCE, explain_warnings, probability_warning
 from .explanation import Explanation
 from .graph import check_reaches
 from .inputs import flat, heatmap_size, join_shared, map_inputs, prepare_inputs, preprocess, signature, signature_key
-from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
+from .layers import LayerInfo, LayerSpec, ensure_built, prompt_images_input, resolve_layer
 from .postprocess import eigen_map, normalize, resize, weighted_sum
 from .replicas import split_body
 from .smoothing import AUG_COPIES, OPTIONS, all_copies, augment, average_copies, check_aug_smooth, check_options
@@ -550,7 +550,8 @@ class BaseCAM(Explainer):
     def _out_size(self, x, image_input=None) -> tuple:
         """Spatial size of the heatmaps: that of the image input matching the layer's rank (:func:`heatmap_size`)."""
         info = self.layers[-1] if len(self.layers) == 1 else max(self.layers, key=lambda i: np.prod(i.spatial_shape))
-        return heatmap_size(x, len(info.standard_shape), info.channels_first, image_input) or tuple(info.spatial_shape)
+        size = heatmap_size(x, len(info.standard_shape), info.channels_first, image_input, prompt_images_input(self.model))
+        return size or tuple(info.spatial_shape)
 
     def _rectified_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
         """:meth:`layer_map` and the method's ReLU; with ``aug_smooth``, the average over the copies."""

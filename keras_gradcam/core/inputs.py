@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .layers import prompt_images_input
+
 __all__ = [
     "MAX_DATASET_SAMPLES",
     "as_inputs",
@@ -269,8 +271,9 @@ def prepare_inputs(model: keras.Model, images, shared_inputs=None, image_input=N
     shared inputs come back as a dict ({} without them).
     """
     x = order_like_model(model, stack_single_images(model, as_inputs(images)))
+    prompts = prompt_images_input(model)
     for name, a in zip(input_names(model, x), flat(x)):
-        if a.ndim == 5 and a.dtype.kind == "f" and a.shape[1] != 1:
+        if prompts and a.ndim == 5 and a.dtype.kind == "f" and a.shape[1] != 1:
             raise ValueError(
                 f"input {name!r} holds {a.shape[1]} images per prompt (shape {a.shape}, (batch, images, height, width, "
                 "channels) as Gemma3 takes them); keras-gradcam explains one image per prompt, whose maps are the "
@@ -390,11 +393,11 @@ def signature_key(x) -> tuple:
     return tuple((tuple(a.shape[1:]), np.dtype(a.dtype).name) for a in flat(x))
 
 
-def heatmap_size(x, rank: int, channels_first: bool = False, image_input=None) -> tuple | None:
+def heatmap_size(x, rank: int, channels_first: bool = False, image_input=None, prompts: bool = False) -> tuple | None:
     """The spatial size of the input that a layer map of ``rank`` (batch and channels included) is of.
 
-    The first input of that rank (``image_input``, a name or position, first where given); else a
-    5-D image input ``(batch, images per prompt, H, W, C)`` (Gemma3) for a 2-D map; else token
+    The first input of that rank (``image_input``, a name or position, first where given); else,
+    with ``prompts``, a 5-D image input ``(batch, images per prompt, H, W, C)`` (Gemma3) for a 2-D map; else token
     sequences of rank ``rank - 1`` (an Embedding's input); None if no input fits.
     """
     arrays = flat(x)
@@ -406,7 +409,7 @@ def heatmap_size(x, rank: int, channels_first: bool = False, image_input=None) -
         if a.ndim == rank:
             return tuple(a.shape[2:] if channels_first else a.shape[1:-1])
     for a in arrays:
-        if rank == 4 and a.ndim == 5 and a.dtype.kind == "f":
+        if prompts and rank == 4 and a.ndim == 5 and a.dtype.kind == "f":
             return tuple(a.shape[2:4])
     for a in arrays:
         if a.ndim == rank - 1:  # token sequences feeding an Embedding

@@ -22,7 +22,7 @@ from .tokens import TokenGrid, declared_grid, declared_grids, explicit_grid, inf
 
 LayerSpec = Union[None, str, keras.Operation]  # noqa: UP007 - a runtime alias, valid on Python 3.10
 
-__all__ = ["LayerInfo", "list_layers", "resolve_layer", "output_layer", "passes_through", "shared_call_count"]
+__all__ = ["LayerInfo", "list_layers", "prompt_images_input", "resolve_layer", "output_layer", "passes_through", "shared_call_count"]
 
 # layers that give back their input unchanged at inference (training=False)
 _PASS_THROUGH = (
@@ -156,11 +156,23 @@ def _operations(model: keras.Model) -> list:
     return list(getattr(model, "operations", None) or model.layers)
 
 
-def _image_input(model: keras.Model) -> bool:
-    """Whether ``model`` has an image input, the condition for reading token grids: rank 4, or rank 5
-    ``(batch, images per prompt, height, width, channels)`` as Gemma3 takes them."""
+def prompt_images_input(model: keras.Model) -> bool:
+    """Whether ``model`` takes images per prompt, ``(batch, images, height, width, channels)`` with the
+    number of images free, beside integer inputs (token ids): Gemma3's vision-language input, not a video."""
     try:
-        return any(len(t.shape) == 4 or (len(t.shape) == 5 and t.dtype in ("float32", "float16", "bfloat16")) for t in model.inputs)
+        inputs = list(model.inputs)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    floats = ("float16", "bfloat16", "float32", "float64")
+    five = any(len(t.shape) == 5 and t.shape[1] is None and t.dtype in floats for t in inputs)
+    return five and any("int" in str(t.dtype) for t in inputs)
+
+
+def _image_input(model: keras.Model) -> bool:
+    """Whether ``model`` has an image input, the condition for reading token grids: rank 4, or images
+    per prompt (:func:`prompt_images_input`)."""
+    try:
+        return any(len(t.shape) == 4 for t in model.inputs) or prompt_images_input(model)
     except (AttributeError, TypeError, ValueError):
         return False
 
