@@ -17,8 +17,18 @@ from typing import Union
 
 import keras
 
-from .sublayers import attention_layer, inner_layers, looks_inside, traced_shape
-from .tokens import TokenGrid, declared_grid, declared_grids, explicit_grid, infer_grid, reshape_grid, token_advice
+from .sublayers import attention_layer, inner_layers
+from .tokens import (
+    TokenGrid,
+    declared_grid,
+    declared_grids,
+    explicit_grid,
+    infer_grid,
+    recounted,
+    reshape_grid,
+    running_count,
+    token_advice,
+)
 
 LayerSpec = Union[None, str, keras.Operation]  # noqa: UP007 - a runtime alias, valid on Python 3.10
 
@@ -177,29 +187,6 @@ def _image_input(model: keras.Model) -> bool:
         return False
 
 
-def _recounted(shape: tuple | None, recount: dict) -> tuple | None:
-    """``shape`` with a token count that the symbolic shapes get wrong replaced by the one that runs."""
-    if shape is None or len(shape) != 3 or shape[1] not in recount:
-        return shape
-    return (shape[0], recount[shape[1]], shape[2])
-
-
-def _running_count(op, shape: tuple | None, images: bool, recount: dict) -> tuple | None:
-    """``shape``, trusting the token count that ``op``'s call gives when it is traced over its symbolic shape.
-
-    Where they disagree (KerasHub's ``SigLIPVisionEmbedding`` reports 17 tokens and makes 16),
-    the later token layers of the same model that report the wrong count are corrected too
-    (``recount``, symbolic count -> running count): they were built on the wrong symbolic shape.
-    """
-    if not images or shape is None or len(shape) != 3 or shape[1] is None or not looks_inside(op):
-        return _recounted(shape, recount)
-    running = traced_shape(op)  # traced on its inputs' symbolic shapes: compared with its own symbolic shape
-    if running is None or len(running) != 3 or running[1] is None or running[1] == shape[1]:
-        return _recounted(shape, recount)
-    recount[shape[1]] = running[1]
-    return (shape[0], running[1], shape[2])
-
-
 def _walk(
     model: keras.Model, prefix: str = "", calls: int = 1, images: bool | None = None, grids: tuple = (), recount=None
 ) -> Iterator[LayerInfo]:
@@ -212,7 +199,7 @@ def _walk(
             continue
         path = prefix + op.name
         n = calls * _calls_in(op, node_ids)
-        shape = _running_count(op, _output_shape(op), images, recount)
+        shape = running_count(op, _output_shape(op), images, recount)
         own = declared_grids(op) or grids
         found = _graph_grid(op, shape, images, own)
         tokens = {} if found is None else {"grid": found.grid, "prefix_tokens": found.prefix, "token_error": found.error}
@@ -243,7 +230,7 @@ def _inside(parent: LayerInfo, images: bool, grids: tuple, recount: dict) -> Ite
     looks like tokens whose grid cannot be told.
     """
     for inner in inner_layers(parent.layer):
-        shape, tokens = _recounted(inner.shape, recount) if images else inner.shape, {}
+        shape, tokens = recounted(inner.shape, recount) if images else inner.shape, {}
         if images and shape is not None and len(shape) == 3:
             found = declared_grid(shape[1], grids)
             if found is None and parent.tokens and parent.shape[1] == shape[1]:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import keras
 
+from .sublayers import looks_inside, traced_shape
 from .validate import non_negative_int, positive_int
 
-__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "reshape_grid", "running_prefix", "to_grid", "token_advice", "token_mask", "token_options"]
+__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "recounted", "reshape_grid", "running_count", "running_prefix", "to_grid", "token_advice", "token_mask", "token_options"]
 
 MAX_PREFIX = 16  # prefix tokens accepted when the grid is read from a patch embedding
 
@@ -280,6 +281,29 @@ def reshape_grid(path: str, shape: tuple, reshape: Callable) -> tuple:
             f"maps {(1,) + tuple(shape[1:])} to {got}."
         )
     return int(got[1]), int(got[2])
+
+
+def recounted(shape: tuple | None, recount: dict) -> tuple | None:
+    """``shape`` with a token count that the symbolic shapes get wrong replaced by the one that runs."""
+    if shape is None or len(shape) != 3 or shape[1] not in recount:
+        return shape
+    return (shape[0], recount[shape[1]], shape[2])
+
+
+def running_count(op, shape: tuple | None, images: bool, recount: dict) -> tuple | None:
+    """``shape``, trusting the token count that ``op``'s call gives when it is traced over its symbolic shape.
+
+    Where they disagree (KerasHub's ``SigLIPVisionEmbedding`` reports 17 tokens and makes 16),
+    the later token layers of the same model that report the wrong count are corrected too
+    (``recount``, symbolic count -> running count): they were built on the wrong symbolic shape.
+    """
+    if not images or shape is None or len(shape) != 3 or shape[1] is None or not looks_inside(op):
+        return recounted(shape, recount)
+    running = traced_shape(op)  # traced on its inputs' symbolic shapes: compared with its own symbolic shape
+    if running is None or len(running) != 3 or running[1] is None or running[1] == shape[1]:
+        return recounted(shape, recount)
+    recount[shape[1]] = running[1]
+    return (shape[0], running[1], shape[2])
 
 
 def running_prefix(t, grid: tuple, prefix: int) -> int:
