@@ -14,6 +14,7 @@ from .core.device import DeviceError
 from .core.engine import BaseCAM
 from .core.explanation import Explanation
 from .core.layers import list_layers
+from .core.sequence_targets import SequenceTarget, SimilarityTarget, TokenTarget
 from .core.targets import ClassTarget, OutputTarget
 from .evaluate import evaluate, format_table
 from .explain import explain
@@ -46,6 +47,7 @@ from .runs import Run, explain_dataset, load_run
 from .training import GuidedTraining
 from .viz.overlay import overlay
 from .viz.plots import plot
+from .words import explain_words, plot_words
 
 __version__ = "0.1.0"
 
@@ -73,6 +75,9 @@ __all__ = [
     "DeviceError",
     "ClassTarget",
     "OutputTarget",
+    "SequenceTarget",
+    "SimilarityTarget",
+    "TokenTarget",
     "SegmentationTarget",
     "BoxTarget",
     "RetinaNetDetections",
@@ -97,6 +102,8 @@ __all__ = [
     "load_run",
     "metrics",
     "overlay",
+    "explain_words",
+    "plot_words",
     "plot",
     "__version__",
 ]

@@ -34,6 +34,8 @@ def explain(
     *,
     batch_size: int = 32,
     method_options: dict | None = None,
+    shared_inputs=None,
+    image_input=None,
     **options,
 ) -> Explanation:
     """Explain ``images`` with one of the methods in :data:`keras_gradcam.METHODS`.
@@ -54,6 +56,12 @@ def explain(
         What to explain; see :meth:`keras_gradcam.core.engine.Explainer.__call__`.
     batch_size : int, default=32
         Largest number of images per forward pass.
+    shared_inputs : str, int or sequence of them, optional
+        Inputs of a multi-input model given whole with every batch (names or positions): CLIP's
+        texts for ``N`` images against ``K`` texts, a prompt; see
+        :meth:`keras_gradcam.core.engine.BaseCAM.__call__`.
+    image_input : str or int, optional
+        Which input holds the images, where it cannot be told.
     method_options : dict, optional
         The method's options as a dict: the same name as in :class:`~keras_gradcam.GradCAMCallback`
         and :func:`~keras_gradcam.evaluate`, merged with ``**options``.
@@ -94,4 +102,6 @@ def explain(
                 _CACHE.popitem(last=False)
     else:
         _CACHE.move_to_end(key)
-    return explainer(images, targets)
+    if shared_inputs is None and image_input is None:
+        return explainer(images, targets)
+    return explainer(images, targets, shared_inputs=shared_inputs, image_input=image_input)

@@ -32,7 +32,7 @@ def is_png(path) -> bool:
 def test_every_example_is_tested():
     scripts = sorted(p.stem for p in EXAMPLES.glob("*.py"))
     tested = {"quickstart", "dataset_bias", "guided_training", "nested_backbone", "multi_output", "timeseries_conv1d",
-              "vision_transformer"}
+              "vision_transformer", "vision_language"}
     assert set(scripts) <= tested, f"add a test for {sorted(set(scripts) - tested)}"
 
 
@@ -147,3 +147,23 @@ def test_dataset_bias_full_size_tells_the_story(tmp_path):
     assert g["guided"]["accuracy_no_watermark"] > g["biased"]["accuracy_no_watermark"] + 0.25
     assert g["guided"]["accuracy_wrong_watermark"] > 0.5 > g["biased"]["accuracy_wrong_watermark"]
     assert g["guided"]["energy_inside_object"] > max(0.2, g["clean"]["energy_inside_object"])
+
+
+def test_vision_language_writes_figure_and_evidence_shares(tmp_path, capsys):
+    """At --quick size (1 epoch, 128 images) the models are near chance: only the files and numbers are checked."""
+    report = load("vision_language").main(["--quick", "--out", str(tmp_path / "vl.png")])
+    assert is_png(report["figure"])
+    for key in ("captioner_share_on_named", "captioner_named_wins", "vqa_share_on_asked", "vqa_asked_wins"):
+        assert 0.0 <= report[key] <= 1.0
+    out = capsys.readouterr().out
+    assert "captioner: word accuracy" in out and "VQA: answer accuracy" in out
+
+
+@pytest.mark.slow
+def test_vision_language_maps_land_on_the_named_object(tmp_path):
+    """Full size (12 epochs, 3,000 images, ~3 min): the word's and the answer's evidence lies mostly on the named object."""
+    report = load("vision_language").main(["--out", str(tmp_path / "vl.png")])
+    # measured once (docs/vision-language.md): accuracies 0.99 and 0.90, shares 0.93 and 0.87, wins 100 % and 92 %
+    assert report["caption_word_accuracy"] > 0.9 and report["vqa_accuracy"] > 0.8
+    assert report["captioner_share_on_named"] > 0.75 and report["captioner_named_wins"] > 0.8
+    assert report["vqa_share_on_asked"] > 0.7 and report["vqa_asked_wins"] > 0.75

@@ -183,6 +183,21 @@ def test_vit_unchanged_after_an_error_past_the_trace(models):
     assert_unchanged(model, before)
 
 
+def test_a_grid_that_contradicts_the_vits_own_grid_is_refused_naming_both(models):
+    """17 tokens = 1 class token + 4x4 patches: grid=(3, 3) would read tokens 9-17 as a 3x3 map (issue 25)."""
+    model = models("vit")
+    layer = FAMILIES["vit"][1]
+    for options in ({"grid": (3, 3)}, {"grid": (3, 3), "prefix_tokens": 8}, {"prefix_tokens": 8}, {"grid": (2, 8)}):
+        with pytest.raises(ValueError) as info:
+            kg.GradCAM(model, layer=layer, **options)
+        text = str(info.value)
+        assert "contradicts" in text and "grid=(4, 4)" in text and "prefix_tokens=1" in text, (options, text)
+        assert f"grid={options.get('grid', (3, 3))}" in text, (options, text)
+    # the graph's own grid, given or not, is accepted and gives the same maps
+    same = kg.explain(model, IMAGES, method="gradcam", layer=layer, grid=(4, 4), prefix_tokens=1)
+    np.testing.assert_allclose(same.layer_heatmaps, kg.explain(model, IMAGES, method="gradcam", layer=layer).layer_heatmaps)
+
+
 def test_list_layers_shows_the_blocks_inside_the_encoder_with_their_grid(models):
     """The transformer blocks are tracked sub-layers of ``vit_encoder``, not graph nodes: listed with a path and shape."""
     infos = {i.path: i for i in list_layers(models("vit"))}

@@ -8,7 +8,9 @@ from typing import Any
 from .inputs import batch_slice
 from .targets import BoundTarget
 
-__all__ = ["Call"]
+__all__ = ["Call", "SHARED_INPUT"]
+
+SHARED_INPUT = "input:"  # the prefix of a shared input's name among the shared data of a compiled function
 
 
 @dataclasses.dataclass
@@ -35,6 +37,9 @@ class Call:
         Samples per batch, from :meth:`~keras_gradcam.core.engine.Explainer.plan`.
     chunk : int
         Variants of each sample per pass (noise draws, path points).
+    shared_inputs : dict
+        The model inputs given whole to every batch (``shared_inputs=``), by name (a dict input)
+        or position (a list input); :meth:`data` passes them with the target's shared data.
     state : dict
         Scratch space of the method for this call (a progress bar, options of the call, its
         compiled functions).
@@ -50,6 +55,7 @@ class Call:
     per_batch: int = 1
     chunk: int = 1
     state: dict = dataclasses.field(default_factory=dict)
+    shared_inputs: dict = dataclasses.field(default_factory=dict)
 
     def batch(self, start: int, stop: int):
         """The inputs of samples ``start:stop``."""
@@ -57,5 +63,8 @@ class Call:
 
     def data(self, start: int, stop: int) -> tuple:
         """The target's rows of samples ``start:stop`` and its shared data: the last two arguments of a
-        function compiled by :meth:`Explainer.compile`."""
-        return self.target.take(start, stop), self.target.shared
+        function compiled by :meth:`Explainer.compile`. The shared inputs go with the shared data,
+        named ``SHARED_INPUT + str(name)``."""
+        shared = dict(self.target.shared)
+        shared.update({SHARED_INPUT + str(k): v for k, v in self.shared_inputs.items()})
+        return self.target.take(start, stop), shared

@@ -15,6 +15,7 @@ score depends only on sample *b* (no layer mixes samples at inference).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -184,6 +185,16 @@ class Capture:
         )
 
     # -- tracing-time interception -------------------------------------------------------------
+    @contextlib.contextmanager
+    def sharing(self, join: Callable):
+        """While a function is traced: every model call takes ``join(x)``, the batch ``x`` with the inputs
+        given whole to every batch (``shared_inputs=``: CLIP's texts) put back in place."""
+        self._join = join
+        try:
+            yield
+        finally:
+            self._join = None
+
     def active(self):
         """Wrap the chosen layers (and a softmax/sigmoid head, for logits) while a function is traced.
 
@@ -226,7 +237,8 @@ class Capture:
         def forward(hook):
             self._hook, self._edit = hook, edit
             try:
-                outputs = self.model(x, training=False)
+                join = getattr(self, "_join", None)
+                outputs = self.model(x if join is None else join(x), training=False)
             finally:
                 self._hook = self._edit = None
             for i in range(len(self.layers)):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["DeviceError", "device_errors"]
+__all__ = ["DeviceError", "TARGET_ERROR", "device_errors"]
+
+# the start of the message of an in-graph check of a target's data (a token id, a position), said as a ValueError
+TARGET_ERROR = "keras-gradcam target error: "
 
 
 class DeviceError(RuntimeError):
@@ -13,6 +16,9 @@ class DeviceError(RuntimeError):
 
 class device_errors:  # noqa: N801 - used as a context manager, like contextlib's
     """Turn TensorFlow's "no kernel on this device" errors into a :class:`DeviceError` that says why.
+
+    A failed in-graph check of a target's data (its message starts with :data:`TARGET_ERROR`)
+    becomes the ``ValueError`` it says.
 
     The common case: ``channels_first`` convolutions on a CPU, which TensorFlow runs only through
     its oneDNN kernels (on by default on some processors only).
@@ -25,6 +31,11 @@ class device_errors:  # noqa: N801 - used as a context manager, like contextlib'
         if not isinstance(error, (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError)):
             return False
         text = str(error)
+        if TARGET_ERROR in text:  # a target's own check of its data, made in graph code
+            said = text.split(TARGET_ERROR, 1)[1].split("\n\t [[")[0].split(" [Op:")[0].strip()
+            said = said.replace("] [", " ").replace(" ; ", "; ")
+            said = said[:-1] if said.endswith("]") else said  # the bracket Assert puts around its data
+            raise ValueError(said) from None
         if "NHWC" in text or "NDHWC" in text or isinstance(error, tf.errors.UnimplementedError):
             first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
             hint = (

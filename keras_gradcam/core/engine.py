@@ -31,14 +31,14 @@ import numpy as np
 import tensorflow as tf
 
 from .cache import FUNCTIONS_KEPT, FunctionCache, compile_cached
-from .call import Call
+from .call import SHARED_INPUT, Call
 from .capture import TRACE_LOCK, Capture, Captured
 from .device import device_errors
 from .diagnostics import NO_EVIDENCE, explain_warnings, probability_warning
 from .explanation import Explanation
 from .graph import OFF_BRANCH, check_reaches
-from .inputs import flat, map_inputs, prepare_inputs, preprocess, signature, signature_key
-from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
+from .inputs import flat, heatmap_size, join_shared, map_inputs, prepare_inputs, preprocess, signature, signature_key
+from .layers import LayerInfo, LayerSpec, ensure_built, prompt_images_input, resolve_layer
 from .postprocess import eigen_map, normalize, resize, weighted_sum
 from .replicas import split_body
 from .smoothing import AUG_COPIES, OPTIONS, all_copies, augment, average_copies, check_aug_smooth, check_options
@@ -185,13 +185,15 @@ class Explainer:
         """Context managers active while a function is traced (the capture's interception)."""
         return [self._capture.active()]
 
-    def _out_size(self, x) -> tuple:
+    def _out_size(self, x, image_input=None) -> tuple:
         """Spatial size of the heatmaps: that of the first image-like input."""
         a = flat(x)[0]
         return tuple(a.shape[1:-1]) if a.ndim >= 3 else tuple(a.shape[1:])
 
     # -- the stages ----------------------------------------------------------------------------
-    def __call__(self, images, targets: Targets = None, *, batch_size: int | None = None) -> Explanation:
+    def __call__(
+        self, images, targets: Targets = None, *, batch_size: int | None = None, shared_inputs=None, image_input=None
+    ) -> Explanation:
         """Explain a batch.
 
         Parameters
@@ -207,28 +209,44 @@ class Explainer:
             multi-output model). Per-image data (masks, boxes) is cut per batch like the images.
         batch_size : int, optional
             Overrides the explainer's ``batch_size`` for this call.
+        shared_inputs : str, int or sequence of them, optional
+            The inputs of a multi-input model given whole with every batch instead of cut into
+            batches with the images (names or positions): CLIP's ``token_ids`` for ``N`` images
+            scored against ``K`` texts, a prompt, a query embedding. An input whose number of rows
+            is not the images' and is not named here is refused with the fix.
+        image_input : str or int, optional
+            Which input holds the images (the heatmaps are at its size), where it cannot be told
+            (several inputs of rank 4).
 
         Returns
         -------
         Explanation
         """
-        call = self.prepare(images, targets, batch_size)
+        call = self.prepare(images, targets, batch_size, shared_inputs=shared_inputs, image_input=image_input)
         return self.explanation(call, self.run(call))
 
-    def prepare(self, images, targets: Targets = None, batch_size: int | None = None) -> Call:
-        """Stage 1: checked inputs and targets, the heatmaps' size and the batches (:meth:`plan`)."""
+    def prepare(
+        self, images, targets: Targets = None, batch_size: int | None = None, *, shared_inputs=None, image_input=None
+    ) -> Call:
+        """Stage 1: checked inputs and targets, the heatmaps' size and the batches (:meth:`plan`).
+
+        The inputs named in ``shared_inputs`` are kept whole in ``call.shared_inputs``; every model
+        call of the compiled functions puts them back in place (:meth:`compile`), so the methods
+        batch, tile and perturb only the per-image inputs.
+        """
         if batch_size is not None:
             batch_size = positive_int("batch_size", batch_size, expected="a positive int")
         given = images
         images, raw_size = preprocess(self.model, images)  # a KerasHub task's preprocessor, if any
-        x, n = prepare_inputs(self.model, images)
+        x, shared, n = prepare_inputs(self.model, images, shared_inputs, image_input)
         if self._capture is None:
             with TRACE_LOCK:
                 if self._capture is None:
-                    self._setup(map_inputs(lambda a: a[:1], x))
+                    self._setup(join_shared(map_inputs(lambda a: a[:1], x), shared))
         t = BoundTarget.of(targets, n)
         t.target.check(n, self._capture)
-        call = Call(given, x, t, n, int(batch_size or self.batch_size), self._out_size(x), raw_size)
+        call = Call(given, x, t, n, int(batch_size or self.batch_size), self._out_size(x, image_input), raw_size,
+                    shared_inputs=shared)
         self.plan(call)
         return call
 
@@ -306,13 +324,24 @@ class Explainer:
             call.target = t.constants()
             return self.compile(call, key, body, extra)
 
+        names = {SHARED_INPUT + str(k): k for k in call.shared_inputs}
+
         def with_target(*args):
             *rest, rows, shared = args
-            return body(*rest, TargetBatch(t.target, rows, shared))
+            inputs = {names[k]: v for k, v in shared.items() if k in names}
+            shared = {k: v for k, v in shared.items() if k not in names}
+            with self._capture.sharing(lambda batch: join_shared(batch, inputs) if inputs else batch):
+                return body(*rest, TargetBatch(t.target, rows, shared))
+
+        def specs():
+            rows, shared = t.specs()
+            for k, v in call.shared_inputs.items():
+                shared[SHARED_INPUT + str(k)] = keras.KerasTensor(v.shape, v.dtype.name)
+            return [signature(call.inputs), *extra, rows, shared]
 
         before = self._fns.traced
-        full_key = (signature_key(call.inputs), *key, *t.key)
-        specs = lambda: [signature(call.inputs), *extra, *t.specs()]  # noqa: E731 - made when traced
+        inputs_key = tuple((str(k), v.shape, v.dtype.str) for k, v in call.shared_inputs.items())
+        full_key = (signature_key(call.inputs), inputs_key, *key, *t.key)
         try:
             fn = compile_cached(self._fns, full_key, with_target, specs, self._contexts)
         except Exception:
@@ -520,17 +549,11 @@ class BaseCAM(Explainer):
         """How many model inputs one sample becomes (noise draws, path steps); 1 for plain methods."""
         return 1
 
-    def _out_size(self, x) -> tuple:
-        """Spatial size of the heatmaps: that of the image input matching the layer's rank."""
+    def _out_size(self, x, image_input=None) -> tuple:
+        """Spatial size of the heatmaps: that of the image input matching the layer's rank (:func:`heatmap_size`)."""
         info = self.layers[-1] if len(self.layers) == 1 else max(self.layers, key=lambda i: np.prod(i.spatial_shape))
-        rank = len(info.standard_shape)  # a token layer on its grid: that of the image
-        for a in flat(x):
-            if a.ndim == rank:
-                return tuple(a.shape[2:] if info.channels_first else a.shape[1:-1])
-        for a in flat(x):
-            if a.ndim == rank - 1:  # token sequences feeding an Embedding
-                return tuple(a.shape[1:])
-        return tuple(info.spatial_shape)
+        size = heatmap_size(x, len(info.standard_shape), info.channels_first, image_input, prompt_images_input(self.model))
+        return size or tuple(info.spatial_shape)
 
     def _rectified_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
         """:meth:`layer_map` and the method's ReLU; with ``aug_smooth``, the average over the copies."""

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .layers import prompt_images_input
+
 __all__ = [
     "MAX_DATASET_SAMPLES",
     "as_inputs",
@@ -29,6 +31,10 @@ __all__ = [
     "batch_slice",
     "signature",
     "signature_key",
+    "split_shared",
+    "heatmap_size",
+    "join_shared",
+    "input_names",
 ]
 
 MAX_DATASET_SAMPLES = 10_000  # samples a tf.data.Dataset given to an explainer is read into memory up to
@@ -165,11 +171,13 @@ def order_like_model(model: keras.Model, x):
         raise ValueError(f"images is missing the model inputs {missing}; the model takes {list(spec)}, got {list(x)}.")
     return {k: x[k] for k in spec}
 
-def check_inputs(model: keras.Model, arrays: list[np.ndarray], n: int) -> None:
+def check_inputs(model: keras.Model, arrays: list[np.ndarray], n: int, shared=None) -> None:
+    """Check the model's inputs: ``n`` rows each (but the ``shared`` ones), finite, of the model's shapes."""
     if not arrays or n == 0:
         raise ValueError("images is empty; pass a batch of shape (n_samples, ...) with n_samples >= 1.")
+    skip = {id(v) for v in (shared or {}).values()}
     for a in arrays:
-        if a.shape[0] != n:
+        if id(a) not in skip and a.shape[0] != n:
             raise ValueError(f"all inputs need the same number of samples; got {[b.shape[0] for b in arrays]}.")
         if not np.isfinite(a).all():
             raise ValueError("images contain NaN or inf values; clean or preprocess them first.")
@@ -256,13 +264,123 @@ def preprocess(model: keras.Model, images) -> tuple:
     return np.asarray(keras.ops.convert_to_numpy(out)), raw
 
 
-def prepare_inputs(model: keras.Model, images) -> tuple:
-    """``images`` as the model takes them, checked: ``(inputs, n_samples)``."""
+def prepare_inputs(model: keras.Model, images, shared_inputs=None, image_input=None) -> tuple:
+    """``images`` as the model takes them, checked: ``(per-image inputs, shared inputs, n_samples)``.
+
+    ``shared_inputs`` names the inputs given whole to every batch (:func:`split_shared`); the
+    shared inputs come back as a dict ({} without them).
+    """
     x = order_like_model(model, stack_single_images(model, as_inputs(images)))
+    prompts = prompt_images_input(model)
+    for name, a in zip(input_names(model, x), flat(x)):
+        if prompts and a.ndim == 5 and a.dtype.kind == "f" and a.shape[1] != 1:
+            raise ValueError(
+                f"input {name!r} holds {a.shape[1]} images per prompt (shape {a.shape}, (batch, images, height, width, "
+                "channels) as Gemma3 takes them); keras-gradcam explains one image per prompt, whose maps are the "
+                "rows of the vision encoder's batch. Give one image per prompt (shape (batch, 1, height, width, "
+                "channels)), the prompt's vision_indices and vision_mask for that image."
+            )
+    x, shared = split_shared(model, x, shared_inputs, image_input)
     arrays = flat(x)
     n = arrays[0].shape[0] if arrays and arrays[0].ndim else 0
-    check_inputs(model, arrays, n)
-    return cast_to_input_dtypes(model, x), n
+    whole = join_shared(x, shared)
+    check_inputs(model, flat(whole), n, shared)
+    whole = cast_to_input_dtypes(model, whole)
+    if not shared:
+        return whole, {}, n
+    return split_shared(model, whole, shared_inputs, image_input) + (n,)
+
+
+def input_names(model: keras.Model, x) -> list:
+    """A name for each array of ``x``: its dict key, else the model input's name, else its position."""
+    if isinstance(x, dict):
+        return list(x)
+    names = [getattr(t, "name", None) for t in model_inputs(model)]
+    arrays = flat(x)
+    return [names[i] if i < len(names) and names[i] else str(i) for i in range(len(arrays))]
+
+
+def _image_position(model: keras.Model, x, image_input) -> int | None:
+    """Which array of ``x`` holds the images: ``image_input`` (a name or position), else the only
+    floating-point array of rank 4 or 5 (``(batch, H, W, C)``, or ``(batch, images, H, W, C)``)."""
+    arrays, names = flat(x), input_names(model, x)
+    if image_input is not None:
+        if isinstance(image_input, int) and not isinstance(image_input, bool) and 0 <= image_input < len(arrays):
+            return image_input
+        if isinstance(image_input, str) and image_input in names:
+            return names.index(image_input)
+        raise ValueError(f"image_input={image_input!r} is not one of the model's inputs {names} (a name or a position).")
+    found = [i for i, a in enumerate(arrays) if a.ndim in (4, 5) and a.dtype.kind == "f"]
+    return found[0] if len(found) == 1 else None
+
+
+def split_shared(model: keras.Model, x, shared_inputs, image_input=None) -> tuple:
+    """``(per-image inputs, shared inputs)``: the inputs named in ``shared_inputs`` taken out of ``x``.
+
+    A shared input (CLIP's texts, a prompt, a query embedding) is given whole to every batch; the
+    others are cut into batches with the images. ``shared_inputs`` holds names (dict keys or the
+    model's input names) or positions. The shared inputs come back as a dict keyed by name (a dict
+    ``x``) or position (a list ``x``), which :func:`join_shared` puts back in place.
+
+    Raises
+    ------
+    ValueError
+        A name or position that is not an input, every input named shared (no images left), or
+        (with ``shared_inputs=None``) inputs of different leading sizes: the message names each
+        input whose size is not the images' and says to pass it in ``shared_inputs=`` (or to say
+        which input holds the images with ``image_input=``).
+    """
+    arrays, names = flat(x), input_names(model, x)
+    if shared_inputs is None:
+        sizes = [a.shape[0] if a.ndim else None for a in arrays]
+        if len(arrays) > 1 and len(set(sizes)) > 1:
+            image = _image_position(model, x, image_input)
+            if image is None:
+                listed = ", ".join(f"{nm!r}: {sz}" for nm, sz in zip(names, sizes))
+                raise ValueError(
+                    f"the model's inputs have different numbers of rows ({listed}), and which one holds the images "
+                    "cannot be told. Say it with image_input=<name or position>, and pass the inputs that are the "
+                    "same for every image (texts, a prompt) in shared_inputs=[...]."
+                )
+            odd = [i for i in range(len(arrays)) if sizes[i] != sizes[image]]
+            listed = ", ".join(f"{names[i]!r} ({sizes[i]} rows)" for i in odd)
+            raise ValueError(
+                f"the images ({names[image]!r}) have {sizes[image]} rows but the input(s) {listed} do not: every "
+                "input is cut into batches with the images unless it is shared. If it is the same for every image "
+                f"(CLIP's texts, a prompt), pass shared_inputs={[names[i] for i in odd]}; else give it one row per image."
+            )
+        return x, {}
+    wanted = [shared_inputs] if isinstance(shared_inputs, (str, int)) else list(shared_inputs)
+    positions = []
+    for w in wanted:
+        if isinstance(w, int) and not isinstance(w, bool) and 0 <= w < len(arrays):
+            positions.append(w)
+        elif isinstance(w, str) and w in names:
+            positions.append(names.index(w))
+        else:
+            raise ValueError(f"shared_inputs names {w!r}, which is not one of the model's inputs {names} (names or positions).")
+    if len(set(positions)) == len(arrays):
+        raise ValueError(f"shared_inputs={wanted} names every input of the model; at least the images are cut into batches.")
+    image = _image_position(model, x, image_input)
+    if image is not None and image in positions:
+        raise ValueError(f"shared_inputs names the images' input {names[image]!r}; the images are the per-sample input.")
+    if isinstance(x, dict):
+        return {k: v for k, v in x.items() if names.index(k) not in positions}, {names[i]: arrays[i] for i in positions}
+    if isinstance(x, list):
+        return [a for i, a in enumerate(x) if i not in positions], {i: arrays[i] for i in sorted(set(positions))}
+    raise ValueError("shared_inputs applies to a model with several inputs (a list or dict of arrays).")
+
+
+def join_shared(x, shared):
+    """The model's inputs: the per-image ``x`` with the ``shared`` inputs of :func:`split_shared` back in place."""
+    if not shared:
+        return x
+    if isinstance(x, dict):
+        return {**x, **shared}  # Keras matches dict inputs by key
+    joined, rest = [], iter(x)
+    for i in range(len(x) + len(shared)):
+        joined.append(shared[i] if i in shared else next(rest))
+    return joined
 
 
 def signature(x):
@@ -273,3 +391,27 @@ def signature(x):
 def signature_key(x) -> tuple:
     """A hashable key of :func:`signature`: per array, its shape without the batch axis and dtype."""
     return tuple((tuple(a.shape[1:]), np.dtype(a.dtype).name) for a in flat(x))
+
+
+def heatmap_size(x, rank: int, channels_first: bool = False, image_input=None, prompts: bool = False) -> tuple | None:
+    """The spatial size of the input that a layer map of ``rank`` (batch and channels included) is of.
+
+    The first input of that rank (``image_input``, a name or position, first where given); else,
+    with ``prompts``, a 5-D image input ``(batch, images per prompt, H, W, C)`` (Gemma3) for a 2-D map; else token
+    sequences of rank ``rank - 1`` (an Embedding's input); None if no input fits.
+    """
+    arrays = flat(x)
+    if isinstance(x, dict) and image_input in x:
+        arrays = [x[image_input]] + arrays
+    elif isinstance(image_input, int) and not isinstance(x, dict) and 0 <= image_input < len(arrays):
+        arrays = [arrays[image_input]] + arrays
+    for a in arrays:
+        if a.ndim == rank:
+            return tuple(a.shape[2:] if channels_first else a.shape[1:-1])
+    for a in arrays:
+        if prompts and rank == 4 and a.ndim == 5 and a.dtype.kind == "f":
+            return tuple(a.shape[2:4])
+    for a in arrays:
+        if a.ndim == rank - 1:  # token sequences feeding an Embedding
+            return tuple(a.shape[1:])
+    return None

@@ -18,11 +18,21 @@ from typing import Union
 import keras
 
 from .sublayers import attention_layer, inner_layers
-from .tokens import TokenGrid, declared_grid, declared_grids, explicit_grid, infer_grid, reshape_grid, token_advice
+from .tokens import (
+    TokenGrid,
+    declared_grid,
+    declared_grids,
+    explicit_grid,
+    infer_grid,
+    recounted,
+    reshape_grid,
+    running_count,
+    token_advice,
+)
 
 LayerSpec = Union[None, str, keras.Operation]  # noqa: UP007 - a runtime alias, valid on Python 3.10
 
-__all__ = ["LayerInfo", "list_layers", "resolve_layer", "output_layer", "passes_through", "shared_call_count"]
+__all__ = ["LayerInfo", "list_layers", "prompt_images_input", "resolve_layer", "output_layer", "passes_through", "shared_call_count"]
 
 # layers that give back their input unchanged at inference (training=False)
 _PASS_THROUGH = (
@@ -156,35 +166,49 @@ def _operations(model: keras.Model) -> list:
     return list(getattr(model, "operations", None) or model.layers)
 
 
-def _image_input(model: keras.Model) -> bool:
-    """Whether ``model`` has an image input (rank 4), the condition for reading token grids."""
+def prompt_images_input(model: keras.Model) -> bool:
+    """Whether ``model`` takes images per prompt, ``(batch, images, height, width, channels)`` with the
+    number of images free, beside integer inputs (token ids): Gemma3's vision-language input, not a video."""
     try:
-        return any(len(t.shape) == 4 for t in model.inputs)
+        inputs = list(model.inputs)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    floats = ("float16", "bfloat16", "float32", "float64")
+    five = any(len(t.shape) == 5 and t.shape[1] is None and t.dtype in floats for t in inputs)
+    return five and any("int" in str(t.dtype) for t in inputs)
+
+
+def _image_input(model: keras.Model) -> bool:
+    """Whether ``model`` has an image input, the condition for reading token grids: rank 4, or images
+    per prompt (:func:`prompt_images_input`)."""
+    try:
+        return any(len(t.shape) == 4 for t in model.inputs) or prompt_images_input(model)
     except (AttributeError, TypeError, ValueError):
         return False
 
 
 def _walk(
-    model: keras.Model, prefix: str = "", calls: int = 1, images: bool | None = None, grids: tuple = ()
+    model: keras.Model, prefix: str = "", calls: int = 1, images: bool | None = None, grids: tuple = (), recount=None
 ) -> Iterator[LayerInfo]:
     node_ids = _graph_node_ids(model)
     images = _image_input(model) if images is None else images
     grids = declared_grids(model) or grids
+    recount = dict(recount or {})
     for op in _operations(model):
         if isinstance(op, keras.layers.InputLayer):
             continue
         path = prefix + op.name
         n = calls * _calls_in(op, node_ids)
-        shape = _output_shape(op)
+        shape = running_count(op, _output_shape(op), images, recount)
         own = declared_grids(op) or grids
         found = _graph_grid(op, shape, images, own)
         tokens = {} if found is None else {"grid": found.grid, "prefix_tokens": found.prefix, "token_error": found.error}
         info = LayerInfo(op, path, shape, n, _data_format(op), **tokens)
         yield info
         if isinstance(op, keras.Model):
-            yield from _walk(op, path + "/", n, images, own)
+            yield from _walk(op, path + "/", n, images, own, recount)
         else:
-            yield from _inside(info, images, own)
+            yield from _inside(info, images, own, recount)
 
 
 def _graph_grid(op, shape, images: bool, grids: tuple) -> TokenGrid | None:
@@ -198,7 +222,7 @@ def _graph_grid(op, shape, images: bool, grids: tuple) -> TokenGrid | None:
     return infer_grid(op, shape, images)
 
 
-def _inside(parent: LayerInfo, images: bool, grids: tuple) -> Iterator[LayerInfo]:
+def _inside(parent: LayerInfo, images: bool, grids: tuple, recount: dict) -> Iterator[LayerInfo]:
     """The layers inside a subclassed layer (:func:`keras_gradcam.core.sublayers.inner_layers`), as LayerInfos.
 
     A rank-3 output there is read on the backbone's declared grid, else on the grid of the
@@ -206,7 +230,7 @@ def _inside(parent: LayerInfo, images: bool, grids: tuple) -> Iterator[LayerInfo
     looks like tokens whose grid cannot be told.
     """
     for inner in inner_layers(parent.layer):
-        shape, tokens = inner.shape, {}
+        shape, tokens = recounted(inner.shape, recount) if images else inner.shape, {}
         if images and shape is not None and len(shape) == 3:
             found = declared_grid(shape[1], grids)
             if found is None and parent.tokens and parent.shape[1] == shape[1]:
@@ -517,7 +541,7 @@ def _tokens(info: LayerInfo, grid, prefix_tokens, reshape) -> LayerInfo:
     if reshape is not None:
         return replace(info, grid=reshape_grid(info.path, info.shape, reshape), prefix_tokens=0, reshape=reshape, token_error=None)
     if grid is not None or prefix_tokens is not None:
-        found = explicit_grid(info.path, info.shape, info.grid, grid, prefix_tokens)
+        found = explicit_grid(info.path, info.shape, info.grid, grid, prefix_tokens, info.prefix_tokens if info.tokens else None)
         return replace(info, grid=found[0], prefix_tokens=found[1], token_error=None)
     if info.token_error is not None:
         raise ValueError(

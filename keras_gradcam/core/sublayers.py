@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from .patching import thread_patches
 
-__all__ = ["Inner", "PROBE_BATCH", "attention_layer", "custom_layer", "inner_layers", "looks_inside"]
+__all__ = ["Inner", "PROBE_BATCH", "attention_layer", "custom_layer", "inner_layers", "looks_inside", "traced_shape"]
 
 PROBE_BATCH = 3  # the probe's batch size: an output whose first axis differs mixes the batch (windows)
 
@@ -94,6 +94,21 @@ def _tree(layer, prefix: str, seen: set) -> list:
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # what the probed call returned, batch axis None
+
+
+def traced_shape(op) -> tuple | None:
+    """The output shape that ``op``'s ``call`` gave in the probe of :func:`inner_layers` (batch axis None).
+
+    None where ``op`` was not probed or does not return one batch-first tensor. It can differ
+    from the symbolic shape of ``op``'s graph output, which its ``compute_output_shape`` reports:
+    KerasHub's ``SigLIPVisionEmbedding`` says 17 tokens for a 4x4 grid and makes 16.
+    """
+    inner_layers(op)
+    try:
+        return _SHAPES.get(op)
+    except TypeError:
+        return None
 
 
 def inner_layers(op) -> list[Inner]:
@@ -123,6 +138,8 @@ def inner_layers(op) -> list[Inner]:
 def _spec(t):
     if isinstance(t, keras.KerasTensor):
         shape = tuple(t.shape)
+        if len(shape) == 5 and shape[1] is None:  # (batch, images per prompt, H, W, C): one image per prompt
+            shape = shape[:1] + (1,) + shape[2:]
         return tf.TensorSpec((PROBE_BATCH,) + shape[1:] if shape else shape, t.dtype)
     return t
 
@@ -146,8 +163,16 @@ def _probe(op) -> list[Inner]:
         return recording_call
 
     edits = [(layer, "call", recorder(layer.call, i)) for i, (layer, _) in enumerate(tree)]
+    returned = []
     with thread_patches(edits):
-        tf.function(lambda *a, **k: op.call(*a, **k), autograph=False).get_concrete_function(*args, **kwargs)
+        traced = tf.function(lambda *a, **k: returned.append(op.call(*a, **k)) or returned[-1], autograph=False)
+        traced.get_concrete_function(*args, **kwargs)
+    own = returned[0] if returned else None
+    if tf.is_tensor(own) and own.shape.rank and own.shape[0] == PROBE_BATCH:
+        try:
+            _SHAPES[op] = (None,) + tuple(own.shape.as_list()[1:])
+        except TypeError:
+            pass
     producer, first, calls = {}, {}, {}
     for index, out, inputs in records:
         calls[index] = calls.get(index, 0) + 1

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import keras
 
+from .sublayers import looks_inside, traced_shape
 from .validate import non_negative_int, positive_int
 
-__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "reshape_grid", "to_grid", "token_advice", "token_mask", "token_options"]
+__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "recounted", "reshape_grid", "running_count", "running_prefix", "to_grid", "token_advice", "token_mask", "token_options"]
 
 MAX_PREFIX = 16  # prefix tokens accepted when the grid is read from a patch embedding
 
@@ -168,12 +169,15 @@ def declared_grids(model) -> tuple:
     """The patch grids a backbone declares in its attributes (KerasHub's), largest first; () if none.
 
     ``image_shape`` (``(height, width, channels)``, or channels first with
-    ``data_format="channels_first"``) and ``patch_size`` give the patch grid of ViT, DeiT and
+    ``data_format="channels_first"``; or a square ``image_size``, Gemma3's) and ``patch_size`` give the patch grid of ViT, DeiT and
     DINOv2; Swin (``depths``) halves it at each later stage; MiT/SegFormer has one grid per stage,
     the image divided by the product of ``layerwise_strides`` so far. Read by duck typing, so
     that keras-gradcam needs no KerasHub import.
     """
     shape = getattr(model, "image_shape", None)
+    size = getattr(model, "image_size", None)
+    if shape is None and isinstance(size, int) and size > 0:  # Gemma3's vision encoder: square images of image_size
+        shape = (size, size, 3)
     if not isinstance(shape, (tuple, list)) or len(shape) != 3:
         return ()
     first = getattr(model, "data_format", None) == "channels_first"
@@ -210,12 +214,30 @@ def declared_grid(count, grids: tuple) -> TokenGrid | None:
     return None
 
 
-def explicit_grid(path: str, shape: tuple, auto: tuple | None, grid, prefix_tokens) -> tuple[tuple, int]:
+def explicit_grid(
+    path: str, shape: tuple, auto: tuple | None, grid, prefix_tokens, auto_prefix: int | None = None
+) -> tuple[tuple, int]:
     """Check the user's ``grid=`` / ``prefix_tokens=`` against the layer's ``shape``: ``(grid, prefix)``.
 
     A missing one is inferred from the other and the token count; with ``prefix_tokens`` alone, the
-    grid is the graph's (``auto``) if it fits, else the square of the patch tokens.
+    grid is the graph's (``auto``) if it fits, else the square of the patch tokens. Where the graph
+    tells the grid (``auto`` after ``auto_prefix`` prefix tokens), a grid or prefix that contradicts
+    it is refused, naming both: a 3x3 grid on a 4x4 ViT would read tokens 9-17 as the patches.
     """
+    found = _explicit_grid(path, shape, auto, grid, prefix_tokens)
+    if auto is not None and auto_prefix is not None and (tuple(found[0]), found[1]) != (tuple(auto), auto_prefix):
+        told, given = (tuple(int(a) for a in auto), int(auto_prefix)), found
+        raise ValueError(
+            f"grid={given[0]} with prefix_tokens={given[1]} contradicts layer {path!r}'s own grid: the model's graph "
+            f"gives {told[0][0]}x{told[0][1]} patches after {told[1]} prefix token(s) (grid={told[0]}, "
+            f"prefix_tokens={told[1]}) in its {shape[1]} tokens. Leave grid= and prefix_tokens= out to use the "
+            "model's grid; if the model really orders its tokens otherwise, pass reshape=<a callable "
+            "(batch, tokens, channels) -> (batch, rows, cols, channels)>."
+        )
+    return found
+
+
+def _explicit_grid(path: str, shape: tuple, auto: tuple | None, grid, prefix_tokens) -> tuple[tuple, int]:
     if len(shape) != 3:
         raise ValueError(
             f"grid= and prefix_tokens= apply to token layers, whose output is (batch, tokens, channels); layer "
@@ -261,25 +283,79 @@ def reshape_grid(path: str, shape: tuple, reshape: Callable) -> tuple:
     return int(got[1]), int(got[2])
 
 
+def recounted(shape: tuple | None, recount: dict) -> tuple | None:
+    """``shape`` with a token count that the symbolic shapes get wrong replaced by the one that runs."""
+    if shape is None or len(shape) != 3 or shape[1] not in recount:
+        return shape
+    return (shape[0], recount[shape[1]], shape[2])
+
+
+def running_count(op, shape: tuple | None, images: bool, recount: dict) -> tuple | None:
+    """``shape``, trusting the token count that ``op``'s call gives when it is traced over its symbolic shape.
+
+    Where they disagree (KerasHub's ``SigLIPVisionEmbedding`` reports 17 tokens and makes 16),
+    the later token layers of the same model that report the wrong count are corrected too
+    (``recount``, symbolic count -> running count): they were built on the wrong symbolic shape.
+    """
+    if not images or shape is None or len(shape) != 3 or shape[1] is None or not looks_inside(op):
+        return recounted(shape, recount)
+    running = traced_shape(op)  # traced on its inputs' symbolic shapes: compared with its own symbolic shape
+    if running is None or len(running) != 3 or running[1] is None or running[1] == shape[1]:
+        return recounted(shape, recount)
+    recount[shape[1]] = running[1]
+    return (shape[0], running[1], shape[2])
+
+
+def running_prefix(t, grid: tuple, prefix: int) -> int:
+    """The prefix tokens of the tokens ``t`` that actually run, trusting them over the symbolic shape.
+
+    A layer's symbolic output shape (its ``compute_output_shape``) can disagree with what its
+    ``call`` returns: KerasHub's ``SigLIPVisionEmbedding`` reports one token more than it makes
+    (17 for a 4x4 grid, no class token). When the traced token count of ``t`` differs from
+    ``prefix + rows * cols``, the grid is kept and the prefix is what is left over; a count that
+    no prefix of 0 to :data:`MAX_PREFIX` tokens explains is refused.
+    """
+    count = t.shape[1] if getattr(t, "shape", None) is not None and len(t.shape) == 3 else None
+    rows, cols = grid
+    if count is None or count == prefix + rows * cols:
+        return prefix
+    running = int(count) - rows * cols
+    if not 0 <= running <= MAX_PREFIX:
+        raise ValueError(
+            f"a token layer read on a {rows}x{cols} grid after {prefix} prefix token(s) ({prefix + rows * cols} "
+            f"tokens by its symbolic shape) produces {count} tokens when it runs, which no grid of {rows}x{cols} "
+            f"patches fits. {token_advice()}"
+        )
+    return running
+
+
 def to_grid(t, grid: tuple, prefix: int, reshape: Callable | None = None):
     """``(B, prefix + rows * cols, C)`` -> ``(B, rows, cols, C)``: prefix tokens dropped (or ``reshape(t)``).
 
-    Linear in ``t``, so the same call maps activations and their gradients.
+    Linear in ``t``, so the same call maps activations and their gradients. The prefix is the one
+    of the tokens that run (:func:`running_prefix`).
     """
     if reshape is not None:
         return reshape(t)
     rows, cols = grid
     shape = keras.ops.shape(t)
-    return keras.ops.reshape(t[:, prefix:], (shape[0], rows, cols, shape[-1]))
+    if t.shape[1] is None:  # unknown while tracing: the patches are the last rows * cols tokens that run
+        patches = t[:, shape[1] - rows * cols :]
+    else:
+        patches = t[:, running_prefix(t, grid, prefix) :]
+    return keras.ops.reshape(patches, (shape[0], rows, cols, shape[-1]))
 
 
-def token_mask(t, prefix: int, reshape: Callable | None = None):
+def token_mask(t, prefix: int, reshape: Callable | None = None, grid: tuple | None = None):
     """``(1, tokens, 1)`` float32 for the raw tokens ``t``: 1 on the patch tokens an edit of the map acts on.
 
-    0 on the ``prefix`` tokens; with a user ``reshape=``, which tokens are patches is unknown and
+    0 on the ``prefix`` tokens (those of the tokens that run when ``grid`` is given,
+    :func:`running_prefix`); with a user ``reshape=``, which tokens are patches is unknown and
     every token is 1.
     """
     positions = keras.ops.arange(keras.ops.shape(t)[1])
+    if reshape is None and grid is not None:
+        prefix = running_prefix(t, grid, prefix) if t.shape[1] is not None else keras.ops.shape(t)[1] - grid[0] * grid[1]
     keep = positions >= (0 if reshape is not None else prefix)
     return keras.ops.cast(keep, "float32")[None, :, None]
 

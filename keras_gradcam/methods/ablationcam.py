@@ -155,7 +155,7 @@ class AblationCAM(ChannelPerturbation):
         k = keep.shape[-1]
         if info.tokens:  # raw tokens (B, T, K): the channel is zeroed on the patch tokens only
             def edit(i, out):
-                drop = token_mask(out, info.prefix_tokens, info.reshape) * (1.0 - tf.reshape(keep, [-1, 1, k]))
+                drop = token_mask(out, info.prefix_tokens, info.reshape, info.grid) * (1.0 - tf.reshape(keep, [-1, 1, k]))
                 return out * tf.cast(1.0 - drop, out.dtype)
 
             return edit

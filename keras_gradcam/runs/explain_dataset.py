@@ -183,6 +183,7 @@ def explain_dataset(
     verbose: int = 1,
     strategy=None,
     method_options: dict | None = None,
+    shared_inputs: dict | None = None,
     **options,
 ) -> Run:
     """Explain a whole dataset, batch by batch, into a resumable run on disk.
@@ -233,6 +234,10 @@ def explain_dataset(
         chief writes the manifest that joins them, and every worker returns the whole run;
         ``out`` must be a folder all workers share. The results equal a single-device run's;
         see docs/distributed.md.
+    shared_inputs : dict of arrays, optional
+        Model inputs given whole with every batch, by input name (CLIP's tokenised texts, a
+        prompt): the data then yields dicts of the per-image inputs only. Not with several
+        workers yet.
     method_options : dict, optional
         The method's options as a dict, merged with ``**options``.
     **options
@@ -292,16 +297,21 @@ def explain_dataset(
     explainer = _explainer(cls, model, layer, batch_size, options)
     inputs = model_inputs(model)
     source = open_source(data, batch_size, rank=len(inputs[0].shape) if len(inputs) == 1 else None)
+    shared = _shared_arrays(shared_inputs)
     fingerprint = _plain({
         "config": explainer.get_config(),
         "targets": targets_key,
         "batch_size": batch_size,
         "model": {"class": type(model).__name__, "weights_sha256": weights_digest(model)},
         "data": {"kind": source.kind, "n_samples": source.n_samples, "n_batches": source.n_batches},
+        **({"shared_inputs": {k: [list(v.shape), hashlib.sha256(v.tobytes()).hexdigest()] for k, v in shared.items()}}
+           if shared else {}),
     })
 
     where = placement(model, strategy)
     split_passes(explainer, where)
+    if where.workers > 1 and shared:
+        raise ValueError("shared_inputs= is not supported with several workers yet; run on one worker.")
     if where.workers > 1:
         return _share(explainer, source, out, fingerprint, where, per_batch_targets, chunk_size, overwrite, verbose)
 
@@ -313,7 +323,7 @@ def explain_dataset(
     if manifest is not None and manifest["complete"]:
         return Run(out, manifest)
     store = RunStore(out, manifest or RunStore.fresh(fingerprint, layer=None, versions=library_versions()))
-    _stream(explainer, source, store, per_batch_targets, chunk_size, verbose, expected=source.n_samples)
+    _stream(explainer, source, store, per_batch_targets, chunk_size, verbose, expected=source.n_samples, shared=shared)
     return Run(out, store.manifest)
 
 
@@ -390,8 +400,20 @@ def _share(explainer, source, out: str, fingerprint: dict, where: Placement, tar
     return Run(out, wait_for(f"the chief to join the workers' shares in {out!r}", whole))
 
 
+def _shared_arrays(shared_inputs) -> dict:
+    """``shared_inputs=`` of :func:`explain_dataset` as a dict of arrays, checked."""
+    if shared_inputs is None:
+        return {}
+    if not isinstance(shared_inputs, dict) or not all(isinstance(k, str) for k in shared_inputs):
+        raise TypeError(
+            "explain_dataset's shared_inputs must be a dict {input name: array} of the inputs given whole with "
+            f"every batch; got {type(shared_inputs).__name__}."
+        )
+    return {k: np.asarray(v) for k, v in shared_inputs.items()}
+
+
 def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None, verbose: int, *, first: int = 0,
-            take: int | None = None, expected: int | None = None) -> None:
+            take: int | None = None, expected: int | None = None, shared: dict | None = None) -> None:
     """Explain the batches after the last complete chunk, writing a chunk whenever enough are done.
 
     ``first``, ``take``: the store holds batches ``first .. first + take`` of the source (one
@@ -430,7 +452,12 @@ def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None,
             t = _label_targets(labels, n) if isinstance(targets, str) else targets
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                exp = explainer(images, t)
+                if shared:
+                    if not isinstance(images, dict):
+                        raise ValueError("with shared_inputs=, the data must yield dicts of the per-image inputs by name.")
+                    exp = explainer({**images, **shared}, t, shared_inputs=list(shared))
+                else:
+                    exp = explainer(images, t)
             said.record(caught)
             fields = {
                 "heatmaps": exp.heatmaps, "layer_heatmaps": exp.layer_heatmaps, "targets": exp.targets,
