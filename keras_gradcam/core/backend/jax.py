@@ -1,0 +1,172 @@
+"""The backend seam on JAX: ``jax.jit`` once per input signature, gradients through zero perturbations.
+
+JAX has no tape to watch a tensor that the forward pass computes: a gradient is taken with
+respect to a function's *arguments*. :func:`layer_gradients` therefore makes each explained
+layer's output an argument: the capture's hook adds a zero tensor ``eps_i`` to the layer's raw
+output, and ``d total / d eps_i`` at ``eps_i = 0`` is exactly ``d total / d out_i`` (the forward
+value is unchanged, the gradient passes through ``+``). The shapes of the ``eps_i`` come from
+:func:`jax.eval_shape` of the same forward (an abstract trace: nothing is computed).
+
+:func:`compile` jits a body once per input shape. The user's variables are never assigned: the
+variables that the body reads are found once by an abstract trace under a recording
+:class:`keras.StatelessScope`, then passed to the jitted function as arguments on every call and
+read inside it through a ``StatelessScope`` mapping (what ``stateless_call`` does for a whole
+model). So the compiled function reads the weights as they are at each call (after more
+training, too), never weights baked into the program as constants, and no variable is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+__all__ = ["compile", "layer_gradients", "to_numpy"]
+
+
+def _floating(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.inexact)
+
+
+class _ReadVariables(keras.StatelessScope):
+    """A stateless scope that only notes which variables are read (their values stay as they are)."""
+
+    def __init__(self):
+        super().__init__()
+        self.read: dict[int, keras.Variable] = {}
+
+    def get_current_value(self, variable):
+        self.read.setdefault(id(variable), variable)
+        return None  # not mapped: the variable's own value is used
+
+
+class _Jitted:
+    """``body`` jitted with the variables it reads passed as arguments (see the module docstring)."""
+
+    def __init__(self, body: Callable, signature):
+        self.body = body
+        self.signature = signature
+        self.variables: list | None = None
+        self._jitted = jax.jit(self._stateless)
+
+    def _stateless(self, values, args):
+        with keras.StatelessScope(state_mapping=list(zip(self.variables, values))):
+            return self.body(*args)
+
+    def _inputs(self, args) -> tuple:
+        """``args`` as JAX arrays, cast to the signature's dtypes where it gives them."""
+        specs = self.signature if isinstance(self.signature, (list, tuple)) and len(self.signature) == len(args) else None
+
+        def one(a, spec=None):
+            dtype = getattr(spec, "dtype", None)
+            dtype = getattr(dtype, "as_numpy_dtype", dtype)  # a tf.TensorSpec's dtype
+            return jnp.asarray(a, dtype=dtype) if dtype is not None else jnp.asarray(a)
+
+        if specs is None:
+            return tuple(jax.tree.map(one, a) for a in args)
+        out = []
+        for a, spec in zip(args, specs):
+            leaves = jax.tree.leaves(spec, is_leaf=lambda s: hasattr(s, "dtype"))
+            flat, tree = jax.tree.flatten(a)
+            if len(leaves) == len(flat):
+                out.append(jax.tree.unflatten(tree, [one(v, s) for v, s in zip(flat, leaves)]))
+            else:
+                out.append(jax.tree.map(one, a))
+        return tuple(out)
+
+    def __call__(self, *args):
+        args = self._inputs(args)
+        if self.variables is None:  # first call: which variables does the body read?
+            recorder = _ReadVariables()
+            with recorder:
+                jax.eval_shape(lambda a: self.body(*a), args)
+            self.variables = list(recorder.read.values())
+        return self._jitted([v.value for v in self.variables], args)
+
+
+def compile(body: Callable, signature) -> Callable:  # noqa: A001 - the seam's name
+    """``body`` compiled with :func:`jax.jit` (traced once per input shape), reading the variables' current values.
+
+    Parameters
+    ----------
+    body : callable
+        ``body(*args)`` in graph code (``keras.ops``); any context managers it needs while tracing
+        (the capture's patching) are entered inside it: JAX traces on a call with new shapes.
+    signature : list
+        One spec (``.shape``, ``.dtype``: a ``tf.TensorSpec``, a ``keras.KerasTensor``, a
+        ``jax.ShapeDtypeStruct``) or a nest of them per argument; the arguments are cast to its dtypes.
+
+    Returns
+    -------
+    callable
+        ``f(*args)`` on arrays, returning the body's outputs as JAX arrays.
+    """
+    return _Jitted(body, signature)
+
+
+def layer_gradients(forward: Callable, x, n_layers: int, wrt_inputs: bool = False):
+    """The explained layers' outputs and ``d total / d output`` for one batch, on JAX.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(hook, x) -> (total, aux)``: runs the model once (``training=False``) on ``x``; the
+        capture calls ``hook(i, out) -> out`` on the i-th explained layer's raw output and uses what
+        it returns. ``total`` is the scalar sum of the explained scores.
+    x : array or nest of arrays
+        The batch (what ``forward`` is called with).
+    n_layers : int
+        How many layers the hook sees.
+    wrt_inputs : bool, default=False
+        Also differentiate ``total`` with respect to the floating leaves of ``x``.
+
+    Returns
+    -------
+    aux, activations, gradients, input_gradients
+        ``activations[i]``: the i-th layer's output (None if it did not run); ``gradients[i]``:
+        ``d total / d activations[i]``, zeros where the score does not depend on it (and for a
+        non-floating output); ``input_gradients``: one per leaf of ``x`` (``keras.tree.flatten``
+        order; zeros for integer leaves), or None.
+    """
+    leaves, tree = jax.tree.flatten(x)
+    leaves = [jnp.asarray(v) for v in leaves]
+    wrt = [i for i, v in enumerate(leaves) if wrt_inputs and _floating(v.dtype)]
+
+    def run(eps, inputs):
+        xs = list(leaves)
+        for i, v in zip(wrt, inputs):
+            xs[i] = v
+        outs: list = [None] * n_layers
+
+        def hook(i, out):
+            if outs[i] is None:  # a layer called again keeps its first output (the capture refuses it)
+                if eps is not None and eps[i] is not None:
+                    out = out + eps[i]
+                outs[i] = out
+            return out
+
+        total, aux = forward(hook, jax.tree.unflatten(tree, xs))
+        return total, (aux, outs)
+
+    inputs = [leaves[i] for i in wrt]
+    shapes = jax.eval_shape(lambda inp: run(None, inp)[1][1], inputs)
+    eps = [None if s is None or not _floating(s.dtype) else jnp.zeros(s.shape, s.dtype) for s in shapes]
+    (_, (aux, outs)), (g_eps, g_inputs) = jax.value_and_grad(run, argnums=(0, 1), has_aux=True)(eps, inputs)
+    grads = [
+        None if s is None else (g if g is not None else jnp.zeros(s.shape, jnp.float32))
+        for s, g in zip(shapes, g_eps)
+    ]
+    input_grads = None
+    if wrt_inputs:
+        input_grads = [jnp.zeros(v.shape, jnp.float32) for v in leaves]
+        for i, g in zip(wrt, g_inputs):
+            input_grads[i] = g
+    return aux, outs, grads, input_grads
+
+
+def to_numpy(t) -> np.ndarray:
+    """A JAX array (or anything array-like) as a numpy array."""
+    return np.asarray(t)

@@ -1,0 +1,131 @@
+"""Child-process side of the backend tests: run one task under the ``KERAS_BACKEND`` it was started with.
+
+Keras fixes its backend when it is first imported, so the JAX and PyTorch checks run here, in a
+child process, and the TensorFlow suite compares what comes back. Usage::
+
+    KERAS_BACKEND=jax python tests/backend_worker.py JOBS.json
+
+``JOBS.json`` lists ``[task, IN.npz, OUT.npz]`` triples, all run in this one process (starting
+one costs seconds). ``IN.npz`` holds the task's arrays (and ``weights``: the path of a
+``.weights.h5`` file written by the parent); ``OUT.npz`` gets the task's results. The models are built here and in the parent by
+the same functions, so the same weights file fits both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import keras  # noqa: E402
+
+
+def backend_cnn(two_heads: bool = False) -> keras.Model:
+    """(8, 8, 2) -> Conv2D "c1" (linear) -> ReLU "r1" -> Conv2D "c2" (ReLU) -> GAP -> Dense "head" (3 logits).
+
+    With ``two_heads``, a second output "side" reads "c1" through its own Conv2D "s1", which the
+    first output does not depend on.
+    """
+    inp = keras.Input((8, 8, 2), name="image")
+    c1 = keras.layers.Conv2D(3, 3, padding="same", name="c1")(inp)
+    h = keras.layers.ReLU(name="r1")(c1)
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    out = keras.layers.Dense(3, name="head")(h)
+    if not two_heads:
+        return keras.Model(inp, out, name="backend_cnn")
+    side = keras.layers.Conv2D(2, 1, name="s1")(c1)
+    side = keras.layers.GlobalAveragePooling2D(name="side_gap")(side)
+    return keras.Model(inp, [out, side], name="backend_cnn2")
+
+
+def seam():
+    """This process's backend module of the seam (keras_gradcam/core/backend/<backend>.py)."""
+    name = keras.backend.backend()
+    if name == "jax":
+        from keras_gradcam.core.backend import jax as module
+    elif name == "torch":
+        from keras_gradcam.core.backend import torch as module
+    else:
+        raise SystemExit(f"no seam module is tested here for backend {name!r}")
+    return module
+
+
+def standalone_gradients(model, names, x, cls: int, wrt_inputs: bool):
+    """The seam driven by a minimal capture: ``layer.call`` wrapped to call the hook, score = sum of logits[:, cls]."""
+    from keras_gradcam.core.patching import thread_patches
+
+    module = seam()
+    layers = [model.get_layer(n) for n in names]
+    current = {}
+
+    def wrapped(i, call):
+        def recording_call(*args, **kwargs):
+            return current["hook"](i, call(*args, **kwargs))
+
+        return recording_call
+
+    def body(xb):
+        edits = [(layer, "call", wrapped(i, layer.call)) for i, layer in enumerate(layers)]
+        with thread_patches(edits):
+
+            def forward(hook, xs):
+                current["hook"] = hook
+                out = model(xs, training=False)
+                out = out[0] if isinstance(out, (list, tuple)) else out
+                return keras.ops.sum(out[:, cls]), out
+
+            return module.layer_gradients(forward, xb, len(layers), wrt_inputs=wrt_inputs)
+
+    return module.compile(body, [keras.KerasTensor((None, *x.shape[1:]), "float32")])
+
+
+def task_gradients(data: dict) -> dict:
+    model = backend_cnn(two_heads=bool(data["two_heads"]))
+    model.load_weights(str(data["weights"]))
+    names = [str(n) for n in data["layers"]]
+    before = [v.copy() for v in model.get_weights()]
+    fn = standalone_gradients(model, names, data["x"], int(data["cls"]), bool(data["wrt_inputs"]))
+    result = {}
+    for call in range(2):  # the second call reuses the compiled function, after the weights change
+        aux, acts, grads, igrads = fn(data["x"])
+        suffix = "" if call == 0 else "_after"
+        result["logits" + suffix] = keras.ops.convert_to_numpy(aux)
+        for i in range(len(names)):
+            result[f"act{i}{suffix}"] = keras.ops.convert_to_numpy(acts[i])
+            result[f"grad{i}{suffix}"] = keras.ops.convert_to_numpy(grads[i])
+        if igrads is not None:
+            result["igrad" + suffix] = keras.ops.convert_to_numpy(igrads[0])
+        if call == 0:
+            after = model.get_weights()
+            result["unchanged"] = np.array(all(np.array_equal(a, b) for a, b in zip(before, after)))
+            model.get_layer("head").set_weights([w * 2.0 for w in model.get_layer("head").get_weights()])
+    return result
+
+
+TASKS = {"gradients": task_gradients}
+
+
+def main(argv) -> int:
+    """Run every ``[task, IN.npz, OUT.npz]`` of the JSON list in ``argv[1]``, in this one process."""
+    warnings.simplefilter("ignore", DeprecationWarning)
+    with open(argv[1]) as f:
+        jobs = json.load(f)
+    for task, src, dst in jobs:
+        with np.load(src, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+        result = TASKS[task](data)
+        result["backend"] = np.array(keras.backend.backend())
+        np.savez(dst, **result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

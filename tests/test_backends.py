@@ -1,0 +1,130 @@
+"""The JAX and PyTorch backends give the gradients and maps that TensorFlow and hand computation give.
+
+Keras fixes its backend per process, so each backend's checks run in one child process
+(``tests/backend_worker.py``, started once per backend for the whole module) on models built by
+the same functions and loaded from the same ``.weights.h5`` file; this process (TensorFlow)
+computes the references. JAX runs in ``make test``; PyTorch where it is installed (``make
+test-torch`` builds ``.venv-torch`` for it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from backend_worker import ROOT, backend_cnn
+
+WORKER = os.path.join(ROOT, "tests", "backend_worker.py")
+CLS = 1
+INSTALL = {
+    "jax": "jax is not installed in this environment; `make install` adds jax[cpu]",
+    "torch": "torch is not installed in this environment; `make test-torch` builds .venv-torch with it and runs these checks",
+}
+
+
+def _jobs(tmp) -> dict:
+    """The inputs of every task this module checks, written under ``tmp``: name -> (task, inputs)."""
+    keras.utils.set_random_seed(7)
+    model = backend_cnn(two_heads=True)
+    weights = str(tmp / "cnn2.weights.h5")
+    model.save_weights(weights)
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 2)).astype("float32")
+    gradients = {
+        "x": x,
+        "weights": weights,
+        "layers": np.array(["c1", "c2", "s1"]),
+        "cls": CLS,
+        "wrt_inputs": True,
+        "two_heads": True,
+    }
+    return {"gradients": ("gradients", gradients, model)}
+
+
+@pytest.fixture(scope="module", params=["jax", "torch"])
+def backend(request, tmp_path_factory):
+    """Run every task once under one backend in a child process: ``(name, {job: results}, {job: inputs})``."""
+    name = request.param
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(INSTALL[name])
+    tmp = tmp_path_factory.mktemp(f"backend_{name}")
+    jobs = _jobs(tmp)
+    listing = []
+    for job, (task, data, _) in jobs.items():
+        np.savez(tmp / f"{job}_in.npz", **data)
+        listing.append([task, str(tmp / f"{job}_in.npz"), str(tmp / f"{job}_out.npz")])
+    (tmp / "jobs.json").write_text(json.dumps(listing))
+    env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, WORKER, str(tmp / "jobs.json")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"the {name} child process failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
+    results = {}
+    for job in jobs:
+        with np.load(tmp / f"{job}_out.npz") as f:
+            results[job] = {k: f[k] for k in f.files}
+        assert str(results[job]["backend"]) == name
+    return name, results, jobs
+
+
+def tf_reference(model, names, x, cls):
+    """Layer outputs and d sum(logits[:, cls]) / d (outputs, input) on TensorFlow, with a tape."""
+    layers = [model.get_layer(n).output for n in names]
+    sub = keras.Model(model.inputs, layers + [model.outputs[0]])
+    xt = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        *acts, out = sub(xt, training=False)
+        total = tf.reduce_sum(out[:, cls])
+    grads = tape.gradient(total, acts + [xt], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return [a.numpy() for a in acts], [g.numpy() for g in grads[:-1]], grads[-1].numpy(), out.numpy()
+
+
+def test_layer_gradient_is_the_hand_computed_one(backend):
+    """c2 -> GAP -> Dense: d logit_c / d A_k(i, j) = W[k, c] / (6 * 6) at every position and sample."""
+    _, results, jobs = backend
+    model = jobs["gradients"][2]
+    head = model.get_layer("head").get_weights()[0]
+    expected = np.broadcast_to(head[:, CLS] / 36.0, (3, 6, 6, 4))
+    np.testing.assert_allclose(results["gradients"]["grad1"], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_layer_and_input_gradients_equal_tensorflows(backend):
+    """Same weights: the same activations, layer gradients (through the ReLU) and input gradients as a tape."""
+    _, results, jobs = backend
+    _, data, model = jobs["gradients"]
+    acts, grads, igrad, logits = tf_reference(model, ["c1", "c2", "s1"], data["x"], CLS)
+    got = results["gradients"]
+    np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-6)
+    for i in range(3):
+        np.testing.assert_allclose(got[f"act{i}"], acts[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[f"grad{i}"], grads[i], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["igrad"], igrad, rtol=1e-5, atol=1e-7)
+    assert np.abs(got["grad0"]).max() > 0 and np.abs(got["igrad"]).max() > 0
+
+
+def test_layer_the_score_does_not_depend_on_has_zero_gradients(backend):
+    """"s1" feeds only the second output: its gradient is zeros of its shape, not None or an error."""
+    _, results, _ = backend
+    grad = results["gradients"]["grad2"]
+    assert grad.shape == (3, 8, 8, 2) and not grad.any()
+
+
+def test_compiled_function_reads_the_weights_at_each_call(backend):
+    """After the head's weights double, the same compiled function gives twice the logits and the c2 gradient."""
+    _, results, _ = backend
+    got = results["gradients"]
+    np.testing.assert_allclose(got["logits_after"], 2 * got["logits"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got["grad1_after"], 2 * got["grad1"], rtol=1e-6, atol=1e-8)
+
+
+def test_the_seam_leaves_the_weights_unchanged(backend):
+    _, results, _ = backend
+    assert bool(results["gradients"]["unchanged"])
