@@ -58,7 +58,7 @@ def seam():
     return module
 
 
-def standalone_gradients(model, names, x, cls: int, wrt_inputs: bool):
+def standalone_gradients(model, names, x, cls: int, wrt_inputs: bool, gradients: bool = True):
     """The seam driven by a minimal capture: ``layer.call`` wrapped to call the hook, score = sum of logits[:, cls]."""
     from keras_gradcam.core.patching import thread_patches
 
@@ -72,19 +72,19 @@ def standalone_gradients(model, names, x, cls: int, wrt_inputs: bool):
 
         return recording_call
 
+    def contexts():
+        return [thread_patches([(layer, "call", wrapped(i, layer.call)) for i, layer in enumerate(layers)])]
+
     def body(xb):
-        edits = [(layer, "call", wrapped(i, layer.call)) for i, layer in enumerate(layers)]
-        with thread_patches(edits):
+        def forward(hook, xs=xb):
+            current["hook"] = hook
+            out = model(xs, training=False)
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            return keras.ops.sum(out[:, cls]), out
 
-            def forward(hook, xs):
-                current["hook"] = hook
-                out = model(xs, training=False)
-                out = out[0] if isinstance(out, (list, tuple)) else out
-                return keras.ops.sum(out[:, cls]), out
+        return module.layer_gradients(forward, xb, len(layers), gradients=gradients, wrt_inputs=wrt_inputs)
 
-            return module.layer_gradients(forward, xb, len(layers), wrt_inputs=wrt_inputs)
-
-    return module.compile(body, [keras.KerasTensor((None, *x.shape[1:]), "float32")])
+    return module.compile(body, [keras.KerasTensor((None, *x.shape[1:]), "float32")], contexts)
 
 
 def task_gradients(data: dict) -> dict:
@@ -107,6 +107,13 @@ def task_gradients(data: dict) -> dict:
             after = model.get_weights()
             result["unchanged"] = np.array(all(np.array_equal(a, b) for a, b in zip(before, after)))
             model.get_layer("head").set_weights([w * 2.0 for w in model.get_layer("head").get_weights()])
+    # forward only, then input gradients only (what guided backpropagation asks for)
+    _, acts, grads, igrads = standalone_gradients(model, names, data["x"], int(data["cls"]), False, False)(data["x"])
+    result["forward_only_act1"] = keras.ops.convert_to_numpy(acts[1])
+    result["forward_only_none"] = np.array(grads is None and igrads is None)
+    _, acts, grads, igrads = standalone_gradients(model, names, data["x"], int(data["cls"]), True, False)(data["x"])
+    result["igrad_only"] = keras.ops.convert_to_numpy(igrads[0])
+    result["igrad_only_none"] = np.array(grads is None)
     return result
 
 

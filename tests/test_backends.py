@@ -128,3 +128,15 @@ def test_compiled_function_reads_the_weights_at_each_call(backend):
 def test_the_seam_leaves_the_weights_unchanged(backend):
     _, results, _ = backend
     assert bool(results["gradients"]["unchanged"])
+
+
+def test_forward_only_and_input_gradients_only(backend):
+    """gradients=False: the outputs and no layer gradients; with wrt_inputs, the input gradient alone.
+
+    Run after the head's weights doubled, so the input gradient is twice the first call's.
+    """
+    _, results, _ = backend
+    got = results["gradients"]
+    np.testing.assert_allclose(got["forward_only_act1"], got["act1"], rtol=1e-6)
+    assert bool(got["forward_only_none"]) and bool(got["igrad_only_none"])
+    np.testing.assert_allclose(got["igrad_only"], 2 * got["igrad"], rtol=1e-5, atol=1e-8)

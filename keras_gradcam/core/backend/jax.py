@@ -17,6 +17,7 @@ training, too), never weights baked into the program as constants, and no variab
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import jax
@@ -46,8 +47,8 @@ class _ReadVariables(keras.StatelessScope):
 class _Jitted:
     """``body`` jitted with the variables it reads passed as arguments (see the module docstring)."""
 
-    def __init__(self, body: Callable, signature):
-        self.body = body
+    def __init__(self, body: Callable, signature, contexts: Callable = list):
+        self.body = _within(body, contexts)
         self.signature = signature
         self.variables: list | None = None
         self._jitted = jax.jit(self._stateless)
@@ -87,14 +88,29 @@ class _Jitted:
         return self._jitted([v.value for v in self.variables], args)
 
 
-def compile(body: Callable, signature) -> Callable:  # noqa: A001 - the seam's name
+def _within(body: Callable, contexts: Callable) -> Callable:
+    """``body`` run inside the context managers ``contexts()`` returns (entered on each run of its Python)."""
+
+    def run(*args):
+        with contextlib.ExitStack() as stack:
+            for ctx in contexts():
+                stack.enter_context(ctx)
+            return body(*args)
+
+    return run
+
+
+def compile(body: Callable, signature, contexts: Callable = list) -> Callable:  # noqa: A001 - the seam's name
     """``body`` compiled with :func:`jax.jit` (traced once per input shape), reading the variables' current values.
 
     Parameters
     ----------
     body : callable
-        ``body(*args)`` in graph code (``keras.ops``); any context managers it needs while tracing
-        (the capture's patching) are entered inside it: JAX traces on a call with new shapes.
+        ``body(*args)`` in graph code (``keras.ops``).
+    contexts : callable, default=list
+        Returns the context managers to enter while the body is traced (the capture's patching):
+        JAX traces on the first call with each new input shape, so they are entered then, inside
+        the jitted function, not once here.
     signature : list
         One spec (``.shape``, ``.dtype``: a ``tf.TensorSpec``, a ``keras.KerasTensor``, a
         ``jax.ShapeDtypeStruct``) or a nest of them per argument; the arguments are cast to its dtypes.
@@ -104,22 +120,27 @@ def compile(body: Callable, signature) -> Callable:  # noqa: A001 - the seam's n
     callable
         ``f(*args)`` on arrays, returning the body's outputs as JAX arrays.
     """
-    return _Jitted(body, signature)
+    return _Jitted(body, signature, contexts)
 
 
-def layer_gradients(forward: Callable, x, n_layers: int, wrt_inputs: bool = False):
+def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False):
     """The explained layers' outputs and ``d total / d output`` for one batch, on JAX.
 
     Parameters
     ----------
     forward : callable
-        ``forward(hook, x) -> (total, aux)``: runs the model once (``training=False``) on ``x``; the
+        ``forward(hook) -> (total, aux)``: runs the model once (``training=False``) on the batch; the
         capture calls ``hook(i, out) -> out`` on the i-th explained layer's raw output and uses what
-        it returns. ``total`` is the scalar sum of the explained scores.
+        it returns. ``total`` is the scalar sum of the explained scores. With ``wrt_inputs`` it is
+        called as ``forward(hook, inputs)`` and must run the model on ``inputs`` (``x`` rebuilt
+        from traced leaves): JAX differentiates with respect to arguments only. It runs twice (an
+        abstract run for the shapes, then the differentiated one), so it must start afresh each time.
     x : array or nest of arrays
-        The batch (what ``forward`` is called with).
+        The batch.
     n_layers : int
         How many layers the hook sees.
+    gradients : bool, default=True
+        Differentiate with respect to the layers' outputs (False: forward only, or inputs only).
     wrt_inputs : bool, default=False
         Also differentiate ``total`` with respect to the floating leaves of ``x``.
 
@@ -128,17 +149,23 @@ def layer_gradients(forward: Callable, x, n_layers: int, wrt_inputs: bool = Fals
     aux, activations, gradients, input_gradients
         ``activations[i]``: the i-th layer's output (None if it did not run); ``gradients[i]``:
         ``d total / d activations[i]``, zeros where the score does not depend on it (and for a
-        non-floating output); ``input_gradients``: one per leaf of ``x`` (``keras.tree.flatten``
-        order; zeros for integer leaves), or None.
+        non-floating output), or None unless ``gradients``; ``input_gradients``: one per leaf of
+        ``x`` (``keras.tree.flatten`` order; zeros for integer leaves), or None.
     """
+    if not gradients and not wrt_inputs:
+        outs: list = [None] * n_layers
+
+        def keep(i, out):
+            outs[i] = out if outs[i] is None else outs[i]
+            return out
+
+        _, aux = forward(keep)
+        return aux, outs, None, None
     leaves, tree = jax.tree.flatten(x)
     leaves = [jnp.asarray(v) for v in leaves]
     wrt = [i for i, v in enumerate(leaves) if wrt_inputs and _floating(v.dtype)]
 
     def run(eps, inputs):
-        xs = list(leaves)
-        for i, v in zip(wrt, inputs):
-            xs[i] = v
         outs: list = [None] * n_layers
 
         def hook(i, out):
@@ -148,17 +175,25 @@ def layer_gradients(forward: Callable, x, n_layers: int, wrt_inputs: bool = Fals
                 outs[i] = out
             return out
 
-        total, aux = forward(hook, jax.tree.unflatten(tree, xs))
+        if not wrt_inputs:
+            total, aux = forward(hook)
+        else:
+            xs = list(leaves)
+            for i, v in zip(wrt, inputs):
+                xs[i] = v
+            total, aux = forward(hook, jax.tree.unflatten(tree, xs))
         return total, (aux, outs)
 
     inputs = [leaves[i] for i in wrt]
     shapes = jax.eval_shape(lambda inp: run(None, inp)[1][1], inputs)
-    eps = [None if s is None or not _floating(s.dtype) else jnp.zeros(s.shape, s.dtype) for s in shapes]
+    eps = [None if s is None or not gradients or not _floating(s.dtype) else jnp.zeros(s.shape, s.dtype) for s in shapes]
     (_, (aux, outs)), (g_eps, g_inputs) = jax.value_and_grad(run, argnums=(0, 1), has_aux=True)(eps, inputs)
-    grads = [
-        None if s is None else (g if g is not None else jnp.zeros(s.shape, jnp.float32))
-        for s, g in zip(shapes, g_eps)
-    ]
+    grads = None
+    if gradients:
+        grads = [
+            None if s is None else (g if g is not None else jnp.zeros(s.shape, jnp.float32))
+            for s, g in zip(shapes, g_eps)
+        ]
     input_grads = None
     if wrt_inputs:
         input_grads = [jnp.zeros(v.shape, jnp.float32) for v in leaves]

@@ -15,6 +15,7 @@ back on for its own pass only.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import keras
@@ -27,8 +28,9 @@ __all__ = ["compile", "layer_gradients", "to_numpy"]
 class _Eager:
     """``body`` run eagerly under ``torch.no_grad()`` on the arguments as tensors of keras' device."""
 
-    def __init__(self, body: Callable, signature):
+    def __init__(self, body: Callable, signature, contexts: Callable = list):
         self.body = body
+        self.contexts = contexts
         self.signature = signature
 
     def _inputs(self, args) -> tuple:
@@ -46,32 +48,47 @@ class _Eager:
 
     def __call__(self, *args):
         args = self._inputs(args)
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            for ctx in self.contexts():
+                stack.enter_context(ctx)
             return self.body(*args)
 
 
-def compile(body: Callable, signature) -> Callable:  # noqa: A001 - the seam's name
+def compile(body: Callable, signature, contexts: Callable = list) -> Callable:  # noqa: A001 - the seam's name
     """``body`` run eagerly (no compilation; see the module docstring), arguments as torch tensors.
 
     Parameters
     ----------
     body : callable
-        ``body(*args)`` in graph code (``keras.ops``); context managers it needs (the capture's
-        patching) are entered inside it, so they act on every call.
+        ``body(*args)`` in graph code (``keras.ops``).
+    contexts : callable, default=list
+        Returns the context managers to enter around the body (the capture's patching): eager
+        runs the body's Python on every call, so they are entered on every call.
     signature : list
         One spec (``.dtype``) or a nest of them per argument; the arguments are cast to its dtypes.
     """
-    return _Eager(body, signature)
+    return _Eager(body, signature, contexts)
 
 
-def layer_gradients(forward: Callable, x, n_layers: int, wrt_inputs: bool = False):
+def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False):
     """The explained layers' outputs and ``d total / d output`` for one batch, on PyTorch.
 
-    Same contract as the JAX and TensorFlow versions: ``forward(hook, x) -> (total, aux)``;
-    returns ``(aux, activations, gradients, input_gradients)``, gradients zero where the score
-    does not depend on the output, ``input_gradients`` one per leaf of ``x`` (zeros for integer
-    leaves) or None.
+    Same contract as the JAX and TensorFlow versions: ``forward(hook) -> (total, aux)``, called as
+    ``forward(hook, inputs)`` with ``wrt_inputs`` (``x`` with its floating leaves requiring a
+    gradient); returns ``(aux, activations, gradients, input_gradients)``, gradients zero where
+    the score does not depend on the output (None unless ``gradients``), ``input_gradients`` one
+    per leaf of ``x`` (zeros for integer leaves) or None.
     """
+    if not gradients and not wrt_inputs:
+        kept: list = [None] * n_layers
+
+        def keep(i, out):
+            kept[i] = out if kept[i] is None else kept[i]
+            return out
+
+        with torch.no_grad():
+            _, aux = forward(keep)
+        return aux, kept, None, None
     leaves = [keras.ops.convert_to_tensor(v) for v in keras.tree.flatten(x)]
     with torch.enable_grad():
         wrt = [i for i, v in enumerate(leaves) if wrt_inputs and torch.is_floating_point(v)]
@@ -81,13 +98,14 @@ def layer_gradients(forward: Callable, x, n_layers: int, wrt_inputs: bool = Fals
 
         def hook(i, out):
             if outs[i] is None:  # a layer called again keeps its first output (the capture refuses it)
-                if torch.is_tensor(out) and torch.is_floating_point(out) and not out.requires_grad:
+                if gradients and torch.is_tensor(out) and torch.is_floating_point(out) and not out.requires_grad:
                     out = out.detach().requires_grad_(True)
                 outs[i] = out
             return out
 
-        total, aux = forward(hook, keras.tree.pack_sequence_as(x, leaves))
-        sources = [o for o in outs if torch.is_tensor(o) and o.requires_grad] + [leaves[i] for i in wrt]
+        total, aux = forward(hook, keras.tree.pack_sequence_as(x, leaves)) if wrt_inputs else forward(hook)
+        layer_sources = [o for o in outs if torch.is_tensor(o) and o.requires_grad] if gradients else []
+        sources = layer_sources + [leaves[i] for i in wrt]
         got = [None] * len(sources)
         if sources and torch.is_tensor(total) and total.requires_grad:
             got = list(torch.autograd.grad(total, sources, allow_unused=True))
@@ -97,10 +115,12 @@ def layer_gradients(forward: Callable, x, n_layers: int, wrt_inputs: bool = Fals
         g = got.pop()
         return torch.zeros_like(ref, dtype=torch.float32) if g is None else g.detach()
 
-    grads = [
-        None if o is None else (take(o) if o.requires_grad else torch.zeros_like(o, dtype=torch.float32))
-        for o in outs
-    ]
+    grads = None
+    if gradients:
+        grads = [
+            None if o is None else (take(o) if torch.is_tensor(o) and o.requires_grad else torch.zeros_like(o, dtype=torch.float32))
+            for o in outs
+        ]
     input_grads = None
     if wrt_inputs:
         input_grads = [torch.zeros_like(v, dtype=torch.float32) for v in leaves]
