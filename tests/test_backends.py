@@ -49,8 +49,14 @@ def _jobs(tmp) -> dict:
 
 @pytest.fixture(scope="module", params=["jax", "torch"])
 def backend(request, tmp_path_factory):
-    """Run every task once under one backend in a child process: ``(name, {job: results}, {job: inputs})``."""
+    """Run every task once under one backend in a child process: ``(name, {job: results}, {job: inputs})``.
+
+    ``KG_TEST_BACKENDS`` (comma-separated) limits the backends: ``make test-torch`` sets it to torch.
+    """
     name = request.param
+    wanted = os.environ.get("KG_TEST_BACKENDS")
+    if wanted and name not in wanted.split(","):
+        pytest.skip(f"KG_TEST_BACKENDS={wanted} leaves out {name}")
     if importlib.util.find_spec(name) is None:
         pytest.skip(INSTALL[name])
     tmp = tmp_path_factory.mktemp(f"backend_{name}")
@@ -140,3 +146,15 @@ def test_forward_only_and_input_gradients_only(backend):
     np.testing.assert_allclose(got["forward_only_act1"], got["act1"], rtol=1e-6)
     assert bool(got["forward_only_none"]) and bool(got["igrad_only_none"])
     np.testing.assert_allclose(got["igrad_only"], 2 * got["igrad"], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("missing, extra", [("jax", "jax"), ("torch", "torch")])
+def test_import_under_a_backend_whose_package_is_missing_names_the_extra(missing, extra):
+    """KERAS_BACKEND=jax without jax: an ImportError saying `pip install keras-gradcam[jax]`, not keras' own trace."""
+    code = f"import sys; sys.modules[{missing!r}] = None\nimport keras_gradcam"  # None: `import torch` fails
+    env = dict(os.environ, KERAS_BACKEND=missing, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: keras-gradcam:"), last
+    assert f"pip install keras-gradcam[{extra}]" in last and "KERAS_BACKEND" in last
