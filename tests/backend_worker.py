@@ -117,7 +117,20 @@ def task_gradients(data: dict) -> dict:
     return result
 
 
-TASKS = {"gradients": task_gradients}
+def task_guided_relu(data: dict) -> dict:
+    """Gradient of sum(guided_relu(x) * w) through the seam's guided ReLU, with layer_gradients' hook."""
+    module = seam()
+    x, w = data["x"], data["w"]
+
+    def forward(hook):
+        y = hook(0, keras.ops.convert_to_tensor(x))
+        return keras.ops.sum(module.guided_relu(y) * keras.ops.convert_to_tensor(w)), None
+
+    _, _, grads, _ = module.layer_gradients(forward, x, 1)
+    return {"grad": keras.ops.convert_to_numpy(grads[0])}
+
+
+TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu}
 
 
 def main(argv) -> int:

@@ -44,7 +44,8 @@ def _jobs(tmp) -> dict:
         "wrt_inputs": True,
         "two_heads": True,
     }
-    return {"gradients": ("gradients", gradients, model)}
+    guided = {"x": np.array([-1.0, 2.0, 3.0, 0.5], "float32"), "w": np.array([1.0, 1.0, -1.0, 2.0], "float32")}
+    return {"gradients": ("gradients", gradients, model), "guided_relu": ("guided_relu", guided, None)}
 
 
 @pytest.fixture(scope="module", params=["jax", "torch"])
@@ -146,6 +147,12 @@ def test_forward_only_and_input_gradients_only(backend):
     np.testing.assert_allclose(got["forward_only_act1"], got["act1"], rtol=1e-6)
     assert bool(got["forward_only_none"]) and bool(got["igrad_only_none"])
     np.testing.assert_allclose(got["igrad_only"], 2 * got["igrad"], rtol=1e-5, atol=1e-8)
+
+
+def test_guided_relu_passes_only_positive_gradients_at_positive_inputs(backend):
+    """x = [-1, 2, 3, .5], dy = [1, 1, -1, 2]: dy * (x > 0) * (dy > 0) = [0, 1, 0, 2] (Springenberg et al.)."""
+    _, results, _ = backend
+    np.testing.assert_array_equal(results["guided_relu"]["grad"], [0.0, 1.0, 0.0, 2.0])
 
 
 @pytest.mark.parametrize("missing, extra", [("jax", "jax"), ("torch", "torch")])

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-__all__ = ["compile", "layer_gradients", "to_numpy"]
+__all__ = ["Compiled", "compile", "guided_relu", "layer_gradients", "to_numpy"]
 
 
 def _floating(dtype) -> bool:
@@ -44,7 +44,7 @@ class _ReadVariables(keras.StatelessScope):
         return None  # not mapped: the variable's own value is used
 
 
-class _Jitted:
+class Compiled:
     """``body`` jitted with the variables it reads passed as arguments (see the module docstring)."""
 
     def __init__(self, body: Callable, signature, contexts: Callable = list):
@@ -120,7 +120,7 @@ def compile(body: Callable, signature, contexts: Callable = list) -> Callable:  
     callable
         ``f(*args)`` on arrays, returning the body's outputs as JAX arrays.
     """
-    return _Jitted(body, signature, contexts)
+    return Compiled(body, signature, contexts)
 
 
 def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False):
@@ -200,6 +200,27 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
         for i, g in zip(wrt, g_inputs):
             input_grads[i] = g
     return aux, outs, grads, input_grads
+
+
+@jax.custom_vjp
+def guided_relu(x):
+    """ReLU whose gradient passes only where the input and the incoming gradient are positive.
+
+    Springenberg et al. 2015's guided backpropagation: ``dy * (x > 0) * (dy > 0)``; the same rule
+    as the TensorFlow version in ``methods/guided_model.py``.
+    """
+    return jnp.maximum(x, 0)
+
+
+def _guided_forward(x):
+    return jnp.maximum(x, 0), x
+
+
+def _guided_backward(x, dy):
+    return (dy * (x > 0).astype(dy.dtype) * (dy > 0).astype(dy.dtype),)
+
+
+guided_relu.defvjp(_guided_forward, _guided_backward)
 
 
 def to_numpy(t) -> np.ndarray:

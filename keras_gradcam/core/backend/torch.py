@@ -22,10 +22,10 @@ import keras
 import numpy as np
 import torch
 
-__all__ = ["compile", "layer_gradients", "to_numpy"]
+__all__ = ["Compiled", "compile", "guided_relu", "layer_gradients", "to_numpy"]
 
 
-class _Eager:
+class Compiled:
     """``body`` run eagerly under ``torch.no_grad()`` on the arguments as tensors of keras' device."""
 
     def __init__(self, body: Callable, signature, contexts: Callable = list):
@@ -67,7 +67,7 @@ def compile(body: Callable, signature, contexts: Callable = list) -> Callable:  
     signature : list
         One spec (``.dtype``) or a nest of them per argument; the arguments are cast to its dtypes.
     """
-    return _Eager(body, signature, contexts)
+    return Compiled(body, signature, contexts)
 
 
 def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False):
@@ -132,6 +132,28 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
 
 def _detached(tree):
     return keras.tree.map_structure(lambda t: t.detach() if torch.is_tensor(t) else t, tree)
+
+
+class _GuidedReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return dy * (x > 0).to(dy.dtype) * (dy > 0).to(dy.dtype)
+
+
+def guided_relu(x):
+    """ReLU whose gradient passes only where the input and the incoming gradient are positive.
+
+    Springenberg et al. 2015's guided backpropagation: ``dy * (x > 0) * (dy > 0)``; the same rule
+    as the TensorFlow version in ``methods/guided_model.py`` (Keras' ``ops.custom_gradient`` has
+    no PyTorch implementation, hence a ``torch.autograd.Function``).
+    """
+    return _GuidedReLU.apply(x)
 
 
 def to_numpy(t) -> np.ndarray:

@@ -1,0 +1,41 @@
+"""The backend seam: what differs between Keras backends on the explain path, behind a few names.
+
+Everything above this package (the capture, the engine, the methods, post-processing) computes
+with ``keras.ops``; only the module chosen here, by ``keras.backend.backend()``, touches the
+backend's own library: ``tensorflow.py`` (``tf.function``, ``tf.GradientTape``), ``jax.py``
+(``jax.jit``, ``jax.value_and_grad`` through zero perturbations), ``torch.py`` (eager autograd).
+Each exports the same names:
+
+``compile(body, signature, contexts=list) -> callable``
+    ``body`` compiled once for ``signature`` (a list of structures of ``keras.KerasTensor`` or
+    backend specs, batch axes ``None``), traced inside the context managers ``contexts()``
+    returns (the capture's thread-aware patching of the user's layers). The callable takes arrays
+    or tensors shaped like ``signature`` and returns backend tensors.
+``layer_gradients(forward, x, n_layers, gradients=True, wrt_inputs=False)``
+    ``-> (aux, activations, gradients, input_gradients)``. ``forward(hook)`` runs the model once
+    on ``x`` and returns ``(total_score, aux)`` (JAX and PyTorch call ``forward(hook, inputs)``
+    with ``wrt_inputs``, and JAX calls it twice: it must start afresh); the capture's patched
+    layers call ``hook(i, out) -> out`` on the i-th explained layer's raw output. The backend
+    returns the hooked outputs, ``d total / d out_i`` (None unless ``gradients``) and
+    ``d total / d x`` (flattened, None unless ``wrt_inputs``), zeros where the score does not
+    depend on them.
+``guided_relu(x)``
+    ReLU with guided backpropagation's gradient ``dy * (x > 0) * (dy > 0)``.
+"""
+
+from __future__ import annotations
+
+import keras
+
+name = keras.backend.backend()
+if name == "jax":
+    from .jax import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+elif name == "torch":
+    from .torch import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+else:
+    raise ImportError(
+        f"keras-gradcam explains models on the TensorFlow, JAX and PyTorch backends; KERAS_BACKEND is {name!r}. "
+        "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
+    )
+
+__all__ = ["name", "compile", "guided_relu", "layer_gradients", "Compiled"]
