@@ -19,7 +19,7 @@ import tensorflow as tf
 from .core.inputs import signature, signature_key
 from .core.layers import LayerSpec
 from .core.postprocess import normalize, resize, spatial_mean
-from .core.targets import Targets, check_range
+from .core.targets import Targets
 from .core.validate import boolean, positive_int
 from .methods.gradcam import GradCAM
 from .methods.perturbation import CleanPass
@@ -160,15 +160,12 @@ class _NeuronWeights(CleanPass, GradCAM):
         channels = int(info.shape[1 if info.channels_first else -1])
         if k > channels:
             raise ValueError(f"k={k} but layer {self.layer!r} has only {channels} channels; pass k <= {channels}.")
-        fn = self.function(x, t, k, maps, self._out_size(x))
-        if not callable(t):
-            check_range(t, self._num_classes)
+        fn, t = self.function(x, t, k, maps, self._out_size(x))
         return t, self._run_batches(fn, x, t, bs)
 
-    def function(self, x, targets, k: int, maps: bool, size: tuple):
-        def body(xb, tb):
-            cap = self._capture(xb, targets if callable(targets) else tb)
-            self._num_classes = cap.num_classes
+    def function(self, x, t, k: int, maps: bool, size: tuple):
+        def body(xb, targets):
+            cap = self._capture(xb, targets)
             acts = cap.activations[0]
             alpha = spatial_mean(self.signed(cap.gradients[0]))  # (B, K)
             top = tf.math.top_k(alpha, k=k)
@@ -184,8 +181,7 @@ class _NeuronWeights(CleanPass, GradCAM):
                 out += [up[:, :k], up[:, k:]]
             return tuple(out)
 
-        key = ("neurons", signature_key(x), targets if callable(targets) else None, k, maps, tuple(size))
-        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
+        return self._compiled_target(("neurons", signature_key(x), k, maps, tuple(size)), t, body, [signature(x)])
 
 
 def neuron_importance(
@@ -272,7 +268,7 @@ def neuron_importance(
     t, out = explainer.importance(images, targets, k, maps)
     alpha, top_c, top_w, bot_c, bot_w, tgt, scores = out[:7]
     top_maps, bottom_maps = (out[7], out[8]) if maps else (None, None)
-    tgt = None if callable(t) else tgt.astype(np.int64)
+    tgt = tgt.astype(np.int64) if t.names_classes else None
     texts = None
     if channel_names is not None:
         texts = [

@@ -9,11 +9,8 @@ once per input signature and reused across calls.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
-import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -21,78 +18,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .cache import FUNCTIONS_KEPT, FunctionCache, compile_cached
 from .capture import TRACE_LOCK, Capture, Captured
-from .dense_targets import check_sample_count
 from .device import device_errors
 from .explanation import Explanation
 from .graph import reaches_output
 from .inputs import batch_slice, flat, map_inputs, prepare_inputs, preprocess, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import eigen_map, normalize, resize, weighted_sum
-from .replicas import Compiled, split_body
+from .replicas import split_body
 from .smoothing import AUG_COPIES, OPTIONS, all_copies, augment, average_copies, check_aug_smooth, check_options
-from .targets import Targets, check_range, resolve_targets
-from .validate import boolean, non_negative_int, one_of, positive_int
+from .targets import BoundTarget, CallableTarget, TargetBatch, Targets, replacement
+from .validate import boolean, non_negative_int, one_of, positive_int, warn_user
 
-__all__ = ["BaseCAM", "FunctionCache", "compile_cached", "explain_warnings", "check_reaches"]
-
-FUNCTIONS_KEPT = 16  # compiled functions an explainer keeps (least recently used dropped)
-
-
-class FunctionCache(OrderedDict):
-    """The compiled functions of one explainer, at most ``maxsize``, least recently used dropped.
-
-    Keys are the input signature and, for callable targets, the callable itself: a new ``lambda``
-    on every call traces a new function, so without a bound a loop over lambdas would keep every
-    graph alive. Pass a reusable target instead (an int, a sequence of ints, or one target object
-    such as :class:`~keras_gradcam.core.targets.ClassTarget` whose equality lets equal targets share a
-    trace) to trace once.
-    """
-
-    def __init__(self, maxsize: int = FUNCTIONS_KEPT):
-        super().__init__()
-        self.maxsize = int(maxsize)
-
-    def get(self, key, default=None):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return default
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.maxsize:
-            self.popitem(last=False)
-
-
-def compile_cached(cache: FunctionCache, key, body, signature: list, contexts=list):
-    """``tf.function(body)`` for ``signature``, traced once and kept in ``cache`` under ``key``.
-
-    The one compile-and-cache step of the package (explainers, metrics): traced under the
-    process-wide :data:`~keras_gradcam.core.capture.TRACE_LOCK` (two threads' first calls trace
-    once, one after the other) inside the context managers ``contexts()`` returns (the capture's
-    interception), with a fixed input signature (never retraced), autograph off (the package's
-    graph code has no Python control flow on tensors, and an error raised while tracing reaches
-    the user as it was raised, not inside TensorFlow's "in user code" trace), and kept in a
-    bounded :class:`FunctionCache`.
-
-    What is kept and returned is the traced concrete function, never the ``tf.function``: a
-    ``tf.function`` retraces when called in another context (inside or outside a
-    ``strategy.scope()``, another device scope), and a retrace outside ``contexts()`` would miss
-    the capture's interception.
-    """
-    with TRACE_LOCK:
-        fn = cache.get(key)
-        if fn is None:
-            traced = tf.function(body, input_signature=signature, autograph=False)
-            with contextlib.ExitStack() as stack:
-                for ctx in contexts():
-                    stack.enter_context(ctx)
-                fn = Compiled(traced, traced.get_concrete_function(), signature)
-            cache[key] = fn
-    return fn
-
+__all__ = ["BaseCAM", "FUNCTIONS_KEPT", "FunctionCache", "compile_cached", "explain_warnings", "check_reaches"]
 
 NO_EVIDENCE = (
     "the layer shows no positive evidence for the explained target (the weighted sum is <= 0 everywhere, "
@@ -109,12 +48,11 @@ def explain_warnings(method: str, finite: np.ndarray, heat: np.ndarray, zero_gra
     """
     bad = int((~finite).sum())
     if bad:
-        warnings.warn(
+        warn_user(
             f"{method}: {bad} of {len(finite)} samples have a score or map that is not finite (NaN or inf): "
             "the model's weights or outputs are not finite (e.g. after a diverged training run). Their maps "
             "are all zero; Explanation.finite marks them.",
             RuntimeWarning,
-            stacklevel=4,
         )
     peaks = heat.reshape(len(heat), -1).max(axis=1, initial=0.0)
     empty = finite & (peaks <= 0)
@@ -124,18 +62,16 @@ def explain_warnings(method: str, finite: np.ndarray, heat: np.ndarray, zero_gra
     no_grad = int((empty & zero).sum())
     other = int((empty & ~zero).sum())
     if no_grad:
-        warnings.warn(
+        warn_user(
             f"{method}: {no_grad} of {len(finite)} maps are all zero because every gradient at the layer is "
             "exactly zero: the explained score does not depend on the layer (a non-differentiable score such "
             "as tf.argmax, a layer the explained output does not depend on, or a saturated output).",
             RuntimeWarning,
-            stacklevel=4,
         )
     if other:
-        warnings.warn(
+        warn_user(
             f"{method}: {other} of {len(finite)} maps are all zero: {reason}",
             RuntimeWarning,
-            stacklevel=4,
         )
 
 
@@ -304,7 +240,8 @@ class BaseCAM:
         self.output = output
         self._capture: Capture | None = None
         self._fns = FunctionCache()
-        self._num_classes: int | None = None
+        self._constant_keys: set = set()  # keys of callable targets that need their numbers as Python values
+        self._callable_traces = 0  # functions traced for callable targets (warned about at the third)
         self._call = threading.local()  # per thread: the raw images' size when a KerasHub preprocessor ran
         if model.built and getattr(model, "inputs", None):
             with TRACE_LOCK:
@@ -461,7 +398,7 @@ class BaseCAM:
             layer_map, cap = self.layer_map(x, targets, chunk)
             return (tf.nn.relu(layer_map) if self.relu else layer_map), cap
         clean = self._capture(x, targets, gradients=False)  # the image's own targets, scores, predictions
-        copies = targets if callable(targets) else tf.tile(clean.targets, [AUG_COPIES])
+        copies = targets.with_classes(clean.targets).tile(AUG_COPIES)
         layer_map, cap = self.layer_map(augment(x, self.layers[0].channels_first), copies, chunk)
         layer_map = average_copies(tf.nn.relu(layer_map) if self.relu else layer_map)
         zero = None if cap.zero_gradients is None else all_copies(cap.zero_gradients)
@@ -469,7 +406,6 @@ class BaseCAM:
 
     def _explain_batch(self, x, targets, chunk: int, size: tuple):
         layer_map, cap = self._rectified_map(x, targets, chunk)
-        self._num_classes = cap.num_classes  # read at trace time, before any batch runs
         heat = normalize(resize(layer_map, size))
         no = tf.zeros_like(cap.targets, tf.bool)
         zero = cap.zero_gradients if cap.zero_gradients is not None else no
@@ -484,16 +420,52 @@ class BaseCAM:
         """``body`` compiled once for this explainer under :meth:`_contexts`; see :func:`compile_cached`."""
         return compile_cached(self._fns, key, body, signature, self._contexts)
 
-    def _function(self, x, targets, chunk: int, size: tuple):
-        """The compiled explanation of a batch: ``(inputs, targets) -> (heatmaps, layer maps, ...)``."""
-        key = (signature_key(x), targets if callable(targets) else None, chunk, self.devices)
-        if callable(targets):
-            body = lambda xb, tb: self._explain_batch(xb, targets, chunk, size)  # noqa: E731
-        else:
-            body = lambda xb, tb: self._explain_batch(xb, tb, chunk, size)  # noqa: E731
+    def _compiled_target(self, key: tuple, t: BoundTarget, body, signature: list):
+        """``body(*args, TargetBatch)`` compiled for the target ``t``; returns ``(function, t)``.
+
+        The function takes ``signature``'s arguments, then the target's rows (cut per batch) and
+        shared data. A callable target whose captured numbers cannot be traced as data is traced
+        again with them as Python values (the ``t`` returned then holds no shared data); the third
+        new function traced for callable targets warns with what to pass instead.
+        """
+        target = t.target
+        if isinstance(target, CallableTarget) and target.as_data and target.key in self._constant_keys:
+            return self._compiled_target(key, t.constants(), body, signature)
+
+        def with_target(*args):
+            *rest, rows, shared = args
+            return body(*rest, TargetBatch(t.target, rows, shared))
+
+        before = self._fns.traced
+        try:
+            fn = self._compiled(key + t.key, with_target, lambda: list(signature) + t.specs())
+        except Exception:
+            if not (isinstance(target, CallableTarget) and target.as_data and t.shared):
+                raise
+            self._constant_keys.add(target.key)  # needs its numbers as Python values: trace by value
+            return self._compiled_target(key, t.constants(), body, signature)
+        if self._fns.traced > before and isinstance(target, CallableTarget):
+            self._callable_traces += 1
+            if self._callable_traces == 3:
+                warn_user(
+                    f"{self.name}: a callable target made this explainer trace a new function for the third time "
+                    f"({target.describe()}; each trace costs far more than an explanation, and memory). A lambda is "
+                    "traced once per code when the values it captures are int, float or bool (e.g. "
+                    "lambda out, k=k: out[:, k]) and used as tensors; this one is new code or needs Python values. "
+                    f"Pass {replacement(target)} instead.",
+                    RuntimeWarning,
+                )
+        return fn, t
+
+    def _function(self, x, t: BoundTarget, chunk: int, size: tuple):
+        """The compiled explanation of a batch: ``(inputs, rows, shared) -> (heatmaps, layer maps, ...)``."""
+
+        def body(xb, targets):
+            return self._explain_batch(xb, targets, chunk, size)
+
         if self.devices:  # one share of every pass per device (see core/replicas.py)
             body = split_body(self.devices, body)
-        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
+        return self._compiled_target((signature_key(x), chunk, self.devices), t, body, [signature(x)])
 
     def __call__(self, images, targets: Targets = None, *, batch_size: int | None = None) -> Explanation:
         """Explain a batch.
@@ -502,10 +474,13 @@ class BaseCAM:
         ----------
         images : array-like of shape (n_samples, ...), or a list/dict of them for multi-input models
             Preprocessed the way the model expects.
-        targets : None, int, sequence of int or callable, default=None
+        targets : None, int, sequence of int, target object or callable, default=None
             None explains each sample's top-1 class; an int the same class for all samples; a
-            sequence one class per sample; a callable ``outputs -> (n_samples,)`` any differentiable
-            score (a regression value, a segmentation region, one head of a multi-output model).
+            sequence one class per sample; a target object (:class:`~keras_gradcam.ClassTarget`,
+            :class:`~keras_gradcam.OutputTarget`, :class:`~keras_gradcam.SegmentationTarget`,
+            :class:`~keras_gradcam.BoxTarget`) or a callable ``outputs -> (n_samples,)`` any
+            differentiable score (a regression value, a segmentation region, one head of a
+            multi-output model). Per-image data (masks, boxes) is cut per batch like the images.
         batch_size : int, optional
             Overrides the explainer's ``batch_size`` for this call.
 
@@ -522,20 +497,17 @@ class BaseCAM:
         # variants of each (noise draws, path points) so that one pass holds at most `bs` images
         per_batch = max(1, min(bs // copies, n))
         chunk = max(1, bs // (per_batch * copies)) if self._expansion() > 1 else 1
-        fn = self._function(x, t, chunk, size)
-        if not callable(t):
-            check_range(t, self._num_classes)
+        fn, t = self._function(x, t, chunk, size)
         return self._explanation(t, *self._run_batches(fn, x, t, per_batch))
 
     @staticmethod
-    def _run_batches(fn, x, t, per_batch: int) -> list[np.ndarray]:
-        """Run a compiled ``fn(inputs, targets)`` over the samples ``per_batch`` at a time; outputs joined."""
+    def _run_batches(fn, x, t: BoundTarget, per_batch: int) -> list[np.ndarray]:
+        """Run a compiled ``fn(inputs, rows, shared)`` over the samples ``per_batch`` at a time; outputs joined."""
         parts = []
         for i in range(0, len(flat(x)[0]), per_batch):
             xb = batch_slice(x, i, i + per_batch)
-            tb = np.full((len(flat(xb)[0]),), -1, np.int32) if callable(t) else t[i : i + per_batch]
             with device_errors():
-                parts.append([o.numpy() for o in fn(xb, tb)])
+                parts.append([o.numpy() for o in fn(xb, t.take(i, i + per_batch), t.shared)])
         return [np.concatenate(p) for p in zip(*parts)]
 
     def _explanation(
@@ -552,20 +524,19 @@ class BaseCAM:
         axes = tuple(range(1, layer_maps.ndim))
         finite = np.isfinite(scores) & np.isfinite(layer_maps).all(axis=axes)
         explain_warnings(self.name, finite, heat, zero_gradients, self.empty_reason)
-        if probability_rows is not None and callable(t) is False and np.asarray(probability_rows).all():
-            warnings.warn(
+        if probability_rows is not None and t.names_classes and np.asarray(probability_rows).all():
+            warn_user(
                 f"{self.name}: the explained output looks like probabilities (non-negative rows that sum to one), "
                 "but no softmax or sigmoid layer was found before it to explain the logits instead (a softmax "
                 "inside a Lambda or a custom layer?). Probabilities saturate, so maps can vanish for confident "
                 "samples: end the model with Dense(..., activation='softmax') or a Softmax layer, or pass "
                 "score='output' to explain probabilities on purpose (this warning then stops).",
                 RuntimeWarning,
-                stacklevel=3,
             )
         return Explanation(
             heatmaps=heat,
             layer_heatmaps=layer_maps,
-            targets=None if callable(t) else targets.astype(np.int64),
+            targets=targets.astype(np.int64) if t.names_classes else None,
             scores=scores,
             layer=self.layer,
             method=self.name,
@@ -584,5 +555,6 @@ class BaseCAM:
             with TRACE_LOCK:
                 if self._capture is None:
                     self._setup(map_inputs(lambda a: a[:1], x))
-        check_sample_count(targets, n, int(batch_size or self.batch_size))
-        return x, resolve_targets(targets, n), n, int(batch_size or self.batch_size)
+        t = BoundTarget.of(targets, n)
+        t.target.check(n, self._capture)
+        return x, t, n, int(batch_size or self.batch_size)

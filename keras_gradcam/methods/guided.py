@@ -22,7 +22,7 @@ from ..core.explanation import Explanation
 from ..core.inputs import signature, signature_key
 from ..core.layers import LayerSpec, ensure_built
 from ..core.postprocess import normalize
-from ..core.targets import check_range, class_scores
+from ..core.targets import BoundTarget
 from ..core.validate import one_of
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
@@ -142,41 +142,19 @@ class GuidedBackprop(CleanPass, BaseCAM):
     def _contexts(self) -> list:
         return super()._contexts() + [guided_relus(self._edits)]
 
-    def _signed(self, targets):
-        """Targets as a callable returning -y when counterfactual; a dict receives the class indices."""
-        box: dict = {}
-        if not self.counterfactual:
-            return targets, box
-        if callable(targets):
-            return (lambda outputs: -tf.cast(targets(outputs), tf.float32)), box
-
-        def negated(outputs):
-            selected = self._capture.select(outputs)
-            scores, resolved, _ = class_scores(selected, targets)
-            box.update(targets=resolved, num_classes=selected.shape[-1])
-            return -scores
-
-        return negated, box
-
-    def _guided_function(self, x, targets):
-        def body(xb, tb):
-            tgt, box = self._signed(targets if callable(targets) else tb)
-            cap = self._capture(xb, tgt, gradients=False, input_gradients=True)
-            scores, resolved = cap.scores, cap.targets
-            self._num_classes = cap.num_classes
-            if box:
-                scores, resolved = -scores, box["targets"]
-                self._num_classes = box["num_classes"]
-            elif self.counterfactual:
-                scores = -scores
+    def _guided_function(self, x, t: BoundTarget):
+        def body(xb, targets):
+            if self.counterfactual:
+                targets = targets.negated()  # differentiate -y; the classes stay those of y
+            cap = self._capture(xb, targets, gradients=False, input_gradients=True)
+            scores = -cap.scores if self.counterfactual else cap.scores
             attributions = tf.cast(cap.input_gradients[0], tf.float32)
             amount = tf.abs(attributions)
             if attributions.shape.rank >= 3:
                 amount = tf.reduce_max(amount, axis=1 if self._channels_first else -1)
-            return attributions, normalize(amount), amount, resolved, scores, cap.predictions
+            return attributions, normalize(amount), amount, cap.targets, scores, cap.predictions
 
-        key = ("guided", signature_key(x), targets if callable(targets) else None)
-        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
+        return self._compiled_target(("guided", signature_key(x)), t, body, [signature(x)])
 
     def __call__(self, images, targets=None, *, batch_size: int | None = None) -> Explanation:
         """Explain a batch; see :meth:`keras_gradcam.core.engine.BaseCAM.__call__` for the arguments.
@@ -187,9 +165,7 @@ class GuidedBackprop(CleanPass, BaseCAM):
             With ``attributions`` shaped like the input.
         """
         x, t, n, bs = self._prepare(images, targets, batch_size)
-        fn = self._guided_function(x, t)
-        if not callable(t):
-            check_range(t, self._num_classes)
+        fn, t = self._guided_function(x, t)
         attributions, *outputs = self._run_batches(fn, x, t, bs)
         return self._explanation(t, *outputs, attributions=attributions)
 
@@ -223,7 +199,7 @@ class _GuidedMixin:
             input) and ``extras["guided_backprop"]`` the guided-backpropagation image.
         """
         exp = super().__call__(images, targets, batch_size=batch_size)
-        gb = self._guided(images, targets if callable(targets) else exp.targets, batch_size=batch_size)
+        gb = self._guided(images, targets if exp.targets is None else exp.targets, batch_size=batch_size)
         heat = exp.heatmaps
         if gb.attributions.ndim == heat.ndim + 1:
             heat = heat[:, None] if self.layers[0].channels_first else heat[..., None]

@@ -8,6 +8,7 @@ import tensorflow as tf
 from ..core.capture import Captured
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
+from ..core.targets import batch_of
 from ..core.validate import boolean, one_of, positive_int
 from .inputs import refuse_token_inputs
 from .sampling import by_variant, join_variants, repeated_passes
@@ -132,7 +133,7 @@ class IntegratedGradCAM(BaseCAM):
 
     def layer_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
         clean = self._capture(x, targets)
-        targets = targets if callable(targets) else clean.targets
+        targets = batch_of(targets).with_classes(clean.targets)  # the classes resolved on the clean inputs
         base = self._baselines(x)
         coeffs = tf.constant(self._coeffs, tf.float32)
         weights = tf.constant(self._weights, tf.float32)

@@ -24,7 +24,7 @@ from ..core.inputs import batch_slice, flat, map_inputs, signature, signature_ke
 from ..core.layers import LayerInfo, LayerSpec
 from ..core.postprocess import normalize, resize, weighted_sum
 from ..core.progress import Progbar
-from ..core.targets import check_range
+from ..core.targets import BoundTarget, batch_of
 from ..core.validate import one_of, positive_int
 
 __all__ = ["plan_passes", "fused", "xla_works", "head_model", "CleanPass", "ChannelPerturbation"]
@@ -111,16 +111,15 @@ class CleanPass:
     """Mixed into :class:`~keras_gradcam.core.engine.BaseCAM` subclasses whose batches run several
     compiled functions from Python: the compiled clean forward pass they start from."""
 
-    def _clean_function(self, x, targets):
-        """Compiled clean pass: ``(activations, targets, scores, predictions)`` of a batch."""
+    def _clean_function(self, x, t: BoundTarget):
+        """Compiled clean pass ``(inputs, rows, shared) -> (activations, targets, scores, predictions)``;
+        returns ``(function, t)`` (see :meth:`~keras_gradcam.core.engine.BaseCAM._compiled_target`)."""
 
-        def body(xb, tb):
-            cap = self._capture(xb, targets if callable(targets) else tb, gradients=False)
-            self._num_classes = cap.num_classes  # read at trace time
+        def body(xb, targets):
+            cap = self._capture(xb, targets, gradients=False)
             return cap.activations[0], cap.targets, cap.scores, cap.predictions
 
-        key = ("clean", signature_key(x), targets if callable(targets) else None)
-        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
+        return self._compiled_target(("clean", signature_key(x)), t, body, [signature(x)])
 
 
 class ChannelPerturbation(CleanPass, BaseCAM):
@@ -194,7 +193,7 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         """Called once after all batches of a call (e.g. to issue collected warnings)."""
 
     # -- the driver ----------------------------------------------------------------------------
-    def _perturbed_function(self, x, targets, size, chunk: int):
+    def _perturbed_function(self, x, t: BoundTarget, size, chunk: int):
         """Compiled perturbed passes: ``(scores, valid)``, each ``(channels, B)``.
 
         The ``(B, channels)`` channel indices given are processed ``chunk`` per pass, one pass after
@@ -202,8 +201,8 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         call: several passes per call spare the Python-to-graph overhead of each.
         """
 
-        def body(xb, acts, channels, tb):
-            tgt = targets if callable(targets) else tb
+        def body(xb, acts, channels, tb, targets):
+            tgt = targets.with_classes(tb)  # class targets: those resolved on the clean pass
             steps = (tf.shape(channels)[1] + chunk - 1) // chunk
 
             def step(i, scores, valid):
@@ -218,9 +217,9 @@ class ChannelPerturbation(CleanPass, BaseCAM):
             return scores.concat(), valid.concat()
 
         acts_spec = tf.TensorSpec((None,) + tuple(self._acts_shape()[1:]), tf.float32)
-        key = ("perturbed", signature_key(x), targets if callable(targets) else None, tuple(size), chunk)
+        key = ("perturbed", signature_key(x), tuple(size), chunk)
         specs = [signature(x), acts_spec, tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
-        return self._compiled(key, body, specs)
+        return self._compiled_target(key, t, body, specs)[0]
 
     def _acts_shape(self) -> tuple:
         """The layer's output shape as :class:`Capture` gives activations (channels last, tokens on their grid)."""
@@ -232,7 +231,8 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         return tf.reshape(tiled, tf.concat([[-1], tf.shape(t)[1:]], axis=0))
 
     def _tile_targets(self, targets, c):
-        return targets if callable(targets) else tf.tile(targets, [c])
+        """The target's rows for ``c`` copies of each sample, copy-major (see :meth:`_tile`)."""
+        return batch_of(targets).tile(c)
 
     def __call__(self, images, targets=None, *, batch_size: int | None = None) -> Explanation:
         """Explain a batch; see :meth:`keras_gradcam.core.engine.BaseCAM.__call__` for the arguments.
@@ -246,9 +246,7 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         x, t, n, bs = self._prepare(images, targets, batch_size)
         self._begin()
         size = self._out_size(x)
-        clean = self._clean_function(x, t)
-        if not callable(t):
-            check_range(t, self._num_classes)
+        clean, t = self._clean_function(x, t)
         k = int(self._acts_shape()[-1])
         count = self._num_perturbed(k)
         copies = self._copies()
@@ -263,8 +261,7 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         for i in range(0, n, block):
             xblock = map_inputs(tf.convert_to_tensor, batch_slice(x, i, i + block))
             m = int(flat(xblock)[0].shape[0])
-            tblock = np.full((m,), -1, np.int32) if callable(t) else t[i : i + block]
-            acts_all, tgt, scores, preds = clean(xblock, tblock)
+            acts_all, tgt, scores, preds = clean(xblock, t.take(i, i + block), t.shared)
             channels_all = self._select_channels(acts_all, count)
             ids_all = channels_all
             if copies > 1:  # copy ids: channel * copies + copy, the copies of a channel side by side
@@ -274,10 +271,11 @@ class ChannelPerturbation(CleanPass, BaseCAM):
             for j in range(0, m, samples):
                 xb = batch_slice(xblock, j, j + samples)
                 acts, channels, tb = acts_all[j : j + samples], ids_all[j : j + samples], tgt[j : j + samples]
+                rows = t.take(i + j, i + j + samples)
                 scs, vas = [], []
                 sizes = [min(group, total - s) for s in range(0, total, group)]
                 for part, width in zip(tf.split(channels, sizes, axis=1), sizes):
-                    sc, va = perturbed(xb, acts, part, tb)
+                    sc, va = perturbed(xb, acts, part, tb, rows, t.shared)
                     scs.append(sc)
                     vas.append(va)
                     bar.add(math.ceil(width / chunk))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ..core.capture import Capture
+from ..core.targets import batch_of
 
 __all__ = ["by_variant", "join_variants", "repeated_passes"]
 
@@ -37,7 +38,7 @@ def repeated_passes(capture: Capture, count: int, chunk: int, variants, targets,
     count, chunk : int
         Number of variants, and how many go through the model together.
     variants : callable ``idx (k,) int32 -> inputs of k * B samples``
-    targets : (B,) int32 tensor, or a callable target
+    targets : TargetBatch (or a (B,) int32 tensor of classes), tiled for the variants of each pass
     fold : callable ``(acc, idx, Captured) -> acc``
     init : nested tensors, the initial accumulator
     gradients : bool, default=True
@@ -46,7 +47,7 @@ def repeated_passes(capture: Capture, count: int, chunk: int, variants, targets,
 
     def body(start, acc):
         idx = tf.range(start, tf.minimum(start + chunk, count))
-        tk = targets if callable(targets) else tf.tile(targets, [tf.shape(idx)[0]])
+        tk = batch_of(targets).tile(tf.shape(idx)[0])
         return start + chunk, fold(acc, idx, capture(variants(idx), tk, gradients=gradients))
 
     _, acc = tf.while_loop(lambda start, acc: start < count, body, (tf.constant(0), init))

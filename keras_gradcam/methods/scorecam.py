@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from ..core.layers import LayerSpec
 from ..core.postprocess import nonconstant, normalize, resize
+from ..core.targets import batch_of
 from ..core.validate import one_of
 from .inputs import refuse_token_inputs
 from .perturbation import ChannelPerturbation, fused
@@ -164,7 +165,7 @@ class ScoreCAM(ChannelPerturbation):
                 "has no such input; pass images shaped (n_samples, height, width, channels)."
             )
         cap = self._capture(masked, self._tile_targets(targets, c), gradients=False)
-        if callable(targets) or self.weights == "channel-softmax":
+        if not batch_of(targets).names_classes or self.weights == "channel-softmax":
             got = cap.scores
         else:
             out = tf.cast(cap.output, tf.float32)

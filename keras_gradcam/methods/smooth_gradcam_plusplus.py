@@ -10,6 +10,7 @@ from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
 from ..core.postprocess import spatial_sum
 from ..core.smoothing import OPTIONS
+from ..core.targets import batch_of
 from ..core.validate import integer, one_of, positive_float, positive_int
 from .inputs import refuse_token_inputs
 from .sampling import by_variant, join_variants, repeated_passes
@@ -166,7 +167,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     def layer_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
         clean = self._capture(x, targets)
         acts = clean.activations[0]
-        targets = targets if callable(targets) else clean.targets
+        targets = batch_of(targets).with_classes(clean.targets)  # the classes resolved on the clean inputs
 
         def fold(acc, idx, cap):
             g = by_variant(self.signed(cap.gradients[0]), tf.shape(idx)[0])

@@ -28,7 +28,9 @@ from __future__ import annotations
 import keras
 
 name = keras.backend.backend()
-if name == "jax":
+if name == "tensorflow":
+    from .tensorflow import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+elif name == "jax":
     from .jax import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
 elif name == "torch":
     from .torch import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
