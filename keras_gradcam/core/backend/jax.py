@@ -5,7 +5,8 @@ respect to a function's *arguments*. :func:`layer_gradients` therefore makes eac
 layer's output an argument: the capture's hook adds a zero tensor ``eps_i`` to the layer's raw
 output, and ``d total / d eps_i`` at ``eps_i = 0`` is exactly ``d total / d out_i`` (the forward
 value is unchanged, the gradient passes through ``+``). The shapes of the ``eps_i`` come from
-:func:`jax.eval_shape` of the same forward (an abstract trace: nothing is computed).
+an abstract pass of the same body (:func:`jax.eval_shape`: nothing is computed), which
+:func:`compile` makes anyway to find the variables the body reads.
 
 :func:`compile` jits a body once per input shape. The user's variables are never assigned: the
 variables that the body reads are found once by an abstract trace under a recording
@@ -18,6 +19,7 @@ training, too), never weights baked into the program as constants, and no variab
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 
 import jax
@@ -44,13 +46,42 @@ class _ReadVariables(keras.StatelessScope):
         return None  # not mapped: the variable's own value is used
 
 
+class _Shapes(threading.local):
+    """What :func:`layer_gradients` does in this thread: nothing special, note shapes, or replay them.
+
+    A compiled body runs twice per new input shape: an abstract pass (``jax.eval_shape``, which
+    finds the variables it reads) and the jit trace. In the abstract pass each
+    :func:`layer_gradients` call runs its ``forward`` once, notes its outputs' shapes and returns
+    zeros of the right shapes; in the trace that follows, the same calls, in the same order, take
+    those shapes for their zero perturbations. So ``forward`` runs once per pass (the capture's
+    records see one call of each layer), never twice.
+    """
+
+    mode: str | None = None
+    noted: list | None = None
+
+
+_SHAPES = _Shapes()
+
+
+@contextlib.contextmanager
+def _shapes(mode: str, noted: list):
+    saved = _SHAPES.mode, _SHAPES.noted
+    _SHAPES.mode, _SHAPES.noted = mode, noted
+    try:
+        yield
+    finally:
+        _SHAPES.mode, _SHAPES.noted = saved
+
+
 class Compiled:
     """``body`` jitted with the variables it reads passed as arguments (see the module docstring)."""
 
     def __init__(self, body: Callable, signature, contexts: Callable = list):
         self.body = _within(body, contexts)
         self.signature = signature
-        self.variables: list | None = None
+        self.variables: list = []
+        self._noted: dict = {}  # input shapes -> the layer shapes each layer_gradients call noted
         self._jitted = jax.jit(self._stateless)
 
     def _stateless(self, values, args):
@@ -80,12 +111,16 @@ class Compiled:
 
     def __call__(self, *args):
         args = self._inputs(args)
-        if self.variables is None:  # first call: which variables does the body read?
-            recorder = _ReadVariables()
-            with recorder:
+        key = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(args))
+        if key not in self._noted:  # new shapes: which variables does the body read, which shapes do its layers give?
+            recorder, noted = _ReadVariables(), []
+            with recorder, _shapes("note", noted):
                 jax.eval_shape(lambda a: self.body(*a), args)
-            self.variables = list(recorder.read.values())
-        return self._jitted([v.value for v in self.variables], args)
+            known = {id(v) for v in self.variables}
+            self.variables += [v for v in recorder.read.values() if id(v) not in known]
+            self._noted[key] = noted
+        with _shapes("replay", list(self._noted[key])):  # used only if this call traces
+            return self._jitted([v.value for v in self.variables], args)
 
 
 def _within(body: Callable, contexts: Callable) -> Callable:
@@ -133,8 +168,9 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
         capture calls ``hook(i, out) -> out`` on the i-th explained layer's raw output and uses what
         it returns. ``total`` is the scalar sum of the explained scores. With ``wrt_inputs`` it is
         called as ``forward(hook, inputs)`` and must run the model on ``inputs`` (``x`` rebuilt
-        from traced leaves): JAX differentiates with respect to arguments only. It runs twice (an
-        abstract run for the shapes, then the differentiated one), so it must start afresh each time.
+        from traced leaves): JAX differentiates with respect to arguments only. Inside a body
+        compiled by :func:`compile` it runs once per pass (see ``_Shapes``); called outside one,
+        it runs twice (an abstract run for the shapes, then the differentiated one).
     x : array or nest of arrays
         The batch.
     n_layers : int
@@ -164,6 +200,8 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
     leaves, tree = jax.tree.flatten(x)
     leaves = [jnp.asarray(v) for v in leaves]
     wrt = [i for i, v in enumerate(leaves) if wrt_inputs and _floating(v.dtype)]
+    if _SHAPES.mode == "note":  # the abstract pass of a compiled body: shapes only (see _Shapes)
+        return _noting(forward, leaves, tree, n_layers, gradients, wrt_inputs)
 
     def run(eps, inputs):
         outs: list = [None] * n_layers
@@ -185,7 +223,10 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
         return total, (aux, outs)
 
     inputs = [leaves[i] for i in wrt]
-    shapes = jax.eval_shape(lambda inp: run(None, inp)[1][1], inputs)
+    if _SHAPES.mode == "replay" and _SHAPES.noted:
+        shapes = _SHAPES.noted.pop(0)
+    else:  # called outside a compiled body: an abstract run of forward for the shapes
+        shapes = jax.eval_shape(lambda inp: run(None, inp)[1][1], inputs)
     eps = [None if s is None or not gradients or not _floating(s.dtype) else jnp.zeros(s.shape, s.dtype) for s in shapes]
     (_, (aux, outs)), (g_eps, g_inputs) = jax.value_and_grad(run, argnums=(0, 1), has_aux=True)(eps, inputs)
     grads = None
@@ -199,6 +240,25 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
         input_grads = [jnp.zeros(v.shape, jnp.float32) for v in leaves]
         for i, g in zip(wrt, g_inputs):
             input_grads[i] = g
+    return aux, outs, grads, input_grads
+
+
+def _noting(forward, leaves, tree, n_layers, gradients, wrt_inputs):
+    """:func:`layer_gradients` in the abstract pass: one forward run, its shapes noted, zeros as gradients."""
+    outs: list = [None] * n_layers
+
+    def keep(i, out):
+        outs[i] = out if outs[i] is None else outs[i]
+        return out
+
+    _, aux = forward(keep, jax.tree.unflatten(tree, leaves)) if wrt_inputs else forward(keep)
+    _SHAPES.noted.append([None if o is None else jax.ShapeDtypeStruct(o.shape, o.dtype) for o in outs])
+
+    def zeros(o):
+        return jnp.zeros(o.shape, o.dtype if _floating(o.dtype) else jnp.float32)
+
+    grads = [None if o is None else zeros(o) for o in outs] if gradients else None
+    input_grads = [jnp.zeros(v.shape, jnp.float32) for v in leaves] if wrt_inputs else None
     return aux, outs, grads, input_grads
 
 
