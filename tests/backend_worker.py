@@ -21,8 +21,9 @@ import warnings
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for _path in (ROOT, os.path.join(ROOT, "tests")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 import keras  # noqa: E402
 
@@ -130,7 +131,62 @@ def task_guided_relu(data: dict) -> dict:
     return {"grad": keras.ops.convert_to_numpy(grads[0])}
 
 
-TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu}
+def task_explain(data: dict) -> dict:
+    """``kg.explain`` for each case of ``data["cases"]`` (JSON: id, method, layer, options, model):
+    its maps, scores and classes, or the error it raised (``error_<id>``: "Type: message")."""
+    import keras_gradcam as kg
+
+    models = {}
+    result = {}
+    x = data["x"]
+    for case in json.loads(str(data["cases"])):
+        kind = case.get("model", "cnn")
+        if kind not in models:
+            models[kind] = MODELS[kind]()
+            models[kind].load_weights(str(data[f"weights_{kind}"]))
+        model = models[kind]
+        before = [w.copy() for w in model.get_weights()]
+        inputs = data[case.get("inputs", "x")]
+        try:
+            if case["method"] == "guided-training":
+                kg.GuidedTraining(model, layer=case.get("layer"))
+                continue
+            exp = kg.explain(model, inputs, method=case["method"], layer=case.get("layer"), **case.get("options", {}))
+        except Exception as error:  # reported to the parent, which decides whether it was expected
+            result[f"error_{case['id']}"] = np.array(f"{type(error).__name__}: {error}")
+        else:
+            for field in ("heatmaps", "layer_heatmaps", "scores", "targets"):
+                value = getattr(exp, field)
+                if value is not None:
+                    result[f"{field}_{case['id']}"] = np.asarray(value)
+        after = model.get_weights()
+        result[f"unchanged_{case['id']}"] = np.array(all(np.array_equal(a, b) for a, b in zip(before, after)))
+    del x
+    return result
+
+
+def nested_cnn() -> keras.Model:
+    """:func:`backend_cnn`'s layers with the convolutions in a Functional sub-model "backbone"."""
+    inp = keras.Input((8, 8, 2), name="image")
+    h = keras.layers.Conv2D(3, 3, padding="same", name="c1")(inp)
+    h = keras.layers.ReLU(name="r1")(h)
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(h)
+    backbone = keras.Model(inp, h, name="backbone")
+    outer = keras.Input((8, 8, 2), name="image")
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(backbone(outer))
+    return keras.Model(outer, keras.layers.Dense(3, name="head")(h), name="nested_cnn")
+
+
+def tiny_vit() -> keras.Model:
+    """The suite's functional ViT at 8x8 pixels, 2x2 patches (a 4x4 token grid and a class token)."""
+    from models import vit_model
+
+    return vit_model(image=8, patch=2, channels=2, dim=8, depth=1, heads=2, mlp=8, classes=3, seed=0)
+
+
+MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
+
+TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain}
 
 
 def main(argv) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from ..core import backend
 from ..core.capture import output_link, thread_patches
 from ..core.layers import LayerSpec, ensure_built, output_layer, resolve_layer
 from ..core.validate import one_of, positive_float
@@ -109,6 +110,7 @@ class GuidedTraining(keras.Model):
         score: str = "logit",
         **kwargs,
     ):
+        backend.check_supported("guided-training", "GuidedTraining")
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model; got {type(model).__name__}.")

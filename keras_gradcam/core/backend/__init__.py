@@ -40,4 +40,27 @@ else:
         "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
     )
 
-__all__ = ["name", "compile", "guided_relu", "layer_gradients", "Compiled"]
+__all__ = ["name", "compile", "guided_relu", "layer_gradients", "Compiled", "TENSORFLOW_ONLY", "check_supported"]
+
+# what runs on TensorFlow only, by method name (and "guided-training"): guided backpropagation reads
+# the model's ReLUs from a traced TensorFlow graph (methods/guided_model.py), and GuidedTraining
+# differentiates the map inside its own train_step with two GradientTapes (training/guided.py)
+TENSORFLOW_ONLY = frozenset({"guided-backprop", "guided-gradcam", "guided-gradcam++", "guided-training"})
+
+
+def check_supported(what: str, display: str | None = None) -> None:
+    """Raise ``NotImplementedError`` naming this process's backend if ``what`` needs TensorFlow.
+
+    Parameters
+    ----------
+    what : str
+        A method's name (``"guided-backprop"``) or ``"guided-training"``.
+    display : str, optional
+        How to name it in the message (a method's display name).
+    """
+    if name != "tensorflow" and what in TENSORFLOW_ONLY:
+        raise NotImplementedError(
+            f"{display or what} runs on the TensorFlow backend only, and Keras runs the {name!r} backend here "
+            f"(KERAS_BACKEND={name}). Pick another method (e.g. 'gradcam' or 'gradcam++', which run on every "
+            "backend), or set KERAS_BACKEND=tensorflow before importing keras."
+        )
