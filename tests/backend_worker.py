@@ -165,6 +165,31 @@ def task_explain(data: dict) -> dict:
     return result
 
 
+def task_callback(data: dict) -> dict:
+    """``model.fit`` of a small CNN for 2 epochs with a ``GradCAMCallback`` writing to ``data["log_dir"]``."""
+    import keras_gradcam as kg
+
+    ds = kg.datasets.make_shapes(n=24, image_size=16, seed=0)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(h)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    callback = kg.GradCAMCallback(
+        ds.images[:4], str(data["log_dir"]), probe_labels=ds.labels[:4], probe_masks=ds.masks[:4],
+        method="gradcam", layer="c2", class_names=ds.class_names,
+    )
+    try:
+        model.fit(ds.images, ds.labels, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    except Exception as error:  # reported to the parent
+        return {"error": np.array(f"{type(error).__name__}: {error}")}
+    trained = any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    return {"trained": np.array(trained), "pointing_game": np.asarray(callback.history["pointing_game"], float)}
+
+
 def nested_cnn() -> keras.Model:
     """:func:`backend_cnn`'s layers with the convolutions in a Functional sub-model "backbone"."""
     inp = keras.Input((8, 8, 2), name="image")
@@ -186,7 +211,7 @@ def tiny_vit() -> keras.Model:
 
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
-TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain}
+TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback}
 
 
 def main(argv) -> int:
