@@ -86,3 +86,20 @@ def test_every_kind_of_target_with_batch_size_one_matches_one_batch():
         whole = kg.GradCAM(model, layer="conv")(X, targets=targets)
         close(one.scores, expected, atol=1e-5)
         close(one.layer_heatmaps, whole.layer_heatmaps, atol=1e-5)
+
+
+def test_warnings_point_at_the_users_line_through_every_entry_point():
+    """An all-zero map warns at the caller's line, whether it called the explainer or kg.explain."""
+    head = W_HEAD.copy()
+    head[:, 2] = 0.0  # class 2 does not depend on the layer: every gradient is zero
+    kernel = np.random.default_rng(3).normal(size=(3, 3, 3, 4))
+    model = conv_gap_model(kernel, np.full(4, 0.1), head, np.zeros(3), input_shape=(8, 8, 3),
+                           conv_activation="relu", activation=None, gap_name="gap")
+    for run in (lambda: kg.GradCAM(model, layer="conv")(X, targets=2),
+                lambda: kg.explain(model, X, method="gradcam", layer="conv", targets=2),
+                lambda: kg.explain(model, X, method="gradcam++", layer="conv", targets=2, batch_size=1)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+        said = [w for w in caught if "exactly zero" in str(w.message)]
+        assert said and all(w.filename == __file__ for w in said), [(w.filename, w.lineno) for w in said]

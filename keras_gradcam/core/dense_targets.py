@@ -7,7 +7,6 @@ equality (equal targets share one compiled function) and checks that name what i
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import keras
@@ -15,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from .targets import Target, digest, pick_output
-from .validate import boolean, check_classes, integer, one_of, positive_float
+from .validate import boolean, check_classes, integer, one_of, positive_float, warn_user
 
 __all__ = ["SegmentationTarget", "BoxTarget", "RetinaNetDetections", "box_iou"]
 
@@ -180,12 +179,11 @@ def box_iou(boxes: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
 def _warn_unmatched(matched):
     missing = int((~matched.numpy()).sum())
     if missing:
-        warnings.warn(
+        warn_user(
             f"BoxTarget: {missing} of {matched.shape[0]} samples have no detection of the class whose box overlaps "
             "the reference box with IoU >= iou_threshold; their score is 0 and their map all zero. Lower "
             "iou_threshold (or min_score), or check the box format and the class.",
             RuntimeWarning,
-            stacklevel=2,
         )
     return matched
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["depends_on", "reaches_output"]
+__all__ = ["depends_on", "reaches_output", "check_reaches"]
 
 
 def depends_on(tensor, operation) -> bool | None:
@@ -59,3 +59,29 @@ def reaches_output(model: keras.Model, path: list, output_index: int) -> bool | 
             continue
         return None if any(a is None for a in answers) else False
     return True
+
+
+def check_reaches(model: keras.Model, info, output_index: int) -> None:
+    """Raise ``ValueError`` if the explained output does not depend on the layer (its map would be zero).
+
+    ``info``: the layer's :class:`~keras_gradcam.core.layers.LayerInfo` (its ``path``, ``layer`` and ``sources``).
+    """
+    chain, current = [], model
+    try:
+        for name in info.path.split("/")[:-1]:
+            if not isinstance(current, keras.Model):
+                break  # inside a subclassed layer: not graph nodes
+            current = current.get_layer(name)
+            chain.append(current)
+    except (ValueError, AttributeError):
+        return
+    # a layer inside a subclassed layer feeds the output if that layer (the graph node) does
+    links = chain if info.sources is not None else chain + [info.layer]
+    if reaches_output(model, links, output_index) is False:
+        names = list(getattr(model, "output_names", None) or [])
+        out = names[output_index] if output_index < len(names) else output_index
+        raise ValueError(
+            f"layer {info.path!r} does not feed the explained output {out!r} of model {model.name!r} (it lies on "
+            "another branch), so every gradient-based map would be zero. Pick a layer on the path to that output, "
+            "or explain another output with output=<index or name>."
+        )

@@ -15,23 +15,22 @@ So every kind of target goes through batching the same way (``batch_size`` is fr
 masks), and a new target whose key is not new (``ClassTarget(k)`` for another ``k``; the same
 ``lambda out, k=k: out[:, k]`` with another ``k``) reuses the compiled function.
 
-In graph code a target travels with its data as a :class:`TargetBatch`.
+In graph code a target travels with its data as a :class:`TargetBatch`. The type itself is in
+:mod:`keras_gradcam.core.target_base`, callables in :mod:`keras_gradcam.core.callable_target`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import numbers
-import re
-import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Union
 
 import keras
 import numpy as np
 
+from .callable_target import CallableTarget, replacement
+from .target_base import Negated, Target, TargetBatch, data_key, digest
 from .validate import ClassIndexError
 
 Targets = Union[None, int, Sequence[int], np.ndarray, Callable]  # noqa: UP007 - a runtime alias
@@ -58,94 +57,6 @@ __all__ = [
 ]
 
 
-class Target:
-    """Base of every target: a static ``key``, per-sample ``rows``, ``shared`` data and a ``score``.
-
-    Subclasses override :meth:`score` (graph code, keras.ops) and, where they hold data,
-    :meth:`rows`, :meth:`shared` and :attr:`key`. See the module docstring.
-    """
-
-    #: whether the explained quantity is a class per sample (``Explanation.targets`` reports it)
-    names_classes: ClassVar[bool] = False
-
-    @property
-    def key(self) -> Any:
-        """Hashable: targets with equal keys (and data of equal shapes) share a compiled function."""
-        return (type(self),)
-
-    def rows(self, n: int) -> dict[str, np.ndarray]:
-        """Per-sample data for ``n`` samples, each array with leading axis ``n``."""
-        return {}
-
-    def shared(self) -> dict[str, np.ndarray]:
-        """Data passed whole to every batch."""
-        return {}
-
-    def check(self, n: int, capture) -> None:
-        """Host-side checks before anything is traced (``capture`` is the explainer's capture)."""
-
-    def score(self, outputs, rows: Mapping, shared: Mapping, capture):
-        """Graph code: the ``(B,)`` scores of a batch from the model's outputs."""
-        raise NotImplementedError
-
-    def classes(self, outputs, rows: Mapping, shared: Mapping, capture):
-        """Graph code: the ``(B,)`` int32 class explained per sample, or None (not a class)."""
-        return None
-
-    def describe(self) -> str:
-        return repr(self)
-
-
-class TargetBatch:
-    """A target with the tensors of one batch (graph code): what :class:`Capture` explains."""
-
-    def __init__(self, target: Target, rows: Mapping | None = None, shared: Mapping | None = None):
-        self.target, self.rows, self.shared = target, dict(rows or {}), dict(shared or {})
-
-    @property
-    def names_classes(self) -> bool:
-        return self.target.names_classes
-
-    def score(self, outputs, capture):
-        return self.target.score(outputs, self.rows, self.shared, capture)
-
-    def classes(self, outputs, capture):
-        return self.target.classes(outputs, self.rows, self.shared, capture)
-
-    def tile(self, k) -> TargetBatch:
-        """The rows of ``k`` variants of each sample, variant-major (row ``j * B + b`` is sample ``b``)."""
-        rows = {name: keras.ops.tile(r, [k] + [1] * (len(r.shape) - 1)) for name, r in self.rows.items()}
-        return TargetBatch(self.target, rows, self.shared)
-
-    def negated(self) -> TargetBatch:
-        """The same target scoring ``-score`` (counterfactual explanations), its classes unchanged."""
-        return TargetBatch(Negated(self.target), self.rows, self.shared)
-
-    def with_classes(self, classes) -> TargetBatch:
-        """Class targets with ``-1`` (top-1) replaced by the classes resolved on the clean inputs."""
-        if not isinstance(self.target, ClassIndices):
-            return self
-        return TargetBatch(self.target, {"classes": classes}, self.shared)
-
-
-class Negated(Target):
-    """``-score`` of another target, with its classes (graph code; see :meth:`TargetBatch.negated`)."""
-
-    def __init__(self, target: Target):
-        self.target = target
-        self.names_classes = target.names_classes
-
-    @property
-    def key(self):
-        return (Negated, self.target.key)
-
-    def score(self, outputs, rows, shared, capture):
-        return -keras.ops.cast(self.target.score(outputs, rows, shared, capture), "float32")
-
-    def classes(self, outputs, rows, shared, capture):
-        return self.target.classes(outputs, rows, shared, capture)
-
-
 def batch_of(targets) -> TargetBatch:
     """``targets`` as a :class:`TargetBatch`: as is, an int tensor of classes, or a plain callable."""
     if isinstance(targets, TargetBatch):
@@ -155,15 +66,6 @@ def batch_of(targets) -> TargetBatch:
     return TargetBatch(ClassIndices(), {"classes": targets})
 
 
-def data_key(rows: Mapping, shared: Mapping) -> tuple:
-    """What the compiled function's signature depends on in a target's data: names, dtypes, shapes."""
-    return (
-        tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(rows.items())),
-        tuple((k, v.dtype.str, v.shape) for k, v in sorted(shared.items())),
-    )
-
-
-# -- class indices -------------------------------------------------------------------------------
 class ClassIndices(Target):
     """One class per sample (``-1``: the sample's top-1 class) of the explained output.
 
@@ -188,6 +90,9 @@ class ClassIndices(Target):
 
     def classes(self, outputs, rows, shared, capture):
         return class_scores(capture.select(outputs), rows["classes"])[1]
+
+    def with_classes(self, rows, classes) -> dict:
+        return {**rows, "classes": classes}
 
     def __repr__(self) -> str:
         return "ClassIndices(top-1)" if self._classes is None else f"ClassIndices({self._classes.tolist()})"
@@ -284,177 +189,6 @@ class OutputTarget(Target):
 
 
 # -- any callable ----------------------------------------------------------------------------------
-_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
-
-
-def _as_data(value) -> np.ndarray | None:
-    """A captured number (or numeric array) as an array to pass as data, None if it is not one.
-
-    Floats become float32 and ints int32 (int64 beyond its range), as TensorFlow converts a
-    Python number or a NumPy array meeting a float32 tensor.
-    """
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-        if value.dtype.kind == "f":
-            return value.astype(np.float32)
-        if value.dtype.kind in "iu" and value.size and (value.min() < -(2**31) or value.max() >= 2**31):
-            return value.astype(np.int64)
-        return value.astype(np.int32) if value.dtype.kind in "iu" else value
-    if isinstance(value, _SCALARS):
-        if isinstance(value, (bool, np.bool_)):
-            return np.asarray(bool(value))
-        if isinstance(value, (int, np.integer)):
-            v = int(value)
-            return np.asarray(v, np.int32 if -(2**31) <= v < 2**31 else np.int64)
-        return np.asarray(value, np.float32)
-    return None
-
-
-class _Same:
-    """Hashes and compares by identity, and keeps the object alive while a key holds it."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __eq__(self, other):
-        return isinstance(other, _Same) and other.obj is self.obj
-
-    def __hash__(self):
-        return id(self.obj)
-
-
-def _static(value):
-    """A captured value as part of a key: itself when hashable, an array by its bytes, else by identity."""
-    if isinstance(value, np.ndarray):
-        return digest(value)
-    try:
-        hash(value)
-    except TypeError:
-        return _Same(value)
-    if isinstance(value, (types.ModuleType, types.FunctionType, type)):
-        return _Same(value)
-    return value if isinstance(value, (str, bytes, tuple, frozenset, type(None), *_SCALARS)) else _Same(value)
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
-
-
-class CallableTarget(Target):
-    """Any callable ``outputs -> (N,)`` scores, keyed by its code, its captured numbers passed as data.
-
-    A plain function or ``lambda`` is keyed by its code object: the numbers it captures (int,
-    float and bool default arguments, closure cells and module globals) are passed to the compiled
-    function as data, so ``lambda out, k=k: out[:, k]`` in a loop over ``k`` traces once. Its other
-    captured values (modules, arrays, objects) are part of the key by identity. Where the function
-    needs a captured number as a Python value (``range(k)``, ``if flag:``), tracing with data
-    fails and the target is traced again with the numbers as constants (:meth:`constants`), keyed
-    by their values. Any other callable (an object with ``__call__``) is keyed by itself.
-    """
-
-    def __init__(self, fn: Callable, as_data: bool = True):
-        self.fn = fn
-        self._numbers: dict[str, Any] = {}  # "d0", "k:name", "c0", "g:name" -> captured number
-        self._statics: list = []
-        plain = isinstance(fn, types.FunctionType)
-        self.as_data = bool(as_data and plain)
-        if not plain:
-            self._key = (CallableTarget, _static(fn))
-            return
-        code = fn.__code__
-        slots = [(f"d{i}", v) for i, v in enumerate(fn.__defaults__ or ())]
-        slots += [(f"k:{k}", v) for k, v in sorted((fn.__kwdefaults__ or {}).items())]
-        slots += [(f"c{i}", _cell(c)) for i, c in enumerate(fn.__closure__ or ())]
-        glob = fn.__globals__
-        slots += [(f"g:{name}", glob[name]) for name in sorted(_global_names(code)) if name in glob]
-        for slot, value in slots:
-            data = _as_data(value) if self.as_data else None
-            if data is not None:
-                self._numbers[slot] = data
-                self._statics.append((slot, data.dtype.str, data.shape))
-            else:
-                self._statics.append((slot, _static(value)))
-        self._key = (CallableTarget, code, _Same(glob), self.as_data, tuple(self._statics))
-
-    @property
-    def key(self):
-        return self._key
-
-    def constants(self) -> CallableTarget:
-        """The same callable with its captured numbers as Python values (keyed by them)."""
-        target = CallableTarget(self.fn, as_data=False)
-        target._key = (CallableTarget, "constants", _static_fn(self.fn))
-        return target
-
-    def shared(self) -> dict[str, np.ndarray]:
-        return dict(self._numbers)
-
-    def _function(self, shared: Mapping) -> Callable:
-        """``fn`` rebuilt around the tensors in ``shared`` (graph code)."""
-        fn = self.fn
-        if not self._numbers:
-            return fn
-        defaults = list(fn.__defaults__ or ())
-        kwdefaults = dict(fn.__kwdefaults__ or {})
-        cells = list(fn.__closure__ or ())
-        glob = None
-        for slot, tensor in shared.items():
-            kind, _, rest = slot.partition(":") if ":" in slot else (slot[0], "", slot[1:])
-            if kind == "d":
-                defaults[int(rest)] = tensor
-            elif kind == "k":
-                kwdefaults[rest] = tensor
-            elif kind == "c":
-                cells[int(rest)] = types.CellType(tensor)
-            else:
-                glob = dict(fn.__globals__) if glob is None else glob
-                glob[rest] = tensor
-        new = types.FunctionType(fn.__code__, glob if glob is not None else fn.__globals__, fn.__name__,
-                                 tuple(defaults) or None, tuple(cells) or None)
-        new.__kwdefaults__ = kwdefaults or None
-        return new
-
-    def score(self, outputs, rows, shared, capture):
-        fn = self._function(shared) if self.as_data else self.fn
-        return fn(outputs)
-
-    def describe(self) -> str:
-        return getattr(self.fn, "__qualname__", repr(self.fn))
-
-    def __repr__(self) -> str:
-        return f"CallableTarget({self.describe()})"
-
-
-def digest(array: np.ndarray | None) -> tuple | None:
-    """A hashable stand-in for an array: its dtype, shape and a hash of its bytes."""
-    if array is None:
-        return None
-    array = np.ascontiguousarray(array)
-    return (array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).hexdigest())
-
-
-def _cell(cell):
-    try:
-        return cell.cell_contents
-    except ValueError:  # an empty cell (a name bound later)
-        return None
-
-
-def _static_fn(fn: types.FunctionType) -> tuple:
-    """A key for ``fn`` with every captured value as it is (numbers by value)."""
-    values = list(fn.__defaults__ or ()) + [_cell(c) for c in fn.__closure__ or ()]
-    values += [v for _, v in sorted((fn.__kwdefaults__ or {}).items())]
-    glob = fn.__globals__
-    values += [glob[n] for n in sorted(_global_names(fn.__code__)) if n in glob]
-    return (fn.__code__, _Same(glob), tuple(_static(v) for v in values))
-
-
-# -- conversion --------------------------------------------------------------------------------
 def as_target(targets: Targets, n: int) -> Target:
     """``targets=`` of an explainer call as a :class:`Target` for ``n`` samples.
 
@@ -614,14 +348,3 @@ class BoundTarget:
         return BoundTarget(self.target.constants(), self.rows, {})
 
 
-def replacement(target: Target) -> str:
-    """What to pass instead of a callable that traces anew, as exactly as its source says."""
-    fn = getattr(target, "fn", None)
-    try:
-        source = inspect.getsource(fn).strip() if fn is not None else ""
-    except (OSError, TypeError):
-        source = ""
-    index = re.search(r"\[\s*:\s*,\s*([^\]\[]+?)\s*\]", source)
-    if index:
-        return f"targets=kg.ClassTarget({index.group(1)})"
-    return "a reusable target object (kg.ClassTarget(k), kg.OutputTarget(...), kg.SegmentationTarget(...))"

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "reshape_grid", "to_grid", "token_advice", "token_mask"]
+from .validate import non_negative_int, positive_int
+
+__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "reshape_grid", "to_grid", "token_advice", "token_mask", "token_options"]
 
 MAX_PREFIX = 16  # prefix tokens accepted when the grid is read from a patch embedding
 
@@ -280,3 +282,21 @@ def token_mask(t: tf.Tensor, prefix: int, reshape: Callable | None = None) -> tf
     positions = tf.range(tf.shape(t)[1])
     keep = positions >= (0 if reshape is not None else prefix)
     return tf.cast(keep, tf.float32)[None, :, None]
+
+
+def token_options(grid, prefix_tokens, reshape) -> tuple:
+    """``grid=``, ``prefix_tokens=`` and ``reshape=`` checked: two positive ints, an int >= 0, a callable."""
+    if grid is not None:
+        if isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) != 2:
+            raise TypeError(f"grid must be None or (rows, cols), two positive ints; got {grid!r}.")
+        grid = tuple(positive_int("grid", g, expected="(rows, cols), two positive ints") for g in grid)
+    if prefix_tokens is not None:
+        prefix_tokens = non_negative_int("prefix_tokens", prefix_tokens)
+    if reshape is not None and not callable(reshape):
+        raise TypeError(
+            f"reshape must be None or a callable (batch, tokens, channels) -> (batch, rows, cols, channels); "
+            f"got {type(reshape).__name__}."
+        )
+    if reshape is not None and (grid is not None or prefix_tokens is not None):
+        raise ValueError("pass either reshape= or grid=/prefix_tokens=, not both: reshape= says the whole layout.")
+    return grid, prefix_tokens, reshape
