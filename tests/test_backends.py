@@ -22,6 +22,7 @@ import tensorflow as tf
 from backend_worker import MODELS, ROOT, backend_cnn
 
 import keras_gradcam as kg
+from keras_gradcam.core import postprocess
 from keras_gradcam.core.backend import TENSORFLOW_ONLY as TF_ONLY_NAMES
 
 WORKER = os.path.join(ROOT, "tests", "backend_worker.py")
@@ -112,15 +113,23 @@ CASES = [{"id": m, "method": m, "layer": "c2", "options": OPTIONS.get(m, {})} fo
 ]
 SUPPORTED = [c for c in CASES if c["method"] not in TF_ONLY_NAMES]
 TENSORFLOW_ONLY = [c for c in CASES if c["method"] in TF_ONLY_NAMES]
-# what still fails on a backend because its math is not yet written in keras.ops (the conversion of
-# core/postprocess.py, core/engine.py and methods/ to keras.ops, issue 21): strict xfails, so each
-# one that starts to pass fails the run until it is taken off this list
-PENDING = {"jax": {c["id"] for c in SUPPORTED} | {"callback"}, "torch": {c["id"] for c in SUPPORTED} | {"callback"}}
+# the maths above the seam must be keras.ops for any map to run on JAX or PyTorch: until the conversion
+# of core/postprocess.py (issue 21) is on this branch, the map checks skip, saying so
+KERAS_OPS_MATHS = not hasattr(postprocess, "tf")
+NOT_YET = "the explain path's maths is still TensorFlow here (core/postprocess.py imports tensorflow): it waits for the keras.ops conversion"
+# what still fails with that conversion (measured on feature/pipeline + feature/hygiene + this branch): the
+# multi-pass drivers (methods/sampling.py, methods/perturbation.py, core/noise.py) and token grids
+# (core/tokens.py) use TensorFlow ops; on PyTorch a token layer's map differs from TensorFlow's by up to
+# 4e-4 (relative) in the attention. Strict xfails: a case that starts to pass must leave this list.
+MULTI_PASS = {"smoothgradcam++", "integrated-gradcam", "scorecam", "sscam", "iscam", "gradcam++ +tokens"}
+PENDING = {"jax": MULTI_PASS | {"ablationcam"}, "torch": MULTI_PASS}
 
 
 @pytest.fixture(scope="module")
 def tf_maps(tmp_path_factory):
     """Each supported case explained here, on TensorFlow, with the weights the child loads."""
+    if not KERAS_OPS_MATHS:
+        pytest.skip(NOT_YET)
     tmp = tmp_path_factory.mktemp("tf_maps")
     jobs = _jobs(tmp)
     data = jobs["explain"][1]
@@ -138,8 +147,10 @@ def tf_maps(tmp_path_factory):
 def test_same_weights_give_the_same_maps_as_tensorflow(backend, case, tf_maps, request):
     """Every method the backend runs: layer maps, heatmaps, scores and classes equal TensorFlow's (1e-4)."""
     name, results, _ = backend
+    if not KERAS_OPS_MATHS:
+        pytest.skip(NOT_YET)
     if case["id"] in PENDING[name]:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{case['id']} waits for the keras.ops conversion on {name}"))
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{case['id']} still uses TensorFlow ops on {name}"))
     got = results["explain"]
     error = got.get(f"error_{case['id']}")
     assert error is None, f"{case['id']} failed on {name}: {error}"
@@ -161,14 +172,14 @@ def test_tensorflow_only_features_raise_an_error_naming_the_backend(backend, cas
     assert bool(results["explain"][f"unchanged_{case['id']}"])
 
 
-def test_callback_writes_tensorboard_images_and_scalars_during_fit(backend, request):
+def test_callback_writes_tensorboard_images_and_scalars_during_fit(backend):
     """``model.fit`` on the backend with a ``GradCAMCallback``: TensorBoard (TensorFlow's writer) gets the probe
     cards and the bias scalars at steps 0 and 1, and the model trains."""
     from tensorboard.backend.event_processing import plugin_event_multiplexer
 
     name, results, jobs = backend
-    if "callback" in PENDING[name]:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"the callback's Grad-CAM waits for the keras.ops conversion on {name}"))
+    if not KERAS_OPS_MATHS:
+        pytest.skip(NOT_YET)
     got = results["callback"]
     assert "error" not in got, str(got.get("error"))
     assert bool(got["trained"])
