@@ -190,6 +190,35 @@ def task_callback(data: dict) -> dict:
     return {"trained": np.array(trained), "pointing_game": np.asarray(callback.history["pointing_game"], float)}
 
 
+def task_metrics(data: dict) -> dict:
+    """Grad-CAM's maps of the small CNN through a PyDataset run, the model metrics and ``kg.evaluate``."""
+    import keras_gradcam as kg
+
+    model = backend_cnn()
+    model.load_weights(str(data["weights"]))
+    x = data["x"]
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return x[3 * i : 3 * i + 3]
+
+    try:
+        run = kg.explain_dataset(model, Batches(), out=str(data["run_dir"]), method="gradcam", layer="c2", verbose=0)
+        exp = kg.explain(model, x, method="gradcam", layer="c2")
+        table = kg.evaluate(model, x, methods=["gradcam"], layer="c2", metrics=["average_drop", "deletion_auc"])
+        return {
+            "run_heatmaps": np.asarray(run.heatmaps[:]),
+            "average_drop": np.asarray(kg.metrics.average_drop(model, x, exp, reduction=None)),
+            "deletion_auc": np.asarray(kg.metrics.deletion_auc(model, x, exp, reduction=None)),
+            "evaluate": np.array([table[0]["average_drop"], table[0]["deletion_auc"]]),
+        }
+    except Exception as error:  # reported to the parent
+        return {"error": np.array(f"{type(error).__name__}: {error}")}
+
+
 def nested_cnn() -> keras.Model:
     """:func:`backend_cnn`'s layers with the convolutions in a Functional sub-model "backbone"."""
     inp = keras.Input((8, 8, 2), name="image")
@@ -211,7 +240,7 @@ def tiny_vit() -> keras.Model:
 
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
-TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback}
+TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback, "metrics": task_metrics}
 
 
 def main(argv) -> int:

@@ -59,6 +59,7 @@ def _jobs(tmp) -> dict:
         "guided_relu": ("guided_relu", guided, None),
         "explain": ("explain", explain, None),
         "callback": ("callback", {"log_dir": str(tmp / "logs")}, None),
+        "metrics": ("metrics", {"x": np.concatenate([x, -x]), "weights": explain["weights_cnn"], "run_dir": str(tmp / "run")}, None),
     }
 
 
@@ -194,6 +195,26 @@ def test_callback_writes_tensorboard_images_and_scalars_during_fit(backend):
         assert [e.step for e in mux.Tensors("gradcam", tag)] == [0, 1], tag
     values = [float(tf.make_ndarray(e.tensor_proto)) for e in mux.Tensors("gradcam", "bias/pointing_game")]
     np.testing.assert_allclose(values, got["pointing_game"], rtol=1e-6)
+
+
+def test_dataset_runs_metrics_and_evaluate_equal_tensorflows(backend, tmp_path):
+    """A ``PyDataset`` through ``kg.explain_dataset``, ``average_drop``, ``deletion_auc`` and ``kg.evaluate``
+    on the backend give what they give on TensorFlow with the same weights."""
+    if not KERAS_OPS_MATHS:
+        pytest.skip(NOT_YET)
+    name, results, jobs = backend
+    got = results["metrics"]
+    assert "error" not in got, str(got.get("error"))
+    data = jobs["metrics"][1]
+    model = backend_cnn()
+    model.load_weights(data["weights"])
+    x = data["x"]
+    exp = kg.explain(model, x, method="gradcam", layer="c2")
+    np.testing.assert_allclose(got["run_heatmaps"], exp.heatmaps, atol=1e-4)
+    np.testing.assert_allclose(got["average_drop"], kg.metrics.average_drop(model, x, exp, reduction=None), atol=1e-4)
+    np.testing.assert_allclose(got["deletion_auc"], kg.metrics.deletion_auc(model, x, exp, reduction=None), atol=1e-4)
+    table = kg.evaluate(model, x, methods=["gradcam"], layer="c2", metrics=["average_drop", "deletion_auc"])
+    np.testing.assert_allclose(got["evaluate"], [table[0]["average_drop"], table[0]["deletion_auc"]], rtol=1e-4)
 
 
 def tf_reference(model, names, x, cls):
