@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv if it is missing.
 PYTHON ?= python3
 VENV := .venv
+comma := ,
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -67,6 +68,7 @@ bench: install
 	$(PY) benchmarks/bench_dataset.py
 	$(PY) benchmarks/bench_guided.py
 	$(PY) benchmarks/bench_vit.py
+	$(PY) benchmarks/bench_backends.py --backends tensorflow,jax$(if $(wildcard $(TORCH_VENV)/bin/python),$(comma)torch --torch-python $(TORCH_VENV)/bin/python)
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
