@@ -25,6 +25,13 @@ def build():
                           conv_activation="relu", activation=None, gap_name="gap")
 
 
+SCALE = 1.0  # read by a helper the target calls
+
+
+def scaled_first_class(out):
+    return out[:, 0] * SCALE
+
+
 def logits(model, x):
     return np.asarray(model(x), np.float64)
 
@@ -53,6 +60,19 @@ def test_closure_cells_and_globals_are_read_on_every_call():
     for weight in (0.5, 2.0):
         close(cam(X, targets=lambda out: out[:, 0] * weight).scores, z[:, 0] * weight, atol=1e-5)  # noqa: B023
     assert cam._fns.traced == 2
+
+
+def test_a_helper_function_reading_a_changed_global_is_never_stale():
+    """Keyed by code, a target must still see what its helpers read: their captured numbers are part of the key."""
+    global SCALE
+    model = build()
+    cam = kg.GradCAM(model, layer="conv")
+    z = logits(model, X)
+    try:
+        for SCALE in (1.0, 3.0, -2.0):
+            close(cam(X, targets=lambda out: scaled_first_class(out)).scores, z[:, 0] * SCALE, atol=1e-5)
+    finally:
+        SCALE = 1.0
 
 
 def test_a_lambda_needing_python_values_is_traced_by_value_and_the_third_trace_says_what_to_pass():

@@ -13,25 +13,31 @@ __all__ = ["Call"]
 
 @dataclasses.dataclass
 class Call:
-    """One call of an explainer, as its stages see it (made by :meth:`Explainer.prepare`).
+    """One call of an explainer, as its stages see it (made by :meth:`keras_gradcam.core.engine.Explainer.prepare`).
 
     Attributes
     ----------
-    images : the images as given (raw, before a KerasHub preprocessor)
-    inputs : the prepared model inputs (arrays, or a list/dict of them), ``n`` samples
+    images : array-like
+        The images as given (raw, before a KerasHub preprocessor).
+    inputs : ndarray, or a list/dict of them
+        The prepared model inputs, ``n`` samples.
     target : BoundTarget
         The target with its per-sample rows and shared data; :meth:`data` cuts them per batch.
-    n, batch_size : int
-        Samples, and the largest number of images in one forward pass.
+    n : int
+        Number of samples.
+    batch_size : int
+        The largest number of images in one forward pass.
     size : tuple
         Spatial size of the heatmaps.
     raw_size : tuple or None
         The raw images' size when a KerasHub preprocessor resized them.
-    per_batch, chunk : int
-        Samples per batch, and variants of each sample per pass (noise draws, path points), from
-        :meth:`Explainer.plan`.
+    per_batch : int
+        Samples per batch, from :meth:`~keras_gradcam.core.engine.Explainer.plan`.
+    chunk : int
+        Variants of each sample per pass (noise draws, path points).
     state : dict
-        Scratch space of the method for this call (a progress bar, options of the call).
+        Scratch space of the method for this call (a progress bar, options of the call, its
+        compiled functions).
     """
 
     images: Any

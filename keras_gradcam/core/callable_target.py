@@ -7,7 +7,9 @@ captured ``k`` is a tensor argument), where a key by the callable itself traced 
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -58,10 +60,30 @@ class _Same:
         return id(self.obj)
 
 
-def _static(value):
-    """A captured value as part of a key: itself when hashable, an array by its bytes, else by identity."""
+def _user_function(value) -> bool:
+    """Whether ``value`` is a plain function written by the user (not in an installed library)."""
+    if not isinstance(value, types.FunctionType):
+        return False
+    path = os.path.abspath(value.__code__.co_filename)
+    return not path.startswith(_LIBRARY_PATHS)
+
+
+_LIBRARY_PATHS = tuple(
+    {os.path.abspath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    | {os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep}  # keras_gradcam itself
+)
+
+
+def _static(value, depth: int = 0):
+    """A captured value as part of a key: itself when hashable, an array by its bytes, else by identity.
+
+    A function the user wrote (a helper the target calls) is keyed by identity *and* by what it
+    captures in turn (numbers by value), so a helper reading a global that changed retraces.
+    """
     if isinstance(value, np.ndarray):
         return digest(value)
+    if _user_function(value) and depth < 3:
+        return (_Same(value), _captured_key(value, depth + 1))
     try:
         hash(value)
     except TypeError:
@@ -69,6 +91,20 @@ def _static(value):
     if isinstance(value, (types.ModuleType, types.FunctionType, type)):
         return _Same(value)
     return value if isinstance(value, (str, bytes, tuple, frozenset, type(None), *_SCALARS)) else _Same(value)
+
+
+def _captured(fn: types.FunctionType) -> list:
+    """``(slot, value)`` of what ``fn`` captures: defaults, keyword defaults, closure cells, globals it reads."""
+    slots = [(f"d{i}", v) for i, v in enumerate(fn.__defaults__ or ())]
+    slots += [(f"k:{k}", v) for k, v in sorted((fn.__kwdefaults__ or {}).items())]
+    slots += [(f"c{i}", _cell(c)) for i, c in enumerate(fn.__closure__ or ())]
+    glob = fn.__globals__
+    slots += [(f"g:{name}", glob[name]) for name in sorted(_global_names(fn.__code__)) if name in glob]
+    return slots
+
+
+def _captured_key(fn: types.FunctionType, depth: int) -> tuple:
+    return tuple((slot, _static(v, depth)) for slot, v in _captured(fn) if v is not fn)
 
 
 def _global_names(code: types.CodeType) -> set[str]:
@@ -100,13 +136,8 @@ class CallableTarget(Target):
         if not plain:
             self._key = (CallableTarget, _static(fn))
             return
-        code = fn.__code__
-        slots = [(f"d{i}", v) for i, v in enumerate(fn.__defaults__ or ())]
-        slots += [(f"k:{k}", v) for k, v in sorted((fn.__kwdefaults__ or {}).items())]
-        slots += [(f"c{i}", _cell(c)) for i, c in enumerate(fn.__closure__ or ())]
-        glob = fn.__globals__
-        slots += [(f"g:{name}", glob[name]) for name in sorted(_global_names(code)) if name in glob]
-        for slot, value in slots:
+        code, glob = fn.__code__, fn.__globals__
+        for slot, value in _captured(fn):
             data = _as_data(value) if self.as_data else None
             if data is not None:
                 self._numbers[slot] = data
@@ -173,11 +204,7 @@ def _cell(cell):
 
 def _static_fn(fn: types.FunctionType) -> tuple:
     """A key for ``fn`` with every captured value as it is (numbers by value)."""
-    values = list(fn.__defaults__ or ()) + [_cell(c) for c in fn.__closure__ or ()]
-    values += [v for _, v in sorted((fn.__kwdefaults__ or {}).items())]
-    glob = fn.__globals__
-    values += [glob[n] for n in sorted(_global_names(fn.__code__)) if n in glob]
-    return (fn.__code__, _Same(glob), tuple(_static(v) for v in values))
+    return (fn.__code__, _Same(fn.__globals__), _captured_key(fn, 1))
 
 
 # -- conversion --------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from .capture import TRACE_LOCK, Capture, Captured
 from .device import device_errors
 from .diagnostics import NO_EVIDENCE, explain_warnings, probability_warning
 from .explanation import Explanation
-from .graph import check_reaches
+from .graph import OFF_BRANCH, check_reaches
 from .inputs import flat, map_inputs, prepare_inputs, preprocess, signature, signature_key
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import eigen_map, normalize, resize, weighted_sum
@@ -47,7 +47,7 @@ from .tokens import token_options
 from .validate import boolean, one_of, positive_int, warn_user
 
 __all__ = ["Explainer", "BaseCAM", "Call", "OUTPUTS", "FUNCTIONS_KEPT", "FunctionCache", "compile_cached",
-           "explain_warnings", "check_reaches"]
+           "explain_warnings", "check_reaches", "OFF_BRANCH"]
 
 OUTPUTS = ("heatmaps", "layer_heatmaps", "targets", "scores", "predictions", "zero_gradients", "probability_rows")
 
@@ -419,6 +419,8 @@ class BaseCAM(Explainer):
         same = kg.get_method(config["method"]).from_config(model, config)
     """
 
+    off_branch: ClassVar[str | None] = OFF_BRANCH  # why the map needs the layer to feed the output (None: it does not)
+    off_branch_note: ClassVar[str | None] = None
     # which of aug_smooth, eigen_smooth, relu the method takes (eigen_smooth: its map uses `combine`)
     supports: ClassVar[frozenset] = frozenset({"aug_smooth", "relu"})
 
@@ -511,7 +513,7 @@ class BaseCAM(Explainer):
         capture = Capture(self.model, infos, output=self.output, score=self.score)
         if capture.output_index is not None:
             for info in infos:
-                check_reaches(self.model, info, capture.output_index)
+                check_reaches(self.model, info, capture.output_index, self.off_branch, self.off_branch_note)
         self._capture = capture
 
     def _expansion(self) -> int:

@@ -20,6 +20,7 @@ from ..core.capture import Capture
 from ..core.engine import Call, Explainer
 from ..core.layers import LayerSpec, ensure_built
 from ..core.postprocess import normalize
+from ..core.target_base import Target, TargetBatch
 from ..core.validate import one_of
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
@@ -140,20 +141,50 @@ class GuidedBackprop(Explainer):
         fn = call.state.get("guided")
         if fn is None:
             fn = call.state["guided"] = self.compile(call, ("guided",), self.guided_batch)
-        names = ("attributions", "heatmaps", "layer_heatmaps", "targets", "scores", "predictions")
+        names = ("attributions", "heatmaps", "layer_heatmaps", "targets", "scores", "predictions", "zero_gradients")
         return dict(zip(names, self.outputs(fn, call.batch(start, stop), *call.data(start, stop))))
 
     def guided_batch(self, xb, targets):
         """Graph code: the input gradient of a batch and its per-pixel maximum over channels."""
         if self.counterfactual:
             targets = targets.negated()  # differentiate -y; the classes stay those of y
+        probe: dict = {}
+        if self.counterfactual or not targets.names_classes:
+            targets = TargetBatch(ScoreGradientProbe(targets.target, probe), targets.rows, targets.shared)
         cap = self.capture(xb, targets, gradients=False, input_gradients=True)
         scores = -cap.scores if self.counterfactual else cap.scores
         attributions = tf.cast(cap.input_gradients[0], tf.float32)
         amount = tf.abs(attributions)
         if attributions.shape.rank >= 3:
             amount = tf.reduce_max(amount, axis=1 if self._channels_first else -1)
-        return attributions, normalize(amount), amount, cap.targets, scores, cap.predictions
+        # per sample, whether the score itself has no gradient (tf.argmax...): then the score, not the
+        # guided ReLUs, is why nothing reaches the input (the engine's warning names it)
+        flat = probe.get("flat", tf.zeros_like(scores, tf.bool))
+        return attributions, normalize(amount), amount, cap.targets, scores, cap.predictions, flat
+
+
+class ScoreGradientProbe(Target):
+    """A target that also records, per sample, whether its score's gradient w.r.t. the outputs is all zero."""
+
+    def __init__(self, target: Target, probe: dict):
+        self.target, self.probe, self.names_classes = target, probe, target.names_classes
+
+    @property
+    def key(self):
+        return (ScoreGradientProbe, self.target.key)
+
+    def score(self, outputs, rows, shared, capture):
+        watched = [o for o in tf.nest.flatten(outputs) if o.dtype.is_floating and o.shape.rank]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(watched)
+            scores = tf.cast(self.target.score(outputs, rows, shared, capture), tf.float32)
+        grads = tape.gradient(scores, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)  # of their sum
+        flat = [tf.reduce_all(tf.reshape(g, [tf.shape(g)[0], -1]) == 0, axis=1) for g in grads]
+        self.probe["flat"] = tf.reduce_all(tf.stack(flat), axis=0) if flat else tf.zeros_like(scores, tf.bool)
+        return scores
+
+    def classes(self, outputs, rows, shared, capture):
+        return self.target.classes(outputs, rows, shared, capture)
 
 
 class _GuidedMixin:
