@@ -1,15 +1,16 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv if it is missing.
 PYTHON ?= python3
 VENV := .venv
+comma := ,
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo quickstart lint test test-slow test-browser test-beam bench docs clean
+.PHONY: install demo quickstart lint test test-slow test-browser test-beam test-torch bench docs clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,docs,hub]"
+	$(PY) -m pip install --quiet -e ".[test,docs,hub,jax]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -48,6 +49,18 @@ $(BEAM_VENV)/.installed: setup.cfg pyproject.toml
 test-beam: $(BEAM_VENV)/.installed
 	$(BEAM_VENV)/bin/python -m pytest -q tests/test_beam.py
 
+# Keras on PyTorch (the [torch] extra) in an environment of its own: PyPI's Linux torch wheel brings
+# its CUDA libraries (about 6 GB), too heavy for make install; the JAX checks run in make test
+TORCH_VENV ?= .venv-torch
+$(TORCH_VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(TORCH_VENV)/bin/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TORCH_VENV)/bin/python -m pip install --quiet -e ".[test,torch]"
+	touch $@
+
+test-torch: $(TORCH_VENV)/.installed
+	KG_TEST_BACKENDS=torch $(TORCH_VENV)/bin/python -m pytest -q tests/test_backends.py
+
 bench: install
 	$(PY) benchmarks/bench_explainers.py
 	$(PY) benchmarks/bench_callback.py
@@ -55,9 +68,10 @@ bench: install
 	$(PY) benchmarks/bench_dataset.py
 	$(PY) benchmarks/bench_guided.py
 	$(PY) benchmarks/bench_vit.py
+	$(PY) benchmarks/bench_backends.py --backends tensorflow,jax$(if $(wildcard $(TORCH_VENV)/bin/python),$(comma)torch --torch-python $(TORCH_VENV)/bin/python)
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) $(BEAM_VENV) build *.egg-info .pytest_cache runs outputs site
+	rm -rf $(VENV) $(BEAM_VENV) $(TORCH_VENV) build *.egg-info .pytest_cache runs outputs site

@@ -6,6 +6,20 @@
 >>> exp = cam(images, targets=[3, 7])                             # doctest: +SKIP
 """
 
+try:
+    import keras  # noqa: F401 - imported first for the message below
+except ModuleNotFoundError as error:  # KERAS_BACKEND names a backend whose package is not installed
+    missing = (error.name or "").split(".")[0]
+    if missing not in ("jax", "jaxlib", "torch", "tensorflow"):
+        raise
+    extra = {"jaxlib": "jax", "tensorflow": ""}.get(missing, missing)
+    raise ImportError(
+        f"keras-gradcam: Keras is set to a backend whose package is not installed (no module named "
+        f"{missing!r}). Install it with `pip install keras-gradcam{f'[{extra}]' if extra else ''}`, or pick "
+        "an installed backend with the KERAS_BACKEND environment variable (tensorflow, jax or torch) before "
+        "importing keras."
+    ) from error
+
 from . import datasets, metrics
 from .audit import AuditReport, audit
 from .callback import GradCAMCallback

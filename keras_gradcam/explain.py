@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 import keras
 
+from .core import backend
 from .core.explanation import Explanation
 from .core.targets import Targets
 from .methods.registry import get_method, merge_options
@@ -88,6 +89,7 @@ def explain(
     (8, 64, 64)
     """
     cls = get_method(method)
+    backend.check_supported(cls.name, cls.display_name or cls.name)
     options = merge_options(method_options, options)
     try:
         key = (id(model), cls, _hashable(layer), _hashable(sorted(options.items())), batch_size)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ..core.cache import FunctionCache, compile_cached
 from ..core.capture import Capture
@@ -24,6 +23,8 @@ from .arrays import as_images
 from .stats import gaussian_blur
 
 __all__ = ["SCORES", "Scorer", "scorer_for", "rows_as_probabilities", "check_probability_output", "make_substrate"]
+
+CLASSES = keras.KerasTensor((None,), "int32")  # the signature of one class index per image
 
 #: Score spaces the model metrics accept (``score=``).
 SCORES: tuple[str, ...] = ("probability", "logit", "output")
@@ -60,13 +61,13 @@ class Scorer:
     # graph code ------------------------------------------------------------------------------
     def _scores(self, x, targets):
         cap = self._capture(x, targets, gradients=False)
-        out = tf.cast(cap.output, tf.float32)
+        out = keras.ops.cast(cap.output, "float32")
         if self.score == "probability":
             if self._capture.link is None and self._capture.logits:
                 out = rows_as_probabilities(out)  # link unknown: maybe probabilities already
             else:
                 out = self._capture.probabilities(out)
-        return tf.gather(out, cap.targets, batch_dims=1), cap.targets
+        return keras.ops.take_along_axis(out, cap.targets[:, None], axis=1)[:, 0], cap.targets
 
     def _compile(self, name: str, x: np.ndarray, body, sig: list):
         """``body`` compiled for images shaped like ``x``, once per (name, image signature)."""
@@ -87,14 +88,14 @@ class Scorer:
         self._setup(x)
         if callable(targets):
             raise TypeError("metrics score class indices; pass None, an int or one int per image as targets.")
-        fn = self._compile("predict", x, self._scores, [signature(x), tf.TensorSpec([None], tf.int32)])
+        fn = self._compile("predict", x, self._scores, [signature(x), CLASSES])
         t = resolve_targets(targets, x.shape[0])
         check_range(t, self._capture.num_classes())
         scores, classes = [], []
         for i in range(0, x.shape[0], batch_size):
             s, c = fn(x[i : i + batch_size], t[i : i + batch_size])
-            scores.append(s.numpy())
-            classes.append(c.numpy())
+            scores.append(keras.ops.convert_to_numpy(s))
+            classes.append(keras.ops.convert_to_numpy(c))
         return np.concatenate(scores), np.concatenate(classes).astype(np.int64)
 
     def curves(self, start, end, rank, counts, classes, batch_size: int) -> np.ndarray:
@@ -102,15 +103,14 @@ class Scorer:
         n, h, w, c = start.shape
 
         def body(s, e, r, k, t):
-            b, m = tf.shape(s)[0], tf.shape(k)[0]
+            m = _length(k)
             changed = r[:, None, :, :] < k[None, :, None, None]  # (b, m, h, w)
-            x = tf.where(changed[..., None], e[:, None], s[:, None])
-            scores, _ = self._scores(tf.reshape(x, [b * m, h, w, c]), tf.repeat(t, m))
-            return tf.reshape(scores, [b, m])
+            x = keras.ops.where(changed[..., None], e[:, None], s[:, None])
+            scores, _ = self._scores(keras.ops.reshape(x, (-1, h, w, c)), keras.ops.repeat(t, m, axis=0))
+            return keras.ops.reshape(scores, (-1, m))
 
         img = signature(start)
-        sig = [img, img, tf.TensorSpec((None, h, w), tf.int32), tf.TensorSpec([None], tf.int32),
-               tf.TensorSpec([None], tf.int32)]
+        sig = [img, img, keras.KerasTensor((None, h, w), "int32"), CLASSES, CLASSES]
         fn = self._compile("curves", start, body, sig)
         return self._run(fn, (start, end, rank.astype(np.int32)), np.asarray(counts, np.int32), classes, batch_size)
 
@@ -119,17 +119,18 @@ class Scorer:
         n, h, w, c = x.shape
 
         def body(xb, fb, win, t):
-            b, m = tf.shape(xb)[0], tf.shape(win)[0]
-            yy = tf.range(h)[None, :, None]
-            xx = tf.range(w)[None, None, :]
+            m = _length(win)
+            yy = keras.ops.arange(h, dtype="int32")[None, :, None]
+            xx = keras.ops.arange(w, dtype="int32")[None, None, :]
             y0, x0, y1, x1 = (win[:, i, None, None] for i in range(4))
-            inside = (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)  # (m, h, w)
-            xo = tf.where(inside[None, ..., None], fb[:, None], xb[:, None])
-            scores, _ = self._scores(tf.reshape(xo, [b * m, h, w, c]), tf.repeat(t, m))
-            return tf.reshape(scores, [b, m])
+            ops = keras.ops
+            inside = ops.logical_and(ops.logical_and(yy >= y0, yy < y1), ops.logical_and(xx >= x0, xx < x1))  # (m, h, w)
+            xo = keras.ops.where(inside[None, ..., None], fb[:, None], xb[:, None])
+            scores, _ = self._scores(keras.ops.reshape(xo, (-1, h, w, c)), keras.ops.repeat(t, m, axis=0))
+            return keras.ops.reshape(scores, (-1, m))
 
         img = signature(x)
-        sig = [img, img, tf.TensorSpec((None, 4), tf.int32), tf.TensorSpec([None], tf.int32)]
+        sig = [img, img, keras.KerasTensor((None, 4), "int32"), CLASSES]
         fn = self._compile("occlusion", x, body, sig)
         return self._run(fn, (x, fill), np.asarray(windows, np.int32), classes, batch_size)
 
@@ -147,24 +148,31 @@ class Scorer:
             per = max(1, batch_size // m)
             for i in range(0, n, per):
                 sl = slice(i, i + per)
-                out[sl] = fn(*(a[sl] for a in samples), variants, classes[sl]).numpy()
+                out[sl] = keras.ops.convert_to_numpy(fn(*(a[sl] for a in samples), variants, classes[sl]))
             return out
         for i in range(n):
             sl = slice(i, i + 1)
             for j in range(0, m, batch_size):
-                out[i, j : j + batch_size] = fn(*(a[sl] for a in samples), variants[j : j + batch_size], classes[sl]).numpy()[0]
+                got = fn(*(a[sl] for a in samples), variants[j : j + batch_size], classes[sl])
+                out[i, j : j + batch_size] = keras.ops.convert_to_numpy(got)[0]
         return out
 
 
-def rows_as_probabilities(out: tf.Tensor) -> tf.Tensor:
+def _length(t):
+    """The length of ``t``'s first axis: a Python int where the trace knows it (JAX), else a tensor (TensorFlow)."""
+    return t.shape[0] if t.shape[0] is not None else keras.ops.shape(t)[0]
+
+
+def rows_as_probabilities(out):
     """``(B, classes)`` rows that are already probabilities kept as they are, the others softmaxed.
 
     A row is a probability when it is non-negative and sums to 1 within ``1e-4`` (a softmax the
     head detection could not see, e.g. one followed by an identity layer): a second softmax
     would flatten it.
     """
-    is_prob = tf.reduce_all(out >= 0.0, axis=-1) & (tf.abs(tf.reduce_sum(out, axis=-1) - 1.0) <= 1e-4)
-    return tf.where(is_prob[:, None], out, tf.nn.softmax(out, axis=-1))
+    ops = keras.ops
+    is_prob = ops.logical_and(ops.all(out >= 0.0, axis=-1), ops.abs(ops.sum(out, axis=-1) - 1.0) <= 1e-4)
+    return ops.where(is_prob[:, None], out, ops.softmax(out, axis=-1))
 
 
 def check_probability_output(model: keras.Model, capture: Capture, x: np.ndarray) -> None:

@@ -7,6 +7,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from ..core import backend
 from ..core.capture import output_link, thread_patches
 from ..core.layers import LayerSpec, ensure_built, output_layer, resolve_layer
 from ..core.validate import one_of, positive_float
@@ -167,6 +168,7 @@ class GuidedTraining(keras.Model):
         counterfactual: bool = True,
         **kwargs,
     ):
+        backend.check_supported("guided-training", "GuidedTraining")
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model; got {type(model).__name__}.")

@@ -2,8 +2,9 @@
 
 Everything above this package (the capture, the engine, the methods, post-processing) computes
 with ``keras.ops``; only the module chosen here, by ``keras.backend.backend()``, touches the
-backend's own library (TensorFlow's ``tf.function`` and ``tf.GradientTape``). A JAX or PyTorch
-implementation is a sibling module exporting the same names:
+backend's own library: ``tensorflow.py`` (``tf.function``, ``tf.GradientTape``), ``jax.py``
+(``jax.jit``, ``jax.value_and_grad`` through zero perturbations), ``torch.py`` (eager autograd).
+Each exports the same names:
 
 ``compile(body, signature, contexts=list) -> callable``
     ``body`` compiled once for ``signature`` (a list of structures of ``keras.KerasTensor`` or
@@ -12,10 +13,14 @@ implementation is a sibling module exporting the same names:
     or tensors shaped like ``signature`` and returns backend tensors.
 ``layer_gradients(forward, x, n_layers, gradients=True, wrt_inputs=False)``
     ``-> (aux, activations, gradients, input_gradients)``. ``forward(hook)`` runs the model once
-    on ``x`` and returns ``(total_score, aux)``; the capture's patched layers call
-    ``hook(i, out) -> out`` on the i-th explained layer's raw output. The backend returns the
-    hooked outputs, ``d total / d out_i`` (None unless ``gradients``) and ``d total / d x``
-    (flattened, None unless ``wrt_inputs``), zeros where the score does not depend on them.
+    on ``x`` and returns ``(total_score, aux)`` (JAX and PyTorch call ``forward(hook, inputs)``
+    with ``wrt_inputs``, and JAX calls it twice: it must start afresh); the capture's patched
+    layers call ``hook(i, out) -> out`` on the i-th explained layer's raw output. The backend
+    returns the hooked outputs, ``d total / d out_i`` (None unless ``gradients``) and
+    ``d total / d x`` (flattened, None unless ``wrt_inputs``), zeros where the score does not
+    depend on them.
+``guided_relu(x)``
+    ReLU with guided backpropagation's gradient ``dy * (x > 0) * (dy > 0)``.
 """
 
 from __future__ import annotations
@@ -24,11 +29,38 @@ import keras
 
 name = keras.backend.backend()
 if name == "tensorflow":
-    from .tensorflow import Compiled, compile, layer_gradients  # noqa: A004 - the seam's name
+    from .tensorflow import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+elif name == "jax":
+    from .jax import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+elif name == "torch":
+    from .torch import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
 else:
     raise ImportError(
-        f"keras-gradcam explains models on the TensorFlow backend; KERAS_BACKEND is {name!r}. Set "
-        "KERAS_BACKEND=tensorflow before importing keras."
+        f"keras-gradcam explains models on the TensorFlow, JAX and PyTorch backends; KERAS_BACKEND is {name!r}. "
+        "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
     )
 
-__all__ = ["name", "compile", "layer_gradients", "Compiled"]
+__all__ = ["name", "compile", "guided_relu", "layer_gradients", "Compiled", "TENSORFLOW_ONLY", "check_supported"]
+
+# what runs on TensorFlow only, by method name (and "guided-training"): guided backpropagation reads
+# the model's ReLUs from a traced TensorFlow graph (methods/guided_model.py), and GuidedTraining
+# differentiates the map inside its own train_step with two GradientTapes (training/guided.py)
+TENSORFLOW_ONLY = frozenset({"guided-backprop", "guided-gradcam", "guided-gradcam++", "guided-training"})
+
+
+def check_supported(what: str, display: str | None = None) -> None:
+    """Raise ``NotImplementedError`` naming this process's backend if ``what`` needs TensorFlow.
+
+    Parameters
+    ----------
+    what : str
+        A method's name (``"guided-backprop"``) or ``"guided-training"``.
+    display : str, optional
+        How to name it in the message (a method's display name).
+    """
+    if name != "tensorflow" and what in TENSORFLOW_ONLY:
+        raise NotImplementedError(
+            f"{display or what} runs on the TensorFlow backend only, and Keras runs the {name!r} backend here "
+            f"(KERAS_BACKEND={name}). Pick another method (e.g. 'gradcam' or 'gradcam++', which run on every "
+            "backend), or set KERAS_BACKEND=tensorflow before importing keras."
+        )

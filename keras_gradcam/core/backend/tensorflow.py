@@ -14,7 +14,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-__all__ = ["Compiled", "compile", "layer_gradients"]
+__all__ = ["Compiled", "compile", "guided_relu", "layer_gradients"]
 
 
 def _spec(s):
@@ -87,3 +87,16 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
         if wrt_inputs:
             wrt = got[n_layers if gradients else 0 :]
     return aux, outs, grads, wrt
+
+
+@tf.custom_gradient
+def guided_relu(x):
+    """ReLU whose gradient passes only where the input and the incoming gradient are positive.
+
+    Springenberg et al. 2015's guided backpropagation: ``dy * (x > 0) * (dy > 0)``.
+    """
+
+    def grad(dy):
+        return dy * tf.cast(x > 0, dy.dtype) * tf.cast(dy > 0, dy.dtype)
+
+    return tf.nn.relu(x), grad

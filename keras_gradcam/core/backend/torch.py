@@ -1,0 +1,161 @@
+"""The backend seam on PyTorch: eager autograd.
+
+:func:`layer_gradients` keeps each explained layer's output as the capture's hook sees it and asks
+:func:`torch.autograd.grad` for ``d total / d output`` (None, where the score does not depend on
+the output, becomes zeros). An output that does not require a gradient (a frozen backbone, whose
+weights do not) is replaced by a detached copy that does, so the layers after it are
+differentiated from there. The user's variables are read, never assigned; no ``.grad`` is
+accumulated (``autograd.grad`` returns the gradients instead).
+
+:func:`compile` runs the body eagerly: ``torch.compile`` did not pay for these bodies (see
+docs/backends.md for what was measured), and the body's Python (the capture's patching) then
+runs on every call. It runs under ``torch.no_grad()``; :func:`layer_gradients` turns gradients
+back on for its own pass only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import torch
+
+__all__ = ["Compiled", "compile", "guided_relu", "layer_gradients", "to_numpy"]
+
+
+class Compiled:
+    """``body`` run eagerly under ``torch.no_grad()`` on the arguments as tensors of keras' device."""
+
+    def __init__(self, body: Callable, signature, contexts: Callable = list):
+        self.body = body
+        self.contexts = contexts
+        self.signature = signature
+
+    def _inputs(self, args) -> tuple:
+        specs = self.signature if isinstance(self.signature, (list, tuple)) and len(self.signature) == len(args) else None
+        out = []
+        for j, a in enumerate(args):
+            leaves = keras.tree.flatten(specs[j]) if specs is not None else []
+            flat = keras.tree.flatten(a)
+            dtypes = [getattr(getattr(s, "dtype", None), "name", getattr(s, "dtype", None)) for s in leaves]
+            if len(dtypes) != len(flat):
+                dtypes = [None] * len(flat)
+            converted = [keras.ops.convert_to_tensor(v, dtype=d) for v, d in zip(flat, dtypes)]
+            out.append(keras.tree.pack_sequence_as(a, converted))
+        return tuple(out)
+
+    def __call__(self, *args):
+        args = self._inputs(args)
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            for ctx in self.contexts():
+                stack.enter_context(ctx)
+            return self.body(*args)
+
+
+def compile(body: Callable, signature, contexts: Callable = list) -> Callable:  # noqa: A001 - the seam's name
+    """``body`` run eagerly (no compilation; see the module docstring), arguments as torch tensors.
+
+    Parameters
+    ----------
+    body : callable
+        ``body(*args)`` in graph code (``keras.ops``).
+    contexts : callable, default=list
+        Returns the context managers to enter around the body (the capture's patching): eager
+        runs the body's Python on every call, so they are entered on every call.
+    signature : list
+        One spec (``.dtype``) or a nest of them per argument; the arguments are cast to its dtypes.
+    """
+    return Compiled(body, signature, contexts)
+
+
+def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False):
+    """The explained layers' outputs and ``d total / d output`` for one batch, on PyTorch.
+
+    Same contract as the JAX and TensorFlow versions: ``forward(hook) -> (total, aux)``, called as
+    ``forward(hook, inputs)`` with ``wrt_inputs`` (``x`` with its floating leaves requiring a
+    gradient); returns ``(aux, activations, gradients, input_gradients)``, gradients zero where
+    the score does not depend on the output (None unless ``gradients``), ``input_gradients`` one
+    per leaf of ``x`` (zeros for integer leaves) or None.
+    """
+    if not gradients and not wrt_inputs:
+        kept: list = [None] * n_layers
+
+        def keep(i, out):
+            kept[i] = out if kept[i] is None else kept[i]
+            return out
+
+        with torch.no_grad():
+            _, aux = forward(keep)
+        return aux, kept, None, None
+    leaves = [keras.ops.convert_to_tensor(v) for v in keras.tree.flatten(x)]
+    with torch.enable_grad():
+        wrt = [i for i, v in enumerate(leaves) if wrt_inputs and torch.is_floating_point(v)]
+        for i in wrt:
+            leaves[i] = leaves[i].detach().requires_grad_(True)
+        outs: list = [None] * n_layers
+
+        def hook(i, out):
+            if outs[i] is None:  # a layer called again keeps its first output (the capture refuses it)
+                if gradients and torch.is_tensor(out) and torch.is_floating_point(out) and not out.requires_grad:
+                    out = out.detach().requires_grad_(True)
+                outs[i] = out
+            return out
+
+        total, aux = forward(hook, keras.tree.pack_sequence_as(x, leaves)) if wrt_inputs else forward(hook)
+        layer_sources = [o for o in outs if torch.is_tensor(o) and o.requires_grad] if gradients else []
+        sources = layer_sources + [leaves[i] for i in wrt]
+        got = [None] * len(sources)
+        if sources and torch.is_tensor(total) and total.requires_grad:
+            got = list(torch.autograd.grad(total, sources, allow_unused=True))
+    got.reverse()
+
+    def take(ref):
+        g = got.pop()
+        return torch.zeros_like(ref, dtype=torch.float32) if g is None else g.detach()
+
+    grads = None
+    if gradients:
+        grads = [
+            None if o is None else (take(o) if torch.is_tensor(o) and o.requires_grad else torch.zeros_like(o, dtype=torch.float32))
+            for o in outs
+        ]
+    input_grads = None
+    if wrt_inputs:
+        input_grads = [torch.zeros_like(v, dtype=torch.float32) for v in leaves]
+        for i in wrt:
+            input_grads[i] = take(leaves[i])
+    outs = [o.detach() if torch.is_tensor(o) else o for o in outs]
+    return _detached(aux), outs, grads, input_grads
+
+
+def _detached(tree):
+    return keras.tree.map_structure(lambda t: t.detach() if torch.is_tensor(t) else t, tree)
+
+
+class _GuidedReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return dy * (x > 0).to(dy.dtype) * (dy > 0).to(dy.dtype)
+
+
+def guided_relu(x):
+    """ReLU whose gradient passes only where the input and the incoming gradient are positive.
+
+    Springenberg et al. 2015's guided backpropagation: ``dy * (x > 0) * (dy > 0)``; the same rule
+    as the TensorFlow version in ``methods/guided_model.py`` (Keras' ``ops.custom_gradient`` has
+    no PyTorch implementation, hence a ``torch.autograd.Function``).
+    """
+    return _GuidedReLU.apply(x)
+
+
+def to_numpy(t) -> np.ndarray:
+    """A torch tensor (or anything array-like) as a numpy array."""
+    return keras.ops.convert_to_numpy(t)

@@ -1,0 +1,261 @@
+"""Child-process side of the backend tests: run one task under the ``KERAS_BACKEND`` it was started with.
+
+Keras fixes its backend when it is first imported, so the JAX and PyTorch checks run here, in a
+child process, and the TensorFlow suite compares what comes back. Usage::
+
+    KERAS_BACKEND=jax python tests/backend_worker.py JOBS.json
+
+``JOBS.json`` lists ``[task, IN.npz, OUT.npz]`` triples, all run in this one process (starting
+one costs seconds). ``IN.npz`` holds the task's arrays (and ``weights``: the path of a
+``.weights.h5`` file written by the parent); ``OUT.npz`` gets the task's results. The models are built here and in the parent by
+the same functions, so the same weights file fits both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _path in (ROOT, os.path.join(ROOT, "tests")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import keras  # noqa: E402
+
+
+def backend_cnn(two_heads: bool = False) -> keras.Model:
+    """(8, 8, 2) -> Conv2D "c1" (linear) -> ReLU "r1" -> Conv2D "c2" (ReLU) -> GAP -> Dense "head" (3 logits).
+
+    With ``two_heads``, a second output "side" reads "c1" through its own Conv2D "s1", which the
+    first output does not depend on.
+    """
+    inp = keras.Input((8, 8, 2), name="image")
+    c1 = keras.layers.Conv2D(3, 3, padding="same", name="c1")(inp)
+    h = keras.layers.ReLU(name="r1")(c1)
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    out = keras.layers.Dense(3, name="head")(h)
+    if not two_heads:
+        return keras.Model(inp, out, name="backend_cnn")
+    side = keras.layers.Conv2D(2, 1, name="s1")(c1)
+    side = keras.layers.GlobalAveragePooling2D(name="side_gap")(side)
+    return keras.Model(inp, [out, side], name="backend_cnn2")
+
+
+def seam():
+    """This process's backend module of the seam (keras_gradcam/core/backend/<backend>.py)."""
+    name = keras.backend.backend()
+    if name == "jax":
+        from keras_gradcam.core.backend import jax as module
+    elif name == "torch":
+        from keras_gradcam.core.backend import torch as module
+    else:
+        raise SystemExit(f"no seam module is tested here for backend {name!r}")
+    return module
+
+
+def standalone_gradients(model, names, x, cls: int, wrt_inputs: bool, gradients: bool = True):
+    """The seam driven by a minimal capture: ``layer.call`` wrapped to call the hook, score = sum of logits[:, cls]."""
+    from keras_gradcam.core.patching import thread_patches
+
+    module = seam()
+    layers = [model.get_layer(n) for n in names]
+    current = {}
+
+    def wrapped(i, call):
+        def recording_call(*args, **kwargs):
+            return current["hook"](i, call(*args, **kwargs))
+
+        return recording_call
+
+    def contexts():
+        return [thread_patches([(layer, "call", wrapped(i, layer.call)) for i, layer in enumerate(layers)])]
+
+    def body(xb):
+        def forward(hook, xs=xb):
+            current["hook"] = hook
+            out = model(xs, training=False)
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            return keras.ops.sum(out[:, cls]), out
+
+        return module.layer_gradients(forward, xb, len(layers), gradients=gradients, wrt_inputs=wrt_inputs)
+
+    return module.compile(body, [keras.KerasTensor((None, *x.shape[1:]), "float32")], contexts)
+
+
+def task_gradients(data: dict) -> dict:
+    model = backend_cnn(two_heads=bool(data["two_heads"]))
+    model.load_weights(str(data["weights"]))
+    names = [str(n) for n in data["layers"]]
+    before = [v.copy() for v in model.get_weights()]
+    fn = standalone_gradients(model, names, data["x"], int(data["cls"]), bool(data["wrt_inputs"]))
+    result = {}
+    for call in range(2):  # the second call reuses the compiled function, after the weights change
+        aux, acts, grads, igrads = fn(data["x"])
+        suffix = "" if call == 0 else "_after"
+        result["logits" + suffix] = keras.ops.convert_to_numpy(aux)
+        for i in range(len(names)):
+            result[f"act{i}{suffix}"] = keras.ops.convert_to_numpy(acts[i])
+            result[f"grad{i}{suffix}"] = keras.ops.convert_to_numpy(grads[i])
+        if igrads is not None:
+            result["igrad" + suffix] = keras.ops.convert_to_numpy(igrads[0])
+        if call == 0:
+            after = model.get_weights()
+            result["unchanged"] = np.array(all(np.array_equal(a, b) for a, b in zip(before, after)))
+            model.get_layer("head").set_weights([w * 2.0 for w in model.get_layer("head").get_weights()])
+    # forward only, then input gradients only (what guided backpropagation asks for)
+    _, acts, grads, igrads = standalone_gradients(model, names, data["x"], int(data["cls"]), False, False)(data["x"])
+    result["forward_only_act1"] = keras.ops.convert_to_numpy(acts[1])
+    result["forward_only_none"] = np.array(grads is None and igrads is None)
+    _, acts, grads, igrads = standalone_gradients(model, names, data["x"], int(data["cls"]), True, False)(data["x"])
+    result["igrad_only"] = keras.ops.convert_to_numpy(igrads[0])
+    result["igrad_only_none"] = np.array(grads is None)
+    return result
+
+
+def task_guided_relu(data: dict) -> dict:
+    """Gradient of sum(guided_relu(x) * w) through the seam's guided ReLU, with layer_gradients' hook."""
+    module = seam()
+    x, w = data["x"], data["w"]
+
+    def forward(hook):
+        y = hook(0, keras.ops.convert_to_tensor(x))
+        return keras.ops.sum(module.guided_relu(y) * keras.ops.convert_to_tensor(w)), None
+
+    _, _, grads, _ = module.layer_gradients(forward, x, 1)
+    return {"grad": keras.ops.convert_to_numpy(grads[0])}
+
+
+def task_explain(data: dict) -> dict:
+    """``kg.explain`` for each case of ``data["cases"]`` (JSON: id, method, layer, options, model):
+    its maps, scores and classes, or the error it raised (``error_<id>``: "Type: message")."""
+    import keras_gradcam as kg
+
+    models = {}
+    result = {}
+    x = data["x"]
+    for case in json.loads(str(data["cases"])):
+        kind = case.get("model", "cnn")
+        if kind not in models:
+            models[kind] = MODELS[kind]()
+            models[kind].load_weights(str(data[f"weights_{kind}"]))
+        model = models[kind]
+        before = [w.copy() for w in model.get_weights()]
+        inputs = data[case.get("inputs", "x")]
+        try:
+            if case["method"] == "guided-training":
+                kg.GuidedTraining(model, layer=case.get("layer"))
+                continue
+            exp = kg.explain(model, inputs, method=case["method"], layer=case.get("layer"), **case.get("options", {}))
+        except Exception as error:  # reported to the parent, which decides whether it was expected
+            result[f"error_{case['id']}"] = np.array(f"{type(error).__name__}: {error}")
+        else:
+            for field in ("heatmaps", "layer_heatmaps", "scores", "targets"):
+                value = getattr(exp, field)
+                if value is not None:
+                    result[f"{field}_{case['id']}"] = np.asarray(value)
+        after = model.get_weights()
+        result[f"unchanged_{case['id']}"] = np.array(all(np.array_equal(a, b) for a, b in zip(before, after)))
+    del x
+    return result
+
+
+def task_callback(data: dict) -> dict:
+    """``model.fit`` of a small CNN for 2 epochs with a ``GradCAMCallback`` writing to ``data["log_dir"]``."""
+    import keras_gradcam as kg
+
+    ds = kg.datasets.make_shapes(n=24, image_size=16, seed=0)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(h)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    callback = kg.GradCAMCallback(
+        ds.images[:4], str(data["log_dir"]), probe_labels=ds.labels[:4], probe_masks=ds.masks[:4],
+        method="gradcam", layer="c2", class_names=ds.class_names,
+    )
+    try:
+        model.fit(ds.images, ds.labels, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    except Exception as error:  # reported to the parent
+        return {"error": np.array(f"{type(error).__name__}: {error}")}
+    trained = any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    return {"trained": np.array(trained), "pointing_game": np.asarray(callback.history["pointing_game"], float)}
+
+
+def task_metrics(data: dict) -> dict:
+    """Grad-CAM's maps of the small CNN through a PyDataset run, the model metrics and ``kg.evaluate``."""
+    import keras_gradcam as kg
+
+    model = backend_cnn()
+    model.load_weights(str(data["weights"]))
+    x = data["x"]
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return x[3 * i : 3 * i + 3]
+
+    try:
+        run = kg.explain_dataset(model, Batches(), out=str(data["run_dir"]), method="gradcam", layer="c2", verbose=0)
+        exp = kg.explain(model, x, method="gradcam", layer="c2")
+        table = kg.evaluate(model, x, methods=["gradcam"], layer="c2", metrics=["average_drop", "deletion_auc"])
+        return {
+            "run_heatmaps": np.asarray(run.heatmaps[:]),
+            "average_drop": np.asarray(kg.metrics.average_drop(model, x, exp, reduction=None)),
+            "deletion_auc": np.asarray(kg.metrics.deletion_auc(model, x, exp, reduction=None)),
+            "evaluate": np.array([table[0]["average_drop"], table[0]["deletion_auc"]]),
+        }
+    except Exception as error:  # reported to the parent
+        return {"error": np.array(f"{type(error).__name__}: {error}")}
+
+
+def nested_cnn() -> keras.Model:
+    """:func:`backend_cnn`'s layers with the convolutions in a Functional sub-model "backbone"."""
+    inp = keras.Input((8, 8, 2), name="image")
+    h = keras.layers.Conv2D(3, 3, padding="same", name="c1")(inp)
+    h = keras.layers.ReLU(name="r1")(h)
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(h)
+    backbone = keras.Model(inp, h, name="backbone")
+    outer = keras.Input((8, 8, 2), name="image")
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(backbone(outer))
+    return keras.Model(outer, keras.layers.Dense(3, name="head")(h), name="nested_cnn")
+
+
+def tiny_vit() -> keras.Model:
+    """The suite's functional ViT at 8x8 pixels, 2x2 patches (a 4x4 token grid and a class token)."""
+    from models import vit_model
+
+    return vit_model(image=8, patch=2, channels=2, dim=8, depth=1, heads=2, mlp=8, classes=3, seed=0)
+
+
+MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
+
+TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback, "metrics": task_metrics}
+
+
+def main(argv) -> int:
+    """Run every ``[task, IN.npz, OUT.npz]`` of the JSON list in ``argv[1]``, in this one process."""
+    warnings.simplefilter("ignore", DeprecationWarning)
+    with open(argv[1]) as f:
+        jobs = json.load(f)
+    for task, src, dst in jobs:
+        with np.load(src, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+        result = TASKS[task](data)
+        result["backend"] = np.array(keras.backend.backend())
+        np.savez(dst, **result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,304 @@
+"""The JAX and PyTorch backends give the gradients and maps that TensorFlow and hand computation give.
+
+Keras fixes its backend per process, so each backend's checks run in one child process
+(``tests/backend_worker.py``, started once per backend for the whole module) on models built by
+the same functions and loaded from the same ``.weights.h5`` file; this process (TensorFlow)
+computes the references. JAX runs in ``make test``; PyTorch where it is installed (``make
+test-torch`` builds ``.venv-torch`` for it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from backend_worker import MODELS, ROOT, backend_cnn
+
+import keras_gradcam as kg
+from keras_gradcam.core import postprocess
+from keras_gradcam.core.backend import TENSORFLOW_ONLY as TF_ONLY_NAMES
+
+WORKER = os.path.join(ROOT, "tests", "backend_worker.py")
+CLS = 1
+INSTALL = {
+    "jax": "jax is not installed in this environment; `make install` adds jax[cpu]",
+    "torch": "torch is not installed in this environment; `make test-torch` builds .venv-torch with it and runs these checks",
+}
+
+
+def _jobs(tmp) -> dict:
+    """The inputs of every task this module checks, written under ``tmp``: name -> (task, inputs)."""
+    keras.utils.set_random_seed(7)
+    model = backend_cnn(two_heads=True)
+    weights = str(tmp / "cnn2.weights.h5")
+    model.save_weights(weights)
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 2)).astype("float32")
+    gradients = {
+        "x": x,
+        "weights": weights,
+        "layers": np.array(["c1", "c2", "s1"]),
+        "cls": CLS,
+        "wrt_inputs": True,
+        "two_heads": True,
+    }
+    guided = {"x": np.array([-1.0, 2.0, 3.0, 0.5], "float32"), "w": np.array([1.0, 1.0, -1.0, 2.0], "float32")}
+    explain = {"x": x, "cases": json.dumps(CASES)}
+    for kind, build in MODELS.items():
+        keras.utils.set_random_seed(11)
+        explain[f"weights_{kind}"] = str(tmp / f"{kind}.weights.h5")
+        build().save_weights(explain[f"weights_{kind}"])
+    return {
+        "gradients": ("gradients", gradients, model),
+        "guided_relu": ("guided_relu", guided, None),
+        "explain": ("explain", explain, None),
+        "callback": ("callback", {"log_dir": str(tmp / "logs")}, None),
+        "metrics": ("metrics", {"x": np.concatenate([x, -x]), "weights": explain["weights_cnn"], "run_dir": str(tmp / "run")}, None),
+    }
+
+
+@pytest.fixture(scope="module", params=["jax", "torch"])
+def backend(request, tmp_path_factory):
+    """Run every task once under one backend in a child process: ``(name, {job: results}, {job: inputs})``.
+
+    ``KG_TEST_BACKENDS`` (comma-separated) limits the backends: ``make test-torch`` sets it to torch.
+    """
+    name = request.param
+    wanted = os.environ.get("KG_TEST_BACKENDS")
+    if wanted and name not in wanted.split(","):
+        pytest.skip(f"KG_TEST_BACKENDS={wanted} leaves out {name}")
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(INSTALL[name])
+    tmp = tmp_path_factory.mktemp(f"backend_{name}")
+    jobs = _jobs(tmp)
+    listing = []
+    for job, (task, data, _) in jobs.items():
+        np.savez(tmp / f"{job}_in.npz", **data)
+        listing.append([task, str(tmp / f"{job}_in.npz"), str(tmp / f"{job}_out.npz")])
+    (tmp / "jobs.json").write_text(json.dumps(listing))
+    env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, WORKER, str(tmp / "jobs.json")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"the {name} child process failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
+    results = {}
+    for job in jobs:
+        with np.load(tmp / f"{job}_out.npz") as f:
+            results[job] = {k: f[k] for k in f.files}
+        assert str(results[job]["backend"]) == name
+    return name, results, jobs
+
+
+# every registered method on the small CNN's "c2", the shared options, a nested backbone and a token
+# layer; noise methods with zero noise (their draws differ between backends' generators)
+OPTIONS = {
+    "smoothgradcam++": {"n_samples": 3, "noise_level": 0.0},
+    "sscam": {"n_samples": 2, "noise_std": 0.0},
+    "integrated-gradcam": {"steps": 4},
+    "iscam": {"n_steps": 2},
+}
+CASES = [{"id": m, "method": m, "layer": "c2", "options": OPTIONS.get(m, {})} for m in kg.METHODS] + [
+    {"id": "gradcam+aug_smooth", "method": "gradcam", "layer": "c2", "options": {"aug_smooth": True}},
+    {"id": "gradcam+eigen_smooth", "method": "gradcam", "layer": "c2", "options": {"eigen_smooth": True}},
+    {"id": "gradcam+relu_false", "method": "gradcam", "layer": "c2", "options": {"relu": False}},
+    {"id": "gradcam+nested", "method": "gradcam", "layer": "backbone/c2", "model": "nested"},
+    {"id": "gradcam++ +tokens", "method": "gradcam++", "layer": "block0_norm1", "model": "vit"},
+    {"id": "guided-training", "method": "guided-training", "layer": "c2"},
+]
+SUPPORTED = [c for c in CASES if c["method"] not in TF_ONLY_NAMES]
+TENSORFLOW_ONLY = [c for c in CASES if c["method"] in TF_ONLY_NAMES]
+# the maths above the seam must be keras.ops for any map to run on JAX or PyTorch: until the conversion
+# of core/postprocess.py (issue 21) is on this branch, the map checks skip, saying so
+KERAS_OPS_MATHS = not hasattr(postprocess, "tf")
+NOT_YET = "the explain path's maths is still TensorFlow here (core/postprocess.py imports tensorflow): it waits for the keras.ops conversion"
+# what still fails with that conversion (measured at 09:15 UTC on feature/pipeline 8948b44 + feature/hygiene
+# 7465b7a + this branch, with the keras.ops lines of core/engine.py named in the report): the perturbation
+# driver (methods/perturbation.py, core/noise.py) and Smooth Grad-CAM++'s noise use TensorFlow ops, so do
+# Integrated Grad-CAM's path points on JAX; on PyTorch a token layer's map differs from TensorFlow's by up
+# to 4e-4 (relative) in the attention. Strict xfails: a case that starts to pass must leave this list.
+PERTURBATION = {"scorecam", "sscam", "iscam", "smoothgradcam++"}
+PENDING = {"jax": PERTURBATION | {"ablationcam", "integrated-gradcam"}, "torch": PERTURBATION | {"gradcam++ +tokens"}}
+
+
+@pytest.fixture(scope="module")
+def tf_maps(tmp_path_factory):
+    """Each supported case explained here, on TensorFlow, with the weights the child loads."""
+    if not KERAS_OPS_MATHS:
+        pytest.skip(NOT_YET)
+    tmp = tmp_path_factory.mktemp("tf_maps")
+    jobs = _jobs(tmp)
+    data = jobs["explain"][1]
+    models, out = {}, {}
+    for case in SUPPORTED:
+        kind = case.get("model", "cnn")
+        if kind not in models:
+            models[kind] = MODELS[kind]()
+            models[kind].load_weights(data[f"weights_{kind}"])
+        out[case["id"]] = kg.explain(models[kind], data["x"], method=case["method"], layer=case["layer"], **case.get("options", {}))
+    return out
+
+
+@pytest.mark.parametrize("case", SUPPORTED, ids=[c["id"] for c in SUPPORTED])
+def test_same_weights_give_the_same_maps_as_tensorflow(backend, case, tf_maps, request):
+    """Every method the backend runs: layer maps, heatmaps, scores and classes equal TensorFlow's (1e-4)."""
+    name, results, _ = backend
+    if not KERAS_OPS_MATHS:
+        pytest.skip(NOT_YET)
+    if case["id"] in PENDING[name]:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{case['id']} still uses TensorFlow ops on {name}"))
+    got = results["explain"]
+    error = got.get(f"error_{case['id']}")
+    assert error is None, f"{case['id']} failed on {name}: {error}"
+    expected = tf_maps[case["id"]]
+    np.testing.assert_allclose(got[f"layer_heatmaps_{case['id']}"], expected.layer_heatmaps, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got[f"heatmaps_{case['id']}"], expected.heatmaps, atol=1e-4)
+    np.testing.assert_allclose(got[f"scores_{case['id']}"], expected.scores, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got[f"targets_{case['id']}"], expected.targets)
+    assert bool(got[f"unchanged_{case['id']}"])
+
+
+@pytest.mark.parametrize("case", TENSORFLOW_ONLY, ids=[c["id"] for c in TENSORFLOW_ONLY])
+def test_tensorflow_only_features_raise_an_error_naming_the_backend(backend, case):
+    """Guided backpropagation and GuidedTraining: NotImplementedError saying which backend runs and what to do."""
+    name, results, _ = backend
+    error = str(results["explain"].get(f"error_{case['id']}"))
+    assert error.startswith("NotImplementedError:"), error
+    assert f"KERAS_BACKEND={name}" in error and "TensorFlow backend only" in error and "KERAS_BACKEND=tensorflow" in error
+    assert bool(results["explain"][f"unchanged_{case['id']}"])
+
+
+def test_callback_writes_tensorboard_images_and_scalars_during_fit(backend):
+    """``model.fit`` on the backend with a ``GradCAMCallback``: TensorBoard (TensorFlow's writer) gets the probe
+    cards and the bias scalars at steps 0 and 1, and the model trains."""
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+
+    name, results, jobs = backend
+    if not KERAS_OPS_MATHS:
+        pytest.skip(NOT_YET)
+    got = results["callback"]
+    assert "error" not in got, str(got.get("error"))
+    assert bool(got["trained"])
+    mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={"images": 0, "scalars": 0, "text": 0})
+    mux.AddRunsFromDirectory(jobs["callback"][1]["log_dir"])
+    mux.Reload()
+    images = mux.PluginRunToTagToContent("images")["gradcam"]
+    scalars = mux.PluginRunToTagToContent("scalars")["gradcam"]
+    assert {f"gradcam/probe_{i:02d}" for i in range(4)} <= set(images)
+    assert set(scalars) == {"bias/energy_inside_object", "bias/pointing_game"}
+    for tag in list(images) + list(scalars):
+        assert [e.step for e in mux.Tensors("gradcam", tag)] == [0, 1], tag
+    values = [float(tf.make_ndarray(e.tensor_proto)) for e in mux.Tensors("gradcam", "bias/pointing_game")]
+    np.testing.assert_allclose(values, got["pointing_game"], rtol=1e-6)
+
+
+def test_dataset_runs_metrics_and_evaluate_equal_tensorflows(backend, tmp_path):
+    """A ``PyDataset`` through ``kg.explain_dataset``, ``average_drop``, ``deletion_auc`` and ``kg.evaluate``
+    on the backend give what they give on TensorFlow with the same weights."""
+    if not KERAS_OPS_MATHS:
+        pytest.skip(NOT_YET)
+    name, results, jobs = backend
+    got = results["metrics"]
+    assert "error" not in got, str(got.get("error"))
+    data = jobs["metrics"][1]
+    model = backend_cnn()
+    model.load_weights(data["weights"])
+    x = data["x"]
+    exp = kg.explain(model, x, method="gradcam", layer="c2")
+    np.testing.assert_allclose(got["run_heatmaps"], exp.heatmaps, atol=1e-4)
+    np.testing.assert_allclose(got["average_drop"], kg.metrics.average_drop(model, x, exp, reduction=None), atol=1e-4)
+    np.testing.assert_allclose(got["deletion_auc"], kg.metrics.deletion_auc(model, x, exp, reduction=None), atol=1e-4)
+    table = kg.evaluate(model, x, methods=["gradcam"], layer="c2", metrics=["average_drop", "deletion_auc"])
+    np.testing.assert_allclose(got["evaluate"], [table[0]["average_drop"], table[0]["deletion_auc"]], rtol=1e-4)
+
+
+def tf_reference(model, names, x, cls):
+    """Layer outputs and d sum(logits[:, cls]) / d (outputs, input) on TensorFlow, with a tape."""
+    layers = [model.get_layer(n).output for n in names]
+    sub = keras.Model(model.inputs, layers + [model.outputs[0]])
+    xt = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        *acts, out = sub(xt, training=False)
+        total = tf.reduce_sum(out[:, cls])
+    grads = tape.gradient(total, acts + [xt], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return [a.numpy() for a in acts], [g.numpy() for g in grads[:-1]], grads[-1].numpy(), out.numpy()
+
+
+def test_layer_gradient_is_the_hand_computed_one(backend):
+    """c2 -> GAP -> Dense: d logit_c / d A_k(i, j) = W[k, c] / (6 * 6) at every position and sample."""
+    _, results, jobs = backend
+    model = jobs["gradients"][2]
+    head = model.get_layer("head").get_weights()[0]
+    expected = np.broadcast_to(head[:, CLS] / 36.0, (3, 6, 6, 4))
+    np.testing.assert_allclose(results["gradients"]["grad1"], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_layer_and_input_gradients_equal_tensorflows(backend):
+    """Same weights: the same activations, layer gradients (through the ReLU) and input gradients as a tape."""
+    _, results, jobs = backend
+    _, data, model = jobs["gradients"]
+    acts, grads, igrad, logits = tf_reference(model, ["c1", "c2", "s1"], data["x"], CLS)
+    got = results["gradients"]
+    np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-6)
+    for i in range(3):
+        np.testing.assert_allclose(got[f"act{i}"], acts[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[f"grad{i}"], grads[i], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["igrad"], igrad, rtol=1e-5, atol=1e-7)
+    assert np.abs(got["grad0"]).max() > 0 and np.abs(got["igrad"]).max() > 0
+
+
+def test_layer_the_score_does_not_depend_on_has_zero_gradients(backend):
+    """"s1" feeds only the second output: its gradient is zeros of its shape, not None or an error."""
+    _, results, _ = backend
+    grad = results["gradients"]["grad2"]
+    assert grad.shape == (3, 8, 8, 2) and not grad.any()
+
+
+def test_compiled_function_reads_the_weights_at_each_call(backend):
+    """After the head's weights double, the same compiled function gives twice the logits and the c2 gradient."""
+    _, results, _ = backend
+    got = results["gradients"]
+    np.testing.assert_allclose(got["logits_after"], 2 * got["logits"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got["grad1_after"], 2 * got["grad1"], rtol=1e-6, atol=1e-8)
+
+
+def test_the_seam_leaves_the_weights_unchanged(backend):
+    _, results, _ = backend
+    assert bool(results["gradients"]["unchanged"])
+
+
+def test_forward_only_and_input_gradients_only(backend):
+    """gradients=False: the outputs and no layer gradients; with wrt_inputs, the input gradient alone.
+
+    Run after the head's weights doubled, so the input gradient is twice the first call's.
+    """
+    _, results, _ = backend
+    got = results["gradients"]
+    np.testing.assert_allclose(got["forward_only_act1"], got["act1"], rtol=1e-6)
+    assert bool(got["forward_only_none"]) and bool(got["igrad_only_none"])
+    np.testing.assert_allclose(got["igrad_only"], 2 * got["igrad"], rtol=1e-5, atol=1e-8)
+
+
+def test_guided_relu_passes_only_positive_gradients_at_positive_inputs(backend):
+    """x = [-1, 2, 3, .5], dy = [1, 1, -1, 2]: dy * (x > 0) * (dy > 0) = [0, 1, 0, 2] (Springenberg et al.)."""
+    _, results, _ = backend
+    np.testing.assert_array_equal(results["guided_relu"]["grad"], [0.0, 1.0, 0.0, 2.0])
+
+
+@pytest.mark.parametrize("missing, extra", [("jax", "jax"), ("torch", "torch")])
+def test_import_under_a_backend_whose_package_is_missing_names_the_extra(missing, extra):
+    """KERAS_BACKEND=jax without jax: an ImportError saying `pip install keras-gradcam[jax]`, not keras' own trace."""
+    code = f"import sys; sys.modules[{missing!r}] = None\nimport keras_gradcam"  # None: `import torch` fails
+    env = dict(os.environ, KERAS_BACKEND=missing, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: keras-gradcam:"), last
+    assert f"pip install keras-gradcam[{extra}]" in last and "KERAS_BACKEND" in last
