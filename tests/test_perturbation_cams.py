@@ -6,6 +6,7 @@ import warnings
 
 import keras
 import numpy as np
+import oracles
 import pytest
 import tensorflow as tf
 from models import conv_gap_model
@@ -64,20 +65,7 @@ def np_conv(x):
 
 def np_scorecam(x, targets, variant="probability", layer="pool"):
     acts = np_acts(x) if layer == "pool" else np_conv(x)
-    scores = np.zeros((len(x), 3))
-    valid = np.zeros((len(x), 3), bool)
-    for k in range(3):
-        u = up(acts[..., k])
-        valid[:, k] = (u.max(axis=(1, 2)) - u.min(axis=(1, 2))) > 1e-8
-        logits = np_logits(x * minmax(u)[..., None])
-        picked = softmax(logits) if variant == "probability" else logits
-        scores[:, k] = picked[np.arange(len(x)), targets]
-    if variant == "probability":
-        weights = np.where(valid, scores, 0.0)
-    else:
-        weights = np.where(valid, softmax(np.where(valid, scores, -np.inf), axis=1), 0.0)
-    layer_map = np.maximum((acts * weights[:, None, None]).sum(-1), 0)
-    return weights, layer_map, minmax(up(layer_map))
+    return oracles.scorecam(x, acts, np_logits, targets, up, variant)
 
 
 TARGETS = np.array([0, 1, 2])
