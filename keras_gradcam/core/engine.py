@@ -26,7 +26,8 @@ from .dense_targets import check_sample_count
 from .device import device_errors
 from .explanation import Explanation
 from .graph import reaches_output
-from .inputs import batch_slice, flat, map_inputs, prepare_inputs, preprocess, signature, signature_key
+from .inputs import batch_slice, flat, map_inputs, prepare_inputs, signature, signature_key
+from .kerashub import preprocess
 from .layers import LayerInfo, LayerSpec, ensure_built, resolve_layer
 from .postprocess import eigen_map, normalize, resize, weighted_sum
 from .replicas import Compiled, split_body
