@@ -79,6 +79,7 @@ class IntegratedGradCAM(BaseCAM):
 
     name = "integrated-gradcam"
     display_name = "Integrated Grad-CAM"
+    input_action = "interpolates the input from a baseline"  # refuses token models (methods.inputs)
 
     def __init__(
         self,
@@ -112,7 +113,7 @@ class IntegratedGradCAM(BaseCAM):
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)
-        refuse_token_inputs(self.model, self.display_name, "interpolates the input from a baseline")
+        refuse_token_inputs(self.model, self.display_name, self.input_action)
 
     def _expansion(self) -> int:
         return len(self._coeffs)

@@ -116,6 +116,7 @@ class ScoreCAM(ChannelPerturbation):
 
     name = "scorecam"
     display_name = "Score-CAM"
+    input_action = "multiplies the input by masks"  # refuses token models (methods.inputs)
 
     def __init__(
         self, model, layer: LayerSpec = None, *, weights: str = "probability", max_channels: int | None = None, **kwargs
@@ -128,7 +129,7 @@ class ScoreCAM(ChannelPerturbation):
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)
-        refuse_token_inputs(self.model, self.display_name, "multiplies the input by masks", only_if_all=True)
+        refuse_token_inputs(self.model, self.display_name, self.input_action, only_if_all=True)
 
     def _mask_terms(self, ids: tf.Tensor, size: tuple) -> dict:
         """Graph code: extra :func:`mask_images` arguments (``scale``, ``noise``) for the ``(c * B,)``

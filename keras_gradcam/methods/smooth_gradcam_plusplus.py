@@ -79,6 +79,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
 
     name = "smoothgradcam++"
     display_name = "Smooth Grad-CAM++"
+    input_action = "adds Gaussian noise to the input"  # refuses token models (methods.inputs)
     supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
     def __init__(
@@ -119,7 +120,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)
-        refuse_token_inputs(self.model, self.display_name, "adds Gaussian noise to the input")
+        refuse_token_inputs(self.model, self.display_name, self.input_action)
 
     def _expansion(self) -> int:
         return self.n_samples
