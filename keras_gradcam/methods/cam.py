@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from ..core.binary import two_classes
 from ..core.capture import output_link
 from ..core.engine import BaseCAM
 from ..core.layers import LayerInfo, LayerSpec, passes_through
@@ -232,6 +233,6 @@ class CAM(BaseCAM):
             )
         cap = self._capture(x, targets, gradients=False)
         kernel = tf.cast(tf.convert_to_tensor(self._dense.kernel), tf.float32)  # read when run, not when traced
-        if kernel.shape[-1] == 1 and self._capture.link == "sigmoid":  # a binary unit: classes 0 and 1
-            kernel = tf.concat([-kernel, kernel], axis=-1)
+        if self._capture.link == "sigmoid":  # a binary unit: classes 0 and 1
+            kernel = two_classes(kernel)
         return cam_map(cap.activations[0], kernel, cap.targets), cap
