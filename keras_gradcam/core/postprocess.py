@@ -6,12 +6,16 @@ are ``(B, *spatial, K)``, channels last.
 
 from __future__ import annotations
 
+from typing import Any
+
 from keras import ops
+
+Tensor = Any  # what keras.ops returns on the Keras backend in use (tf.Tensor, jax.Array, torch.Tensor)
 
 EPS = 1e-8
 RELATIVE_EPS = 1e-6  # a map whose range is below this fraction of its magnitude is float rounding
 
-__all__ = ["spatial_sum", "spatial_mean", "weighted_sum", "resize", "normalize", "nonconstant", "eigen_map", "EPS", "RELATIVE_EPS"]
+__all__ = ["Tensor", "spatial_sum", "spatial_mean", "weighted_sum", "resize", "normalize", "nonconstant", "eigen_map", "EPS", "RELATIVE_EPS"]
 
 
 def _spatial_axes(t) -> tuple[int, ...]:
