@@ -329,6 +329,39 @@ def test_imports_follow_the_layers_of_docs_architecture(graph):
     assert not problems, "\n".join(problems)
 
 
+# The maths written with keras.ops only, so that another Keras backend runs them: every method file
+# and the shared post-processing. The drivers below still use TensorFlow (issue 21's backend seam
+# moves what they need behind core/backend); core/noise.py is the one TensorFlow draw the methods use.
+KERAS_OPS_ONLY = {"keras_gradcam.core.postprocess", "keras_gradcam.core.smoothing", "keras_gradcam.core.binary"}
+METHOD_DRIVERS_ON_TENSORFLOW = {
+    "keras_gradcam.methods.perturbation", "keras_gradcam.methods.sampling", "keras_gradcam.methods.guided",
+    "keras_gradcam.methods.guided_model",
+}
+
+
+def imports_tensorflow(path: pathlib.Path) -> list[int]:
+    """The lines of ``path`` that import TensorFlow (``import tensorflow``, ``from tensorflow...``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tensorflow" for a in node.names))
+        or (isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "tensorflow")
+    ]
+
+
+def test_method_maths_import_no_tensorflow(graph):
+    known = graph[0]
+    methods = {m for m in known if m.startswith("keras_gradcam.methods.")} - METHOD_DRIVERS_ON_TENSORFLOW
+    assert len(methods) > 15 and METHOD_DRIVERS_ON_TENSORFLOW <= set(known)
+    problems = [
+        f"{m} imports tensorflow (line {line}): write its maths with keras.ops"
+        for m in sorted(methods | KERAS_OPS_ONLY)
+        for line in imports_tensorflow(known[m])
+    ]
+    assert not problems, "\n".join(problems)
+
+
 def test_the_allow_list_names_only_modules_that_still_offend(graph):
     """The lead empties ALLOWED after the splits; an entry that no longer offends must go."""
     known, edges = graph
