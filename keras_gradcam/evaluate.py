@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from .core.validate import positive_int
+from .core.validate import positive_float, positive_int
 from .explain import explain
 from .methods.registry import get_method
 from .metrics.arrays import as_boxes, as_images, as_masks, object_pixels, reduce_values
@@ -36,6 +36,7 @@ from .metrics.localisation import (
     map_entropy,
     masks_to_boxes,
     pointing_game,
+    pointing_tolerance,
 )
 from .metrics.occlusion import occlusion_correlation, occlusion_map
 from .metrics.road import ROAD_PERCENTAGES, road_curve
@@ -117,7 +118,7 @@ def evaluate(
     layer=None,
     score: str = "probability",
     batch_size: int = 64,
-    tolerance: float = 15,
+    tolerance: float | None = None,
     steps: int | None = None,
     occlusion_patch: int | None = None,
     occlusion_stride: int | None = None,
@@ -162,9 +163,10 @@ def evaluate(
         ``"output"`` or ``"logit"`` there.
     batch_size : int, default=64
         Images per forward pass (explanations and perturbations).
-    tolerance : float, default=15
-        Pointing-game tolerance in pixels (scale it with the image size: 15 px is meant for
-        224-500 px images).
+    tolerance : float, optional
+        Pointing-game tolerance in pixels. None (default): TorchRay's 15 px at 224 px scaled to
+        the images, ``15 * min(height, width) / 224``
+        (:func:`keras_gradcam.metrics.pointing_tolerance`), about 2.1 px at 32 px.
     steps : int, optional
         Deletion/insertion steps (None: the image height, as RISE).
     occlusion_patch, occlusion_stride : int, optional
@@ -223,6 +225,8 @@ def evaluate(
     x = as_images(images)
     n, height, width = x.shape[:3]
     shape = (n, height, width)
+    tolerance = (pointing_tolerance((height, width)) if tolerance is None
+                 else positive_float("tolerance", tolerance, allow_zero=True))
     if masks is not None:
         masks = as_masks(masks, shape, ref="images[..., 0]")
     if boxes is not None:

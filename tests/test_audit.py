@@ -175,6 +175,31 @@ def test_masks_find_the_images_right_for_the_wrong_reason(corner_model):
     assert report.examples[0]["wrong"]["index"].tolist() == [0, 2, 4, 6]  # ties kept in order, 4 shown
 
 
+def test_default_pointing_tolerance_is_15_224ths_of_the_shorter_side():
+    """On 16 x 32 images the default tolerance is 15 * 16 / 224 = 1.07 px (the shorter side), not
+    15 * 32 / 224 = 2.14 px: an object pixel at d^2 = 2 from the map's maximum is a miss."""
+    inp = keras.Input((SIZE, 2 * SIZE, 3))
+    conv = keras.layers.Conv2D(2, 1, use_bias=False, name="conv")
+    h = keras.layers.Cropping2D(((0, SIZE - 4), (0, 2 * SIZE - 4)))(conv(inp))
+    dense = keras.layers.Dense(2, use_bias=False)
+    model = keras.Model(inp, keras.layers.Softmax()(dense(keras.layers.GlobalAveragePooling2D()(h))))
+    conv.set_weights([np.array([[[[1, 0], [0, 1], [0, 0]]]], np.float32)])
+    dense.set_weights([SCALE * np.eye(2, dtype=np.float32)])
+    y = np.arange(8) % 2
+    x = np.zeros((8, SIZE, 2 * SIZE, 3), np.float32)
+    x[y == 0, :4, :4, 0] = 1.0  # a red corner: class 0; green: class 1
+    x[y == 1, :4, :4, 1] = 1.0
+    masks = np.zeros((8, SIZE, 2 * SIZE), bool)
+    masks[:, 1, 1] = True  # the HiResCAM map is flat on the corner: its maximum is (0, 0), d^2 = 2
+    report = kg.audit(model, x, y, masks=masks, method="hirescam", layer="conv")
+    assert report.thresholds["tolerance"] == pytest.approx(15 * 16 / 224)
+    assert [c.pointing for c in report.classes] == [0.0, 0.0]
+    report = kg.audit(model, x, y, masks=masks, method="hirescam", layer="conv", tolerance=2)
+    assert [c.pointing for c in report.classes] == [1.0, 1.0]  # d^2 = 2 < 4
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0; got -1.0"):
+        kg.audit(model, x, y, masks=masks, method="hirescam", layer="conv", tolerance=-1)
+
+
 def test_without_labels_classes_are_the_predictions(corner_model):
     x, y, _ = corner_data()
     report = kg.audit(corner_model, x, method="hirescam", layer="conv")

@@ -28,7 +28,7 @@ import keras_gradcam
 from keras_gradcam import datasets
 from keras_gradcam.callback import GradCAMCallback
 from keras_gradcam.callback import callback as callback_module
-from keras_gradcam.callback.summaries import CORRECT, WRONG, tile
+from keras_gradcam.callback.summaries import CORRECT, WRONG, empty_maps_note, tile
 from keras_gradcam.core.validate import ClassIndexError
 from keras_gradcam.explain import explain
 from keras_gradcam.viz.overlay import overlay
@@ -805,6 +805,55 @@ def test_non_finite_outputs_are_reported_not_taken_for_a_shortcut(tmp_path, data
     assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(weights, model.get_weights()))
 
 
+def diverged_model(logit=6.7e11):
+    """What a run diverged with finite outputs leaves (SGD at lr 1e12 on the shapes): huge logits and no
+    evidence. Hand-set: the last conv's bias of -1e6 switches every ReLU of ``c2`` off, so the explained
+    layer is all zero and every map is empty, and the head's bias makes the logits (logit, 0, -logit)."""
+    model = tiny_model()
+    weights = model.get_weights()  # c1 kernel, c1 bias, c2 kernel, c2 bias, head kernel, head bias
+    weights[3] = np.full_like(weights[3], -1e6)
+    weights[5] = np.array([logit, 0.0, -logit], np.float32)
+    model.set_weights(weights)
+    return model
+
+
+def test_all_empty_maps_of_a_diverged_run_are_reported_not_taken_for_a_shortcut(tmp_path, data, caplog):
+    model = diverged_model()
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_labels=data["labels"], probe_masks=data["masks"],
+                         warn_below=0.9)
+    with caplog.at_level(logging.WARNING, logger="keras_gradcam"):
+        cb.set_model(model)
+        cb.on_train_begin()
+        cb.on_epoch_end(0)
+        cb.on_epoch_end(1)
+        cb.on_train_end()
+    messages = [r.getMessage() for r in caplog.records if r.name == "keras_gradcam"]
+    assert not any("shortcut" in m or m.startswith("Only ") for m in messages), messages
+    assert len(messages) == 2, messages  # one per logged epoch
+    first = messages[0]
+    assert "Every Grad-CAM++ heatmap is empty" in first and f"the {N_PROBES} probes at epoch 1 (TensorBoard step 0)" in first
+    assert "no evidence anywhere, inside or outside the objects" in first
+    assert "6.7e+11 in magnitude" in first and "diverged" in first and "lower the learning rate" in first
+    acc = load_run(tmp_path / "gradcam")
+    tags = set(acc.Tags()["tensors"])
+    assert PROBE_TAGS <= tags and "gradcam++/captions" in tags
+    assert not {"bias/energy_inside_object", "bias/pointing_game"} & tags  # no energy scalar, no pointing game
+    notes = acc.Tensors("gradcam++/warnings")
+    assert [e.step for e in notes] == [0, 1]
+    note = tf.make_ndarray(notes[0].tensor_proto).item().decode()
+    assert "heatmap is empty" in note and "6.7e+11" in note
+    caption = tf.make_ndarray(acc.Tensors("gradcam++/captions")[0].tensor_proto).item().decode()
+    assert "heatmap is empty" in caption and "| 0% |" not in caption and "| no |" not in caption
+    assert cb.history["epoch"] == [0, 1]
+    assert np.isnan(cb.history["energy_inside_object"]).all() and np.isnan(cb.history["pointing_game"]).all()
+
+
+def test_all_empty_maps_with_small_scores_do_not_blame_the_learning_rate():
+    note = empty_maps_note(2, 4, "Grad-CAM", 3.5)
+    assert "Every Grad-CAM heatmap is empty" in note and "at epoch 3 (TensorBoard step 2)" in note
+    assert "3.5 in magnitude" in note and "learning rate" not in note and "no positive evidence" in note
+
+
 def test_one_non_finite_probe_is_counted(tmp_path, caplog):
     probes = np.stack([np.ones((4, 4, 3)), np.full((4, 4, 3), 1e9)]).astype(np.float32)
     masks = np.ones((2, 4, 4), bool)
@@ -856,7 +905,7 @@ def test_last_epoch_logged_when_another_callback_stops_training(tmp_path, data):
 def test_records_are_those_tensorboard_reads(tmp_path, data):
     """Each record carries the plugin name TensorBoard's dashboard reads ("images", "scalars",
     "text"), and a JPEG card the image plugin's layout: the strings [width, height, encoded image]."""
-    cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=data["masks"])  # JPEG, tolerance 0
+    cb = GradCAMCallback(data["probes"], tmp_path, probe_masks=data["masks"])  # JPEG, default tolerance
     cb.set_model(tiny_model())
     cb.on_train_begin()
     cb.on_epoch_end(0)
@@ -869,5 +918,32 @@ def test_records_are_those_tensorboard_reads(tmp_path, data):
     with PIL.Image.open(io.BytesIO(jpeg)) as card:  # decoded by another library than the writer's
         assert (card.format, card.mode, card.size) == ("JPEG", "RGB", (SIZE, SIZE))
     assert acc.SummaryMetadata("gradcam++/probe_00").summary_description.startswith("**Probe 00**")
-    # the pointing game's tolerance differs from metrics.pointing_game's default: the scalar says which
-    assert "tolerance 0 px" in acc.SummaryMetadata("bias/pointing_game").summary_description
+    # the scalar says which pointing-game tolerance it uses: 15 px at 224 px scaled to 16 px probes
+    assert "tolerance 1.07 px" in acc.SummaryMetadata("bias/pointing_game").summary_description
+
+
+def test_default_pointing_tolerance_is_the_metrics_one_scaled_to_the_probes(tmp_path, data):
+    """Masks of one pixel next to each map's maximum (d^2 = 1): a hit with the default tolerance at
+    16 px (15 * 16 / 224 = 1.07 px, so d^2 < 1.148), a miss with pointing_tolerance=0."""
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    probes = data["probes"]
+    h = explain(model, probes, method="gradcam", targets=0).heatmaps
+    assert (h.reshape(len(h), -1).max(1) > 0).all()  # every map points somewhere
+    masks = np.zeros(h.shape, bool)
+    for i, (py, px) in enumerate(zip(*np.unravel_index(h.reshape(len(h), -1).argmax(1), h.shape[1:]))):
+        masks[i, py, px + 1 if px < SIZE - 1 else px - 1] = True
+    rates = {}
+    for name, tolerance, shown in (("default", None, "1.07"), ("zero", 0, "0")):
+        cb = GradCAMCallback(probes, tmp_path, run_name=name, method="gradcam", targets=0, probe_masks=masks,
+                             pointing_tolerance=tolerance, warn_below=None)
+        cb.set_model(model)
+        cb.on_train_begin()
+        cb.on_epoch_end(0)
+        cb.on_train_end()
+        acc = load_run(tmp_path / name)
+        rates[name] = float(tf.make_ndarray(acc.Tensors("bias/pointing_game")[0].tensor_proto))
+        assert f"tolerance {shown} px" in acc.SummaryMetadata("bias/pointing_game").summary_description
+        assert cb.get_config()["pointing_tolerance"] == tolerance
+        assert GradCAMCallback.from_config(cb.get_config(), probe_images=probes).pointing_tolerance == tolerance
+    assert rates == {"default": 1.0, "zero": 0.0}

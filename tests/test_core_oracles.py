@@ -6,6 +6,7 @@ logit, missing ReLU), the test also checks that the wrong formula would give a d
 so that the test can fail for the right reason.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -569,3 +570,46 @@ def test_layercam_fusion_of_two_layers_by_hand(fusion_model):
     assert exp.layer_heatmaps.shape == (2, 8, 8)
     close(exp.layer_heatmaps, expected, rtol=1e-5, atol=1e-5)
     close(exp.heatmaps, minmax(expected), atol=1e-5)
+
+
+def fusion_line_model(width):
+    """1 x ``width`` images, x -> a = x (1x1 conv, linear) -> b = a + 1 (1x1 conv, bias 1) -> mean -> [s, -s].
+
+    The score's gradient is 1 / width at every position of both layers, so the LayerCAM maps are
+    M_a = x / width and M_b = (x + 1) / width (for x >= 0).
+    """
+    inp = keras.Input((1, width, 1))
+    a = keras.layers.Conv2D(1, 1, name="a")(inp)
+    b = keras.layers.Conv2D(1, 1, name="b")(a)
+    model = keras.Model(inp, keras.layers.Dense(2, use_bias=False, name="head")(keras.layers.GlobalAveragePooling2D()(b)))
+    model.get_layer("a").set_weights([np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)])
+    model.get_layer("b").set_weights([np.ones((1, 1, 1, 1), np.float32), np.ones(1, np.float32)])
+    model.get_layer("head").set_weights([np.array([[1.0, -1.0]], np.float32)])
+    return model
+
+
+@pytest.mark.parametrize(
+    ("x", "fusion", "expected"),
+    [
+        # M_a ~ [1, 2] counts as [0.5, 1] (divided by its max), M_b ~ [2, 3] as [2/3, 1]; their mean
+        ([1, 2], "mean", [(0.5 + 2 / 3) / 2, 1.0]),
+        # min-max normalised (pytorch-grad-cam's rule): [1, 2] -> [0, 1] and [2, 3] -> [0, 1]
+        ([1, 2], "minmax-mean", [0.0, 1.0]),
+        # M_a ~ [1, 2, 4] -> [0.25, 0.5, 1], M_b ~ [2, 3, 5] -> [0.4, 0.6, 1]
+        ([1, 2, 4], "mean", [(0.25 + 0.4) / 2, (0.5 + 0.6) / 2, 1.0]),
+        # both -> [0, 1/3, 1]
+        ([1, 2, 4], "minmax-mean", [0.0, 1 / 3, 1.0]),
+        # the paper: tanh(2 M / max M) on the shallower layer a, M / max M on the deepest (b), maximum
+        ([1, 2, 4], "max", [np.tanh(0.5), np.tanh(1.0), 1.0]),
+    ],
+)
+def test_layercam_fusion_rules_by_hand(x, fusion, expected):
+    model = fusion_line_model(len(x))
+    x = np.array(x, np.float32).reshape(1, 1, len(x), 1)
+    cam = kg.LayerCAM(model, layer=["a", "b"], fusion=fusion)
+    exp = cam(x, targets=0)
+    close(exp.layer_heatmaps.reshape(-1), np.array(expected), rtol=1e-5, atol=1e-6)
+    rebuilt = kg.LayerCAM.from_config(model, json.loads(json.dumps(cam.get_config())))
+    assert rebuilt.fusion == fusion
+    close(rebuilt(x, targets=0).layer_heatmaps, exp.layer_heatmaps)
+

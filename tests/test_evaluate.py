@@ -166,3 +166,19 @@ def test_images_without_object_are_left_out_of_the_localisation_metrics(setup):
 def test_format_table_prints_notes_given_explicitly():
     table = format_table([{"method": "a"}], notes=["one", "two"])
     assert table.splitlines()[-3:] == ["Notes:", "- one", "- two"]
+
+
+def test_default_pointing_tolerance_scales_with_the_images(setup):
+    """Masks of one pixel 4 px from each map's maximum: a miss with the default (15 px at 224 px
+    scaled: 1.07 px at 16 px), a hit with TorchRay's fixed 15 px."""
+    model, x, _ = setup
+    h = kg.explain(model, x, method="gradcam").heatmaps
+    masks = np.zeros(h.shape, bool)
+    for i, (py, px) in enumerate(zip(*np.unravel_index(h.reshape(len(h), -1).argmax(1), h.shape[1:]))):
+        masks[i, py + 4 if py < 8 else py - 4, px] = True  # d^2 = 16
+    rows = evaluate(model, x, ["gradcam"], masks=masks, metrics=["pointing_game"])
+    assert rows[0]["pointing_game"] == 0.0
+    rows = evaluate(model, x, ["gradcam"], masks=masks, metrics=["pointing_game"], tolerance=15)
+    assert rows[0]["pointing_game"] == 1.0
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0; got -1.0"):
+        evaluate(model, x, ["gradcam"], masks=masks, metrics=["pointing_game"], tolerance=-1)

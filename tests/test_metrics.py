@@ -128,7 +128,51 @@ def test_pointing_game_hit_and_miss_with_tolerance():
     assert M.pointing_game(h, m, tolerance=0) == 0.0
     assert M.pointing_game(h, m, tolerance=5) == 0.0  # strict: 25 < 25 is false
     assert M.pointing_game(h, m, tolerance=5.01) == 1.0
-    assert M.pointing_game(h, m) == 1.0  # default 15 px
+    assert M.pointing_game(h, m, tolerance=15) == 1.0
+    assert M.pointing_game(h, m) == 0.0  # default: 15 * 10 / 224 = 0.67 px, the maximum itself must hit
+
+
+@pytest.mark.parametrize("size", [16, 24, 32])
+def test_pointing_game_default_tolerance_scales_with_the_image(size):
+    """A map peaking at the image's corner, 4 px above a 4x8 box: TorchRay's fixed 15 px would call it
+    a hit on any small image; the default, 15 px at 224 px scaled (1.07 px at 16, 2.14 px at 32), a miss."""
+    h = np.zeros((1, size, size))
+    h[0, 0, 0] = 1.0
+    m = np.zeros((1, size, size), bool)
+    m[0, 4:8, 0:8] = True  # nearest object pixel (4, 0): d^2 = 16
+    assert M.pointing_game(h, m) == 0.0
+    assert M.pointing_game(h, m, tolerance=15) == 1.0
+    assert M.pointing_tolerance((size, size)) == pytest.approx(15 * size / 224)
+
+
+def test_pointing_game_default_tolerance_by_hand():
+    # 224 px: exactly TorchRay's 15 px; the shorter side counts (224 x 448 too); strict d^2 < 225
+    assert M.pointing_tolerance((224, 224)) == 15.0
+    assert M.pointing_tolerance((224, 448)) == M.pointing_tolerance((448, 224)) == 15.0
+    assert M.pointing_tolerance((32, 32)) == pytest.approx(2.142857, abs=1e-6)
+    for shape in [(224, 224), (224, 448)]:
+        h = np.zeros((2, *shape))
+        h[:, 0, 0] = 1.0
+        m = np.zeros((2, *shape), bool)
+        m[0, 9, 12] = True  # d^2 = 81 + 144 = 225: not < 225, a miss
+        m[1, 9, 11] = True  # d^2 = 81 + 121 = 202: a hit
+        np.testing.assert_array_equal(M.pointing_game(h, m, reduction=None), [0.0, 1.0])
+    # 448 px: 30 px, so d^2 = 225 is a hit; 16 px: 1.07 px, so a 4-neighbour (d^2 = 1) is a hit
+    h = np.zeros((1, 448, 448))
+    h[0, 0, 0] = 1.0
+    m = np.zeros((1, 448, 448), bool)
+    m[0, 9, 12] = True
+    assert M.pointing_game(h, m) == 1.0 and M.pointing_game(h, m, tolerance=15) == 0.0
+    h, m = np.zeros((1, 16, 16)), np.zeros((1, 16, 16), bool)
+    h[0, 0, 0], m[0, 0, 1] = 1.0, True
+    assert M.pointing_game(h, m) == 1.0 and M.pointing_game(h, m, tolerance=0) == 0.0
+    assert M.pointing_game(h, m, tolerance=1) == 0.0  # d^2 = 1 is not < 1
+
+
+@pytest.mark.parametrize("shape", [(32,), (0, 32), (32, 32, 3), "32x32", (16.5, 16)])
+def test_pointing_tolerance_refuses_a_shape_that_is_not_two_sizes(shape):
+    with pytest.raises(ValueError, match=r"shape must be \(height, width\)"):
+        M.pointing_tolerance(shape)
 
 
 def test_pointing_game_inside_mask_and_ties_row_major():

@@ -11,7 +11,7 @@ from ..core.capture import Capture
 from ..core.progress import Progbar
 from ..core.validate import check_classes, one_of, positive_float, positive_int
 from ..methods.registry import get_method
-from ..metrics.localisation import energy_pointing_game, pointing_game
+from ..metrics.localisation import energy_pointing_game, pointing_game, pointing_tolerance
 from ..metrics.scoring import Scorer
 from ..runs.distribute import placement, split_passes
 from .analysis import ClassSums, Keeper, consistency, describe_region, flagged_region, top_regions
@@ -95,7 +95,9 @@ def audit(
         With masks: an image is "right for the wrong reason" when it is classified right with a
         probability of at least this, and the map's maximum misses the object (pointing game).
     tolerance : float, optional
-        Pointing-game tolerance in pixels (default: 15 px scaled from 224 px to the image size).
+        Pointing-game tolerance in pixels. None (default): TorchRay's 15 px at 224 px scaled to
+        the images, ``15 * min(height, width) / 224``
+        (:func:`keras_gradcam.metrics.pointing_tolerance`), about 2.1 px at 32 px.
     verbose : int, default=0
         1 shows a progress bar (images) on standard error.
     strategy : tf.distribute.Strategy, optional
@@ -152,6 +154,7 @@ def audit(
     top, min_frequency, min_consistency = (_share(n, v) for n, v in
                                            (("top", top), ("min_frequency", min_frequency), ("min_consistency", min_consistency)))
     confident = _share("confident", confident)
+    tolerance = None if tolerance is None else positive_float("tolerance", tolerance, allow_zero=True)
     min_images = positive_int("min_images", min_images)
     fill = one_of("fill", fill, FILLS, expected="'mean' (the mean colour) or 'blur' (the image blurred)")
     verbose = one_of("verbose", verbose, (0, 1))
@@ -183,7 +186,7 @@ def audit(
             state["k"], state["has_labels"], state["has_masks"] = k, y is not None, m is not None
             state["sums"] = ClassSums(k, x.shape[1:3], x.shape[-1])
             state["keep"] = {c: {name: Keeper(EXAMPLES) for name in ("wrong", "most", "least", "first")} for c in range(k)}
-            state["tolerance"] = 15.0 * max(x.shape[1:3]) / 224 if tolerance is None else float(tolerance)
+            state["tolerance"] = pointing_tolerance(x.shape[1:3]) if tolerance is None else tolerance
         if (y is not None) != state["has_labels"] or (m is not None) != state["has_masks"]:
             raise ValueError("every batch must carry the same parts (images, labels, masks) as the first one.")
         y = pred if y is None else np.asarray(y, np.int64)

@@ -67,9 +67,8 @@ class GradCAMCallback(keras.callbacks.Callback):
     """Log Grad-CAM++ overlays of a fixed probe set to TensorBoard during ``fit``, to reveal bias.
 
     After every ``every_n_epochs``-th epoch (and the last one, also when another callback stops
-    training early) the probes are explained with
-    ``training=False`` and TensorBoard gets, in the run folder ``log_dir/run_name`` beside the
-    ``train``/``validation`` runs of ``keras.callbacks.TensorBoard``:
+    training early) the probes are explained with ``training=False`` and TensorBoard gets, in the
+    run folder ``log_dir/run_name`` beside the ``train``/``validation`` runs of Keras' TensorBoard:
 
     * ``<method>/probe_00`` ... one image card per probe, the heatmap blended over the image by
       :func:`keras_gradcam.viz.overlay`, one image per logged epoch (``step=epoch``, the step Keras'
@@ -86,9 +85,9 @@ class GradCAMCallback(keras.callbacks.Callback):
       energy inside the object masks) and ``bias/pointing_game`` (share of probes whose heatmap
       maximum lies on the object); and a warning in the Python log when the share falls below
       ``warn_below``;
-    * ``<method>/warnings``: a text entry, only at epochs where the model's outputs for some probes
-      are not finite (NaN or inf, e.g. after the loss became NaN). Such an epoch is also reported
-      in the Python log and gets no bias scalars and no bias warning (see Notes).
+    * ``<method>/warnings``: a text entry, only at epochs where the outputs for some probes are not
+      finite (NaN or inf, e.g. after the loss became NaN) or every heatmap is empty. Such an epoch
+      is also reported in the Python log and gets no bias scalars and no bias warning (see Notes).
 
     Parameters
     ----------
@@ -143,13 +142,11 @@ class GradCAMCallback(keras.callbacks.Callback):
         ``"auto"``: ``min(0.5, 2 * a)`` with ``a`` the objects' mean area share, i.e. "most of
         the evidence outside the objects", or for small objects "no more than twice what an
         evenly spread map gets". None: never warn.
-    pointing_tolerance : float, default=0
+    pointing_tolerance : float, optional
         Pixels of tolerance of the pointing game (0: the maximum must be on an object pixel).
-        This differs on purpose from :func:`keras_gradcam.metrics.pointing_game`, whose default
-        of 15 pixels is the tolerance of the TorchRay benchmark on images of about 224 pixels:
-        probe sets are often small images (32 pixels in the examples), where a 15-pixel disc
-        covers most of the image and nearly every maximum would count as a hit. Pass 15 to
-        follow the benchmark protocol on images of that size.
+        None (default): :func:`keras_gradcam.metrics.pointing_tolerance`, TorchRay's 15 px at
+        224 px scaled to the probes (about 2.1 px at 32 px, where a fixed 15 px would count
+        nearly every maximum as a hit). ``bias/pointing_game``'s description gives the value.
     on_error : {"raise", "warn"}, default="raise"
         What a failure while logging does: stop training with an error that says what failed
         and where, or log the error and stop logging for the rest of this ``fit``.
@@ -206,12 +203,13 @@ class GradCAMCallback(keras.callbacks.Callback):
     shortcut outside the objects scores below it. Both explain the ``targets`` classes: use
     ``targets="label"`` for the pointing game's original protocol (ground-truth class).
 
-    *Outputs that are not numbers.* A probe whose explained score or heatmap is not finite (a
-    diverged run leaves NaN weights; its heatmaps come back blank) has no prediction: its strip is
-    grey, its caption row shows ``-``. When any probe is affected, the epoch's bias scalars are not
-    written (the curve has a gap there rather than a drop to 0 that would read as a shortcut),
-    ``history`` gets NaN, the bias warning is skipped, and a warning naming the epoch and the
-    number of probes goes to the Python log and to the ``<method>/warnings`` text card.
+    *Outputs that are not numbers, maps that are empty.* A probe whose explained score or heatmap
+    is not finite (a diverged run leaves NaN weights; its heatmaps come back blank) has no
+    prediction: its strip is grey, its caption row shows ``-``. When any probe is affected, or every
+    heatmap is empty (all zero, e.g. a run diverged to huge but finite scores), the epoch's bias
+    scalars are not written (a gap in the curve, not a drop to 0 that would read as a shortcut),
+    ``history`` gets NaN, the bias warning is skipped, and a note naming the epoch (and the number
+    of probes, or the scores' magnitude) goes to the Python log and the ``<method>/warnings`` card.
 
     *Distribution.* Under ``tf.distribute`` strategies only the chief (the process for which
     ``strategy.extended.should_checkpoint`` is true) explains and writes.
@@ -252,7 +250,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         grid: bool = False,
         image_format: str = "jpeg",
         warn_below: float | str | None = "auto",
-        pointing_tolerance: float = 0.0,
+        pointing_tolerance: float | None = None,
         on_error: str = "raise",
         batch_size: int = 32,
         method_options: dict | None = None,
@@ -308,7 +306,8 @@ class GradCAMCallback(keras.callbacks.Callback):
         if not (warn_below is None or (isinstance(warn_below, str) and warn_below == "auto") or _is_share(warn_below)):
             raise ValueError(f'warn_below must be a share in [0, 1], "auto" or None (never warn); got {warn_below!r}.')
         self.warn_below = warn_below if warn_below is None or isinstance(warn_below, str) else float(warn_below)
-        self.pointing_tolerance = positive_float("pointing_tolerance", pointing_tolerance, allow_zero=True)
+        self.pointing_tolerance = None if pointing_tolerance is None else positive_float(
+            "pointing_tolerance", pointing_tolerance, allow_zero=True)  # None: scaled to the probes by the metrics
         if on_error not in ("raise", "warn"):
             raise ValueError(f"on_error must be 'raise' (stop training) or 'warn' (log and go on); got {on_error!r}.")
         self.on_error = on_error
@@ -535,8 +534,8 @@ class GradCAMCallback(keras.callbacks.Callback):
             n=self._n, method=shown, layer=layer, colormap=self.colormap, alpha=self.alpha, tag_prefix=self.tag_prefix,
             targets=self.targets, target_classes=self._target_arg, labels=self._labels, class_names=self.class_names,
         )
-        area = None if self._masks is None else float(self._masks.mean())
-        scalar_descriptions = None if area is None else summaries.scalar_descriptions(shown, area, self.pointing_tolerance)
+        scalar_descriptions = None if self._masks is None else summaries.scalar_descriptions(
+            shown, self._masks, self.pointing_tolerance)
         self._writer = summaries.EpochWriter(
             self.run_dir, tag_prefix=self.tag_prefix, descriptions=descriptions, image_shape=image_shape,
             grid_shape=grid_shape, grid=self.grid, image_format=self.image_format, method=shown, layer=layer,
@@ -569,7 +568,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         if self._masks is not None:
             energy, hits, scalars = bias_scores(heat, self._masks, finite, self.pointing_tolerance)
 
-        note = None if finite.all() else summaries.non_finite_note(epoch, int((~finite).sum()), self._n)
+        note = summaries.epoch_note(epoch, exp, finite, display_name(self.method))
         caption_text = summaries.captions(
             epoch, exp, method=display_name(self.method), labels=self._labels, class_names=self.class_names,
             energy=energy, hits=hits, scalars=scalars, finite=finite, note=note,
@@ -586,7 +585,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         self.history["energy_inside_object"].append(share)
         self.history["pointing_game"].append(rate)
         if scalars is None:
-            return  # no bias warning from a model without finite outputs
+            return  # no bias warning from a model without finite outputs, nor from maps without any evidence
         below = self.warn_threshold is not None and share < self.warn_threshold
         warn = below and (not self._below or last)  # on falling below, and at the end if still below
         self._below = below

@@ -321,19 +321,21 @@ def finite_probes(exp) -> np.ndarray:
     return np.isfinite(scores).all(axis=1) & np.isfinite(heat).all(axis=1)
 
 
-def bias_scores(heat: np.ndarray, masks: np.ndarray, finite: np.ndarray, tolerance: float) -> tuple:
+def bias_scores(heat: np.ndarray, masks: np.ndarray, finite: np.ndarray, tolerance: float | None) -> tuple:
     """Per probe the energy inside its object and the pointing-game hit (NaN where not ``finite``),
-    and their means ``(energy, hits)``, or None when some probe is not finite.
+    and their means ``(energy, hits)``, or None when some probe is not finite or every heatmap is
+    empty (all zero: no evidence anywhere, inside or outside the objects; NaN per probe too).
 
     Both come from :mod:`keras_gradcam.metrics` (:func:`~keras_gradcam.metrics.energy_pointing_game`,
-    :func:`~keras_gradcam.metrics.pointing_game` with ``tolerance`` pixels).
+    :func:`~keras_gradcam.metrics.pointing_game` with ``tolerance`` pixels, None: its default).
     """
     if heat.shape != masks.shape:
         raise ValueError(
             f"heatmaps have shape {heat.shape} but probe_masks {masks.shape}; masks must have the "
             "spatial size of the model input."
         )
-    energy = np.where(finite, energy_pointing_game(heat, masks, reduction=None), np.nan)
-    hits = np.where(finite, pointing_game(heat, masks, tolerance=tolerance, reduction=None), np.nan)
-    means = (float(energy.mean()), float(hits.mean())) if finite.all() else None  # only of outputs that are numbers
+    scored = finite & bool(np.any(heat > 0))  # all maps empty: nothing to score (a diverged run, not a shortcut)
+    energy = np.where(scored, energy_pointing_game(heat, masks, reduction=None), np.nan)
+    hits = np.where(scored, pointing_game(heat, masks, tolerance=tolerance, reduction=None), np.nan)
+    means = (float(energy.mean()), float(hits.mean())) if scored.all() else None  # only of maps that are numbers
     return energy, hits, means

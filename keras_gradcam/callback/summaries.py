@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.image import metadata as image_metadata
 
+from ..metrics.localisation import pointing_tolerance
+
 __all__ = [
     "CORRECT",
     "WRONG",
@@ -29,6 +31,8 @@ __all__ = [
     "scalar_descriptions",
     "captions",
     "non_finite_note",
+    "empty_maps_note",
+    "epoch_note",
     "EpochWriter",
 ]
 
@@ -37,6 +41,7 @@ WRONG = np.array([214, 39, 40], np.uint8)  # ... wrong
 UNKNOWN = np.array([128, 128, 128], np.uint8)  # ... no prediction: the model's output is not finite
 GAP_VALUE = 255  # white lines between the tiles of the grid
 SCALARS = ("energy_inside_object", "pointing_game")  # the bias scalars, tags "bias/<name>"
+DIVERGED_SCORE = 1e4  # explained scores this large are read as a diverged run (healthy logits stay far below)
 
 
 # -- pictures -----------------------------------------------------------------------------------
@@ -119,8 +124,11 @@ def probe_descriptions(
     return out
 
 
-def scalar_descriptions(method: str, area: float, tolerance: float) -> dict[str, str]:
-    """The descriptions of the bias scalars; ``area``: the objects' mean area share."""
+def scalar_descriptions(method: str, masks: np.ndarray, tolerance: float | None) -> dict[str, str]:
+    """The descriptions of the bias scalars for the probes' ``masks`` and the pointing game's ``tolerance``
+    (None: :func:`~keras_gradcam.metrics.pointing_tolerance` of the masks' size)."""
+    area = float(masks.mean())
+    tolerance = pointing_tolerance(masks.shape[1:]) if tolerance is None else tolerance
     return {
         "energy_inside_object": (
             f"Share of the {method} heatmap energy inside the probes' object masks (energy-based pointing "
@@ -130,7 +138,7 @@ def scalar_descriptions(method: str, area: float, tolerance: float) -> dict[str,
         ),
         "pointing_game": (
             f"Share of probes whose {method} heatmap maximum lies on the object (pointing game, tolerance "
-            f"{tolerance:g} px)."
+            f"{tolerance:.3g} px)."
         ),
     }
 
@@ -166,6 +174,32 @@ def non_finite_note(epoch: int, bad: int, n: int) -> str:
         f"(TensorBoard step {epoch}): training has probably diverged (NaN or exploding loss; try a lower "
         "learning rate or gradient clipping). Their heatmaps are blank, and this epoch has no bias scalars."
     )
+
+
+def empty_maps_note(epoch: int, n: int, method: str, magnitude: float) -> str:
+    """The note of an epoch at which all ``n`` probes' heatmaps are empty (all zero); ``magnitude``:
+    the largest absolute explained score."""
+    why = (
+        "scores this large mean that training has probably diverged (a learning rate too high): lower the "
+        "learning rate or clip the gradients" if magnitude >= DIVERGED_SCORE else
+        "the explained layer shows no positive evidence for these scores (dead ReLUs, or a layer the score "
+        "does not depend on): check the training, the layer or the method"
+    )
+    return (
+        f"**Every {method} heatmap is empty** (all zero) for the {n} probes at epoch {epoch + 1} (TensorBoard step "
+        f"{epoch}): there is no evidence anywhere, inside or outside the objects, so this epoch has no bias scalars. "
+        f"The explained scores reach {magnitude:.3g} in magnitude; {why}."
+    )
+
+
+def epoch_note(epoch: int, exp, finite: np.ndarray, method: str) -> str | None:
+    """The note of an epoch whose probes cannot be scored (:func:`non_finite_note`, :func:`empty_maps_note`), or None."""
+    n = len(finite)
+    if not finite.all():
+        return non_finite_note(epoch, int((~finite).sum()), n)
+    if not np.any(exp.heatmaps > 0):
+        return empty_maps_note(epoch, n, method, float(np.max(np.abs(exp.scores))))
+    return None
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -258,7 +292,7 @@ class EpochWriter:
             if note is not None:
                 tf.summary.text(
                     f"{self.tag_prefix}/warnings", note,
-                    description="Epochs at which the model's outputs for some probes were not finite.",
+                    description="Epochs whose probes could not be scored: outputs not finite, or every heatmap empty.",
                 )
         self.writer.flush()
 

@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=int, nargs="+", default=None, metavar="N",
                    help="class to explain and score: one for all images or one per image (default: top-1)")
     p.add_argument("--tolerance", type=float, default=None, metavar="PX",
-                   help="pointing-game tolerance in pixels (default: the library's, 15 px for 224-500 px images)")
+                   help="pointing-game tolerance in pixels (default: 15 px at 224 px scaled to the images, "
+                        "15/224 of the shorter side)")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress messages on stderr: auto shows them when stderr is a terminal (default: auto)")
     _add_image_options(p)

@@ -170,9 +170,11 @@ class CAM(BaseCAM):
         weights are the same for logits and probabilities); ``counterfactual`` is not supported
         (no gradients).
     relu : bool, default=True
-        Keep the positive part of the map before upsampling, as torch-cam and every other CAM
-        here do; the paper shows the signed map (``relu=False``). Heatmaps are min-max
-        normalised either way.
+        Keep the positive part of the map before upsampling, as the other gradient- and
+        score-based CAMs here do (Eigen-CAM and Eigen-Grad-CAM keep the signed map). The paper
+        shows the signed map, and so does torch-cam's ``CAM`` (checked on torchcam 0.5.0: it
+        applies no ReLU, although its docstring writes one; only its gradient- and score-based
+        CAMs do): ``relu=False`` gives that map. Heatmaps are min-max normalised either way.
 
     Raises
     ------

@@ -14,7 +14,7 @@ from ..core.postprocess import Tensor, resize
 from ..core.smoothing import OPTIONS
 from ..core.validate import one_of, positive_float
 
-FUSIONS = ("max", "mean")
+FUSIONS = ("max", "mean", "minmax-mean")
 
 
 class LayerCAM(BaseCAM):
@@ -30,11 +30,23 @@ class LayerCAM(BaseCAM):
         One layer, or several to fuse (all read in the same single backward pass).
     gamma : float, default=2.0
         Scale (> 0) of the tanh applied to the shallower layers' maps before fusion.
-    fusion : {"max", "mean"}, default="max"
-        ``"max"`` follows the paper (Eq. 9): shallower layers' maps are scaled by
-        ``tanh(gamma * M / max M)``, the deepest by ``M / max M``, all are upsampled to the finest
-        layer's resolution and combined by the element-wise maximum. ``"mean"`` averages the
-        per-layer maps normalised by their max (pytorch-grad-cam's aggregation).
+    fusion : {"max", "mean", "minmax-mean"}, default="max"
+        How several layers' maps (each after its ReLU) become one; each is upsampled to the
+        finest layer's resolution first.
+
+        - ``"max"`` follows the paper (Eq. 9): the shallower layers' maps are scaled by
+          ``tanh(gamma * M / max M)``, the deepest by ``M / max M``, and combined by the
+          element-wise maximum.
+        - ``"mean"`` averages the maps each divided by its maximum, ``M / max M``: a layer
+          map ``[1, 2]`` counts as ``[0.5, 1]``.
+        - ``"minmax-mean"`` averages the maps each min-max normalised,
+          ``(M - min M) / (max M - min M)``: ``[1, 2]`` counts as ``[0, 1]``. This is
+          pytorch-grad-cam's rule for several target layers (checked on 1.5.7), except that
+          pytorch-grad-cam resizes each map to the input before averaging, and here to the
+          finest layer (the engine then resizes the fused map to the input).
+
+        An all-zero map stays zero under both means; under ``"minmax-mean"`` so does any
+        constant map.
 
     Notes
     -----
@@ -64,7 +76,11 @@ class LayerCAM(BaseCAM):
         fusion: str = "max",
         **kwargs,
     ):
-        self.fusion = one_of("fusion", fusion, FUSIONS, expected="'max' (paper) or 'mean'")
+        self.fusion = one_of(
+            "fusion", fusion, FUSIONS,
+            expected="'max' (the paper), 'mean' (each layer's map divided by its max) or 'minmax-mean' (each "
+                     "layer's map min-max normalised, as pytorch-grad-cam)",
+        )
         self.gamma = positive_float("gamma", gamma)
         self._layer_list = list(layer) if isinstance(layer, (list, tuple)) else [layer]
         if not self._layer_list:
@@ -95,8 +111,10 @@ class LayerCAM(BaseCAM):
         deepest = min(range(len(maps)), key=lambda i: (math.prod(maps[i].shape[1:]), -i))
         scaled = []
         for i, m in enumerate(maps):
-            peak = ops.max(m, axis=tuple(range(1, len(m.shape))), keepdims=True)
-            m = ops.divide_no_nan(m, peak)
+            axes = tuple(range(1, len(m.shape)))
+            if self.fusion == "minmax-mean":
+                m = m - ops.min(m, axis=axes, keepdims=True)
+            m = ops.divide_no_nan(m, ops.max(m, axis=axes, keepdims=True))
             if self.fusion == "max" and i != deepest:
                 m = ops.tanh(self.gamma * m)
             scaled.append(resize(m, finest))

@@ -4,8 +4,8 @@ Two kinds of metric live here.
 
 * **Map-only metrics** compare precomputed maps with ground truth and never run a model
   (:mod:`~keras_gradcam.metrics.localisation`): :func:`energy_pointing_game`,
-  :func:`pointing_game`, :func:`localization`, :func:`instance_coverage`, :func:`map_area`,
-  :func:`map_entropy`, plus the helpers :func:`boxes_to_masks`, :func:`masks_to_boxes` and, in
+  :func:`pointing_game` (its default tolerance: :func:`pointing_tolerance`),
+  :func:`localization`, :func:`instance_coverage`, :func:`map_area`, :func:`map_entropy`, plus the helpers :func:`boxes_to_masks`, :func:`masks_to_boxes` and, in
   :mod:`~keras_gradcam.metrics.stats`, :func:`spearman`, :func:`auc`, :func:`gaussian_blur`.
 * **Model metrics** perturb the input according to a map and read the model's confidence:
   :func:`average_drop`, :func:`increase_in_confidence`, :func:`win_rate`,
@@ -76,6 +76,7 @@ from .localisation import (
     map_entropy,
     masks_to_boxes,
     pointing_game,
+    pointing_tolerance,
 )
 from .occlusion import occlusion_correlation, occlusion_map
 from .road import ROAD_PERCENTAGES, noisy_linear_imputation, road, road_curve
@@ -87,6 +88,7 @@ __all__ = [
     # map-only: localisation and sharpness
     "energy_pointing_game",
     "pointing_game",
+    "pointing_tolerance",
     "localization",
     "Localization",
     "instance_coverage",

@@ -23,6 +23,7 @@ __all__ = [
     "masks_to_boxes",
     "energy_pointing_game",
     "pointing_game",
+    "pointing_tolerance",
     "localization",
     "instance_coverage",
     "map_area",
@@ -167,7 +168,60 @@ def energy_pointing_game(heatmaps, masks, *, reduction: str | None = "mean"):
     return reduce_values(values, reduction, nan_ok=True)
 
 
-def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | None = "mean"):
+#: TorchRay's pointing-game tolerance in pixels and the image side it was set for.
+TORCHRAY_TOLERANCE, TORCHRAY_SIDE = 15, 224
+
+
+def pointing_tolerance(shape) -> float:
+    """The default pointing-game tolerance, in pixels, for images of ``shape``: 15/224 of the shorter side.
+
+    TorchRay's pointing-game benchmark (Fong et al., 2019), reproducing Zhang et al. (2016,
+    2018), counts a hit within 15 px of the object on images of about 224 px. A fixed 15 px on a
+    32 px image covers most of it and nearly every maximum would count as a hit; so the default
+    keeps the benchmark's share of the image instead: ``15 * min(height, width) / 224``, exactly
+    15 px at 224 px and about 2.1 px at 32 px. :func:`pointing_game`, :func:`keras_gradcam.evaluate`,
+    :class:`keras_gradcam.GradCAMCallback` and :func:`keras_gradcam.audit` all use it when no
+    tolerance is given.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        ``(height, width)`` of the images (and maps).
+
+    Returns
+    -------
+    float
+        The tolerance in pixels.
+
+    Raises
+    ------
+    ValueError
+        ``shape`` is not two sizes ``>= 1``.
+
+    References
+    ----------
+    Zhang, Bargal, Lin, Brandt, Shen, Sclaroff, "Top-down neural attention by excitation
+    backprop", ECCV 2016 and IJCV 126, 2018 (the pointing game). Fong, Patrick, Vedaldi,
+    "Understanding deep networks via extremal perturbations and smooth masks", ICCV 2019
+    (TorchRay, whose benchmark uses 15 px).
+
+    Examples
+    --------
+    >>> from keras_gradcam.metrics import pointing_tolerance
+    >>> pointing_tolerance((224, 448)), round(pointing_tolerance((32, 32)), 3)
+    (15.0, 2.143)
+    """
+    try:
+        height, width = (int(v) for v in shape)
+        valid = height >= 1 and width >= 1 and (height, width) == tuple(shape)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"shape must be (height, width), two sizes >= 1; got {shape!r}.")
+    return TORCHRAY_TOLERANCE * min(height, width) / TORCHRAY_SIDE
+
+
+def pointing_game(heatmaps, masks, *, tolerance: float | None = None, reduction: str | None = "mean"):
     """Whether each map's maximum points at the object (Zhang et al., ECCV 2016).
 
     Parameters
@@ -176,10 +230,12 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
     masks : array-like of shape (n_samples, height, width)
         Object pixels of the explained class, boolean or 0/1; float masks with soft values in
         ``[0, 1]`` have their pixels with weight ``>= 0.5`` as object. No mask may be empty.
-    tolerance : float, default=15
-        A hit is a mask pixel at squared distance ``d^2 < tolerance^2`` from the maximum
-        (TorchRay's strict rule, 15 px at 224-500 px image sizes; scale it with your image
-        size). ``0`` (or anything ``<= 1``) means the maximum itself must be inside the mask.
+    tolerance : float, optional
+        In pixels: a hit is a mask pixel at squared distance ``d^2 < tolerance^2`` from the
+        maximum (TorchRay's strict rule). ``0`` (or anything ``<= 1``) means the maximum itself
+        must be inside the mask. None (default): TorchRay's 15 px at 224 px scaled to the maps,
+        ``15 * min(height, width) / 224`` (:func:`pointing_tolerance`): 15 px at 224 px, about
+        2.1 px at 32 px. Pass ``tolerance=15`` for the benchmark's fixed 15 px.
     reduction : {"mean", None}, default="mean"
 
     Returns
@@ -202,6 +258,11 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
     accuracy; TorchRay reports the mean over classes of per-class accuracies, which you get by
     averaging the per-image values class by class.
 
+    References
+    ----------
+    Zhang et al., "Top-down neural attention by excitation backprop", ECCV 2016 and IJCV 2018;
+    the 15 px tolerance is TorchRay's (Fong et al., ICCV 2019), on images of about 224 px.
+
     Examples
     --------
     >>> import numpy as np
@@ -213,6 +274,8 @@ def pointing_game(heatmaps, masks, *, tolerance: float = 15, reduction: str | No
     """
     h = as_maps(heatmaps)
     m = object_pixels(as_masks(masks, h.shape))
+    if tolerance is None:
+        tolerance = pointing_tolerance(h.shape[1:])
     tolerance = positive_float("tolerance", tolerance, allow_zero=True)
     empty = ~m.any((1, 2))
     if empty.any():
