@@ -29,6 +29,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from .core.engine import BaseCAM
 from .core.validate import positive_int
+from .io import load_model_file
 from .methods.registry import get_method, merge_options
 
 __all__ = ["CAMModelHandler", "CAMResult"]
@@ -88,7 +89,9 @@ def _stack(examples: Sequence) -> Any:
 class CAMModelHandler(ModelHandler[Any, PredictionResult, BaseCAM]):
     """A Beam ``ModelHandler`` that explains images with a Grad-CAM-family method.
 
-    ``load_model`` loads the saved model (``keras.models.load_model``) and builds one explainer on
+    ``load_model`` loads the saved model (``keras.models.load_model``, through
+    :func:`keras_gradcam.io.load_model_file`, which says so when the file is there but truncated
+    or not a Keras file) and builds one explainer on
     it; ``run_inference`` explains a batch of images in one compiled call and yields one
     ``PredictionResult(example, CAMResult, model_id)`` per image, in the batch's order. The maps
     are those of :func:`keras_gradcam.explain_dataset` and :func:`keras_gradcam.explain` with the
@@ -179,7 +182,7 @@ class CAMModelHandler(ModelHandler[Any, PredictionResult, BaseCAM]):
 
     def load_model(self) -> BaseCAM:
         """The saved model loaded and the explainer built on it (once per worker and model copy)."""
-        model = keras.models.load_model(self._model_uri, **self._load_model_args)
+        model = load_model_file(self._model_uri, **self._load_model_args)
         return self._cls(model, self._layer, batch_size=self._batch_size, **self._options)
 
     def run_inference(

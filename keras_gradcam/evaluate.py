@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from .core.progress import Progbar
 from .core.validate import positive_float, positive_int
 from .explain import explain
 from .methods.registry import get_method
@@ -43,7 +44,7 @@ from .metrics.road import ROAD_PERCENTAGES, road_curve
 from .metrics.sanity import randomization_check
 from .metrics.scoring import Scorer
 
-__all__ = ["METRICS", "COLUMNS", "Rows", "evaluate", "format_table"]
+__all__ = ["METRICS", "SLOW_METRICS", "COLUMNS", "Rows", "evaluate", "format_table"]
 
 #: Metric names :func:`evaluate` accepts in ``metrics=``, in table order.
 METRICS: tuple[str, ...] = (
@@ -61,6 +62,12 @@ METRICS: tuple[str, ...] = (
     "map_area",
     "map_entropy",
 )
+
+#: The metrics whose cost grows with the model or the image far beyond one explanation, left out by
+#: ``metrics="fast"``: ROAD (a sparse solve of the image's size per image, percentage and order),
+#: the occlusion correlation (one forward pass per occlusion window: ~1,000 per image at 96 px) and
+#: the randomisation check (one explainer, so one trace of the model, per layer with weights).
+SLOW_METRICS: tuple[str, ...] = ("road", "occlusion_correlation", "randomization")
 
 #: Table columns: name -> (what it is, "higher" or "lower" is better, or "" when neither).
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -101,9 +108,27 @@ class Rows(list):
         self.notes = list(notes)
 
 
-def _log(verbose: bool, message: str) -> None:
-    if verbose:
-        print(message, file=sys.stderr, flush=True)
+class _Steps:
+    """The evaluation's progress: a bar over its steps (an explanation, a metric) and the seconds each took."""
+
+    def __init__(self, total: int, verbose: bool):
+        self.verbose, self.done, self.seconds = verbose, 0, {}
+        self.bar = Progbar(total, verbose=1 if verbose else 0, unit_name="step")
+        self.last = time.perf_counter()
+
+    def tick(self, label: str) -> float:
+        """One more step done: ``label`` took the time since the previous one (returned, in seconds)."""
+        now = time.perf_counter()
+        self.seconds[label], self.last = now - self.last, now
+        self.done += 1
+        self.bar.update(self.done)
+        return self.seconds[label]
+
+    def report(self) -> None:
+        """The seconds per step on stderr, slowest first (where the time went)."""
+        if self.verbose and self.seconds:
+            slowest = sorted(self.seconds.items(), key=lambda kv: -kv[1])
+            print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in slowest), file=sys.stderr, flush=True)
 
 
 def evaluate(
@@ -150,9 +175,10 @@ def evaluate(
     targets : None, int or sequence of int, default=None
         Class explained per image by every method and every metric; None: the model's top-1
         class. Pass the ground-truth labels for the pointing-game protocol.
-    metrics : sequence of str, optional
-        Subset of :data:`METRICS`; None runs all that the inputs allow (the localisation
-        metrics need ``masks`` or ``boxes``). ``win_rate`` needs two or more methods: with one
+    metrics : sequence of str, "all" or "fast", optional
+        Subset of :data:`METRICS`; None (or ``"all"``) runs all that the inputs allow (the
+        localisation metrics need ``masks`` or ``boxes``); ``"fast"`` those without
+        :data:`SLOW_METRICS` (what the command line computes by default). ``win_rate`` needs two or more methods: with one
         it is not computed (``None``), and the table's notes say so.
     layer : str, optional
         Explained layer for every method (None: each method's default).
@@ -182,7 +208,8 @@ def evaluate(
     seed : int, default=0
         Seed of the randomisation check and of ROAD's imputation noise.
     verbose : bool, default=False
-        Print progress to stderr.
+        A progress bar on stderr (one step per explanation and per metric), then the seconds
+        each step took.
 
     Returns
     -------
@@ -237,8 +264,9 @@ def evaluate(
         boxes = masks_to_boxes(masks)
     notes: list[str] = []
 
-    if metrics is None:
+    if metrics is None or (isinstance(metrics, str) and metrics in ("all", "fast")):
         wanted = [m for m in METRICS if masks is not None or m not in _LOCALISATION]
+        wanted = [m for m in wanted if m not in SLOW_METRICS] if metrics == "fast" else wanted
     else:
         wanted = [metrics] if isinstance(metrics, str) else list(metrics)
         unknown = [m for m in wanted if m not in METRICS]
@@ -265,20 +293,22 @@ def evaluate(
 
     scorer = Scorer(model, score)
     _, classes = scorer.predict(x, targets, bs)
+    confidence = any(m in wanted for m in ("average_drop", "increase_in_confidence", "win_rate"))
+    per_method = 1 + int(confidence) + sum(m in wanted for m in ("deletion_auc", "insertion_auc", *SLOW_METRICS)) \
+        + (sum(m in wanted for m in _LOCALISATION) if localised is not None else 0)
+    progress = _Steps(int("occlusion_correlation" in wanted) + len(methods) * per_method, bool(verbose))
     occlusion = None
     if "occlusion_correlation" in wanted:
-        t0 = time.perf_counter()
         occlusion = occlusion_map(scorer, x, classes, patch=occlusion_patch, stride=occlusion_stride,
                                   score=score, batch_size=bs)
-        _log(verbose, f"occlusion map: {time.perf_counter() - t0:.1f} s")
-    confidence = any(m in wanted for m in ("average_drop", "increase_in_confidence", "win_rate"))
+        progress.tick("occlusion map")
 
     rows, kept = [], {}
     for name in methods:
         opts = options.get(name, {})
-        t0 = time.perf_counter()
+        progress.last = time.perf_counter()
         exp = explain(model, x, method=name, layer=layer, targets=classes, batch_size=bs, **opts)
-        seconds = time.perf_counter() - t0
+        seconds = progress.tick(f"{name}: explain")
         h = exp.heatmaps
         row: dict[str, Any] = {"method": name, "n_images": n}
         if localised is not None:
@@ -287,12 +317,15 @@ def evaluate(
             nan = float("nan")
             if "energy_pointing_game" in wanted:
                 row["energy_pointing_game"] = energy_pointing_game(hl, ml) if some else nan
+                progress.tick(f"{name}: energy_pointing_game")
             if "pointing_game" in wanted:
                 row["pointing_game"] = pointing_game(hl, ml, tolerance=tolerance) if some else nan
+                progress.tick(f"{name}: pointing_game")
             if "localization" in wanted:
                 loc = localization(hl, bl) if some else None
                 row["localization_accuracy"] = loc.accuracy if some else nan
                 row["localization_iou"] = float(loc.ious.mean()) if some else nan
+                progress.tick(f"{name}: localization")
         if confidence:
             y, o, _ = masked_scores(scorer, x, h, classes, score=score, mask_space="preprocessed",
                                     raw_images=None, preprocess=None, output=None, batch_size=bs)
@@ -303,36 +336,42 @@ def evaluate(
                 row["increase_in_confidence"] = reduce_values(confidence_increase(y, o), "mean")
             if "win_rate" in wanted:
                 row["win_rate"] = None  # filled in once every method has run
+            progress.tick(f"{name}: confidence on E = L * I")
         if "deletion_auc" in wanted:
             row["deletion_auc"] = deletion_auc(scorer, x, h, classes, steps=steps, score=score, batch_size=bs)
+            progress.tick(f"{name}: deletion_auc")
         if "insertion_auc" in wanted:
             row["insertion_auc"] = insertion_auc(scorer, x, h, classes, steps=steps, score=score, batch_size=bs)
+            progress.tick(f"{name}: insertion_auc")
         if "road" in wanted:
             kw = dict(percentages=road_percentages, seed=seed, score=score, batch_size=bs)
             morf = road_curve(scorer, x, h, classes, order="morf", **kw)
             lerf = road_curve(scorer, x, h, classes, order="lerf", **kw)
             row["road"] = float(((lerf - morf) / 2.0).mean())
             row["road_morf"], row["road_lerf"] = float(morf.mean()), float(lerf.mean())
+            progress.tick(f"{name}: road")
         if "occlusion_correlation" in wanted:
             row["occlusion_correlation"] = occlusion_correlation(
                 scorer, x, h, classes, patch=occlusion_patch, stride=occlusion_stride, score=score, occlusion=occlusion
             )
+            progress.tick(f"{name}: occlusion_correlation")
         if "randomization" in wanted:
             k = n if randomization_images is None else min(n, positive_int("randomization_images", randomization_images))
             res = randomization_check(model, x[:k], name, layer, classes[:k], seed=seed, batch_size=bs, **opts)
             row["randomization_similarity"] = res.summary("abs_spearman")
+            progress.tick(f"{name}: randomization")
         if "map_area" in wanted:
             row["map_area"] = map_area(h)
         if "map_entropy" in wanted:
             row["map_entropy"] = map_entropy(h)
         row["seconds"] = seconds
         rows.append(row)
-        _log(verbose, f"{name}: explained in {seconds:.1f} s, metrics done")
 
     if "win_rate" in wanted and len(kept) > 1:
         for row in rows:
             others = np.max([o for k, o in kept.items() if k != row["method"]], axis=0)
             row["win_rate"] = win_outcome(kept[row["method"]], others, "mean")
+    progress.report()
     return Rows(rows, notes)
 
 

@@ -1,6 +1,7 @@
-"""Files: PNG encoding, and an :class:`~keras_gradcam.core.explanation.Explanation` saved to a folder
-(maps as ``.npy``, PNG pictures, a JSON manifest) and read back. The pictures come drawn
-(:meth:`~keras_gradcam.Explanation.save` draws them): this module imports nothing of the package.
+"""Files: PNG encoding, an :class:`~keras_gradcam.core.explanation.Explanation` saved to a folder
+(maps as ``.npy``, PNG pictures, a JSON manifest) and read back, and model files loaded with a
+clear word when they cannot be read. The pictures come drawn (:meth:`~keras_gradcam.Explanation.save`
+draws them): this module imports nothing of the package.
 
 The manifest is written last, and atomically (to a temporary file, then renamed), so a folder
 whose writing was interrupted has no manifest and is never read back as complete.
@@ -13,12 +14,27 @@ import json
 import os
 import platform
 import sys
+import zipfile
 from typing import Any
 
+import h5py  # Keras' own dependency, for .h5 model files (Keras imports it anyway)
+import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["MANIFEST", "FORMAT", "encode_png", "write_png", "file_stems", "save_explanation", "read_explanation", "library_versions"]
+__all__ = [
+    "MANIFEST",
+    "FORMAT",
+    "ModelFileError",
+    "encode_png",
+    "write_png",
+    "file_stems",
+    "save_explanation",
+    "read_explanation",
+    "library_versions",
+    "load_model_file",
+    "model_file_problem",
+]
 
 MANIFEST = "manifest.json"
 FORMAT = "keras-gradcam explanation"
@@ -236,3 +252,117 @@ def library_versions() -> dict[str, str | None]:
                 version = None
         out[module] = version
     return out
+
+
+# -- model files ----------------------------------------------------------------------------------
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+class ModelFileError(ValueError):
+    """A model file that exists but cannot be read as a Keras model file (truncated, or another kind of file)."""
+
+
+def load_model_file(path, **load_args) -> keras.Model:
+    """``keras.saving.load_model(path, **load_args)``, saying why a file that exists cannot be read.
+
+    Keras reports a ``.keras`` file that is not a readable zip archive (a half-finished copy or
+    download, a text file renamed ``.keras``) as ``File not found: filepath=...``, although the
+    file is there. Here such a file, or a damaged ``.h5``, raises :class:`ModelFileError` saying
+    that it exists, its size and what is wrong (:func:`model_file_problem`); any other failure
+    (custom layers not registered, ...) is Keras' own error, unchanged.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.keras`` (or legacy ``.h5``) model file. Remote paths (``gs://...``) are passed to
+        Keras as they are, without the diagnosis.
+    **load_args
+        Keyword arguments of ``keras.saving.load_model`` (``compile=``, ``custom_objects=``...).
+
+    Returns
+    -------
+    keras.Model or whatever ``keras.saving.load_model`` returns.
+
+    Raises
+    ------
+    ModelFileError
+        A ``ValueError``: the file exists but is truncated, empty, damaged or not a Keras model file.
+    FileNotFoundError
+        A local path that does not exist.
+    """
+    path = os.fspath(path)
+    if "://" not in path and not os.path.exists(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist (working directory: {os.getcwd()}).")
+    try:
+        return keras.saving.load_model(path, **load_args)
+    except Exception as e:
+        problem = model_file_problem(path)
+        if problem is not None:
+            raise ModelFileError(problem) from e
+        raise
+
+
+def model_file_problem(path) -> str | None:
+    """Why the local file ``path`` cannot be a Keras model file, or None when it looks like one.
+
+    A ``.keras`` file must be a complete zip archive holding ``config.json`` (what
+    ``model.save("model.keras")`` writes); an ``.h5``/``.hdf5`` file a complete HDF5 file. Only the
+    container is checked, not the model in it. None also for a path that is not a local file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The model file.
+
+    Returns
+    -------
+    str or None
+        A sentence for a person: the file exists, its size in bytes, what is wrong and what to do.
+    """
+    path = os.fspath(path)
+    if "://" in path or not os.path.isfile(path):
+        return None
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    there = f"model file {path!r} exists ({size} bytes) but"
+    if path.lower().endswith((".h5", ".hdf5")):
+        return _hdf5_problem(path, there, head, size)
+    again = "Copy it again, or save the model again with model.save('model.keras')."
+    if size == 0:
+        return f"{there} is empty, so it is not a readable Keras archive (an interrupted copy or save?). {again}"
+    if not head.startswith(_ZIP_MAGIC):
+        kind = (
+            " It is an HDF5 file, i.e. a legacy .h5 model: rename it to end in .h5."
+            if head.startswith(_HDF5_MAGIC)
+            else f" A .keras file is a zip archive written by model.save('model.keras'); this one starts with {head!r}."
+        )
+        return f"{there} is not a readable Keras archive: it is not a .keras file (or its start is damaged).{kind}"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return (
+            f"{there} is not a readable Keras archive: it starts like one (a zip archive) but cannot be read to its "
+            f"end, so it is truncated (a half-finished copy or download) or damaged. {again}"
+        )
+    if "config.json" not in names:
+        return f"{there} is not a readable Keras archive: it is a zip archive without config.json, so not a .keras file. {again}"
+    if damaged is not None:
+        return f"{there} is not a readable Keras archive: its entry {damaged!r} is damaged (wrong checksum). {again}"
+    return None
+
+
+def _hdf5_problem(path: str, there: str, head: bytes, size: int) -> str | None:
+    again = "Copy it again, or save the model in the current format with model.save('model.keras')."
+    if not head.startswith(_HDF5_MAGIC):
+        kind = " It is a zip archive, i.e. a .keras model: rename it to end in .keras." if head.startswith(_ZIP_MAGIC) else ""
+        return f"{there} is not a readable HDF5 model file: it is not an .h5 file (or it is empty or damaged).{kind} {again}"
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as e:
+        return f"{there} is not a readable HDF5 model file: it is truncated or damaged ({e}). {again}"
+    return None

@@ -14,6 +14,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_gradcam as kg
 from keras_gradcam import datasets
@@ -257,6 +258,25 @@ def test_bad_arguments_say_what_was_received_and_what_to_do(corner_model, kwargs
     args = {"labels": y, "method": "hirescam", "layer": "conv", **kwargs}
     with pytest.raises(error, match=words):
         kg.audit(corner_model, x, **args)
+
+
+def test_text_labels_are_mapped_to_classes_by_name(corner_model):
+    """Class names as labels (str arrays, or bytes from a tf.data.Dataset) give the audit of the class indices."""
+    x, y, _ = corner_data()
+    names = np.array(["red", "green"])[y]
+    args = {"method": "hirescam", "layer": "conv", "batch_size": 5}
+    ref = kg.audit(corner_model, x, y, class_names=["red", "green"], **args)
+    for data, labels in ((x, names), (tf.data.Dataset.from_tensor_slices((x, names)).batch(5), None)):
+        report = kg.audit(corner_model, data, labels, class_names=["red", "green"], **args)
+        np.testing.assert_array_equal(report.per_image["label"], y)
+        assert [c.images for c in report.classes] == [c.images for c in ref.classes] == [6, 6]
+    # the order of class_names decides the index: "green" first makes green class 0
+    swapped = kg.audit(corner_model, x, names, class_names=["green", "red"], **args)
+    np.testing.assert_array_equal(swapped.per_image["label"], 1 - y)
+    with pytest.raises(ValueError, match="the labels are text \\(\\['red', 'green'\\]\\), but no class_names= was given"):
+        kg.audit(corner_model, x, names, **args)
+    with pytest.raises(ValueError, match="labels \\['green'\\] are not in class_names \\['red', 'blue'\\]"):
+        kg.audit(corner_model, x, names, class_names=["red", "blue"], **args)
 
 
 def test_data_of_the_wrong_kind(corner_model):

@@ -145,7 +145,7 @@ def test_same_file_names_in_two_folders_do_not_overwrite(files, tmp_path, capsys
         (["explain", "{keras}", "{root}/missing.png"], 3, "image '.*missing.png' does not exist"),
         (["explain", "{keras}", "{root}/broken.png"], 4, "cannot read image '.*broken.png'.*Supported formats"),
         (["explain", "{root}/notes.txt", "{img}"], 5, r"MODEL must be a Keras file ending in \.keras"),
-        (["explain", "{root}/broken.png.keras", "{img}"], 5, "cannot load '.*' as a Keras model"),
+        (["explain", "{root}/broken.png.keras", "{img}"], 5, r"model file '.*broken.png.keras' exists \(7 bytes\) but is not a readable Keras archive"),
         (["explain", "{keras}", "{img}", "--layer", "nope"], 6, "--layer: layer 'nope' is not in model 'outer'.*'c2'"),
         (["explain", "{keras}", "{img}", "--layer", "gap"], 6, "--layer: .*spatial"),
         (["explain", "{keras}", "{img}", "--target", "7"], 7, r"--target 7 is not a class of the model; valid classes are 0 \.\. 2"),
@@ -230,6 +230,27 @@ def test_evaluate_prints_a_table_per_method(files, capsys):
     assert "energy_pointing_game" in lines[1] and "pointing_game" in lines[1]
     assert lines[3].strip("| ").startswith("gradcam ") and lines[4].strip("| ").startswith("layercam ")
 
+
+
+def test_evaluate_leaves_the_slow_metrics_out_by_default_and_shows_progress(files, capsys):
+    """The default: the fast metrics, a step bar on stderr and the seconds per step; --metrics all adds the slow ones."""
+    slow_columns = ("road", "occlusion_correlation", "randomization_similarity")
+    code, out, err = run(["evaluate", files["keras"], *files["images"], "--progress", "always"], capsys)
+    assert code == 0, err
+    header = cells(out.splitlines()[1])
+    assert {"deletion_auc", "insertion_auc", "average_drop", "map_area"} <= set(header)
+    assert not set(slow_columns) & set(header)
+    assert "note: road, occlusion_correlation, randomization are not computed by default" in out
+    assert "--metrics all" in out
+    # 2 methods x (explain, confidence on E = L * I, deletion, insertion) = 8 steps, each timed
+    assert "8/8" in err and "/step" in err
+    timed = err.split("seconds per step: ")[1].splitlines()[0]
+    assert "gradcam: explain" in timed and "gradcam++: deletion_auc" in timed and "road" not in timed
+    code, out, err = run(["evaluate", files["keras"], files["images"][0], "--methods", "gradcam", "--metrics", "all",
+                          "--progress", "never"], capsys)
+    assert code == 0, err
+    assert set(slow_columns) <= set(cells(out.splitlines()[1])) and "not computed by default" not in out
+    assert "seconds per step" not in err
 
 # -- pieces ---------------------------------------------------------------------------------------
 def test_preprocessing_modes_against_their_definitions():
@@ -420,3 +441,47 @@ def test_evaluate_explains_every_nan_it_prints(tmp_path, capsys):
     assert note == ["(1) occlusion_correlation is undefined (nan) for gradcam, layercam: Spearman's rank "
                     "correlation is undefined on every image: the map is constant (e.g. all zero) or no occlusion "
                     "window changed the model's score."]
+
+
+# -- --out is made and tried before any image is explained -------------------------------------------
+def _out_cases(root):
+    """--out values that only the file system refuses (check_out_folder's look-ahead cannot tell)."""
+    dangling = root / "dangling_out"
+    if not dangling.is_symlink():
+        dangling.symlink_to(root / "nowhere" / "cams")
+    blocked = root / "blocked_out"
+    for name in ("heatmaps.npy", "index.html"):  # a folder where a result file goes
+        (blocked / name).mkdir(parents=True, exist_ok=True)
+    return {
+        "too long": (root / "fresh" / ("x" * 300), "File name too long"),
+        "dangling link": (dangling, "is a symbolic link to .*nowhere/cams.*which does not exist"),
+        "a result name is a folder": (blocked, "holds a folder '(heatmaps.npy|index.html)' where a result file goes"),
+    }
+
+
+@pytest.mark.parametrize("case", ["too long", "dangling link", "a result name is a folder"])
+@pytest.mark.parametrize("command", ["explain", "audit"])
+def test_an_out_the_file_system_refuses_fails_before_any_image_is_explained(files, tmp_path, capsys, monkeypatch,
+                                                                           command, case):
+    root = files["root"]
+    out_arg, message = _out_cases(root)[case]
+    before = sorted(p.name for p in root.iterdir())
+    calls = []
+    monkeypatch.setattr(kg.BaseCAM, "__call__", lambda self, *a, **k: calls.append(1) or 1 / 0)
+    if command == "explain":
+        argv = ["explain", files["keras"], *files["images"], "--out", out_arg, "--progress", "always"]
+    else:
+        data = tmp_path / "data"
+        for k, name in enumerate(("a", "b", "c")):
+            (data / name).mkdir(parents=True)
+            write_png(data / name / "1.png", np.full((SIZE, SIZE, 3), 80 * k, np.uint8))
+        argv = ["audit", files["keras"], data, "--out", out_arg, "--progress", "always"]
+    code, out, err = run(argv, capsys)
+    assert code in (1, 2) and out == "", err
+    errors = [line for line in err.splitlines() if line.startswith("keras-gradcam: error: ")]
+    assert len(errors) == 1 and "--out" in errors[0] and re.search(message, errors[0]), err
+    assert calls == [] and "explaining" not in err  # nothing was explained
+    assert sorted(p.name for p in root.iterdir()) == before  # no partial output (no folder left behind)
+    if case == "a result name is a folder":
+        assert sorted(p.name for p in out_arg.iterdir()) == ["heatmaps.npy", "index.html"]
+

@@ -114,4 +114,53 @@ def test_audit_command_mask_errors(files, capsys):
     assert main(args + ["--masks", str(files / "m.keras")]) == 2
     (masks / "b_green" / "3.png").write_bytes(b"not a png")
     code = main(args + ["--masks", str(masks)])
-    assert code == 4 and "cannot read an image or mask" in capsys.readouterr().err
+    assert code == 4 and f"cannot read mask {str(masks / 'b_green' / '3.png')!r}" in capsys.readouterr().err
+
+
+# -- class folders matched to classes by name; a broken image named ------------------------------
+def _copy_classes(files, dest, folders):
+    """A DATA_DIR holding only ``folders`` (copies of the fixture's class folders, or new names for them)."""
+    for source, name in folders.items():
+        (dest / name).mkdir(parents=True)
+        for image in sorted((files / "data" / source).iterdir()):
+            (dest / name / image.name).write_bytes(image.read_bytes())
+    return dest
+
+
+def test_audit_command_matches_class_folders_to_classes_by_name(files, tmp_path, capsys):
+    """DATA_DIR with only b_green/: with --class-names [a_red, b_green] its images are class 1, not class 0."""
+    data = _copy_classes(files, tmp_path / "data", {"b_green": "b_green"})
+    names = tmp_path / "names.txt"
+    names.write_text("a_red\nb_green\n")
+    args = ["audit", str(files / "m.keras"), str(data), "--method", "hirescam", "--layer", "conv", "--batch-size", "4"]
+    code = main(args + ["--out", str(tmp_path / "out"), "--class-names", str(names)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    red, green = summary["classes"]
+    # the model reads the green corner as class 1: every image is right once it is labelled class 1
+    assert (red["name"], red["images"]) == ("a_red", 0)
+    assert (green["name"], green["images"], green["accuracy"]) == ("b_green", 6, 1.0)
+    # a folder that names no class is refused, naming the folders and the classes
+    _copy_classes(files, data, {"a_red": "c_blue"})
+    assert main(args + ["--out", str(tmp_path / "o2"), "--class-names", str(names)]) == 2
+    err = capsys.readouterr().err
+    assert "folder(s) ['c_blue'] that name no class of --class-names ['a_red', 'b_green']" in err
+    assert "DATA_DIR's folders: ['b_green', 'c_blue']" in err
+    # without --class-names, 1 folder for 2 classes cannot be matched by order: said as it is
+    only = _copy_classes(files, tmp_path / "only", {"b_green": "b_green"})
+    code = main(["audit", str(files / "m.keras"), str(only), "--out", str(tmp_path / "o3"), "--layer", "conv"])
+    err = capsys.readouterr().err
+    assert code == 2 and "has 1 class folder(s) ['b_green'], but the model has 2 classes" in err
+    assert "pass --class-names" in err.lower() and "class_names has" not in err
+
+
+def test_audit_command_names_the_one_broken_image_among_good_ones(files, tmp_path, capsys):
+    data = _copy_classes(files, tmp_path / "data", {"a_red": "a_red", "b_green": "b_green"})
+    broken = data / "b_green" / "3.png"
+    broken.write_bytes(broken.read_bytes()[:40])  # a half-copied PNG
+    code = main(["audit", str(files / "m.keras"), str(data), "--out", str(tmp_path / "o"), "--layer", "conv",
+                 "--batch-size", "4"])
+    err = capsys.readouterr().err
+    assert code == 4 and f"cannot read image {str(broken)!r}" in err, err
+    assert "IteratorGetNext" not in err and "Traceback" not in err

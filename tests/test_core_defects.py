@@ -341,3 +341,32 @@ def test_explain_takes_method_options_as_a_dict_like_the_callback_and_evaluate()
     close(by_dict.heatmaps, kg.explain(model, X, "gradcam", "conv", counterfactual=True).heatmaps)
     with pytest.raises(ValueError, match=r"\['counterfactual'\] are given twice"):
         kg.explain(model, X, "gradcam", "conv", method_options={"counterfactual": True}, counterfactual=False)
+
+
+def test_a_layer_on_another_branch_is_refused_or_run_as_true_for_each_method():
+    """Gradients and ablation need the path from the layer to the output; Eigen-CAM reads no output; Score-CAM
+    masks the input with the layer's channels and scores the masks through the model's own path."""
+    inp = keras.Input((8, 8, 3))
+    trunk = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="trunk")(inp)
+    side = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="side")(inp)
+    first = keras.layers.Dense(3, name="classes")(keras.layers.GlobalAveragePooling2D()(trunk))
+    second = keras.layers.Dense(2, name="other")(keras.layers.GlobalAveragePooling2D()(side))
+    model = keras.Model(inp, [first, second])
+    refused = {"gradcam": "no gradient flows from that output to it", "eigengradcam": "no gradient flows",
+               "ablationcam": "ablating its channels cannot change that output", "cam": "Dense head, which never reads"}
+    for method, why in refused.items():
+        with pytest.raises(ValueError, match=r"layer 'side' does not feed the explained output 'classes'.*" + why):
+            kg.get_method(method)(model, layer="side", output=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Eigen-CAM: no refusal, no warning; its map ignores the output
+        eigen = [kg.EigenCAM(model, layer="side", output=k)(X, targets=0).heatmaps for k in (0, 1)]
+    np.testing.assert_array_equal(eigen[0], eigen[1])
+    assert eigen[0].max() > 0
+    with pytest.warns(UserWarning, match=r"'side' does not feed.*'classes'.*only as masks on the input") as caught:
+        cam = kg.ScoreCAM(model, layer="side", output=0, verbose=0)
+    assert caught[0].filename == __file__  # pointed at the user's line
+    exp = cam(X, targets=0)
+    assert np.isfinite(exp.heatmaps).all() and exp.heatmaps.reshape(len(X), -1).std(axis=1).min() > 0
+    # the masked images are scored by 'classes': the channel weights differ from those 'other' gives
+    other = kg.ScoreCAM(model, layer="side", output=1, verbose=0)(X, targets=0)
+    assert not np.allclose(exp.extras["channel_weights"], other.extras["channel_weights"])

@@ -149,6 +149,17 @@ def test_joined_manifest_lists_each_workers_chunks_in_order():
     assert (joined["n_samples"], joined["n_batches"], joined["complete"], joined["layer"]) == (9, 3, True, "conv")
 
 
+
+def test_joined_manifest_widens_text_labels_and_names_an_image_size_that_differs():
+    def share(width, size):
+        return {"fields": {"labels": {"dtype": f"<U{width}", "shape": []}, "heatmaps": {"dtype": "<f4", "shape": size}},
+                "layer": "conv", "chunks": [{"start": 0, "n": 2, "batches": 1}]}
+
+    joined = joined_manifest({"format": "x"}, [share(3, [8, 8]), share(12, [8, 8]), share(5, [8, 8])])
+    assert joined["fields"]["labels"]["dtype"] == "<U12"  # the longest label of any worker
+    with pytest.raises(ValueError, match="worker 1's share gives images of 6x6, where the batches before had 8x8"):
+        joined_manifest({"format": "x"}, [share(3, [8, 8]), share(3, [6, 6])])
+
 def _two_workers(monkeypatch, tmp_path, make_data, out, **kwargs):
     """Run explain_dataset as worker 1 (a thread) and worker 0 (here), each placed by a patched placement()."""
     local = threading.local()

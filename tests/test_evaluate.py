@@ -10,7 +10,7 @@ import pytest
 
 import keras_gradcam as kg
 from keras_gradcam import metrics as M
-from keras_gradcam.evaluate import COLUMNS, METRICS, evaluate, format_table
+from keras_gradcam.evaluate import COLUMNS, METRICS, SLOW_METRICS, evaluate, format_table
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,21 @@ def test_full_table_has_every_metric_for_every_method(setup):
     assert table.splitlines()[0].startswith("| method ")
     assert len(table.splitlines()) == 4 and "gradcam++" in table
 
+
+
+def test_fast_metrics_leave_out_the_slow_ones_and_keep_the_values(setup):
+    model, x, masks = setup
+    kw = {"masks": masks, "tolerance": 2, "steps": 8}
+    fast = evaluate(model, x, ["gradcam"], metrics="fast", **kw)[0]
+    assert set(SLOW_METRICS) == {"road", "occlusion_correlation", "randomization"}
+    assert not {"road", "road_morf", "road_lerf", "occlusion_correlation", "randomization_similarity"} & set(fast)
+    named = [m for m in METRICS if m not in SLOW_METRICS]
+    ref = evaluate(model, x, ["gradcam"], metrics=named, **kw)[0]
+    assert set(fast) == set(ref)
+    for key in ("energy_pointing_game", "deletion_auc", "insertion_auc", "average_drop", "map_area"):
+        assert fast[key] == pytest.approx(ref[key]), key
+    assert "road" in evaluate(model, x[:2], ["gradcam"], metrics="all", steps=4, randomization_images=1,
+                              occlusion_patch=8, occlusion_stride=8)[0]
 
 def test_values_agree_with_the_metric_functions(setup):
     model, x, masks = setup

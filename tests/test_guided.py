@@ -430,3 +430,26 @@ def test_guided_refuses_token_inputs(make, dtype):
     with pytest.raises(ValueError, match="token ids") as err:
         make(model)
     assert "'emb'" in str(err.value) and "Grad-CAM, Grad-CAM++" in str(err.value)
+
+
+def test_an_all_zero_map_names_the_score_when_the_score_has_no_gradient():
+    """tf.argmax has no gradient: the warning names the score, not the guided ReLUs; a score whose gradient
+    the guided ReLUs stop (negative evidence only) still names the ReLUs."""
+    inp = keras.Input((4, 4, 1))
+    conv = keras.layers.Conv2D(1, 1, activation="relu", use_bias=False)
+    head = keras.layers.Dense(2, use_bias=False)
+    model = keras.Model(inp, head(keras.layers.GlobalAveragePooling2D()(conv(inp))))
+    conv.set_weights([np.ones((1, 1, 1, 1), np.float32)])
+    head.set_weights([np.array([[1.0, 2.0]], np.float32)])
+    x = np.linspace(0.1, 1.0, 32, dtype=np.float32).reshape(2, 4, 4, 1)  # positive: every ReLU is open
+    explainer = GuidedBackprop(model)
+    argmax = lambda out: tf.cast(tf.argmax(out, axis=-1), tf.float32)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match=r"2 of 2 maps are all zero because.*non-differentiable score such as "
+                      r"tf\.argmax") as caught:
+        exp = explainer(x, targets=argmax)
+    assert exp.attributions.max() == 0 and not any("guided ReLUs" in str(w.message) for w in caught)
+    # d(-y0)/d(relu output) = -1/16 < 0: the guided ReLUs pass no negative gradient, so they are the cause
+    with pytest.warns(RuntimeWarning, match=r"2 of 2 maps are all zero: no gradient reaches the input through the "
+                      r"guided ReLUs") as caught:
+        exp = explainer(x, targets=lambda out: -out[:, 0])
+    assert exp.attributions.max() == 0 and not any("argmax" in str(w.message) for w in caught)

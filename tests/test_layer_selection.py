@@ -308,3 +308,27 @@ def test_an_operation_object_as_layer_is_configured_by_name():
     model, add = _residual_model()
     cam = kg.GradCAM(model, layer=add)
     assert cam.layer == add.name and cam.get_config()["layer"] == add.name
+
+
+def test_naming_the_models_input_says_it_is_the_input_and_lists_candidates():
+    """The input layer is in the model but computes nothing: the error says so (not "is not in model")."""
+    inp = keras.Input((8, 8, 3), name="image")
+    x = L.Conv2D(2, 3, padding="same", name="conv")(inp)
+    small = keras.Model(inp, L.Dense(2)(L.GlobalAveragePooling2D()(x)), name="small")
+    for spec in ("image", small.inputs[0]._keras_history[0]):
+        with pytest.raises(ValueError) as info:
+            resolve_layer(small, spec)
+        text = str(info.value)
+        assert "is the input of model 'small'" in text and "no activations" in text, text
+        assert "is not in model" not in text and "'conv'" in text, text
+    seq = keras.Sequential([keras.Input((8, 8, 3), name="pixels"), L.Conv2D(2, 3, name="c")], name="seq")
+    with pytest.raises(ValueError, match=r"'pixels' is the input of model 'seq'.*'c'"):
+        resolve_layer(seq, "pixels")
+    outer_in = keras.Input((8, 8, 3), name="outer_in")
+    outer = keras.Model(outer_in, small(outer_in), name="outer")
+    with pytest.raises(ValueError, match=r"'small/image' is the input of the model 'small' nested in model 'outer'.*'small/conv'"):
+        resolve_layer(outer, "small/image")
+    with pytest.raises(ValueError, match="'outer_in' is the input of model 'outer'"):
+        kg.GradCAM(outer, layer="outer_in")
+    with pytest.raises(ValueError, match="'nope' is not in model 'outer'"):  # a name that is nowhere: as before
+        resolve_layer(outer, "nope")

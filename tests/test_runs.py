@@ -342,3 +342,62 @@ def test_memory_stays_flat_over_2000_images(tmp_path):
     run = kg.explain_dataset(model, batches(), method="gradcam", out=tmp_path, batch_size=50, chunk_size=100, verbose=0)
     assert run.heatmaps.shape == (2000, 64, 64)
     assert seen[39] - seen[8] < 16, seen  # 1,550 images more: far less than their 25 MB of heatmaps
+
+
+# -- labels of text, image sizes that change, runs of another format version -----------------------
+def test_text_labels_are_stored_as_fixed_width_strings_widened_across_batches_and_chunks(tmp_path):
+    """tf.data gives text labels as bytes objects: stored as numpy unicode, as wide as the longest label."""
+    model, x = tiny_model(), images(10)
+    names = ["cat", "dog", "horse", "cat", "ox", "cat", "hippopotamus", "dog", "eel", "cat"]
+    data = tf.data.Dataset.from_tensor_slices((x, names)).batch(2)  # widths 3, 5, 3, 12, 3 over the batches
+    run = kg.explain_dataset(model, data, method="gradcam", out=tmp_path / "a", batch_size=2, chunk_size=4, verbose=0)
+    assert run.labels.dtype == np.dtype("<U12") and run.labels.shape == (10,)
+    assert run.labels[:].tolist() == names and np.asarray(run.labels).tolist() == names
+    assert run.labels[6] == "hippopotamus" and run.labels[[9, 2]].tolist() == ["cat", "horse"]
+    assert kg.load_run(tmp_path / "a").labels[:].tolist() == names
+    # the maps do not depend on the labels: those of the same images with int labels
+    ref = kg.explain_dataset(model, (x, np.arange(10)), method="gradcam", out=tmp_path / "b", batch_size=2, verbose=0)
+    np.testing.assert_array_equal(run.heatmaps[:], ref.heatmaps[:])
+    # Python str labels from a generator, one chunk each, widening at the second chunk
+    batches = [(x[:2], ["a", "b"]), (x[2:4], ["ccc", "dddd"])]
+    run = kg.explain_dataset(model, iter(batches), method="gradcam", out=tmp_path / "c", chunk_size=2, verbose=0)
+    assert run.labels[:].tolist() == ["a", "b", "ccc", "dddd"]
+    with pytest.raises(ValueError, match="targets='label' needs class indices, but the labels are text"):
+        kg.explain_dataset(model, data, targets="label", out=tmp_path / "e", verbose=0)
+    with pytest.raises(TypeError, match="labels must be numbers or text.*got Python objects of type \\['dict'\\]"):
+        kg.explain_dataset(model, iter([(x[:2], np.array([{}, {}], object))]), out=tmp_path / "d", verbose=0)
+
+
+def test_an_image_size_that_changes_inside_a_chunk_is_named_and_the_batches_before_are_kept(tmp_path):
+    inp = keras.Input((None, None, 2))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(3, 1, name="conv")(inp))))
+    rng = np.random.default_rng(0)
+    batches = [rng.uniform(-1, 1, (2, 8, 8, 2)).astype("float32") for _ in range(3)]
+    batches.insert(2, rng.uniform(-1, 1, (2, 6, 6, 2)).astype("float32"))
+    # one chunk of 8 images would hold all four batches: the size changes inside it, at batch 2
+    with pytest.raises(ValueError, match="batch 2 of the data gives images of 6x6, where the batches before had 8x8: "
+                                         "every batch must have the same image size.*The 4 samples before it are saved"):
+        kg.explain_dataset(model, iter(batches), method="gradcam", out=tmp_path, chunk_size=8, verbose=0)
+    run = kg.load_run(tmp_path)
+    assert len(run) == 4 and not run.complete and run.heatmaps.shape == (4, 8, 8)
+
+
+def test_a_run_of_another_format_version_is_refused_naming_the_versions_read(tmp_path):
+    model, x = tiny_model(), images(4)
+    kg.explain_dataset(model, x, method="gradcam", out=tmp_path, batch_size=2, verbose=0)
+    path = tmp_path / MANIFEST
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(manifest, version=2)))
+    with pytest.raises(ValueError, match="holds a run of format version 2, written by keras-gradcam .*; this "
+                                         "keras-gradcam reads runs of format version 1 only.*overwrite=True"):
+        kg.load_run(tmp_path)
+    with pytest.raises(ValueError, match="format version 2"):  # not resumed as if it were a version-1 run
+        kg.explain_dataset(model, x, method="gradcam", out=tmp_path, batch_size=2, verbose=0)
+    older = {k: v for k, v in manifest.items() if k not in ("version", "chunks")}
+    path.write_text(json.dumps(dict(older, parts=[{"n": 4}])))
+    with pytest.raises(ValueError, match="holds a run of an older layout, with no format version"):
+        kg.load_run(tmp_path)
+    # overwrite=True replaces it, as the message says
+    run = kg.explain_dataset(model, x, method="gradcam", out=tmp_path, batch_size=2, overwrite=True, verbose=0)
+    assert run.complete and len(run) == 4 and run.manifest["version"] == 1

@@ -84,7 +84,7 @@ def batches(data, labels, masks, batch_size: int) -> Callable[[], Iterator[Batch
     n = x.shape[0]
     if n == 0:
         raise ValueError("images is empty; pass at least one image.")
-    y = None if labels is None else _array("labels", labels, 1, n).astype(np.int64)
+    y = None if labels is None else _array("labels", labels, 1, n)  # class indices or names: audit() maps them
     m = None if masks is None else _array("masks", masks, 3, n)
     if m is not None and m.shape[1:] != x.shape[1:3]:
         raise ValueError(f"masks must be (n, height, width) like the images {x.shape[1:3]}; got {m.shape}.")

@@ -14,6 +14,7 @@ from ..methods.registry import get_method
 from ..metrics.localisation import energy_pointing_game, pointing_game, pointing_tolerance
 from ..metrics.scoring import Scorer
 from ..runs.distribute import placement, split_passes
+from ..runs.store import storable_labels
 from .analysis import ClassSums, Keeper, consistency, describe_region, flagged_region, top_regions
 from .causal import FILLS, paint
 from .data import batches
@@ -29,6 +30,28 @@ def _share(name: str, value) -> float:
     if v > 1:
         raise ValueError(f"{name} must be a share in (0, 1]; got {v!r}. Write 10 % as 0.1.")
     return v
+
+
+def _class_indices(labels, class_names) -> np.ndarray:
+    """Labels as class indices: numbers as they are, class names (str or bytes) mapped through ``class_names``."""
+    y = np.asarray(labels)
+    if y.dtype.kind not in "SUO":
+        return y.astype(np.int64)
+    names = storable_labels(y)  # bytes (from tf.data) decoded; other Python objects refused
+    found = list(dict.fromkeys(names.ravel().tolist()))
+    if class_names is None:
+        raise ValueError(
+            f"the labels are text ({found[:5]}), but no class_names= was given to map them to the model's classes; "
+            "pass class_names=[...] in the order of the model's outputs, or give the labels as class indices."
+        )
+    index = {str(name): i for i, name in enumerate(class_names)}
+    unknown = [v for v in found if v not in index]
+    if unknown:
+        raise ValueError(
+            f"labels {unknown[:10]} are not in class_names {list(index)}; text labels must be class names, "
+            "spelled as in class_names."
+        )
+    return np.array([index[v] for v in names.ravel()], np.int64).reshape(names.shape)
 
 
 def audit(
@@ -68,8 +91,10 @@ def audit(
         ``(images, labels, masks)``, batched or not; it is read twice (explaining, then the causal
         check), batch by batch.
     labels : array-like of shape (n,), optional
-        True classes (with arrays). Without labels, images are grouped by the model's prediction
-        and the "accuracy" is the share of predictions kept.
+        True classes (with arrays): class indices, or class names (str or bytes, as a
+        ``tf.data.Dataset`` gives text) mapped to indices through ``class_names``. Without labels,
+        images are grouped by the model's prediction and the "accuracy" is the share of
+        predictions kept.
     class_names : sequence of str, optional
         Names of the classes, for the table and the report.
     masks : array-like of shape (n, height, width), optional
@@ -115,8 +140,8 @@ def audit(
     Raises
     ------
     ValueError
-        Shapes that do not fit, labels outside the model's classes, thresholds outside (0, 1], an
-        unknown ``fill`` or ``method``.
+        Shapes that do not fit, labels outside the model's classes, text labels without
+        ``class_names`` or not in it, thresholds outside (0, 1], an unknown ``fill`` or ``method``.
     TypeError
         ``model`` is not a Keras model, ``data`` of another kind.
 
@@ -189,7 +214,7 @@ def audit(
             state["tolerance"] = pointing_tolerance(x.shape[1:3]) if tolerance is None else tolerance
         if (y is not None) != state["has_labels"] or (m is not None) != state["has_masks"]:
             raise ValueError("every batch must carry the same parts (images, labels, masks) as the first one.")
-        y = pred if y is None else np.asarray(y, np.int64)
+        y = pred if y is None else _class_indices(y, class_names)
         check_classes("labels", np.unique(y), state["k"], "Labels are class indices 0 .. classes - 1 of the model.")
         exp = explainer(x, y.astype(np.int32))
         heat = exp.heatmaps

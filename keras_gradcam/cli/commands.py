@@ -29,8 +29,8 @@ from ..core.explanation import Explanation
 from ..core.layers import list_layers, resolve_layer
 from ..core.progress import Progbar
 from ..core.targets import check_range, resolve_targets
-from ..evaluate import METRICS, evaluate, format_table
-from ..io import write_png
+from ..evaluate import METRICS, SLOW_METRICS, evaluate, format_table
+from ..io import MANIFEST, write_png
 from ..methods.registry import METHODS, display_name, get_method
 from ..viz.overlay import colormap_table, overlay
 from .errors import (
@@ -42,14 +42,17 @@ from .errors import (
     EXIT_USAGE,
     CLIError,
     check_exists,
+    short_message,
 )
-from .files import check_out_folder, load_model, read_class_names, stems
+from .files import check_out_folder, load_model, out_folder, read_class_names, stems
 from .images import (
+    IMAGE_EXTENSIONS,
     find_masks,
     image_input,
     load_images,
     mask_folders,
     preprocess,
+    read_image,
     resolve_preprocessing,
     resolve_size,
 )
@@ -169,28 +172,18 @@ def run_explain(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         raise CLIError(f"cannot set up {cls.name}: {e}", EXIT_ERROR) from None
     n = len(x)
-    show = _progress_enabled(args.progress)
-    if show:
-        print(f"explaining {n} image(s) with {cls.name}", file=sys.stderr, flush=True)
-    progress = Progbar(n, verbose=1 if show else 0, unit_name="image")
-    parts = []
-    for start in range(0, n, args.batch_size):
-        stop = min(n, start + args.batch_size)
-        try:
-            parts.append(explainer(x[start:stop], None if targets is None else targets[start:stop]))
-        except IndexError as e:
-            raise CLIError(f"--target: {e}", EXIT_TARGET) from None
-        except ValueError as e:
-            raise CLIError(f"explaining {args.images[start]!r} failed: {e}", EXIT_ERROR) from None
-        progress.update(stop)
-    exp = Explanation.concatenate(parts) if len(parts) > 1 else parts[0]
     names = stems(args.images)
-    try:
-        exp.save(args.out, images=raw, names=names, class_names=class_names, alpha=args.alpha, colormap=args.colormap)
-        if args.overlay_size == "original":
-            _write_original_size_overlays(exp, originals, names, args)
-    except OSError as e:
-        raise CLIError(f"cannot write the results to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
+    results = [*(f"{s}_{kind}.png" for s in names for kind in ("overlay", "heatmap")), MANIFEST, MANIFEST + ".partial",
+               "heatmaps.npy", "layer_heatmaps.npy"]
+    with out_folder(args.out, results):  # made and tried before the first image is explained
+        exp = _explain_images(explainer, x, targets, args)
+        try:
+            exp.save(args.out, images=raw, names=names, class_names=class_names, alpha=args.alpha,
+                     colormap=args.colormap)
+            if args.overlay_size == "original":
+                _write_original_size_overlays(exp, originals, names, args)
+        except OSError as e:
+            raise CLIError(f"cannot write the results to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
 
     def name(k):
         if k is None:
@@ -209,6 +202,26 @@ def run_explain(args: argparse.Namespace) -> int:
     where = "each image's own size" if args.overlay_size == "original" else f"{size[0]}x{size[1]}"
     print(f"wrote {n} overlay(s) (at {where}), heatmaps.npy and manifest.json to {args.out}")
     return EXIT_OK
+
+
+def _explain_images(explainer, x, targets, args) -> Explanation:
+    """The explanation of all images, ``--batch-size`` at a time, with a bar per image on stderr."""
+    n = len(x)
+    show = _progress_enabled(args.progress)
+    if show:
+        print(f"explaining {n} image(s) with {explainer.name}", file=sys.stderr, flush=True)
+    progress = Progbar(n, verbose=1 if show else 0, unit_name="image")
+    parts = []
+    for start in range(0, n, args.batch_size):
+        stop = min(n, start + args.batch_size)
+        try:
+            parts.append(explainer(x[start:stop], None if targets is None else targets[start:stop]))
+        except IndexError as e:
+            raise CLIError(f"--target: {e}", EXIT_TARGET) from None
+        except ValueError as e:
+            raise CLIError(f"explaining {args.images[start]!r} failed: {e}", EXIT_ERROR) from None
+        progress.update(stop)
+    return Explanation.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _write_original_size_overlays(exp, originals, names, args) -> None:
@@ -273,10 +286,15 @@ def run_methods(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     """``keras-gradcam evaluate``: :func:`keras_gradcam.evaluate.evaluate` on image files, as a table."""
     methods = [_method(m).name for m in args.methods]
-    if args.metrics is not None:
+    if args.metrics is None:  # the fast ones: seconds on a few small images
+        metrics = "fast"
+    elif args.metrics == ["all"]:
+        metrics = "all"
+    else:
+        metrics = args.metrics
         unknown = [m for m in args.metrics if m not in METRICS]
         if unknown:
-            raise CLIError(f"--metrics: unknown {unknown}; choose from {list(METRICS)}.", EXIT_USAGE)
+            raise CLIError(f"--metrics: unknown {unknown}; choose from {list(METRICS)}, or 'all'.", EXIT_USAGE)
     for path in args.images:
         check_exists(path, "image")
     model = load_model(args.model)
@@ -287,7 +305,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     optional = {
         "layer": info.path if args.layer is not None else None,
         "targets": targets,
-        "metrics": args.metrics,
+        "metrics": metrics,
         "tolerance": args.tolerance,
     }
     kwargs = {k: v for k, v in optional.items() if v is not None}
@@ -304,6 +322,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(format_table(rows))
     for note in notes:
         print(note)
+    if metrics == "fast":
+        print(f"note: {', '.join(SLOW_METRICS)} are not computed by default (slow: minutes on a large model); "
+              "pass --metrics all, or name them with --metrics.")
     return EXIT_OK
 
 
@@ -346,19 +367,66 @@ def _annotate_undefined(rows):
 
 
 # -- audit ----------------------------------------------------------------------------------------
-def class_folders(model, folder: str, size, mode: str, batch_size: int, masks: str | None = None) -> tuple:
+def _folder_classes(folder: str, folders: list[str], class_names: list[str] | None, num_classes: int | None,
+                    names_file: str | None) -> tuple[list[str], list[int]]:
+    """The class names of the audit and the class index of each of ``DATA_DIR``'s folders (by name).
+
+    With ``--class-names``, each folder is the class of its name (a folder that names no class is
+    refused); without, the folders are the classes in alphabetical order, which only holds when
+    there is one folder per class of the model.
+    """
+    if class_names is None:
+        if num_classes is not None and len(folders) != num_classes:
+            raise CLIError(
+                f"DATA_DIR {folder!r} has {len(folders)} class folder(s) {folders}, but the model has {num_classes} "
+                "classes, so the folders cannot be matched to the classes by their alphabetical order. Pass "
+                f"--class-names FILE with the model's {num_classes} class names in order (one per line); each folder "
+                "is then the class of its name.", EXIT_USAGE,
+            )
+        return folders, list(range(len(folders)))
+    if num_classes is not None and len(class_names) != num_classes:
+        raise CLIError(
+            f"--class-names {names_file!r} has {len(class_names)} name(s) but the model has {num_classes} classes; "
+            "give one name per class, in the order of the model's outputs.", EXIT_USAGE,
+        )
+    twice = sorted({n for n in class_names if class_names.count(n) > 1})
+    if twice:
+        raise CLIError(f"--class-names {names_file!r} names {twice} more than once; give each class once.", EXIT_USAGE)
+    unknown = [f for f in folders if f not in class_names]
+    if unknown:
+        raise CLIError(
+            f"DATA_DIR {folder!r} has folder(s) {unknown} that name no class of --class-names {class_names}. Each "
+            f"subfolder is the class of its name (DATA_DIR's folders: {folders}); rename the folder, or fix the "
+            "names file.", EXIT_USAGE,
+        )
+    return list(class_names), [class_names.index(f) for f in folders]
+
+
+def class_folders(model, folder: str, size, mode: str, batch_size: int, masks: str | None = None,
+                  class_names: list[str] | None = None, names_file: str | None = None) -> tuple:
     """``DATA_DIR`` (one subfolder per class) as a batched ``(images, labels)`` dataset for ``model``.
 
-    Read by ``keras.utils.image_dataset_from_directory`` (classes in alphabetical order of the
-    folder names, not shuffled, resized bilinearly to the model's size), then scaled by
-    :func:`~keras_gradcam.cli.images.preprocess` as ``--preprocess`` says. With ``masks`` (a
-    folder of mask images laid out like ``DATA_DIR``, see :func:`~keras_gradcam.cli.images.mask_folders`)
+    Read by ``keras.utils.image_dataset_from_directory`` (not shuffled, resized bilinearly to the
+    model's size), then scaled by :func:`~keras_gradcam.cli.images.preprocess` as
+    ``--preprocess`` says. Each folder is matched to a class by its name: with ``class_names``
+    (``--class-names``), the folder ``cat`` holds class ``class_names.index("cat")``, and
+    ``DATA_DIR`` may hold only some of the classes; without, the folders are the model's classes
+    in alphabetical order (Keras' convention), one folder per class. With ``masks`` (a folder of
+    mask images laid out like ``DATA_DIR``, see :func:`~keras_gradcam.cli.images.mask_folders`)
     each batch is ``(images, labels, masks)``.
 
     Returns
     -------
-    (tf.data.Dataset, list of str, (int, int), str)
-        The dataset, the class (folder) names, the image size and the preprocessing used.
+    (tf.data.Dataset, list of str, (int, int), str, list of str)
+        The dataset, the class names, the image size, the preprocessing used and the image files
+        in the dataset's order.
+
+    Raises
+    ------
+    CLIError
+        A folder that names no class of ``class_names``, ``class_names`` of another length than
+        the model's classes, or (without ``class_names``) a number of folders other than the
+        model's classes: exit status 2.
     """
     check_exists(folder, "data folder")
     if not os.path.isdir(folder):
@@ -374,18 +442,36 @@ def class_folders(model, folder: str, size, mode: str, batch_size: int, masks: s
     except ValueError as e:
         raise CLIError(f"cannot read DATA_DIR {folder!r}: {e} It must hold one subfolder of images per class "
                        "(DATA_DIR/cat/1.png, DATA_DIR/dog/2.png, ...).", EXIT_IMAGE) from None
-    names = list(ds.class_names)
+    names, index = _folder_classes(folder, list(ds.class_names), class_names, _num_classes(model, None), names_file)
+    classes = tf.constant(index, tf.int32)
 
     def scale(x, y):
         out = tf.numpy_function(lambda a: preprocess(a, mode), [x], tf.float32)
         out.set_shape(x.shape)
-        return out, y
+        return out, tf.gather(classes, y)  # folder index (alphabetical) -> class index (by name)
 
     scaled = ds.map(scale)
     if masks is not None:
         objects = mask_folders(masks, folder, ds.file_paths, size, batch_size)
         scaled = tf.data.Dataset.zip((scaled, objects)).map(lambda xy, m: (xy[0], xy[1], m))
-    return scaled, names, size, mode
+    return scaled, names, size, mode, list(ds.file_paths)
+
+
+def _unreadable_file(images: Sequence[str], masks: str | None, channels: int) -> None:
+    """Raise the :class:`CLIError` of the first image (or mask) that cannot be decoded, naming it.
+
+    Called once the dataset's reader failed, which does not say which file it was reading.
+    """
+    for path in images:
+        read_image(path, channels)
+    if masks is not None:
+        for root, _, files in sorted(os.walk(masks)):
+            for name in sorted(files):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    try:
+                        read_image(os.path.join(root, name), 1)
+                    except CLIError as e:
+                        raise CLIError(str(e).replace("cannot read image", "cannot read mask", 1), e.code) from None
 
 
 def run_audit(args: argparse.Namespace) -> int:
@@ -394,20 +480,23 @@ def run_audit(args: argparse.Namespace) -> int:
     check_out_folder(args.out)
     model = load_model(args.model)
     info = _resolve_layer(model, args.layer)
-    ds, names, size, mode = class_folders(model, args.data, args.size, args.preprocess, args.batch_size, args.masks)
     given = read_class_names(args.class_names)
-    try:
-        report = audit(model, ds, class_names=given or names, method=cls, layer=info.path, batch_size=args.batch_size,
-                       fill=args.fill, verbose=1 if _progress_enabled(args.progress) else 0)
-    except (ValueError, TypeError) as e:
-        raise CLIError(f"the audit failed: {e} (classes found in DATA_DIR: {names})", EXIT_ERROR) from None
-    except tf.errors.OpError as e:
-        raise CLIError(f"cannot read an image or mask: {e.message.splitlines()[0]}", EXIT_IMAGE) from None
-    print(report)
-    try:
-        page = report.save(args.out)
-    except OSError as e:
-        raise CLIError(f"cannot write the report to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
+    ds, names, size, mode, files = class_folders(model, args.data, args.size, args.preprocess, args.batch_size,
+                                                 args.masks, given, args.class_names)
+    with out_folder(args.out, ("summary.json", "index.html")):  # made and tried before the first image is audited
+        try:
+            report = audit(model, ds, class_names=names, method=cls, layer=info.path, batch_size=args.batch_size,
+                           fill=args.fill, verbose=1 if _progress_enabled(args.progress) else 0)
+        except (ValueError, TypeError) as e:
+            raise CLIError(f"the audit failed: {e} (classes: {names})", EXIT_ERROR) from None
+        except tf.errors.OpError as e:  # the dataset's reader failed on a file; find which
+            _unreadable_file(files, args.masks, image_input(model)[1])
+            raise CLIError(f"cannot read an image or mask: {short_message(e)}", EXIT_IMAGE) from None
+        print(report)
+        try:
+            page = report.save(args.out)
+        except OSError as e:
+            raise CLIError(f"cannot write the report to --out {args.out!r}: {e.strerror or e}.", EXIT_ERROR) from None
     print(f"\n{sum(c.images for c in report.classes)} image(s) at {size[0]}x{size[1]}, preprocess {mode!r}; "
           f"wrote {page} and {os.path.join(args.out, 'summary.json')}")
     return EXIT_OK

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import keras
 
+from ..io import ModelFileError, load_model_file
 from .errors import (
     EXIT_ERROR,
     EXIT_MODEL,
@@ -18,7 +21,7 @@ from .errors import (
     short_message,
 )
 
-__all__ = ["check_out_folder", "load_model", "read_class_names", "stems"]
+__all__ = ["check_out_folder", "load_model", "out_folder", "read_class_names", "stems"]
 
 
 def load_model(path: str):
@@ -36,7 +39,9 @@ def load_model(path: str):
     Raises
     ------
     CLIError
-        Exit status 3 when the file does not exist, 5 when it cannot be loaded as a Keras model.
+        Exit status 3 when the file does not exist, 5 when it cannot be loaded as a Keras model (a
+        file that is there but truncated or not a Keras file is told apart, with its size:
+        :func:`keras_gradcam.io.load_model_file`).
     """
     check_exists(path, "model file")
     if os.path.isdir(path):
@@ -51,7 +56,9 @@ def load_model(path: str):
         )
     _register_keras_hub(path)
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = load_model_file(path, compile=False)
+    except ModelFileError as e:  # the file is there but truncated, empty or of another kind: say so, with its size
+        raise CLIError(str(e), EXIT_MODEL) from e
     except Exception as e:  # noqa: BLE001 - any failure becomes one message and exit status
         raise CLIError(
             f"cannot load {path!r} as a Keras model: {type(e).__name__}: {short_message(e)} Save it with Keras 3 "
@@ -123,6 +130,86 @@ def check_out_folder(path: str) -> None:
             )
     if existing and not os.access(existing, os.W_OK | os.X_OK):
         raise CLIError(f"--out {path!r}: no permission to write in {existing!r}; pick another folder.", EXIT_ERROR)
+
+
+@contextlib.contextmanager
+def out_folder(path: str, files: Sequence[str] = ()) -> Iterator[str]:
+    """``--out`` made and tried before the work: a context for the work that writes there.
+
+    :func:`check_out_folder` tells the common mistakes apart without touching anything; what only
+    the file system can tell (a name too long, a dangling symbolic link, a read-only or full file
+    system, a folder where a result file goes) is found here by doing it: the folder is created
+    with its missing parents, a probe file is written in it and removed, and each of ``files``
+    is checked to be writable there (not a folder, a name not too long). Should anything fail,
+    here or in the work inside the ``with``, the folders made here are removed again if still
+    empty, so a failed command leaves no empty output folder behind.
+
+    Parameters
+    ----------
+    path : str
+        ``--out``.
+    files : sequence of str
+        The names of the files the command will write in it (``summary.json``, ...).
+
+    Yields
+    ------
+    str
+        ``path``, now an existing, writable folder.
+
+    Raises
+    ------
+    CLIError
+        Exit status 1 (2 for a result name that is a folder there), naming ``--out`` and what the
+        file system said.
+    """
+    check_out_folder(path)
+    made = []
+    try:
+        folder = os.path.abspath(path)
+        missing = []
+        while folder and not os.path.isdir(folder) and folder != os.path.dirname(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        for folder in reversed(missing):
+            _attempt(os.mkdir, folder, path, "cannot create")
+            made.append(folder)
+        _try_writing(path, files)
+        yield path
+    except BaseException:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only when still empty
+        raise
+
+
+def _attempt(action, target: str, path: str, what: str):
+    try:
+        return action(target)
+    except OSError as e:
+        link = ""
+        if os.path.islink(target) and not os.path.exists(target):
+            link = f" ({target!r} is a symbolic link to {os.readlink(target)!r}, which does not exist)"
+        raise CLIError(f"--out {path!r}: {what} {target!r}: {e.strerror or e}{link}. Pick another folder.", EXIT_ERROR) from None
+
+
+def _try_writing(path: str, files: Sequence[str]) -> None:
+    """Write and remove a probe file in ``path``; check each of ``files`` can be written there."""
+    handle, probe = _attempt(lambda folder: tempfile.mkstemp(prefix=".keras-gradcam-probe-", dir=folder), path, path,
+                             "cannot write in")
+    os.close(handle)
+    os.remove(probe)
+    try:
+        longest = os.pathconf(path, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # not told on this system
+        longest = 255
+    for name in files:
+        target = os.path.join(path, name)
+        if os.path.isdir(target):
+            raise CLIError(f"--out {path!r} holds a folder {name!r} where a result file goes; move it or pick another "
+                           "folder.", EXIT_USAGE)
+        if len(os.fsencode(name)) > longest:
+            raise CLIError(f"--out {path!r}: the result file name {name!r} is longer than this file system allows "
+                           f"({longest} bytes); rename the input file.", EXIT_ERROR)
 
 
 def stems(paths: Sequence[str]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.validate import positive_int
+from ..evaluate import SLOW_METRICS
 from .commands import run_audit, run_evaluate, run_explain, run_layers, run_methods
 from .errors import EXIT_CODES, EXIT_USAGE, CLIError
 from .images import PREPROCESSING
@@ -181,14 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of object masks named like the images (cat.jpg -> DIR/cat.png); nonzero = object; "
                    "adds the localisation metrics")
     p.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
-                   help="metrics to compute (default: all that the inputs allow); see keras_gradcam.evaluate.METRICS")
+                   help="metrics to compute, or 'all' (default: the fast ones that the inputs allow, seconds on a "
+                   "few small images; the slow ones, " + ", ".join(SLOW_METRICS) + ", take minutes on a large model: "
+                   "ask for them by name or with --metrics all); see keras_gradcam.evaluate.METRICS")
     p.add_argument("--target", type=int, nargs="+", default=None, metavar="N",
                    help="class to explain and score: one for all images or one per image (default: top-1)")
     p.add_argument("--tolerance", type=float, default=None, metavar="PX",
                    help="pointing-game tolerance in pixels (default: 15 px at 224 px scaled to the images, "
                         "15/224 of the shorter side)")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
-                   help="progress messages on stderr: auto shows them when stderr is a terminal (default: auto)")
+                   help="a progress bar on stderr, then the seconds each step took: auto shows them when stderr is "
+                   "a terminal (default: auto)")
     _add_image_options(p)
     p.set_defaults(handler=run_evaluate)
 
@@ -202,13 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     p.add_argument("model", metavar="MODEL", help="a saved Keras model (.keras, or legacy .h5)")
-    p.add_argument("data", metavar="DATA_DIR", help="a folder with one subfolder of images per class (alphabetical = class index)")
+    p.add_argument("data", metavar="DATA_DIR",
+                   help="a folder with one subfolder of images per class, named like the class (with --class-names "
+                   "only some classes may be there; without it, one folder per class, alphabetical = class index)")
     p.add_argument("--method", default="gradcam++", help="method name (default: gradcam++); `keras-gradcam methods` lists them")
     p.add_argument("--out", default="audit", metavar="DIR", help="folder for index.html and summary.json (default: audit)")
     p.add_argument("--fill", choices=("mean", "blur"), default="mean",
                    help="what covers a flagged region: the mean colour of the images, or the image blurred (default: mean)")
     p.add_argument("--class-names", default=None, metavar="FILE",
-                   help="text file with one class name per line (default: the subfolder names)")
+                   help="text file with the model's class names, one per line in the order of its outputs; each "
+                   "DATA_DIR subfolder is the class of its name (default: the subfolder names, alphabetical)")
     p.add_argument("--masks", default=None, metavar="MASK_DIR",
                    help="object masks laid out like DATA_DIR: MASK_DIR/CLASS/NAME.png for DATA_DIR/CLASS/NAME.jpg; "
                    "grey level >= 128 = object, resized to the image size; adds the energy on the objects and the "

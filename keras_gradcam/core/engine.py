@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import threading
 import warnings
 from collections import OrderedDict
@@ -100,6 +101,7 @@ NO_EVIDENCE = (
     "or the layer's activations are zero). Try counterfactual=True for negative evidence, another target, "
     "or another layer."
 )
+OFF_BRANCH = "no gradient flows from that output to it, so every gradient-based map would be zero"
 
 
 def explain_warnings(method: str, finite: np.ndarray, heat: np.ndarray, zero_gradients=None, reason: str = NO_EVIDENCE) -> None:
@@ -140,8 +142,9 @@ def explain_warnings(method: str, finite: np.ndarray, heat: np.ndarray, zero_gra
         )
 
 
-def check_reaches(model: keras.Model, info: LayerInfo, output_index: int) -> None:
-    """Raise ``ValueError`` if the explained output does not depend on the layer (its map would be zero)."""
+def check_reaches(model: keras.Model, info: LayerInfo, output_index: int, why: str | None = OFF_BRANCH, note=None) -> None:
+    """Refuse a layer the explained output does not depend on, saying ``why`` (the method's ``off_branch``);
+    where ``why`` is None (a method that does not need it), warn ``note`` (its ``off_branch_note``) if given."""
     chain, current = [], model
     try:
         for name in info.path.split("/")[:-1]:
@@ -153,13 +156,19 @@ def check_reaches(model: keras.Model, info: LayerInfo, output_index: int) -> Non
         return
     # a layer inside a subclassed layer feeds the output if that layer (the graph node) does
     links = chain if info.sources is not None else chain + [info.layer]
-    if reaches_output(model, links, output_index) is False:
+    if (why is not None or note is not None) and reaches_output(model, links, output_index) is False:
         names = list(getattr(model, "output_names", None) or [])
         out = names[output_index] if output_index < len(names) else output_index
+        where = f"layer {info.path!r} does not feed the explained output {out!r} of model {model.name!r} (it lies on another branch)"
+        if why is None:
+            level, frame = 1, sys._getframe(0)  # from this function up to the first frame outside the package
+            while frame is not None and frame.f_globals.get("__name__", "").startswith("keras_gradcam."):
+                level, frame = level + 1, frame.f_back
+            warnings.warn(f"{where}: {note}", UserWarning, stacklevel=level)
+            return
         raise ValueError(
-            f"layer {info.path!r} does not feed the explained output {out!r} of model {model.name!r} (it lies on "
-            "another branch), so every gradient-based map would be zero. Pick a layer on the path to that output, "
-            "or explain another output with output=<index or name>."
+            f"{where}: {why}. Pick a layer on the path to that output, or explain another output with "
+            "output=<index or name>."
         )
 
 
@@ -261,6 +270,8 @@ class BaseCAM:
     relu: ClassVar[bool] = True  # the method's own ReLU on the combined map
     empty_reason: ClassVar[str] = NO_EVIDENCE  # said when maps come back all zero
     gradients: ClassVar[bool] = True
+    off_branch: ClassVar[str | None] = OFF_BRANCH  # why the map needs the layer to feed the output (None: it does not)
+    off_branch_note: ClassVar[str | None] = None
     # which of aug_smooth, eigen_smooth, relu the method takes (eigen_smooth: its map uses `combine`)
     supports: ClassVar[frozenset] = frozenset({"aug_smooth", "relu"})
     raw_size_maps: ClassVar[bool] = True  # with a KerasHub preprocessor: maps at the raw images' size
@@ -437,7 +448,7 @@ class BaseCAM:
         capture = Capture(self.model, infos, output=self.output, score=self.score)
         if capture.output_index is not None:
             for info in infos:
-                check_reaches(self.model, info, capture.output_index)
+                check_reaches(self.model, info, capture.output_index, self.off_branch, self.off_branch_note)
         self._capture = capture
 
     def _expansion(self) -> int:

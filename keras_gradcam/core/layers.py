@@ -387,6 +387,37 @@ def _shared_error(model: keras.Model, what: str, info: LayerInfo) -> ValueError:
     )
 
 
+def _input_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.Operation]]:
+    """The input layers of ``model`` and of the models nested in it, with their paths."""
+    try:
+        inputs = keras.tree.flatten(model.inputs or [])
+    except (AttributeError, TypeError, ValueError):
+        inputs = []
+    for tensor in inputs:
+        history = getattr(tensor, "_keras_history", None)
+        if history is not None and isinstance(history[0], keras.layers.InputLayer):
+            yield prefix + history[0].name, history[0]
+    for op in _operations(model):
+        if isinstance(op, keras.Model):
+            yield from _input_layers(op, prefix + op.name + "/")
+
+
+def _missing_error(model: keras.Model, spec, what: str) -> ValueError:
+    """Why ``spec`` names no layer of ``model``: it is an input of the model, or it is not there at all."""
+    for path, layer in _input_layers(model):
+        named = isinstance(spec, str) and (spec == path or path.endswith("/" + spec))
+        if named or spec is layer:
+            owner = f"model {model.name!r}"
+            if "/" in path:
+                owner = f"the model {path.rsplit('/', 1)[0]!r} nested in model {model.name!r}"
+            return ValueError(
+                f"{what} is the input of {owner}: it holds the data as it enters the model, with no "
+                "activations computed from it, so there is nothing to explain there. Name a layer that computes a "
+                f"feature map from it; {_candidates_text(model)}."
+            )
+    return ValueError(f"{what} is not in model {model.name!r}; {_candidates_text(model)}.")
+
+
 def resolve_layer(
     model: keras.Model, spec: LayerSpec, *, grid=None, prefix_tokens: int | None = None, reshape: Callable | None = None
 ) -> LayerInfo:
@@ -430,7 +461,8 @@ def resolve_layer(
     Raises
     ------
     ValueError
-        Unknown name (the message lists candidate layers), ambiguous name, a layer whose output
+        Unknown name (the message lists candidate layers), the model's input layer (the data as it
+        enters, with no activations to explain; the message lists candidate layers), ambiguous name, a layer whose output
         is not spatial (Dense, Flatten, pooling to a vector...) or not floating point (an integer
         or boolean operation, which no gradient reaches), a layer shared between several
         calls (the message names the layers right after its calls), ``layer=None`` finding no
@@ -456,7 +488,7 @@ def resolve_layer(
             f"layer must be None, a layer name, a 'outer/inner' path or a keras Layer; got {type(spec).__name__}."
         )
     if not found:
-        raise ValueError(f"{what} is not in model {model.name!r}; {_candidates_text(model)}.")
+        raise _missing_error(model, spec, what)
     if len(found) > 1:
         raise ValueError(
             f"{what} is ambiguous in model {model.name!r}: it matches "

@@ -98,6 +98,7 @@ class AblationCAM(ChannelPerturbation):
 
     name = "ablationcam"
     display_name = "Ablation-CAM"
+    off_branch = "ablating its channels cannot change that output, so every Ablation-CAM map would be zero"
 
     def __init__(self, model, layer: LayerSpec = None, *, drop: str = "relative", head_only: bool = True, **kwargs):
         self.drop = one_of("drop", drop, DROPS)

@@ -211,6 +211,7 @@ class CAM(BaseCAM):
     name = "cam"
     display_name = "CAM"
     gradients = False
+    off_branch = "CAM weighs its channels by the weights of that output's Dense head, which never reads them"
 
     def __init__(self, model, layer: LayerSpec = None, **kwargs):
         self._dense: keras.layers.Dense | None = None

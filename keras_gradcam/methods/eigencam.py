@@ -63,6 +63,7 @@ class EigenCAM(BaseCAM):
     display_name = "Eigen-CAM"
     relu = False
     gradients = False
+    off_branch = None  # reads no output: the map is the layer's first principal component whatever is explained
 
     def __init__(self, model, layer: LayerSpec = None, *, center: bool = False, **kwargs):
         self.center = boolean("center", center)

@@ -162,6 +162,9 @@ class GuidedBackprop(CleanPass, BaseCAM):
     def _guided_function(self, x, targets):
         def body(xb, tb):
             tgt, box = self._signed(targets if callable(targets) else tb)
+            probe: dict = {}
+            if callable(tgt):
+                tgt = _score_gradient_probe(tgt, probe)
             cap = self._capture(xb, tgt, gradients=False, input_gradients=True)
             scores, resolved = cap.scores, cap.targets
             self._num_classes = cap.num_classes
@@ -174,7 +177,10 @@ class GuidedBackprop(CleanPass, BaseCAM):
             amount = tf.abs(attributions)
             if attributions.shape.rank >= 3:
                 amount = tf.reduce_max(amount, axis=1 if self._channels_first else -1)
-            return attributions, normalize(amount), amount, resolved, scores, cap.predictions
+            # per sample, whether the score itself has no gradient (tf.argmax...): then the score, not the
+            # guided ReLUs, is why nothing reaches the input (the engine's warning names it)
+            flat = probe.get("flat", tf.zeros_like(scores, tf.bool))
+            return attributions, normalize(amount), amount, resolved, scores, cap.predictions, flat
 
         key = ("guided", signature_key(x), targets if callable(targets) else None)
         return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
@@ -193,6 +199,22 @@ class GuidedBackprop(CleanPass, BaseCAM):
             check_range(t, self._num_classes)
         attributions, *outputs = self._run_batches(fn, x, t, bs)
         return self._explanation(t, *outputs, attributions=attributions)
+
+
+def _score_gradient_probe(target, probe: dict):
+    """``target`` that also records, per sample, whether its score's gradient w.r.t. the outputs is all zero."""
+
+    def probed(outputs):
+        watched = [o for o in tf.nest.flatten(outputs) if o.dtype.is_floating and o.shape.rank]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(watched)
+            scores = tf.cast(target(outputs), tf.float32)
+        grads = tape.gradient(scores, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)  # of their sum
+        flat = [tf.reduce_all(tf.reshape(g, [tf.shape(g)[0], -1]) == 0, axis=1) for g in grads]
+        probe["flat"] = tf.reduce_all(tf.stack(flat), axis=0) if flat else tf.zeros_like(scores, tf.bool)
+        return scores
+
+    return probed
 
 
 class _GuidedMixin:

@@ -117,6 +117,14 @@ class ScoreCAM(ChannelPerturbation):
     name = "scorecam"
     display_name = "Score-CAM"
     input_action = "multiplies the input by masks"  # refuses token models (methods.inputs)
+    # the masks come from the layer, the score from the masked image through the model's own path
+    off_branch = None
+    off_branch_note = (
+        "the method still runs, as it uses the layer's channels only as masks on the input and scores each masked "
+        "image by that output through the model's own path, so the map shows which of those channels' regions keep "
+        "that output's score, not how the output uses this layer. To explain the output the layer feeds, pass "
+        "output=<index or name>; for that output's own evidence, pick a layer on its path."
+    )
 
     def __init__(
         self, model, layer: LayerSpec = None, *, weights: str = "probability", max_channels: int | None = None, **kwargs

@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from ..core.engine import BaseCAM
-from .store import CHUNKS, WORKERS, read_manifest
+from .store import CHUNKS, WORKERS, describe_difference, merge_fields, read_manifest
 
 __all__ = ["Placement", "placement", "shard", "worker_folder", "wait_for", "joined_manifest", "WORKERS", "WAIT_S"]
 
@@ -170,13 +170,15 @@ def joined_manifest(fresh: dict, shares: list[dict]) -> dict:
     """One manifest listing every worker's chunks in the data's order (chunk files stay in the workers' folders)."""
     chunks, n_samples, n_batches, fields, layer = [], 0, 0, None, None
     for worker, share in enumerate(shares):
-        fields = fields or share["fields"]
         layer = layer if layer is not None else share.get("layer")
-        if share["fields"] is not None and share["fields"] != fields:
-            raise ValueError(
-                f"worker {worker}'s results have other shapes or kinds ({share['fields']}) than worker 0's ({fields}): "
-                "every batch of the data must have the same image size and the same kind of labels."
-            )
+        if share["fields"] is not None:
+            merged = merge_fields(fields, share["fields"])  # text labels: as wide as the longest of any worker
+            if merged is None:
+                raise ValueError(
+                    f"worker {worker}'s share gives {describe_difference(fields, share['fields'])} (the workers "
+                    "before it): every batch of the data must have the same image size and the same kind of labels."
+                )
+            fields = merged
         folder = os.path.join(WORKERS, f"{worker:03d}", CHUNKS)
         for index, chunk in enumerate(share["chunks"]):
             chunks.append({"start": n_samples, "n": chunk["n"], "batches": chunk["batches"], "folder": folder,

@@ -34,7 +34,7 @@ from .distribute import (
     worker_folder,
 )
 from .run import Run
-from .store import RunStore, read_manifest
+from .store import RunStore, describe_difference, fields_of, merge_fields, read_manifest, storable_labels
 from .stream import batch_length, open_source
 
 __all__ = ["explain_dataset", "weights_digest"]
@@ -109,6 +109,12 @@ def _label_targets(labels, batch: int) -> np.ndarray:
             "targets='predicted'."
         )
     a = np.asarray(labels)
+    if a.dtype.kind in "SUO":
+        raise ValueError(
+            f"targets='label' needs class indices, but the labels are text (e.g. {a.ravel()[:3].tolist()}); map the "
+            "names to the model's class indices in the data (e.g. a tf.lookup.StaticHashTable in dataset.map), or "
+            "use targets='predicted'."
+        )
     if a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
     elif a.ndim == 2:
@@ -299,7 +305,7 @@ def explain_dataset(
     if where.workers > 1:
         return _share(explainer, source, out, fingerprint, where, per_batch_targets, chunk_size, overwrite, verbose)
 
-    manifest = read_manifest(out) if os.path.isdir(out) else None
+    manifest = read_manifest(out, any_version=overwrite) if os.path.isdir(out) else None
     if manifest is not None and overwrite:
         RunStore.clear(out)
         manifest = None
@@ -417,7 +423,9 @@ def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None,
 
     try:
         batches = source.batches(first + done_batches)
-        for images, labels in batches if take is None else itertools.islice(batches, take - done_batches):
+        known = store.manifest["fields"]
+        for batch_index, (images, labels) in enumerate(
+                batches if take is None else itertools.islice(batches, take - done_batches)):
             n = batch_length(images)
             t = _label_targets(labels, n) if isinstance(targets, str) else targets
             with warnings.catch_warnings(record=True) as caught:
@@ -427,9 +435,22 @@ def _stream(explainer, source, store: RunStore, targets, chunk_size: int | None,
             fields = {
                 "heatmaps": exp.heatmaps, "layer_heatmaps": exp.layer_heatmaps, "targets": exp.targets,
                 "scores": exp.scores, "predictions": exp.predictions, "finite": exp.finite,
-                "labels": None if labels is None else np.asarray(labels),
+                "labels": None if labels is None else storable_labels(labels),
             }
-            pending.append({k: v for k, v in fields.items() if v is not None})
+            arrays = {k: v for k, v in fields.items() if v is not None}
+            merged = merge_fields(known, fields_of(arrays))
+            if merged is None:  # checked on every batch, so that the batches before it still make a chunk
+                flush()
+                flush()
+                raise ValueError(
+                    f"batch {first + done_batches + batch_index} of the data gives "
+                    f"{describe_difference(known, fields_of(arrays))}: every batch must have the same image size "
+                    f"and the same kind of labels. The {store.manifest['n_samples']} samples before it are saved "
+                    "in the run; resize the images to one size in the data pipeline (e.g. "
+                    "dataset.map(lambda x, y: (tf.image.resize(x, size), y))) and rerun with overwrite=True."
+                )
+            known = merged
+            pending.append(arrays)
             pending_rows += n
             if store.manifest.get("layer") is None:
                 layer = explainer.layer

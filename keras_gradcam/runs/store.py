@@ -34,9 +34,28 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "MANIFEST", "CHUNKS", "WORKERS", "FIELDS", "ChunkedArray", "RunStore", "field_arrays", "read_manifest"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "VERSIONS",
+    "MANIFEST",
+    "CHUNKS",
+    "WORKERS",
+    "FIELDS",
+    "ChunkedArray",
+    "RunStore",
+    "describe_difference",
+    "field_arrays",
+    "fields_of",
+    "merge_fields",
+    "read_manifest",
+    "storable_labels",
+]
 
 FORMAT = "keras-gradcam run"
+VERSION = 1  # the manifest format this code writes
+VERSIONS = (1,)  # the manifest formats this code reads
+_REQUIRED = ("fingerprint", "complete", "n_samples", "n_batches", "fields", "chunks")  # keys of a version-1 manifest
 MANIFEST = "manifest.json"
 CHUNKS = "chunks"
 WORKERS = "workers"  # out/workers/<index>/: one worker's share of a multi-worker run (runs/distribute.py)
@@ -67,14 +86,22 @@ def _write_durably(path: str, write) -> None:
     os.replace(temp, path)
 
 
-def read_manifest(folder: str) -> dict[str, Any] | None:
+def read_manifest(folder: str, any_version: bool = False) -> dict[str, Any] | None:
     """The manifest of the run in ``folder``, or None when there is none.
+
+    Parameters
+    ----------
+    folder : str
+    any_version : bool, default=False
+        Return the manifest of a run of another format version too (to replace it), instead of
+        raising.
 
     Raises
     ------
     ValueError
         ``folder/manifest.json`` exists but is not a keras-gradcam run manifest (e.g. the folder
-        of an ``Explanation.save``).
+        of an ``Explanation.save``), or, unless ``any_version``, it is the manifest of a run of a
+        format version other than :data:`VERSIONS` (another keras-gradcam wrote it).
     """
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
@@ -90,7 +117,116 @@ def read_manifest(folder: str) -> dict[str, Any] | None:
             f"{path!r} is not the manifest of an explain_dataset run (format {found!r}, expected {FORMAT!r}); "
             "pass the folder given as out= to explain_dataset, or another out= for a new run."
         )
+    if not any_version:
+        _check_version(folder, manifest)
     return manifest
+
+
+def _check_version(folder: str, manifest: dict[str, Any]) -> None:
+    """Refuse a manifest of a format version this code does not read, naming the versions it does."""
+    version = manifest.get("version")
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if version in VERSIONS and not missing:
+        return
+    writer = (manifest.get("versions") or {}).get("keras_gradcam") if isinstance(manifest.get("versions"), dict) else None
+    by = f", written by keras-gradcam {writer}" if writer else ""
+    if version is None:
+        found = f"a run of an older layout, with no format version{by}"
+    elif version in VERSIONS:
+        found = f"a version-{version} run whose manifest lacks {missing}{by}"
+    else:
+        found = f"a run of format version {version!r}{by}"
+    readable = ", ".join(str(v) for v in VERSIONS)
+    raise ValueError(
+        f"{folder!r} holds {found}; this keras-gradcam reads runs of format version {readable} only. Read it with "
+        f"the keras-gradcam that wrote it, or recompute it here: explain_dataset(..., out={folder!r}, "
+        "overwrite=True) replaces it."
+    )
+
+
+def storable_labels(labels) -> np.ndarray:
+    """Labels as a run stores them: numbers as they are, text as fixed-width unicode (``<U``).
+
+    ``tf.data`` gives text labels as an object array of ``bytes`` and Python gives them as
+    ``str``; neither can be memory-mapped, so they are stored as numpy's fixed-width strings,
+    wide enough for the longest label of the batch (the run widens its field as later batches
+    need, see :func:`merge_fields`). Bytes are decoded as UTF-8.
+
+    Raises
+    ------
+    TypeError
+        Labels that are neither numbers nor text (e.g. Python objects of another kind).
+    """
+    a = np.asarray(labels)
+    if a.dtype.kind == "S":
+        return np.char.decode(a, "utf-8")
+    if a.dtype.kind == "O":
+        kinds = {type(v) for v in a.ravel()}
+        if kinds <= {bytes, np.bytes_}:
+            return np.char.decode(a.astype("S"), "utf-8") if a.size else a.astype("U1")
+        if kinds <= {str, np.str_, bytes, np.bytes_}:
+            flat = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in a.ravel()]
+            return np.array(flat, dtype=str).reshape(a.shape) if a.size else a.astype("U1")
+        names = sorted(k.__name__ for k in kinds)
+        raise TypeError(
+            f"labels must be numbers or text (str or bytes), to be stored in the run; got Python objects of type "
+            f"{names}. Give the labels as class indices or class names."
+        )
+    return a
+
+
+def fields_of(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The per-sample dtype and shape of each field of a batch or chunk, as the manifest lists them."""
+    return {k: {"dtype": a.dtype.str, "shape": [int(d) for d in a.shape[1:]]} for k, a in arrays.items()}
+
+
+def _wider(known: str, new: str) -> str | None:
+    """The dtype that holds both: the wider of two fixed-width unicode dtypes; else None unless equal."""
+    a, b = np.dtype(known), np.dtype(new)
+    if a == b:
+        return known
+    if a.kind == b.kind == "U":
+        return (a if a.itemsize >= b.itemsize else b).str
+    return None
+
+
+def merge_fields(known: dict | None, new: dict) -> dict | None:
+    """The fields of a run after one more batch: ``known`` with its text fields widened to hold ``new``'s.
+
+    Returns None when they do not fit together: another set of fields, another per-sample shape,
+    or another dtype (other than a longer text label).
+    """
+    if known is None:
+        return new
+    if set(known) != set(new):
+        return None
+    merged = {}
+    for key, info in known.items():
+        dtype = _wider(info["dtype"], new[key]["dtype"])
+        if dtype is None or list(info["shape"]) != list(new[key]["shape"]):
+            return None
+        merged[key] = {"dtype": dtype, "shape": list(info["shape"])}
+    return merged
+
+
+def describe_difference(known: dict, new: dict) -> str:
+    """What differs between the fields of the earlier batches (``known``) and a new batch's, for a message.
+
+    A change of the heatmaps' shape is a change of the input's spatial size, said as such
+    ("images of 16x16, where the batches before had 32x32"); it decides the other maps' sizes.
+    """
+    if "heatmaps" in known and "heatmaps" in new and known["heatmaps"]["shape"] != new["heatmaps"]["shape"]:
+        size = {n: "x".join(str(d) for d in f["heatmaps"]["shape"]) for n, f in (("new", new), ("old", known))}
+        return f"images of {size['new']}, where the batches before had {size['old']}"
+
+    def what(fields: dict, key: str) -> str:
+        if key not in fields:
+            return f"no {key}"
+        return f"{key} of {np.dtype(fields[key]['dtype'])} and shape {tuple(fields[key]['shape'])} per sample"
+
+    keys = [k for k in dict.fromkeys([*known, *new])
+            if k not in known or k not in new or merge_fields({k: known[k]}, {k: new[k]}) is None]
+    return "; ".join(f"{what(new, k)}, where the batches before gave {what(known, k)}" for k in keys)
 
 
 class ChunkedArray:
@@ -146,7 +282,9 @@ class ChunkedArray:
                     "changed or truncated after the run wrote it. Rerun with overwrite=True to recompute the run."
                 ) from None
             expected = (self.lengths[i],) + self.sample_shape
-            if arr.shape != expected or arr.dtype != self.dtype:
+            # a text field is as wide as the run's longest label; a chunk written before it was widened is narrower
+            narrower_text = arr.dtype.kind == self.dtype.kind == "U" and arr.dtype.itemsize <= self.dtype.itemsize
+            if arr.shape != expected or (arr.dtype != self.dtype and not narrower_text):
                 raise ValueError(
                     f"chunk file {path!r} holds {arr.dtype} of shape {arr.shape}, but the manifest lists "
                     f"{self.dtype} of shape {expected}: it was changed after the run wrote it. Rerun with overwrite=True."
@@ -178,7 +316,7 @@ class ChunkedArray:
             if not 0 <= i < n:
                 raise IndexError(f"index {int(index)} is out of range for {n} samples.")
             c = int(np.searchsorted(self.offsets, i, side="right") - 1)
-            return np.asarray(self.chunk(c)[(i - int(self.offsets[c]),) + rest])
+            return np.asarray(self.chunk(c)[(i - int(self.offsets[c]),) + rest]).astype(self.dtype, copy=False)
         if isinstance(index, slice):
             start, stop, step = index.indices(n)
             if step == 1:
@@ -188,7 +326,8 @@ class ChunkedArray:
                     lo, hi = max(start, self.offsets[c]), min(stop, self.offsets[c + 1])
                     if lo < hi:
                         parts.append(np.asarray(self.chunk(c)[lo - self.offsets[c] : hi - self.offsets[c]]))
-                joined = np.concatenate(parts) if parts else np.empty((0,) + self.sample_shape, self.dtype)
+                joined = np.concatenate(parts).astype(self.dtype, copy=False) if parts else \
+                    np.empty((0,) + self.sample_shape, self.dtype)
                 return joined[(slice(None),) + rest] if rest else joined
             rows = np.arange(start, stop, step)
         else:
@@ -233,7 +372,7 @@ class RunStore:
     @staticmethod
     def fresh(fingerprint: dict[str, Any], **info) -> dict[str, Any]:
         """A manifest with no chunk yet."""
-        return {"format": FORMAT, "version": 1, "fingerprint": fingerprint, "complete": False,
+        return {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "complete": False,
                 "n_samples": 0, "n_batches": 0, "fields": None, "chunks": [], **info}
 
     @staticmethod
@@ -257,6 +396,10 @@ class RunStore:
     def write_chunk(self, arrays: dict[str, np.ndarray], n_batches: int) -> None:
         """Write one chunk's fields durably, then list it in the manifest (the commit point).
 
+        A text field (labels) is widened in the manifest when this chunk's longest label is
+        longer than the earlier chunks' (their files stay as they are; :class:`ChunkedArray`
+        reads them at the wider width).
+
         Raises
         ------
         ValueError
@@ -264,13 +407,12 @@ class RunStore:
             data source whose image size changes from batch to batch).
         """
         n = len(next(iter(arrays.values())))
-        fields = {k: {"dtype": a.dtype.str, "shape": [int(d) for d in a.shape[1:]]} for k, a in arrays.items()}
         known = self.manifest["fields"]
-        if known is not None and known != fields:
+        fields = merge_fields(known, fields_of(arrays))
+        if fields is None:
             raise ValueError(
-                f"batch {self.manifest['n_batches']} onwards gives results of other shapes or kinds ({fields}) than "
-                f"the run's earlier batches ({known}): every batch of the data must have the same image size and "
-                "the same kind of labels."
+                f"batch {self.manifest['n_batches']} onwards gives {describe_difference(known, fields_of(arrays))}: "
+                "every batch of the data must have the same image size and the same kind of labels."
             )
         index = len(self.manifest["chunks"])
         for key, arr in arrays.items():
