@@ -1,6 +1,7 @@
 """Dataset bias, caught in the act: a CNN that learns a watermark instead of the shapes.
 
-The story of keras-gradcam in one script (``make demo``, under 3 minutes on 2 CPU cores):
+The story of keras-gradcam in one script (``make demo``; its run took 2 min 44 s on 2 CPU cores shared
+with other jobs, load average 5-7):
 
 1. Synthetic shapes (circle, square, triangle) where a small coloured square in the top-left
    corner -- a "watermark" -- gives the class away. A small CNN trains on them with
@@ -183,8 +184,8 @@ def main(argv=None) -> dict:
     # 5. removing the shortcut: guided training of the same CNN, masks for 10 % of the biased images
     guided = sibling("guided_training")
     guided_epochs = guided.sizes(args.quick)[3]
-    print(f"\nGuided training: masks for {guided.SHARE:.0%} of the biased training images, weight {guided.WEIGHT}, "
-          f"{guided_epochs} epochs (examples/guided_training.py)")
+    print(f"\nGuided training: masks for {guided.SHARE:.0%} of the biased training images, kg.GuidedTraining's "
+          f"defaults, {guided_epochs} epochs (examples/guided_training.py)")
     start = time.perf_counter()
     models["guided"], _ = guided.guided_model(biased, guided_epochs, verbose=verbose)
     print(f"[guided] trained in {time.perf_counter() - start:.0f} s")

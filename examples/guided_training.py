@@ -6,11 +6,10 @@ The end of the dataset-bias story (``examples/dataset_bias.py`` runs it as its s
 1. The same watermark-biased training set (a small coloured square in the top-left corner gives
    the class away in every image) and the same small CNN.
 2. Object masks for 10 % of the training images (the rest count as "no annotation"), and
-   ``kg.GuidedTraining``: the task loss plus ``weight`` times the share of the Grad-CAM evidence
-   at ``last_conv`` that lies outside the mask, the map explaining the label's margin over the
-   other classes (``score="contrast"``; the logit's map lets the watermark work by lowering the
-   other classes, see docs/guided-training.md). 30 epochs: the shortcut goes only once the
-   alignment term is low.
+   ``kg.GuidedTraining`` with its defaults: the task loss plus the share of the Grad-CAM evidence
+   at the last convolutional layer that lies outside the mask (the map of the label's margin over
+   the other classes) plus the cross-entropy of composites, each annotated object pasted on
+   another annotated image's background (see docs/guided-training.md).
 3. On held-out images WITHOUT the watermark: the accuracy of the biased model (plain training
    on the biased set), the clean model (plain training on the same images without the
    watermark) and the guided model, the share of their Grad-CAM++ energy inside the objects,
@@ -22,8 +21,8 @@ The end of the dataset-bias story (``examples/dataset_bias.py`` runs it as its s
 
 Nothing is downloaded: the data come from :mod:`keras_gradcam.datasets`.
 
-    python examples/guided_training.py [--quick] [--mask-share 0.1] [--weight 5] [--score contrast]
-                                       [--loss rrr|hint] [--layer last_conv] [--epochs N]
+    python examples/guided_training.py [--quick] [--mask-share 0.1] [--weight 1] [--score contrast]
+                                       [--loss rrr|hint] [--no-counterfactual] [--layer last_conv] [--epochs N]
     python examples/guided_training.py --curve [--shares 0,0.02,0.05,0.1,0.25] [--seeds 0,1,2]
 """
 
@@ -67,12 +66,11 @@ def annotate(data, share: float, seed: int) -> np.ndarray:
     return (data.masks & chosen[:, None, None]).astype("float32")
 
 
-def train(data, epochs: int, seed: int, masks=None, weight: float = 1.0, loss: str = "rrr",
-          layer: str = "last_conv", score: str = "logit", verbose: int = 0) -> keras.Model:
-    """A fresh CNN trained on ``data``: plain ``fit`` if ``masks`` is None, else ``GuidedTraining``."""
+def train(data, epochs: int, seed: int, masks=None, verbose: int = 0, **options) -> keras.Model:
+    """A fresh CNN trained on ``data``: plain ``fit`` if ``masks`` is None, else ``GuidedTraining(**options)``."""
     keras.utils.set_random_seed(seed)
     model = small_cnn(data.images.shape[1], data.num_classes)
-    trainer = model if masks is None else kg.GuidedTraining(model, layer=layer, weight=weight, loss=loss, score=score)
+    trainer = model if masks is None else kg.GuidedTraining(model, **options)
     trainer.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     parts = (data.images, data.labels) if masks is None else (data.images, data.labels, masks)
     ds = tf.data.Dataset.from_tensor_slices(parts).shuffle(len(data), seed=seed).batch(32)
@@ -94,11 +92,12 @@ def energy(model: keras.Model, ds) -> float:
 
 def sizes(quick: bool) -> tuple[int, int, int, int]:
     """(training images, image side, epochs of plain training, epochs of guided training)."""
-    return (96, 32, 1, 1) if quick else (1200, 64, 10, 30)
+    return (96, 32, 1, 1) if quick else (1200, 64, 10, GUIDED_EPOCHS)
 
 
-# the settings the docs' figures were measured with (docs/guided-training.md)
-WEIGHT, SCORE, SHARE = 5.0, "contrast", 0.1
+# the share of masked images and the guided epochs the docs' figures were measured with (docs/guided-training.md);
+# every option of GuidedTraining is its default unless given on the command line
+SHARE, GUIDED_EPOCHS = 0.1, 15
 
 
 def held_out(n: int, size: int):
@@ -123,13 +122,22 @@ def compare(models: dict, no_mark, wrong_mark) -> dict:
     return report
 
 
-def guided_model(biased, epochs: int, share: float = SHARE, seed: int = 0, weight: float = WEIGHT,
-                 score: str = SCORE, loss: str = "rrr", layer: str = "last_conv", verbose: int = 0):
-    """The CNN trained on the biased set with object masks for ``share`` of its images: (model, masks)."""
+def guided_model(biased, epochs: int, share: float = SHARE, seed: int = 0, verbose: int = 0, **options):
+    """The CNN trained on the biased set with object masks for ``share`` of its images: (model, masks).
+
+    ``options`` go to ``kg.GuidedTraining`` (its defaults where absent)."""
     masks = annotate(biased, share, seed=seed)
-    model = train(biased, epochs, seed, masks=masks, weight=weight, loss=loss, layer=layer, score=score,
-                  verbose=verbose)
+    model = train(biased, epochs, seed, masks=masks, verbose=verbose, **options)
     return model, masks
+
+
+def options(args) -> dict:
+    """The GuidedTraining options given on the command line (the others keep their defaults)."""
+    given = {"weight": args.weight, "score": args.score, "loss": args.loss, "layer": args.layer}
+    found = {k: v for k, v in given.items() if v is not None}
+    if args.no_counterfactual:
+        found["counterfactual"] = False
+    return found
 
 
 def story(args) -> dict:
@@ -145,13 +153,12 @@ def story(args) -> dict:
             timings[name] = time.perf_counter() - start
             print(f"[{name}] plain training, {epochs} epochs in {timings[name]:.0f} s")
     start = time.perf_counter()
-    models["guided"], masks = guided_model(biased, guided_epochs, args.mask_share, 0, args.weight, args.score,
-                                           args.loss, args.layer, verbose=0 if args.quick else 2)
+    models["guided"], masks = guided_model(biased, guided_epochs, args.mask_share, 0, verbose=0 if args.quick else 2,
+                                           **options(args))
     timings["guided"] = time.perf_counter() - start
     annotated = int(masks.any(axis=(1, 2)).sum())
-    print(f"[guided] {annotated} of {n} biased training images annotated ({args.mask_share:.0%}), weight={args.weight}, "
-          f"score={args.score!r}, loss={args.loss!r}, layer={args.layer!r}: {guided_epochs} epochs in "
-          f"{timings['guided']:.0f} s")
+    print(f"[guided] {annotated} of {n} biased training images annotated ({args.mask_share:.0%}), "
+          f"options {options(args) or 'all defaults'}: {guided_epochs} epochs in {timings['guided']:.0f} s")
     report = compare(models, no_mark, wrong_mark)
     for name in models:
         report[name]["train_seconds"] = timings[name]
@@ -172,7 +179,7 @@ def curve(args) -> dict:
         accs = []
         for seed in seeds:
             # share 0: no annotation at all, i.e. plain training on the biased set
-            model, _ = guided_model(biased, epochs, share, seed, args.weight, args.score, args.loss, args.layer)
+            model, _ = guided_model(biased, epochs, share, seed, **options(args))
             accs.append(accuracy(model, no_mark))
         rows[share] = accs
         print(f"{share:>7.0%} " + " ".join(f"{a:>8.0%}" for a in accs) + f" {np.mean(accs):>6.0%}", flush=True)
@@ -183,12 +190,14 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite (a few seconds)")
     p.add_argument("--mask-share", type=float, default=SHARE, help="share of training images with a mask (0.1)")
-    p.add_argument("--weight", type=float, default=WEIGHT, help=f"weight of the alignment loss ({WEIGHT})")
-    p.add_argument("--loss", default="rrr", choices=("rrr", "hint"), help="the alignment loss (rrr)")
-    p.add_argument("--score", default=SCORE, choices=("logit", "contrast", "log_prob"),
-                   help=f"the score whose Grad-CAM is aligned ({SCORE})")
-    p.add_argument("--layer", default="last_conv", help="the layer whose Grad-CAM is aligned (last_conv)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of every model (default: 10 plain, 20 guided; 1 with --quick)")
+    p.add_argument("--weight", type=float, default=None, help="weight of the alignment terms (default: GuidedTraining's)")
+    p.add_argument("--loss", default=None, choices=("rrr", "hint"), help="the map term (default: GuidedTraining's)")
+    p.add_argument("--score", default=None, choices=("logit", "contrast", "log_prob", "sum_log_prob"),
+                   help="the score whose Grad-CAM is aligned (default: GuidedTraining's)")
+    p.add_argument("--no-counterfactual", action="store_true", help="leave the composites out (counterfactual=False)")
+    p.add_argument("--layer", default=None, help="the layer whose Grad-CAM is aligned (default: the last conv layer)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs of every model (default: 10 plain, {GUIDED_EPOCHS} guided; 1 with --quick)")
     p.add_argument("--curve", action="store_true", help="accuracy without the watermark vs share of masked images")
     p.add_argument("--shares", default="0,0.02,0.05,0.1,0.25", help="with --curve: the shares of masked images")
     p.add_argument("--seeds", default="0,1,2", help="with --curve: the seeds (mask choice, init, shuffling)")

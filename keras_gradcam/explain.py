@@ -51,7 +51,7 @@ def explain(
         Layer name, ``"outer/inner"`` path, or layer object; None picks the last feature map
         with located evidence (see :func:`keras_gradcam.core.layers.resolve_layer`).
     targets : None, int, sequence of int or callable, default=None
-        What to explain; see :meth:`keras_gradcam.core.engine.BaseCAM.__call__`.
+        What to explain; see :meth:`keras_gradcam.core.engine.Explainer.__call__`.
     batch_size : int, default=32
         Largest number of images per forward pass.
     method_options : dict, optional

@@ -16,13 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .core.inputs import signature, signature_key
 from .core.layers import LayerSpec
 from .core.postprocess import normalize, resize, spatial_mean
-from .core.targets import Targets, check_range
+from .core.targets import Targets
 from .core.validate import boolean, positive_int
 from .methods.gradcam import GradCAM
-from .methods.perturbation import CleanPass
 
 __all__ = ["NeuronImportance", "neuron_importance", "textual_explanation"]
 
@@ -148,44 +146,51 @@ def textual_explanation(weights, channel_names: Mapping, k: int = 5, target=None
 _CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 
 
-class _NeuronWeights(CleanPass, GradCAM):
-    """Grad-CAM's capture and layer resolution, returning weights and per-channel maps."""
+class _NeuronWeights(GradCAM):
+    """Grad-CAM's capture and layer resolution, returning weights and per-channel maps (its passes)."""
 
     name = "neuron-importance"
+    NAMES = ("weights", "top_channels", "top_weights", "bottom_channels", "bottom_weights", "targets", "scores",
+             "top_maps", "bottom_maps")
 
     def importance(self, images, targets: Targets, k: int, maps: bool) -> tuple:
-        """``(resolved targets, outputs of :meth:`function` joined over the batches)``."""
-        x, t, _, bs = self._prepare(images, targets, None)
+        """``(the call, outputs of :meth:`passes` joined over the batches, by name)``."""
+        call = self.prepare(images, targets)
         info = self.layers[0]
         channels = int(info.shape[1 if info.channels_first else -1])
         if k > channels:
             raise ValueError(f"k={k} but layer {self.layer!r} has only {channels} channels; pass k <= {channels}.")
-        fn = self.function(x, t, k, maps, self._out_size(x))
-        if not callable(t):
-            check_range(t, self._num_classes)
-        return t, self._run_batches(fn, x, t, bs)
+        call.state.update(k=k, maps=maps)
+        return call, self.run(call)
 
-    def function(self, x, targets, k: int, maps: bool, size: tuple):
-        def body(xb, tb):
-            cap = self._capture(xb, targets if callable(targets) else tb)
-            self._num_classes = cap.num_classes
-            acts = cap.activations[0]
-            alpha = spatial_mean(self.signed(cap.gradients[0]))  # (B, K)
-            top = tf.math.top_k(alpha, k=k)
-            bottom = tf.math.top_k(-alpha, k=k)
-            out = [alpha, top.indices, top.values, bottom.indices, -bottom.values, cap.targets, cap.scores]
-            if maps:
-                picked = tf.gather(acts, tf.concat([top.indices, bottom.indices], axis=1), axis=-1, batch_dims=1)
-                rank = picked.shape.rank
-                picked = tf.transpose(picked, [0, rank - 1] + list(range(1, rank - 1)))  # (B, 2k, *spatial)
-                flat = tf.reshape(picked, tf.concat([[-1], tf.shape(picked)[2:]], axis=0))
-                up = normalize(resize(flat, size))
-                up = tf.reshape(up, tf.concat([[-1, 2 * k], tf.shape(up)[1:]], axis=0))
-                out += [up[:, :k], up[:, k:]]
-            return tuple(out)
+    def passes(self, call, start: int, stop: int) -> dict:
+        fn = call.state.get("fn")
+        if fn is None:
+            k, maps, size = call.state["k"], call.state["maps"], call.size
 
-        key = ("neurons", signature_key(x), targets if callable(targets) else None, k, maps, tuple(size))
-        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
+            def body(xb, targets):
+                return self.weights_batch(xb, targets, k, maps, size)
+
+            fn = call.state["fn"] = self.compile(call, ("neurons", k, maps), body)
+        return dict(zip(self.NAMES, self.outputs(fn, call.batch(start, stop), *call.data(start, stop))))
+
+    def weights_batch(self, xb, targets, k: int, maps: bool, size: tuple):
+        """Graph code: Grad-CAM's channel weights of a batch, the ``k`` largest and smallest, their maps."""
+        cap = self.capture(xb, targets)
+        acts = cap.activations[0]
+        alpha = spatial_mean(self.signed(cap.gradients[0]))  # (B, K)
+        top = tf.math.top_k(alpha, k=k)
+        bottom = tf.math.top_k(-alpha, k=k)
+        out = [alpha, top.indices, top.values, bottom.indices, -bottom.values, cap.targets, cap.scores]
+        if maps:
+            picked = tf.gather(acts, tf.concat([top.indices, bottom.indices], axis=1), axis=-1, batch_dims=1)
+            rank = picked.shape.rank
+            picked = tf.transpose(picked, [0, rank - 1] + list(range(1, rank - 1)))  # (B, 2k, *spatial)
+            flat = tf.reshape(picked, tf.concat([[-1], tf.shape(picked)[2:]], axis=0))
+            up = normalize(resize(flat, size))
+            up = tf.reshape(up, tf.concat([[-1, 2 * k], tf.shape(up)[1:]], axis=0))
+            out += [up[:, :k], up[:, k:]]
+        return tuple(out)
 
 
 def neuron_importance(
@@ -269,10 +274,10 @@ def neuron_importance(
             model, layer, output=output, score=score, counterfactual=counterfactual, batch_size=batch_size
         )
         per_model[key] = explainer
-    t, out = explainer.importance(images, targets, k, maps)
-    alpha, top_c, top_w, bot_c, bot_w, tgt, scores = out[:7]
-    top_maps, bottom_maps = (out[7], out[8]) if maps else (None, None)
-    tgt = None if callable(t) else tgt.astype(np.int64)
+    call, out = explainer.importance(images, targets, k, maps)
+    alpha, top_c, top_w, bot_c, bot_w, tgt, scores = (out[name] for name in _NeuronWeights.NAMES[:7])
+    top_maps, bottom_maps = (out["top_maps"], out["bottom_maps"]) if maps else (None, None)
+    tgt = tgt.astype(np.int64) if call.target.names_classes else None
     texts = None
     if channel_names is not None:
         texts = [

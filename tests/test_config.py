@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import keras_gradcam as kg
-from keras_gradcam.core.engine import BaseCAM
+from keras_gradcam.core.engine import Explainer
 from keras_gradcam.core.targets import check_range
 from keras_gradcam.core.validate import ClassIndexError
 
@@ -92,7 +92,7 @@ def constructor_options(cls) -> set:
     """The keyword arguments the constructors along ``cls``'s MRO accept (but the model)."""
     names = set()
     for klass in cls.__mro__:
-        if issubclass(klass, BaseCAM) and "__init__" in vars(klass):
+        if issubclass(klass, Explainer) and "__init__" in vars(klass):
             params = inspect.signature(vars(klass)["__init__"]).parameters.values()
             names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     return names - {"self", "model"}

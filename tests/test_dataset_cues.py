@@ -67,3 +67,36 @@ def test_background_cue_keeps_the_corner_free_like_every_cue():
 def test_an_unknown_cue_lists_the_three():
     with pytest.raises(ValueError, match="Supported cues are: corner, border, background"):
         datasets.make_shapes(n=4, cue="frame")
+
+
+def test_position_cue_is_a_white_patch_whose_place_names_the_class():
+    # side round(0.1 * 32) = 3, margin round(0.03 * 32) = 1; class k shifted by round(k * (32 - 2 - 3) / (K - 1))
+    assert [datasets.position_region(32, k, 3) for k in range(3)] == [(1, 1, 4, 4), (1, 15, 4, 18), (1, 28, 4, 31)]
+    assert datasets.position_region(64, 0, 2) == datasets.cue_region(64)  # class 0's patch is the corner patch
+    biased, clean = twins("position", rate=1.0, noise=0.0)
+    objects = clean.object_masks.any(axis=1)
+    for i in range(N):
+        y0, x0, y1, x1 = datasets.position_region(SIZE, int(biased.labels[i]), 3)
+        box = np.zeros((SIZE, SIZE), bool)
+        box[y0:y1, x0:x1] = True
+        assert np.array_equal(biased.cue_masks[i], box & ~objects[i])
+        expected = clean.images[i].copy()
+        expected[box & ~objects[i]] = 1.0  # white, whatever the class
+        np.testing.assert_allclose(biased.images[i], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="k must be a class index below num_classes=3; got 3"):
+        datasets.position_region(32, 3, 3)
+
+
+def test_cue_classes_puts_the_cue_on_those_classes_only():
+    one, clean = twins("corner", rate=1.0, cue_classes=(1,))
+    assert np.array_equal(one.has_cue, one.labels == 1)  # every class-1 image, no other
+    assert np.array_equal(one.cue_labels, np.where(one.labels == 1, 1, -1))
+    outside = ~one.cue_masks
+    assert np.array_equal(one.images[outside], clean.images[outside])
+    assert one.config["cue_classes"] == (1,)
+    # with cue_class="shifted" the class the cue names is what counts: class-0 images show class 1's colour
+    shifted, _ = twins("corner", rate=1.0, cue_classes=(1,), cue_class="shifted")
+    assert np.array_equal(shifted.has_cue, shifted.labels == 0)
+    for bad in ((3,), (), "1", (True,)):
+        with pytest.raises(ValueError, match=r"`cue_classes` must be a non-empty sequence of class indices in \[0, 2\]"):
+            datasets.make_shapes(n=4, image_size=SIZE, cue_classes=bad)

@@ -388,7 +388,7 @@ def test_probe_set_rejects_non_dataset():
 def test_package_exports_and_docstring_example():
     public = {
         "SUPPORTED_SHAPES", "SUPPORTED_CUES", "CUE_CLASS_MODES", "SyntheticShapes", "make_shapes",
-        "make_probe_set", "make_biased_pair", "cue_colors", "cue_region", "reserved_region",
+        "make_probe_set", "make_biased_pair", "cue_colors", "cue_region", "reserved_region", "position_region",
         "border_region", "BACKGROUND_TINT",
     }
     assert set(datasets.__all__) == public and all(hasattr(datasets, name) for name in public)

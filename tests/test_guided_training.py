@@ -107,9 +107,9 @@ def test_training_gradient_matches_central_finite_difference():
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
     probe = kg.GuidedTraining(model, layer="conv", weight=2.0)
 
-    def total():
+    def total():  # the task loss plus weight * (the map term + the composites' cross-entropy)
         y_pred, align = probe.forward(x, y, masks)
-        return float(ce(y, y_pred)) + 2.0 * float(align)
+        return float(ce(y, y_pred)) + 2.0 * (float(align) + float(probe.counterfactual_loss(x, y, masks)))
 
     picks = [(0, (1, 2, 0, 1)), (2, (5, 1)), (2, (17, 2))]  # conv kernel, head kernel (2nd-order path)
     weights = model.get_weights()
@@ -180,8 +180,11 @@ def test_weight_zero_is_bit_identical_to_plain_fit():
     assert not all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), third.get_weights()))
 
 
+@pytest.mark.parametrize("counterfactual", [False, True])
 @pytest.mark.parametrize("kind", ["empty", "full", "absent"])
-def test_no_masks_is_plain_training(kind):
+def test_no_masks_is_plain_training(kind, counterfactual):
+    """Without composites, bit-identical; with them (an empty batch of composites joins the forward
+    pass), the same up to float rounding."""
     x, y, masks = _data()
     plain, twin = _twins()
     _fit(plain, (x, y))
@@ -189,10 +192,13 @@ def test_no_masks_is_plain_training(kind):
         data = (x, y)
     else:
         data = (x, y, np.zeros_like(masks) if kind == "empty" else np.ones_like(masks))
-    trainer = _fit(twin, data, guided={"weight": 1.0})
+    trainer = _fit(twin, data, guided={"weight": 1.0, "counterfactual": counterfactual})
     assert trainer.get_metrics_result()["alignment_loss"] == 0
     for a, b in zip(plain.get_weights(), twin.get_weights()):
-        assert np.array_equal(a, b)
+        if counterfactual:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        else:
+            assert np.array_equal(a, b)
 
 
 def test_trains_the_users_model_in_place_and_it_saves_unchanged(tmp_path):
@@ -226,7 +232,7 @@ def test_bad_arguments_name_what_was_received():
         kg.GuidedTraining("model")
     with pytest.raises(ValueError, match="weight must be a finite number >= 0; got -1.0"):
         kg.GuidedTraining(model, weight=-1)
-    with pytest.raises(ValueError, match="method must be one of 'gradcam'; got 'gradcam\\+\\+'"):
+    with pytest.raises(ValueError, match="method must be one of 'gradcam', 'input_gradient'; got 'gradcam\\+\\+'"):
         kg.GuidedTraining(model, method="gradcam++")
     guided = kg.GuidedTraining(model)
     with pytest.raises(ValueError, match=r"masks must have shape .* got shape \(2, 8\)"):
@@ -313,5 +319,5 @@ def test_bad_loss_and_score_name_the_choices():
     model = _cnn()
     with pytest.raises(ValueError, match="loss must be one of 'rrr', 'hint'; got 'gain'"):
         kg.GuidedTraining(model, loss="gain")
-    with pytest.raises(ValueError, match="score must be one of 'logit', 'contrast', 'log_prob'; got 'prob'"):
+    with pytest.raises(ValueError, match="score must be one of 'logit', 'contrast', 'log_prob', 'sum_log_prob'; got 'prob'"):
         kg.GuidedTraining(model, score="prob")

@@ -1,10 +1,12 @@
-"""The one place that touches ``tf.GradientTape``.
+"""One forward and one backward pass of a batch, recording the chosen layers.
 
 :class:`Capture` runs the user's model once (``training=False``) and records the outputs of the
 chosen layers and the gradient of the explained score with respect to them, for a whole batch in
-one forward and one backward pass. It works for any model structure, nested sub-models included,
+one forward and one backward pass. The differentiation itself is the backend's
+(:func:`keras_gradcam.core.backend.layer_gradients`, a ``tf.GradientTape`` on TensorFlow); this
+module uses ``keras.ops`` only. It works for any model structure, nested sub-models included,
 because it does not rebuild the graph: while a compiled function is being traced it wraps the
-chosen layers' ``call`` so that their outputs are watched by the tape, and it restores every
+chosen layers' ``call`` so that their outputs reach the backend's hook, and it restores every
 attribute it touched in a ``finally`` block. Outside tracing the model is never touched.
 
 Summing the per-sample scores before differentiating is exact: in inference mode sample *b*'s
@@ -15,14 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import keras
-import tensorflow as tf
 
+from . import backend
 from .binary import two_classes
 from .layers import LayerInfo, output_layer
 from .patching import TRACE_LOCK, thread_patches
-from .targets import class_scores
+from .targets import batch_of, class_scores
 from .tokens import to_grid
 
 __all__ = ["Capture", "Captured", "TRACE_LOCK", "thread_patches", "link_edit", "output_link"]
@@ -33,13 +36,13 @@ class Captured:
 
     activations: list  # per layer: (B, *spatial, K)
     gradients: list | None  # per layer: same shapes, d score / d activations
-    scores: tf.Tensor  # (B,) explained score
-    targets: tf.Tensor  # (B,) int32 explained class, -1 for callable targets
-    predictions: tf.Tensor  # (B,) int32 top-1 class, -1 when the output is not (B, classes)
+    scores: Any  # (B,) explained score
+    targets: Any  # (B,) int32 explained class, -1 for callable targets
+    predictions: Any  # (B,) int32 top-1 class, -1 when the output is not (B, classes)
     num_classes: int | None = None  # static size of the explained class axis
-    output: tf.Tensor | None = None  # the explained output (B, ...) as computed (logits by default)
-    zero_gradients: tf.Tensor | None = None  # (B,) bool: every gradient of the sample is exactly 0
-    probability_rows: tf.Tensor | None = None  # (B,) bool: logits wanted, but the output row is a distribution
+    output: Any | None = None  # the explained output (B, ...) as computed (logits by default)
+    zero_gradients: Any | None = None  # (B,) bool: every gradient of the sample is exactly 0
+    probability_rows: Any | None = None  # (B,) bool: logits wanted, but the output row is a distribution
     input_gradients: list | None = None  # per model input (flattened): d score / d input, if asked
 
 
@@ -117,7 +120,7 @@ class Capture:
         self._strip = found[1] if found and score == "logit" else None  # removed while tracing
         # the head's softmax/sigmoid, and whether the explained output is taken before it
         self.link, self.logits = head or (found[0] if found else None, score == "logit" or found is None)
-        self._tape = None
+        self._hook = None
         self._edit = None
         self._records: list[list] = []
 
@@ -161,7 +164,7 @@ class Capture:
         shape = tuple(out.shape)
         return int(shape[-1]) if len(shape) == 2 and shape[-1] is not None else None
 
-    def probabilities(self, out: tf.Tensor) -> tf.Tensor:
+    def probabilities(self, out: Any) -> Any:
         """The explained output ``(B, classes)`` as probabilities, its link applied exactly once.
 
         A head kept as it is (``score="output"``) already gives them; otherwise the head's own
@@ -169,7 +172,7 @@ class Capture:
         """
         if not self.logits:
             return out
-        return tf.sigmoid(out) if self.link == "sigmoid" else tf.nn.softmax(out, axis=-1)
+        return keras.ops.sigmoid(out) if self.link == "sigmoid" else keras.ops.softmax(out, axis=-1)
 
     @staticmethod
     def _ambiguous(names) -> str:
@@ -195,8 +198,8 @@ class Capture:
             out = call(*args, **kwargs)
             if self._edit is not None:
                 out = self._edit(i, out)
-            if self._tape is not None:
-                self._tape.watch(out)
+            if self._hook is not None:
+                out = self._hook(i, out)
             self._records[i].append(out)
             return out
 
@@ -206,58 +209,65 @@ class Capture:
     def __call__(self, x, targets, gradients: bool = True, edit=None, input_gradients: bool = False) -> Captured:
         """One forward (and backward) pass of ``x``; call inside a function traced under :meth:`active`.
 
-        ``targets`` is an int32 tensor ``(B,)`` (``-1`` = the top-1 class of that sample) or a
-        callable ``outputs -> (B,)`` scores. ``edit(i, out) -> out``, if given, replaces the output
+        ``targets`` is a :class:`~keras_gradcam.core.targets.TargetBatch` (a target with its data
+        for this batch), an int32 tensor ``(B,)`` of classes (``-1`` = the top-1 class of that
+        sample) or a callable ``outputs -> (B,)`` scores. ``edit(i, out) -> out``, if given, replaces the output
         of the i-th recorded layer in the forward pass (e.g. to ablate channels); it receives the
         layer's raw output (a token layer's ``(B, tokens, channels)``, channels first where the
         layer is), and what is recorded is the edited tensor. ``input_gradients=True`` also differentiates the score with respect
-        to the model's inputs (guided backpropagation).
+        to the model's inputs (guided backpropagation). The differentiation is the backend's
+        (:func:`keras_gradcam.core.backend.layer_gradients`).
         """
+        batch = batch_of(targets)
         self._records = [[] for _ in self.layers]
-        with tf.GradientTape(watch_accessed_variables=False, persistent=False) as tape:
-            if input_gradients:
-                tape.watch(x)
-            self._tape = tape if gradients else None
-            self._edit = edit
+
+        def forward(hook):
+            self._hook, self._edit = hook, edit
             try:
                 outputs = self.model(x, training=False)
             finally:
-                self._tape = None
-                self._edit = None
-            if callable(targets):
-                scores = tf.cast(targets(outputs), tf.float32)
-                if scores.shape.rank != 1:
-                    raise ValueError(
-                        "a callable target must return one score per sample, shape (N,); "
-                        f"it returned shape {tuple(scores.shape)}. Reduce the other axes, e.g. with tf.reduce_sum."
-                    )
-                try:
-                    predictions = class_scores(self.select(outputs), None)[2]
-                except ValueError:
-                    predictions = -tf.ones_like(scores, tf.int32)
-                resolved = -tf.ones_like(scores, tf.int32)
-                num_classes, selected = None, None
-            else:
-                selected = self.select(outputs)
-                scores, resolved, predictions = class_scores(selected, targets)
-                num_classes = selected.shape[-1]
-            total = tf.reduce_sum(scores)
-        raw = [self._single(i) for i in range(len(self.layers))]
-        grads, wrt_inputs = None, None
-        if gradients or input_gradients:
-            sources = (raw if gradients else []) + (tf.nest.flatten(x) if input_gradients else [])
-            got = tape.gradient(total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            if gradients:
-                grads = [self._standard(g, info) for g, info in zip(got, self.layers)]
-            if input_gradients:
-                wrt_inputs = got[len(raw) if gradients else 0 :]
+                self._hook = self._edit = None
+            for i in range(len(self.layers)):
+                self._single(i)
+            found = self._scores(outputs, batch)
+            return keras.ops.sum(found[0]), found
+
+        found, raw, grads, wrt_inputs = backend.layer_gradients(
+            forward, x, len(self.layers), gradients=gradients, wrt_inputs=input_gradients
+        )
+        scores, resolved, predictions, selected = found
+        if grads is not None:
+            grads = [self._standard(g, info) for g, info in zip(grads, self.layers)]
         acts = [self._standard(a, info) for a, info in zip(raw, self.layers)]
         zero = None
         if grads:
-            zero = tf.reduce_all(tf.stack([tf.reduce_all(tf.reshape(g, [tf.shape(g)[0], -1]) == 0, axis=1) for g in grads]), axis=0)
+            per_layer = [keras.ops.all(keras.ops.reshape(g, [keras.ops.shape(g)[0], -1]) == 0, axis=1) for g in grads]
+            zero = keras.ops.all(keras.ops.stack(per_layer), axis=0)
+        num_classes = selected.shape[-1] if selected is not None else None
         return Captured(
             acts, grads, scores, resolved, predictions, num_classes, selected, zero, self._distribution_rows(selected), wrt_inputs
         )
+
+    def _scores(self, outputs, batch):
+        """``(scores, resolved classes, predictions, selected output or None)`` of a batch's outputs."""
+        selected = self.select(outputs) if batch.names_classes else None
+        scores = keras.ops.cast(batch.score(outputs, self), "float32")
+        if len(scores.shape) != 1:
+            raise ValueError(
+                "a callable target must return one score per sample, shape (N,); "
+                f"it returned shape {tuple(scores.shape)}. Reduce the other axes, e.g. with tf.reduce_sum."
+            )
+        resolved = batch.classes(outputs, self)
+        if selected is not None:
+            predictions = class_scores(selected, None)[2]
+        else:
+            try:
+                predictions = class_scores(self.select(outputs), None)[2]
+            except ValueError:
+                predictions = -keras.ops.ones_like(scores, "int32")
+        if resolved is None:
+            resolved = -keras.ops.ones_like(scores, "int32")
+        return scores, resolved, predictions, selected
 
     def _distribution_rows(self, selected):
         """Per sample, whether logits were asked for but the output row is a probability distribution.
@@ -266,12 +276,12 @@ class Capture:
         after layers the head detection does not see through) and the row is non-negative and sums
         to one: then probabilities, not logits, are explained.
         """
-        if selected is None or self.link is not None or self.score != "logit" or selected.shape.rank != 2:
+        if selected is None or self.link is not None or self.score != "logit" or len(selected.shape) != 2:
             return None
         if selected.shape[-1] is not None and selected.shape[-1] < 2:
             return None
-        out = tf.cast(selected, tf.float32)
-        return tf.reduce_all(out >= 0, axis=-1) & (tf.abs(tf.reduce_sum(out, axis=-1) - 1.0) < 1e-4)
+        out = keras.ops.cast(selected, "float32")
+        return keras.ops.all(out >= 0, axis=-1) & (keras.ops.abs(keras.ops.sum(out, axis=-1) - 1.0) < 1e-4)
 
     def _single(self, i: int):
         info, rec = self.layers[i], self._records[i]
@@ -281,7 +291,7 @@ class Capture:
                 "needs a layer that runs exactly once. Pick another layer (a shared layer has no single map)."
             )
         out = rec[0]
-        if not tf.is_tensor(out):
+        if not keras.ops.is_tensor(out):
             raise ValueError(f"layer {info.path!r} returns {type(out).__name__}, not a single tensor; pick another layer.")
         return out
 
@@ -292,10 +302,10 @@ class Capture:
         Applied alike to activations and gradients: the reshape is linear, so the gradient of the
         score with respect to the grid is the reshaped gradient of the patch tokens.
         """
-        t = tf.cast(t, tf.float32)
+        t = keras.ops.cast(t, "float32")
         if info.tokens:
             return to_grid(t, info.grid, info.prefix_tokens, info.reshape)
         if info.channels_first:
-            rank = t.shape.rank
-            t = tf.transpose(t, [0] + list(range(2, rank)) + [1])
+            rank = len(t.shape)
+            t = keras.ops.transpose(t, [0] + list(range(2, rank)) + [1])
         return t

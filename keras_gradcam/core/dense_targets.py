@@ -7,18 +7,16 @@ equality (equal targets share one compiled function) and checks that name what i
 
 from __future__ import annotations
 
-import hashlib
-import warnings
 from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .targets import pick_output
-from .validate import boolean, check_classes, integer, one_of, positive_float
+from .targets import Target, digest, pick_output
+from .validate import boolean, check_classes, integer, one_of, positive_float, warn_user
 
-__all__ = ["SegmentationTarget", "BoxTarget", "box_iou", "check_sample_count"]
+__all__ = ["SegmentationTarget", "BoxTarget", "box_iou"]
 
 CORNER_FORMATS = ("xyxy", "yxyx", "rel_xyxy", "rel_yxyx")
 
@@ -29,47 +27,21 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _digest(array: np.ndarray | None) -> tuple | None:
-    """A hashable stand-in for an array: its dtype, shape and a hash of its bytes."""
-    if array is None:
-        return None
-    return (array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).hexdigest())
+def _direct(target: Target, outputs) -> tf.Tensor:
+    """``target(outputs)`` outside an explainer: its rows and shared data as constants for the batch."""
+    batch = keras.tree.flatten(outputs)[0].shape[0]
+    rows = target.rows(batch) if batch is not None else {}
+    for name, r in rows.items():
+        if batch is not None and r.shape[0] != batch:
+            raise ValueError(
+                f"{target.describe()} holds {r.shape[0]} per-image entries ({name}) but the outputs have {batch} "
+                "rows: call it on the outputs of as many images, or pass it to an explainer as targets=."
+            )
+    data = {k: tf.constant(v) for k, v in rows.items()}
+    return target.score(outputs, data, {k: tf.constant(v) for k, v in target.shared().items()}, None)
 
 
-def _per_sample(rows: tf.Tensor, batch: tf.Tensor, what: str) -> tf.Tensor:
-    """``rows`` ``(N, ...)`` for a batch of ``batch`` rows: as is, or tiled variant-major.
-
-    Methods that expand each sample (noise draws, path points, perturbed copies) pass ``k * N``
-    rows laid out variant-major (row ``j * N + b`` is variant ``j`` of sample ``b``).
-    """
-    n = tf.shape(rows)[0]
-    check = tf.debugging.assert_equal(
-        batch % n, 0,
-        message=f"{what} holds one entry per sample, but the explainer passed a batch whose size is not a multiple "
-        "of their number: explain all the samples in one pass (batch_size >= the number of samples).",
-    )
-    with tf.control_dependencies([check]):
-        reps = tf.concat([[batch // n], tf.ones([tf.rank(rows) - 1], tf.int32)], axis=0)
-        return tf.tile(rows, reps)
-
-
-def check_sample_count(targets, n: int, batch_size: int) -> None:
-    """Raise ``ValueError`` if a target holding one row per sample (``targets.num_samples``, e.g. a
-    per-image mask) does not have ``n`` rows, or if the ``n`` samples would not go through in one pass."""
-    rows = getattr(targets, "num_samples", None) if callable(targets) else None
-    if rows is None:
-        return
-    name = type(targets).__name__
-    if rows != n:
-        raise ValueError(f"{name} holds {rows} per-image entries (masks, boxes or classes) but {n} images are explained: "
-                         "give one per image, or a single one for all.")
-    if batch_size < n:
-        raise ValueError(f"{name} holds one entry per image, so all {n} images must go through in one pass, but "
-                         f"batch_size is {batch_size}: pass batch_size={n} (or more), or explain the images in calls "
-                         "of at most batch_size images, each with its own rows.")
-
-
-class SegmentationTarget:
+class SegmentationTarget(Target):
     """The summed logit of one class over a region of a segmentation map.
 
     ``score = sum over pixels p of mask[p] * logit[p, category]``. With ``mask=None`` the region
@@ -85,8 +57,8 @@ class SegmentationTarget:
     mask : array-like of shape (height, width) or (n_samples, height, width), optional
         Weights of the pixels (bool or float), at the resolution of the model's output (resize it
         first if the model predicts at a lower resolution, e.g. SegFormer's quarter size). One mask
-        for all images, or one per image; per-image masks need every image in one pass
-        (``batch_size >= n_samples``). None: the predicted region of ``category``.
+        for all images, or one per image (cut per batch like the images). None: the predicted
+        region of ``category``.
     output : int or str, optional
         Which output of a multi-output model (None for a single-output model).
     data_format : {"channels_last", "channels_first"}, optional
@@ -131,7 +103,19 @@ class SegmentationTarget:
         return None if self.mask is None or self.mask.ndim == 2 else int(self.mask.shape[0])
 
     def _key(self):
-        return (self.category, _digest(self.mask), self.output, self.data_format)
+        return (self.category, digest(self.mask), self.output, self.data_format)
+
+    @property
+    def key(self):
+        """Masks are data: targets differing only in their masks' values share a compiled function."""
+        kind = None if self.mask is None else self.mask.ndim
+        return (SegmentationTarget, self.category, kind, self.output, self.data_format)
+
+    def rows(self, n: int) -> dict[str, np.ndarray]:
+        return {"mask": self.mask} if self.mask is not None and self.mask.ndim == 3 else {}
+
+    def shared(self) -> dict[str, np.ndarray]:
+        return {"mask": self.mask} if self.mask is not None and self.mask.ndim == 2 else {}
 
     def __eq__(self, other):
         return type(other) is type(self) and other._key() == self._key()
@@ -158,7 +142,7 @@ class SegmentationTarget:
         predicted = tf.stop_gradient(tf.cast(tf.equal(tf.argmax(out, axis=axis, output_type=tf.int32), self.category), tf.float32))
         return logit, predicted
 
-    def __call__(self, outputs) -> tf.Tensor:
+    def score(self, outputs, rows, shared, capture) -> tf.Tensor:
         logit, predicted = self.class_logits(outputs)
         if self.mask is None:
             mask = predicted
@@ -170,10 +154,11 @@ class SegmentationTarget:
                     f"spatial shape is {spatial}: give the mask at the output's resolution (resize it, nearest "
                     "neighbour, to that shape)."
                 )
-            mask = tf.constant(self.mask)
-            if self.mask.ndim == 3:
-                mask = _per_sample(mask, tf.shape(logit)[0], "SegmentationTarget's masks")
+            mask = rows["mask"] if self.mask.ndim == 3 else shared["mask"][None]
         return tf.reduce_sum(tf.reshape(logit * mask, [tf.shape(logit)[0], -1]), axis=1)
+
+    def __call__(self, outputs) -> tf.Tensor:
+        return _direct(self, outputs)
 
 
 def box_iou(boxes: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
@@ -194,17 +179,16 @@ def box_iou(boxes: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
 def _warn_unmatched(matched):
     missing = int((~matched.numpy()).sum())
     if missing:
-        warnings.warn(
+        warn_user(
             f"BoxTarget: {missing} of {matched.shape[0]} samples have no detection of the class whose box overlaps "
             "the reference box with IoU >= iou_threshold; their score is 0 and their map all zero. Lower "
             "iou_threshold (or min_score), or check the box format and the class.",
             RuntimeWarning,
-            stacklevel=2,
         )
     return matched
 
 
-class BoxTarget:
+class BoxTarget(Target):
     """The class score of the detection that matches a reference box, optionally plus its IoU.
 
     Among the predicted boxes whose top class is ``category`` (and whose class score is at least
@@ -220,7 +204,7 @@ class BoxTarget:
     box : array-like of shape (4,) or (n_samples, 4)
         The reference box, in the corner format of the detections' boxes (``(y1, x1, y2, x2)`` for
         KerasHub's default ``"yxyx"``, or ``(x1, y1, x2, y2)``); one for all images or one per
-        image (per-image boxes need every image in one pass, ``batch_size >= n_samples``).
+        image (cut per batch like the images).
     category : int or sequence of int
         The class, for all images or one per image.
     detections : callable, optional
@@ -280,7 +264,22 @@ class BoxTarget:
         return int(self.category.shape[0]) if self.category.ndim == 1 else None
 
     def _key(self):
-        return (_digest(self.box), _digest(self.category), self.detections, self.iou_threshold, self.add_iou, self.min_score)
+        return (digest(self.box), digest(self.category), self.detections, self.iou_threshold, self.add_iou, self.min_score)
+
+    @property
+    def key(self):
+        """Boxes are data; the classes (checked against the output while tracing) are part of the key."""
+        return (BoxTarget, self.box.ndim, digest(self.category), self.detections, self.iou_threshold, self.add_iou,
+                self.min_score)
+
+    def rows(self, n: int) -> dict[str, np.ndarray]:
+        rows = {"box": self.box} if self.box.ndim == 2 else {}
+        if self.category.ndim == 1:
+            rows["category"] = self.category
+        return rows
+
+    def shared(self) -> dict[str, np.ndarray]:
+        return {"box": self.box} if self.box.ndim == 1 else {}
 
     def __eq__(self, other):
         return type(other) is type(self) and other._key() == self._key()
@@ -310,14 +309,20 @@ class BoxTarget:
         check_classes("category", self.category.reshape(-1).tolist(), scores.shape[-1])
         return boxes, scores
 
-    def match(self, outputs):
-        """``(score (B,), iou (B,), index (B,), matched (B,) bool)``: the matched box of each sample."""
+    def match(self, outputs, rows=None, shared=None):
+        """``(score (B,), iou (B,), index (B,), matched (B,) bool)``: the matched box of each sample.
+
+        ``rows`` and ``shared``: the target's data for the batch (see :class:`~keras_gradcam.core.targets.Target`);
+        by default its own, for outputs of as many images as it holds rows.
+        """
+        if rows is None or shared is None:
+            batch = keras.tree.flatten(outputs)[0].shape[0]
+            rows = {k: tf.constant(v) for k, v in self.rows(batch).items()}
+            shared = {k: tf.constant(v) for k, v in self.shared().items()}
         boxes, scores = self._pair(outputs)
         batch = tf.shape(scores)[0]
-        box = tf.constant(self.box)
-        box = _per_sample(box, batch, "BoxTarget's boxes") if self.box.ndim == 2 else tf.tile(box[None], [batch, 1])
-        cat = tf.constant(self.category)
-        cat = _per_sample(cat, batch, "BoxTarget's classes") if self.category.ndim == 1 else tf.fill([batch], cat)
+        box = rows["box"] if self.box.ndim == 2 else tf.tile(shared["box"][None], [batch, 1])
+        cat = rows["category"] if self.category.ndim == 1 else tf.fill([batch], tf.constant(self.category))
         iou = box_iou(boxes, box)
         cat_score = tf.gather(scores, cat, axis=2, batch_dims=1)  # (B, A)
         candidate = tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int32), cat[:, None])
@@ -330,8 +335,8 @@ class BoxTarget:
         best_score = tf.gather(cat_score, index, batch_dims=1)
         return best_score, best_iou, index, matched
 
-    def __call__(self, outputs) -> tf.Tensor:
-        score, iou, _, matched = self.match(outputs)
+    def score(self, outputs, rows, shared, capture) -> tf.Tensor:
+        score, iou, _, matched = self.match(outputs, rows, shared)
         if self.add_iou:
             score = score + iou
         # the warning runs in the compiled function, on the host; its result (the same flags) is used
@@ -339,3 +344,6 @@ class BoxTarget:
         flags = tf.py_function(_warn_unmatched, [matched], Tout=tf.bool)
         flags.set_shape(matched.shape)
         return tf.where(flags, score, tf.zeros_like(score))
+
+    def __call__(self, outputs) -> tf.Tensor:
+        return _direct(self, outputs)

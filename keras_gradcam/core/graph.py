@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["depends_on", "reaches_output"]
+from .validate import warn_user
+
+__all__ = ["depends_on", "reaches_output", "check_reaches", "OFF_BRANCH"]
 
 
 def depends_on(tensor, operation) -> bool | None:
@@ -59,3 +61,36 @@ def reaches_output(model: keras.Model, path: list, output_index: int) -> bool | 
             continue
         return None if any(a is None for a in answers) else False
     return True
+
+
+OFF_BRANCH = "no gradient flows from that output to it, so every gradient-based map would be zero"
+
+
+def check_reaches(model: keras.Model, info, output_index: int, why: str | None = OFF_BRANCH, note=None) -> None:
+    """Refuse a layer the explained output does not depend on, saying ``why`` (the method's ``off_branch``);
+    where ``why`` is None (a method that does not need it), warn ``note`` (its ``off_branch_note``) if given.
+
+    ``info``: the layer's :class:`~keras_gradcam.core.layers.LayerInfo` (its ``path``, ``layer`` and ``sources``).
+    """
+    chain, current = [], model
+    try:
+        for name in info.path.split("/")[:-1]:
+            if not isinstance(current, keras.Model):
+                break  # inside a subclassed layer: not graph nodes
+            current = current.get_layer(name)
+            chain.append(current)
+    except (ValueError, AttributeError):
+        return
+    # a layer inside a subclassed layer feeds the output if that layer (the graph node) does
+    links = chain if info.sources is not None else chain + [info.layer]
+    if (why is not None or note is not None) and reaches_output(model, links, output_index) is False:
+        names = list(getattr(model, "output_names", None) or [])
+        out = names[output_index] if output_index < len(names) else output_index
+        where = f"layer {info.path!r} does not feed the explained output {out!r} of model {model.name!r} (it lies on another branch)"
+        if why is None:
+            warn_user(f"{where}: {note}", UserWarning)
+            return
+        raise ValueError(
+            f"{where}: {why}. Pick a layer on the path to that output, or explain another output with "
+            "output=<index or name>."
+        )

@@ -13,9 +13,8 @@ device, while the capture's tracing-time interception acts in the tracing thread
 (every sample's map depends on that sample alone), so the shares are placed directly, which is
 what ``strategy.run`` does inside a ``tf.function``, without its threads.
 
-:class:`Compiled` is what :func:`keras_gradcam.core.engine.compile_cached` keeps: the traced
-concrete function, not the ``tf.function``, which would retrace (outside the capture's
-interception) when called in another context, such as inside or outside a ``strategy.scope()``.
+:class:`Compiled` (from :mod:`keras_gradcam.core.backend`) is what
+:func:`keras_gradcam.core.cache.compile_cached` keeps.
 """
 
 from __future__ import annotations
@@ -23,6 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
+
+from .backend import Compiled
+from .targets import TargetBatch
 
 __all__ = ["Compiled", "split_across", "split_body"]
 
@@ -35,8 +37,8 @@ def _padded(x: tf.Tensor, parts: int) -> tf.Tensor:
     return tf.gather(x, index)
 
 
-def split_across(devices: Sequence[str], body: Callable, x, t: tf.Tensor):
-    """``body(x, t)`` computed as one share of the batch per device, outputs joined in order.
+def split_across(devices: Sequence[str], body: Callable, x, targets: TargetBatch):
+    """``body(x, targets)`` computed as one share of the batch per device, outputs joined in order.
 
     Parameters
     ----------
@@ -45,7 +47,8 @@ def split_across(devices: Sequence[str], body: Callable, x, t: tf.Tensor):
     body : callable
         ``(inputs, targets) -> tuple of (B, ...) tensors``, every output one row per sample.
     x : tensor or structure of tensors of shape (B, ...)
-    t : tensor of shape (B,)
+    targets : TargetBatch
+        The target with its rows ``(B, ...)`` (cut into the shares) and shared data (whole).
 
     Returns
     -------
@@ -55,41 +58,18 @@ def split_across(devices: Sequence[str], body: Callable, x, t: tf.Tensor):
         the padding is dropped from the joined outputs.
     """
     parts = len(devices)
-    n = tf.shape(t)[0]
+    n = tf.shape(tf.nest.flatten(x)[0])[0]
     xs = [tf.split(_padded(a, parts), parts) for a in tf.nest.flatten(x)]
-    ts = tf.split(_padded(t, parts), parts)
+    rows = {k: tf.split(_padded(r, parts), parts) for k, r in targets.rows.items()}
     outputs = []
     for i, device in enumerate(devices):
         with tf.device(device):
             share = tf.nest.pack_sequence_as(x, [pieces[i] for pieces in xs])
-            outputs.append(tuple(body(share, ts[i])))
+            share_targets = TargetBatch(targets.target, {k: r[i] for k, r in rows.items()}, targets.shared)
+            outputs.append(tuple(body(share, share_targets)))
     return tuple(tf.concat(list(column), axis=0)[:n] for column in zip(*outputs))
 
 
-class Compiled:
-    """A traced concrete function, called like the ``tf.function`` it came from (arrays become tensors)."""
-
-    def __init__(self, traced, concrete, signature: list):
-        self.traced, self.concrete, self.signature = traced, concrete, list(signature)
-
-    @property
-    def graph(self):
-        return self.concrete.graph
-
-    def get_concrete_function(self):
-        """The traced function itself (as ``tf.function.get_concrete_function`` gives it)."""
-        return self.concrete
-
-    def experimental_get_tracing_count(self) -> int:
-        """How many times it was traced: 1 (calls never trace)."""
-        return self.traced.experimental_get_tracing_count()
-
-    def __call__(self, *args):
-        tensors = tf.nest.map_structure(lambda a, spec: tf.convert_to_tensor(a, spec.dtype), list(args),
-                                        self.signature, check_types=False)
-        return self.concrete(*tensors)
-
-
 def split_body(devices: tuple, body):
-    """``body(xb, tb)`` computed as one share of the batch per device (see :func:`split_across`)."""
-    return lambda xb, tb: split_across(devices, body, xb, tb)
+    """``body(xb, targets)`` computed as one share of the batch per device (see :func:`split_across`)."""
+    return lambda xb, targets: split_across(devices, body, xb, targets)

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 
-__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "reshape_grid", "to_grid", "token_advice", "token_mask"]
+from .validate import non_negative_int, positive_int
+
+__all__ = ["MAX_PREFIX", "TokenGrid", "declared_grid", "declared_grids", "explicit_grid", "infer_grid", "reshape_grid", "to_grid", "token_advice", "token_mask", "token_options"]
 
 MAX_PREFIX = 16  # prefix tokens accepted when the grid is read from a patch embedding
 
@@ -250,7 +251,7 @@ def reshape_grid(path: str, shape: tuple, reshape: Callable) -> tuple:
             f"reshape= applies to token layers with a known number of tokens, output (batch, tokens, channels); "
             f"layer {path!r} has output shape {shape}."
         )
-    out = reshape(tf.zeros((1,) + tuple(shape[1:])))
+    out = reshape(keras.ops.zeros((1,) + tuple(shape[1:])))
     got = tuple(getattr(out, "shape", ()))
     if len(got) != 4 or got[0] != 1 or got[-1] != shape[-1]:
         raise ValueError(
@@ -260,7 +261,7 @@ def reshape_grid(path: str, shape: tuple, reshape: Callable) -> tuple:
     return int(got[1]), int(got[2])
 
 
-def to_grid(t: tf.Tensor, grid: tuple, prefix: int, reshape: Callable | None = None) -> tf.Tensor:
+def to_grid(t, grid: tuple, prefix: int, reshape: Callable | None = None):
     """``(B, prefix + rows * cols, C)`` -> ``(B, rows, cols, C)``: prefix tokens dropped (or ``reshape(t)``).
 
     Linear in ``t``, so the same call maps activations and their gradients.
@@ -268,15 +269,34 @@ def to_grid(t: tf.Tensor, grid: tuple, prefix: int, reshape: Callable | None = N
     if reshape is not None:
         return reshape(t)
     rows, cols = grid
-    return tf.reshape(t[:, prefix:], tf.stack([tf.shape(t)[0], rows, cols, tf.shape(t)[-1]]))
+    shape = keras.ops.shape(t)
+    return keras.ops.reshape(t[:, prefix:], (shape[0], rows, cols, shape[-1]))
 
 
-def token_mask(t: tf.Tensor, prefix: int, reshape: Callable | None = None) -> tf.Tensor:
+def token_mask(t, prefix: int, reshape: Callable | None = None):
     """``(1, tokens, 1)`` float32 for the raw tokens ``t``: 1 on the patch tokens an edit of the map acts on.
 
     0 on the ``prefix`` tokens; with a user ``reshape=``, which tokens are patches is unknown and
     every token is 1.
     """
-    positions = tf.range(tf.shape(t)[1])
+    positions = keras.ops.arange(keras.ops.shape(t)[1])
     keep = positions >= (0 if reshape is not None else prefix)
-    return tf.cast(keep, tf.float32)[None, :, None]
+    return keras.ops.cast(keep, "float32")[None, :, None]
+
+
+def token_options(grid, prefix_tokens, reshape) -> tuple:
+    """``grid=``, ``prefix_tokens=`` and ``reshape=`` checked: two positive ints, an int >= 0, a callable."""
+    if grid is not None:
+        if isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) != 2:
+            raise TypeError(f"grid must be None or (rows, cols), two positive ints; got {grid!r}.")
+        grid = tuple(positive_int("grid", g, expected="(rows, cols), two positive ints") for g in grid)
+    if prefix_tokens is not None:
+        prefix_tokens = non_negative_int("prefix_tokens", prefix_tokens)
+    if reshape is not None and not callable(reshape):
+        raise TypeError(
+            f"reshape must be None or a callable (batch, tokens, channels) -> (batch, rows, cols, channels); "
+            f"got {type(reshape).__name__}."
+        )
+    if reshape is not None and (grid is not None or prefix_tokens is not None):
+        raise ValueError("pass either reshape= or grid=/prefix_tokens=, not both: reshape= says the whole layout.")
+    return grid, prefix_tokens, reshape

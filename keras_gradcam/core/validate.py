@@ -15,6 +15,9 @@ Policy
 from __future__ import annotations
 
 import numbers
+import os
+import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +32,7 @@ __all__ = [
     "one_of",
     "boolean",
     "check_classes",
+    "warn_user",
 ]
 
 
@@ -110,3 +114,25 @@ def check_classes(name: str, indices, num_classes: int | None, fix: str = "") ->
             f"{name} must be class indices 0 .. {num_classes - 1} (the explained output has {num_classes} classes); "
             f"got {bad[0]}." + (f" {fix}" if fix else "")
         )
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _libraries() -> tuple:
+    """The folders of TensorFlow and Keras, when imported."""
+    modules = (sys.modules.get(name) for name in ("tensorflow", "keras"))
+    return tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in modules if getattr(m, "__file__", None))
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` pointing at the user's line: the first caller outside the package.
+
+    Frames of TensorFlow and Keras are skipped too, so a warning issued while a compiled function
+    runs (e.g. from a ``tf.py_function``) points at the line that called the explainer.
+    """
+    skip = (_PACKAGE + os.sep,) + _libraries()
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skip):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

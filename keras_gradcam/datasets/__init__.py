@@ -38,7 +38,10 @@ Generation model
 * **Other cues** -- ``cue="border"`` paints a solid frame of the class colour
   along the edges (:func:`border_region`, 6 % of the side wide);
   ``cue="background"`` mixes every background pixel with the class colour
-  (weight :data:`BACKGROUND_TINT`).  Objects are drawn on top of both.
+  (weight :data:`BACKGROUND_TINT`); ``cue="position"`` paints a white patch
+  whose place along the top edge names the class (:func:`position_region`).
+  Objects are drawn on top of all three.  ``cue_classes`` limits the cue to
+  some classes (a cue on class 1 only: class 0 is told by its absence).
 * **Noise** -- i.i.d. Gaussian noise of standard deviation ``noise`` is added
   to every pixel and channel (cue and objects included), then the image is
   clipped to ``[0, 1]``.  For speed the noise values are resampled from a
@@ -71,6 +74,7 @@ from .cues import (
     border_region,
     cue_colors,
     cue_region,
+    position_region,
     reserved_region,
 )
 from .make import make_biased_pair, make_probe_set, make_shapes
@@ -88,5 +92,6 @@ __all__ = [
     "cue_colors",
     "cue_region",
     "border_region",
+    "position_region",
     "reserved_region",
 ]

@@ -1,4 +1,4 @@
-"""The spurious cues: the corner patch, the frame and the tinted background, and the colour that names each class."""
+"""The spurious cues: the corner patch, the frame, the tinted background and the placed patch, and the colour that names each class."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ __all__ = [
     "BACKGROUND_TINT",
     "cue_region",
     "border_region",
+    "position_region",
     "reserved_region",
     "cue_colors",
 ]
 
-SUPPORTED_CUES: tuple[str, ...] = ("corner", "border", "background")
-"""Kinds of spurious cue ``make_shapes`` can add: a corner patch, a frame, a tinted background."""
+SUPPORTED_CUES: tuple[str, ...] = ("corner", "border", "background", "position")
+"""Kinds of spurious cue ``make_shapes`` can add: a corner patch, a frame, a tinted background, a white patch placed by class."""
 
 BACKGROUND_TINT: float = 0.4
 """Weight of the class colour in a ``cue="background"`` pixel: ``(1 - t) * background + t * colour``."""
@@ -74,6 +75,37 @@ def border_region(image_size: int) -> np.ndarray:
     frame = np.zeros((size, size), dtype=bool)
     frame[:w], frame[-w:], frame[:, :w], frame[:, -w:] = True, True, True, True
     return frame
+
+
+def position_region(image_size: int, k: int, num_classes: int) -> tuple[int, int, int, int]:
+    """Return the pixel box of the ``"position"`` cue of class ``k``: the corner patch, moved along the top edge.
+
+    Parameters
+    ----------
+    image_size : int
+        Side length of the (square) images.
+    k : int
+        The class, ``0 <= k < num_classes``.
+    num_classes : int
+        Number of classes ``K >= 2``.
+
+    Returns
+    -------
+    tuple of int
+        ``(y_min, x_min, y_max, x_max)``, max exclusive: the patch of :func:`cue_region` (side
+        ``s``, margin ``m``) shifted right by ``round(k * (image_size - 2 m - s) / (K - 1))``
+        pixels, so class 0's patch is the corner patch and class ``K - 1``'s touches the
+        top-right margin; e.g. ``(2, 56, 8, 62)`` for class 2 of 3 at 64 px. Every class's
+        patch has the same colour (white): only its position tells the class.
+    """
+    size = check_image_size(image_size)
+    num = check_int("num_classes", num_classes, 2, hint="e.g. num_classes=3")
+    k = check_int("k", k, 0, hint=f"a class index below {num}")
+    if k >= num:
+        raise ValueError(f"k must be a class index below num_classes={num}; got {k}.")
+    side, margin = _cue_geometry(size)
+    shift = int(round(k * (size - 2 * margin - side) / (num - 1)))
+    return (margin, margin + shift, margin + side, margin + shift + side)
 
 
 def reserved_region(image_size: int) -> tuple[int, int, int, int]:

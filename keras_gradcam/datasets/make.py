@@ -29,6 +29,7 @@ from .cues import (
     border_region,
     cue_colors,
     cue_region,
+    position_region,
     reserved_region,
 )
 from .layout import MIN_FALLBACK_RADIUS, grid_layout, place_objects
@@ -45,6 +46,7 @@ def make_shapes(
     spurious_rate: float = 0.0,
     cue: str = "corner",
     cue_class: str = "own",
+    cue_classes: Sequence[int] | None = None,
     n_objects: int | tuple[int, int] = 1,
     same_class: bool = True,
     noise: float = 0.05,
@@ -66,7 +68,7 @@ def make_shapes(
     spurious_rate : float, default 0.0
         Probability in ``[0, 1]`` that a sample carries the spurious cue
         (drawn independently per sample).  ``0`` means no image has a cue.
-    cue : {"corner", "border", "background"}, default "corner"
+    cue : {"corner", "border", "background", "position"}, default "corner"
         Kind of spurious cue; in each, the colour :func:`cue_colors` ``[c]``
         identifies class ``c``.  ``"corner"``: a solid square patch at
         :func:`cue_region` (about 10 % of the image side, top-left corner).
@@ -74,8 +76,11 @@ def make_shapes(
         overlap.  ``"border"``: a solid frame on :func:`border_region` (6 % of
         the side wide).  ``"background"``: every background pixel mixed with
         the colour, ``(1 - t) * pixel + t * colour``, ``t =``
-        :data:`BACKGROUND_TINT` (0.4).  For the last two an object reaching
-        into the cue is drawn on top: ``cue_masks`` holds the cue's pixels not
+        :data:`BACKGROUND_TINT` (0.4).  ``"position"``: a white patch the size
+        of the corner patch whose *place* names the class,
+        :func:`position_region` (class 0 in the top-left corner, the last
+        class at the top right).  For the last three an object reaching into
+        the cue is drawn on top: ``cue_masks`` holds the cue's pixels not
         covered by an object.  The layout, colours, background and noise do
         not depend on ``cue``, so datasets differing only in ``cue`` have the
         same objects.
@@ -84,6 +89,11 @@ def make_shapes(
         spurious shortcut), ``"shifted"`` ``(label + 1) % K`` (a conflicting
         cue, for testing whether a model relies on it), ``"random"`` a
         uniformly random class (an uninformative cue).
+    cue_classes : sequence of int or None, default None
+        The classes whose cue is ever shown (the class the cue names, after
+        ``cue_class``); ``None``: every class.  E.g. ``cue_classes=(1,)``
+        with ``spurious_rate=1`` puts the cue on every class-1 image and on
+        no other: class 0 is then told apart by the cue's *absence*.
     n_objects : int or (int, int), default 1
         Objects per image, or an inclusive ``(min, max)`` range drawn
         uniformly per image.
@@ -137,6 +147,14 @@ def make_shapes(
         f"Unknown `cue_class`={cue_class!r}. Expected one of: {', '.join(CUE_CLASS_MODES)}."
     ):
         validate.one_of("cue_class", cue_class, CUE_CLASS_MODES)
+    if cue_classes is not None:
+        listed = list(cue_classes) if isinstance(cue_classes, (list, tuple, np.ndarray, range)) else None
+        if not listed or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < k for c in listed):
+            raise ValueError(
+                f"`cue_classes` must be a non-empty sequence of class indices in [0, {k - 1}], or None for every "
+                f"class; got {cue_classes!r}."
+            )
+        cue_classes = tuple(sorted({int(c) for c in listed}))
     lo_obj, hi_obj = check_n_objects(n_objects)
     same_class = check_bool("same_class", same_class)
     noise_f = check_float("noise", noise, hint="Use e.g. noise=0.05, or 0 for none.")
@@ -216,6 +234,8 @@ def make_shapes(
         shown = (labels + 1) % k
     else:
         shown = random_cls.astype(np.int64)
+    if cue_classes is not None:
+        has_cue &= np.isin(shown, cue_classes)
     cue_labels = np.where(has_cue, shown, -1).astype(np.int64)
     cue_masks = np.zeros((n, size, size), dtype=bool)
     if cue == "corner":
@@ -227,11 +247,19 @@ def make_shapes(
     elif has_cue.any():
         # the frame, or every background pixel; objects stay on top, so the masks stay exact
         free = ~object_masks[has_cue].any(axis=1)
-        cue_masks[has_cue] = free & border_region(size) if cue == "border" else free
-        colour = cue_colors(k)[cue_labels[has_cue]][:, :, None]  # (m, 3, 1)
+        if cue == "position":
+            boxes = np.zeros((k, size, size), dtype=bool)
+            for c in range(k):
+                y0, x0, y1, x1 = position_region(size, c, k)
+                boxes[c, y0:y1, x0:x1] = True
+            cue_masks[has_cue] = free & boxes[cue_labels[has_cue]]
+            colour = np.ones((int(has_cue.sum()), 3, 1), np.float32)  # white: the place tells the class
+        else:
+            cue_masks[has_cue] = free & border_region(size) if cue == "border" else free
+            colour = cue_colors(k)[cue_labels[has_cue]][:, :, None]  # (m, 3, 1)
         sub = images[has_cue].reshape(-1, 3, size * size)
         where = cue_masks[has_cue].reshape(-1, 1, size * size)
-        if cue == "border":
+        if cue in ("border", "position"):
             painted = np.broadcast_to(colour, sub.shape)
         else:
             painted = (1.0 - BACKGROUND_TINT) * sub + BACKGROUND_TINT * colour
@@ -264,6 +292,7 @@ def make_shapes(
         "spurious_rate": rate,
         "cue": cue,
         "cue_class": cue_class,
+        "cue_classes": cue_classes,
         "n_objects": (lo_obj, hi_obj),
         "same_class": same_class,
         "noise": noise_f,

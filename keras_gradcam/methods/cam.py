@@ -10,6 +10,7 @@ from ..core.capture import output_link
 from ..core.engine import BaseCAM
 from ..core.layers import LayerInfo, LayerSpec, passes_through
 from ..core.postprocess import Tensor, weighted_sum
+from ..core.targets import batch_of
 
 __all__ = ["CAM", "cam_map", "find_head"]
 
@@ -229,10 +230,10 @@ class CAM(BaseCAM):
         self._dense = find_head(self.model, self.layers[0], index)
 
     def layer_map(self, x, targets, chunk: int):
-        if callable(targets):
+        if not batch_of(targets).names_classes:
             raise ValueError(
                 "CAM reads one class's column of the Dense head's kernel, so targets must be class indices "
-                f"(None, an int or one int per sample); got the callable {targets!r}. For a ClassTarget pass "
+                f"(None, an int or one int per sample); got the callable {batch_of(targets).target.describe()}. For a ClassTarget pass "
                 "its index; for any other score use method='gradcam'."
             )
         cap = self._capture(x, targets, gradients=False)

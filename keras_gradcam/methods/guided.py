@@ -11,28 +11,25 @@ The model surgery (finding and guiding ReLUs) is in :mod:`keras_gradcam.methods.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from ..core.capture import Capture
-from ..core.engine import BaseCAM
-from ..core.explanation import Explanation
-from ..core.inputs import signature, signature_key
+from ..core.engine import Call, Explainer
 from ..core.layers import LayerSpec, ensure_built
 from ..core.postprocess import normalize
-from ..core.targets import check_range, class_scores
+from ..core.target_base import Target, TargetBatch
 from ..core.validate import one_of
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
 from .guided_model import NON_RELU, checked_guided_edits, guided_relus
 from .inputs import refuse_token_inputs
-from .perturbation import CleanPass
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "GuidedGradCAMPlusPlus"]
 
-class GuidedBackprop(CleanPass, BaseCAM):
+class GuidedBackprop(Explainer):
     r"""Guided backpropagation: the input gradient of the class score through guided ReLUs.
 
     A fine-grained, pixel-space picture of the input patterns that excite the target score; not
@@ -46,9 +43,11 @@ class GuidedBackprop(CleanPass, BaseCAM):
         is left as it was and every call reads its current weights (after ``set_weights`` or
         training, the same explainer explains the model as it is now).
     layer : None
-        Guided backpropagation explains the input; no layer may be given.
+        Guided backpropagation explains the input, it reads no layer; the argument is there only to
+        say so when one is given (``kg.explain`` passes ``layer=`` to every method).
     output, score, batch_size
-        See :class:`~keras_gradcam.core.engine.BaseCAM`. With ``score="logit"`` a softmax or sigmoid head is
+        See :class:`~keras_gradcam.core.engine.BaseCAM`. It takes none of a layer method's token or
+        smoothing options. With ``score="logit"`` a softmax or sigmoid head is
         removed while tracing (as for every method), so the gradient is that of the logit.
     counterfactual : bool, default=False
         Back-propagate from :math:`-y^c` instead of :math:`y^c`: with the guided rule this is not
@@ -116,16 +115,11 @@ class GuidedBackprop(CleanPass, BaseCAM):
             )
         self.non_relu = one_of("non_relu", non_relu, NON_RELU)
         self._edits: list = []
-        super().__init__(model, None, **kwargs)
+        super().__init__(model, **kwargs)
+        self._init_model()
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.pop("layer", None)
-        return {**config, "non_relu": self.non_relu}
-
-    @property
-    def layer(self) -> str:
-        return "input"
+        return {**super().get_config(), "non_relu": self.non_relu}
 
     def _setup(self, sample=None) -> None:
         ensure_built(self.model, sample)
@@ -136,85 +130,62 @@ class GuidedBackprop(CleanPass, BaseCAM):
                 f"{self.model.name!r} has {len(inputs)}. Wrap it in a one-input model that fixes the others."
             )
         refuse_token_inputs(self.model, type(self).__name__, self.input_action)
-        self._edits, self._channels_first = checked_guided_edits(self.model, self.non_relu, stacklevel=5)
+        self._edits, self._channels_first = checked_guided_edits(self.model, self.non_relu)
         # the user's model itself, its ReLUs guided while the function is traced (see _contexts)
         self._capture = Capture(self.model, [], output=self.output, score=self.score)
 
     def _contexts(self) -> list:
         return super()._contexts() + [guided_relus(self._edits)]
 
-    def _signed(self, targets):
-        """Targets as a callable returning -y when counterfactual; a dict receives the class indices."""
-        box: dict = {}
-        if not self.counterfactual:
-            return targets, box
-        if callable(targets):
-            return (lambda outputs: -tf.cast(targets(outputs), tf.float32)), box
+    def passes(self, call: Call, start: int, stop: int) -> dict[str, np.ndarray]:
+        """One forward and one backward pass through the guided ReLUs: ``attributions`` shaped like the input."""
+        fn = call.state.get("guided")
+        if fn is None:
+            fn = call.state["guided"] = self.compile(call, ("guided",), self.guided_batch)
+        names = ("attributions", "heatmaps", "layer_heatmaps", "targets", "scores", "predictions", "zero_gradients")
+        return dict(zip(names, self.outputs(fn, call.batch(start, stop), *call.data(start, stop))))
 
-        def negated(outputs):
-            selected = self._capture.select(outputs)
-            scores, resolved, _ = class_scores(selected, targets)
-            box.update(targets=resolved, num_classes=selected.shape[-1])
-            return -scores
-
-        return negated, box
-
-    def _guided_function(self, x, targets):
-        def body(xb, tb):
-            tgt, box = self._signed(targets if callable(targets) else tb)
-            probe: dict = {}
-            if callable(tgt):
-                tgt = _score_gradient_probe(tgt, probe)
-            cap = self._capture(xb, tgt, gradients=False, input_gradients=True)
-            scores, resolved = cap.scores, cap.targets
-            self._num_classes = cap.num_classes
-            if box:
-                scores, resolved = -scores, box["targets"]
-                self._num_classes = box["num_classes"]
-            elif self.counterfactual:
-                scores = -scores
-            attributions = tf.cast(cap.input_gradients[0], tf.float32)
-            amount = tf.abs(attributions)
-            if attributions.shape.rank >= 3:
-                amount = tf.reduce_max(amount, axis=1 if self._channels_first else -1)
-            # per sample, whether the score itself has no gradient (tf.argmax...): then the score, not the
-            # guided ReLUs, is why nothing reaches the input (the engine's warning names it)
-            flat = probe.get("flat", tf.zeros_like(scores, tf.bool))
-            return attributions, normalize(amount), amount, resolved, scores, cap.predictions, flat
-
-        key = ("guided", signature_key(x), targets if callable(targets) else None)
-        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
-
-    def __call__(self, images, targets=None, *, batch_size: int | None = None) -> Explanation:
-        """Explain a batch; see :meth:`keras_gradcam.core.engine.BaseCAM.__call__` for the arguments.
-
-        Returns
-        -------
-        Explanation
-            With ``attributions`` shaped like the input.
-        """
-        x, t, n, bs = self._prepare(images, targets, batch_size)
-        fn = self._guided_function(x, t)
-        if not callable(t):
-            check_range(t, self._num_classes)
-        attributions, *outputs = self._run_batches(fn, x, t, bs)
-        return self._explanation(t, *outputs, attributions=attributions)
+    def guided_batch(self, xb, targets):
+        """Graph code: the input gradient of a batch and its per-pixel maximum over channels."""
+        if self.counterfactual:
+            targets = targets.negated()  # differentiate -y; the classes stay those of y
+        probe: dict = {}
+        if self.counterfactual or not targets.names_classes:
+            targets = TargetBatch(ScoreGradientProbe(targets.target, probe), targets.rows, targets.shared)
+        cap = self.capture(xb, targets, gradients=False, input_gradients=True)
+        scores = -cap.scores if self.counterfactual else cap.scores
+        attributions = tf.cast(cap.input_gradients[0], tf.float32)
+        amount = tf.abs(attributions)
+        if attributions.shape.rank >= 3:
+            amount = tf.reduce_max(amount, axis=1 if self._channels_first else -1)
+        # per sample, whether the score itself has no gradient (tf.argmax...): then the score, not the
+        # guided ReLUs, is why nothing reaches the input (the engine's warning names it)
+        flat = probe.get("flat", tf.zeros_like(scores, tf.bool))
+        return attributions, normalize(amount), amount, cap.targets, scores, cap.predictions, flat
 
 
-def _score_gradient_probe(target, probe: dict):
-    """``target`` that also records, per sample, whether its score's gradient w.r.t. the outputs is all zero."""
+class ScoreGradientProbe(Target):
+    """A target that also records, per sample, whether its score's gradient w.r.t. the outputs is all zero."""
 
-    def probed(outputs):
+    def __init__(self, target: Target, probe: dict):
+        self.target, self.probe, self.names_classes = target, probe, target.names_classes
+
+    @property
+    def key(self):
+        return (ScoreGradientProbe, self.target.key)
+
+    def score(self, outputs, rows, shared, capture):
         watched = [o for o in tf.nest.flatten(outputs) if o.dtype.is_floating and o.shape.rank]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(watched)
-            scores = tf.cast(target(outputs), tf.float32)
+            scores = tf.cast(self.target.score(outputs, rows, shared, capture), tf.float32)
         grads = tape.gradient(scores, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)  # of their sum
         flat = [tf.reduce_all(tf.reshape(g, [tf.shape(g)[0], -1]) == 0, axis=1) for g in grads]
-        probe["flat"] = tf.reduce_all(tf.stack(flat), axis=0) if flat else tf.zeros_like(scores, tf.bool)
+        self.probe["flat"] = tf.reduce_all(tf.stack(flat), axis=0) if flat else tf.zeros_like(scores, tf.bool)
         return scores
 
-    return probed
+    def classes(self, outputs, rows, shared, capture):
+        return self.target.classes(outputs, rows, shared, capture)
 
 
 class _GuidedMixin:
@@ -237,27 +208,22 @@ class _GuidedMixin:
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "non_relu": self.non_relu}
 
-    def __call__(self, images, targets=None, *, batch_size: int | None = None) -> Explanation:
-        """Explain a batch; see :meth:`keras_gradcam.core.engine.BaseCAM.__call__` for the arguments.
-
-        Returns
-        -------
-        Explanation
-            ``heatmaps`` of the CAM method, ``attributions`` of guided Grad-CAM (shaped like the
-            input) and ``extras["guided_backprop"]`` the guided-backpropagation image.
-        """
-        exp = super().__call__(images, targets, batch_size=batch_size)
-        gb = self._guided(images, targets if callable(targets) else exp.targets, batch_size=batch_size)
-        heat = exp.heatmaps
-        if gb.attributions.ndim == heat.ndim + 1:
+    def run(self, call: Call) -> dict[str, np.ndarray]:
+        """The CAM method's outputs, ``attributions`` of guided X (guided backpropagation times the
+        upsampled map, shaped like the input) and ``"guided_backprop"`` (to ``Explanation.extras``),
+        the guided-backpropagation image, for the classes the map explains."""
+        out = super().run(call)
+        targets = out["targets"] if call.target.names_classes else call.target.target
+        gb = self._guided.run(self._guided.prepare(call.images, targets, call.batch_size))["attributions"]
+        heat = out["heatmaps"]
+        if gb.ndim == heat.ndim + 1:
             heat = heat[:, None] if self.layers[0].channels_first else heat[..., None]
-        elif gb.attributions.ndim != heat.ndim:
+        elif gb.ndim != heat.ndim:
             raise ValueError(
-                f"cannot align the heatmaps {exp.heatmaps.shape} with the input-gradient {gb.attributions.shape}; "
+                f"cannot align the heatmaps {out['heatmaps'].shape} with the input-gradient {gb.shape}; "
                 "guided methods need an image-like input whose spatial size is the heatmaps' size."
             )
-        extras = {**exp.extras, "guided_backprop": gb.attributions}
-        return dataclasses.replace(exp, attributions=gb.attributions * heat, extras=extras)
+        return {**out, "attributions": gb * heat, "guided_backprop": gb}
 
 
 class GuidedGradCAM(_GuidedMixin, GradCAM):

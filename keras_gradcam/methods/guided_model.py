@@ -8,7 +8,6 @@ runs (the explainers trace under it), :func:`guided_clone` applies them to a cop
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import keras
@@ -16,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..core.capture import thread_patches
-from ..core.validate import one_of
+from ..core.validate import one_of, warn_user
 
 __all__ = ["NON_RELU", "checked_guided_edits", "guided_clone", "guided_edits", "guided_relu", "guided_relus"]
 
@@ -271,7 +270,7 @@ def checked_guided_edits(model: keras.Model, non_relu: str = "raise", stacklevel
     non_relu : {"raise", "keep"}, default="raise"
         See :func:`guided_clone`.
     stacklevel : int, default=2
-        ``stacklevel`` of the "no ReLU" warning, as if the caller issued it.
+        Ignored: the "no ReLU" warning points at the user's line (the first caller outside the package).
 
     Returns
     -------
@@ -303,12 +302,11 @@ def _check_all_replaced(model, left: int) -> None:
         )
 
 
-def _warn_if_none(model, edits, stacklevel: int) -> None:
+def _warn_if_none(model, edits, stacklevel: int = 0) -> None:
     if not edits:
-        warnings.warn(
+        warn_user(
             f"model {model.name!r} has no ReLU: guided backpropagation reduces to the plain input gradient.",
             UserWarning,
-            stacklevel=stacklevel,
         )
 
 

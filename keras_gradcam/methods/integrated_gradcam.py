@@ -10,6 +10,7 @@ from ..core.capture import Captured
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
 from ..core.postprocess import Tensor
+from ..core.targets import batch_of
 from ..core.validate import boolean, one_of, positive_int
 from .inputs import refuse_token_inputs
 from .sampling import by_variant, join_variants, repeated_passes
@@ -135,7 +136,7 @@ class IntegratedGradCAM(BaseCAM):
 
     def layer_map(self, x, targets, chunk: int) -> tuple[Tensor, Captured]:
         clean = self._capture(x, targets)
-        targets = targets if callable(targets) else clean.targets
+        targets = batch_of(targets).with_classes(clean.targets)  # the classes resolved on the clean inputs
         base = self._baselines(x)
         coeffs = ops.convert_to_tensor(self._coeffs, "float32")
         weights = ops.convert_to_tensor(self._weights, "float32")

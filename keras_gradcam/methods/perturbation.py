@@ -18,16 +18,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..core.engine import BaseCAM
-from ..core.explanation import Explanation
-from ..core.inputs import batch_slice, flat, map_inputs, signature, signature_key
+from ..core.engine import OUTPUTS, BaseCAM, Call
+from ..core.inputs import batch_slice, flat, map_inputs
 from ..core.layers import LayerInfo, LayerSpec
 from ..core.postprocess import normalize, resize, weighted_sum
 from ..core.progress import Progbar
-from ..core.targets import check_range
+from ..core.targets import batch_of
 from ..core.validate import one_of, positive_int
 
-__all__ = ["plan_passes", "fused", "xla_works", "head_model", "CleanPass", "ChannelPerturbation"]
+__all__ = ["plan_passes", "fused", "xla_works", "head_model", "ChannelPerturbation"]
 
 PASSES_PER_CALL = 8  # perturbed passes per compiled call: fewer calls, a progress bar still alive
 
@@ -107,23 +106,7 @@ def head_model(model: keras.Model, info: LayerInfo) -> keras.Model | None:
         return None  # disconnected: a path to the output bypasses the layer
 
 
-class CleanPass:
-    """Mixed into :class:`~keras_gradcam.core.engine.BaseCAM` subclasses whose batches run several
-    compiled functions from Python: the compiled clean forward pass they start from."""
-
-    def _clean_function(self, x, targets):
-        """Compiled clean pass: ``(activations, targets, scores, predictions)`` of a batch."""
-
-        def body(xb, tb):
-            cap = self._capture(xb, targets if callable(targets) else tb, gradients=False)
-            self._num_classes = cap.num_classes  # read at trace time
-            return cap.activations[0], cap.targets, cap.scores, cap.predictions
-
-        key = ("clean", signature_key(x), targets if callable(targets) else None)
-        return self._compiled(key, body, [signature(x), tf.TensorSpec([None], tf.int32)])
-
-
-class ChannelPerturbation(CleanPass, BaseCAM):
+class ChannelPerturbation(BaseCAM):
     """Base of Score-CAM and Ablation-CAM: one perturbed forward pass per (sample, channel).
 
     Subclasses implement :meth:`_perturbed_scores` (graph code: the explained score of each
@@ -194,7 +177,16 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         """Called once after all batches of a call (e.g. to issue collected warnings)."""
 
     # -- the driver ----------------------------------------------------------------------------
-    def _perturbed_function(self, x, targets, size, chunk: int):
+    def _clean_function(self, call: Call):
+        """Compiled clean pass ``(inputs, rows, shared) -> (activations, targets, scores, predictions)``."""
+
+        def body(xb, targets):
+            cap = self.capture(xb, targets, gradients=False)
+            return cap.activations[0], cap.targets, cap.scores, cap.predictions
+
+        return self.compile(call, ("clean",), body)
+
+    def _perturbed_function(self, call: Call):
         """Compiled perturbed passes: ``(scores, valid)``, each ``(channels, B)``.
 
         The ``(B, channels)`` channel indices given are processed ``chunk`` per pass, one pass after
@@ -202,8 +194,10 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         call: several passes per call spare the Python-to-graph overhead of each.
         """
 
-        def body(xb, acts, channels, tb):
-            tgt = targets if callable(targets) else tb
+        chunk, size = call.chunk, call.size
+
+        def body(xb, acts, channels, tb, targets):
+            tgt = targets.with_classes(tb)  # class targets: those resolved on the clean pass
             steps = (tf.shape(channels)[1] + chunk - 1) // chunk
 
             def step(i, scores, valid):
@@ -218,9 +212,8 @@ class ChannelPerturbation(CleanPass, BaseCAM):
             return scores.concat(), valid.concat()
 
         acts_spec = tf.TensorSpec((None,) + tuple(self._acts_shape()[1:]), tf.float32)
-        key = ("perturbed", signature_key(x), targets if callable(targets) else None, tuple(size), chunk)
-        specs = [signature(x), acts_spec, tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
-        return self._compiled(key, body, specs)
+        specs = [acts_spec, tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+        return self.compile(call, ("perturbed", tuple(size), chunk), body, specs)
 
     def _acts_shape(self) -> tuple:
         """The layer's output shape as :class:`Capture` gives activations (channels last, tokens on their grid)."""
@@ -232,64 +225,66 @@ class ChannelPerturbation(CleanPass, BaseCAM):
         return tf.reshape(tiled, tf.concat([[-1], tf.shape(t)[1:]], axis=0))
 
     def _tile_targets(self, targets, c):
-        return targets if callable(targets) else tf.tile(targets, [c])
+        """The target's rows for ``c`` copies of each sample, copy-major (see :meth:`_tile`)."""
+        return batch_of(targets).tile(c)
 
-    def __call__(self, images, targets=None, *, batch_size: int | None = None) -> Explanation:
-        """Explain a batch; see :meth:`keras_gradcam.core.engine.BaseCAM.__call__` for the arguments.
-
-        Returns
-        -------
-        Explanation
-            With ``extras["channel_weights"]``, the ``(n_samples, channels)`` weights of the map
-            (0 for channels that were not perturbed or were skipped).
-        """
-        x, t, n, bs = self._prepare(images, targets, batch_size)
-        self._begin()
-        size = self._out_size(x)
-        clean = self._clean_function(x, t)
-        if not callable(t):
-            check_range(t, self._num_classes)
+    # -- the pipeline's stages -----------------------------------------------------------------
+    def plan(self, call: Call) -> None:
+        """Each pass holds ``chunk`` perturbed copies of ``samples`` samples (:func:`plan_passes`); a
+        batch (one clean pass) as many samples as fit in ``batch_size`` images."""
         k = int(self._acts_shape()[-1])
-        count = self._num_perturbed(k)
-        copies = self._copies()
-        total = count * copies  # perturbed images per sample
-        samples, chunk = plan_passes(n, total, bs)
-        block = samples * max(1, bs // samples)  # samples per clean pass (at most batch_size images)
-        perturbed = self._perturbed_function(x, t, size, chunk)
-        group = chunk * PASSES_PER_CALL
-        passes = math.ceil(n / samples) * math.ceil(total / chunk)
-        bar = Progbar(passes, verbose=self.verbose, unit_name="pass")
-        parts = []
-        for i in range(0, n, block):
-            xblock = map_inputs(tf.convert_to_tensor, batch_slice(x, i, i + block))
-            m = int(flat(xblock)[0].shape[0])
-            tblock = np.full((m,), -1, np.int32) if callable(t) else t[i : i + block]
-            acts_all, tgt, scores, preds = clean(xblock, tblock)
-            channels_all = self._select_channels(acts_all, count)
-            ids_all = channels_all
-            if copies > 1:  # copy ids: channel * copies + copy, the copies of a channel side by side
-                ids_all = channels_all[:, :, None] * copies + tf.range(copies, dtype=tf.int32)[None, None]
-                ids_all = tf.reshape(ids_all, [m, total])
-            got, ok = [], []
-            for j in range(0, m, samples):
-                xb = batch_slice(xblock, j, j + samples)
-                acts, channels, tb = acts_all[j : j + samples], ids_all[j : j + samples], tgt[j : j + samples]
-                scs, vas = [], []
-                sizes = [min(group, total - s) for s in range(0, total, group)]
-                for part, width in zip(tf.split(channels, sizes, axis=1), sizes):
-                    sc, va = perturbed(xb, acts, part, tb)
-                    scs.append(sc)
-                    vas.append(va)
-                    bar.add(math.ceil(width / chunk))
-                got.append(tf.transpose(tf.concat(scs, axis=0)))  # (samples, total)
-                ok.append(tf.transpose(tf.concat(vas, axis=0)))
-            raw, valid = tf.concat(got, axis=0).numpy(), tf.concat(ok, axis=0).numpy()
-            weights = np.zeros((m, k), np.float32)  # 0 for channels not perturbed
-            np.put_along_axis(weights, channels_all.numpy(), self._weights(scores.numpy(), raw, valid), axis=1)
-            layer_map = weighted_sum(acts_all, tf.constant(weights))
-            layer_map = tf.nn.relu(layer_map) if self.relu else layer_map
-            heat = normalize(resize(layer_map, size))
-            parts.append([a.numpy() for a in (heat, layer_map, tgt, scores, preds)] + [weights])
+        total = self._num_perturbed(k) * self._copies()  # perturbed images per sample
+        samples, chunk = plan_passes(call.n, total, call.batch_size)
+        call.per_batch, call.chunk = samples * max(1, call.batch_size // samples), chunk
+        call.state.update(channels=k, total=total, samples=samples)
+
+    def begin(self, call: Call) -> None:
+        self._begin()
+        passes = math.ceil(call.n / call.state["samples"]) * math.ceil(call.state["total"] / call.chunk)
+        call.state["bar"] = Progbar(passes, verbose=self.verbose, unit_name="pass")
+        call.state["clean"] = self._clean_function(call)
+        call.state["perturbed"] = self._perturbed_function(call)
+
+    def finish(self, call: Call) -> None:
         self._finish()
-        *outputs, weights = (np.concatenate(p) for p in zip(*parts))
-        return self._explanation(t, *outputs, extras={"channel_weights": weights})
+
+    def passes(self, call: Call, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The clean pass of samples ``start:stop``, then their perturbed passes, ``samples`` at a time.
+
+        Returns the pipeline's outputs and ``"channel_weights"``, the ``(n_samples, channels)``
+        weights of the map (0 for channels that were not perturbed or were skipped), which go to
+        ``Explanation.extras``.
+        """
+        k, total, samples, chunk = call.state["channels"], call.state["total"], call.state["samples"], call.chunk
+        count, copies = total // self._copies(), self._copies()
+        group = chunk * PASSES_PER_CALL
+        xblock = map_inputs(tf.convert_to_tensor, call.batch(start, stop))
+        m = int(flat(xblock)[0].shape[0])
+        acts_all, tgt, scores, preds = call.state["clean"](xblock, *call.data(start, stop))
+        channels_all = self._select_channels(acts_all, count)
+        ids_all = channels_all
+        if copies > 1:  # copy ids: channel * copies + copy, the copies of a channel side by side
+            ids_all = channels_all[:, :, None] * copies + tf.range(copies, dtype=tf.int32)[None, None]
+            ids_all = tf.reshape(ids_all, [m, total])
+        got, ok = [], []
+        for j in range(0, m, samples):
+            xb = batch_slice(xblock, j, j + samples)
+            acts, channels, tb = acts_all[j : j + samples], ids_all[j : j + samples], tgt[j : j + samples]
+            rows, shared = call.data(start + j, start + j + samples)
+            scs, vas = [], []
+            sizes = [min(group, total - s) for s in range(0, total, group)]
+            for part, width in zip(tf.split(channels, sizes, axis=1), sizes):
+                sc, va = call.state["perturbed"](xb, acts, part, tb, rows, shared)
+                scs.append(sc)
+                vas.append(va)
+                call.state["bar"].add(math.ceil(width / chunk))
+            got.append(tf.transpose(tf.concat(scs, axis=0)))  # (samples, total)
+            ok.append(tf.transpose(tf.concat(vas, axis=0)))
+        raw, valid = tf.concat(got, axis=0).numpy(), tf.concat(ok, axis=0).numpy()
+        weights = np.zeros((m, k), np.float32)  # 0 for channels not perturbed
+        np.put_along_axis(weights, channels_all.numpy(), self._weights(scores.numpy(), raw, valid), axis=1)
+        layer_map = weighted_sum(acts_all, tf.constant(weights))
+        layer_map = tf.nn.relu(layer_map) if self.relu else layer_map
+        heat = normalize(resize(layer_map, call.size))
+        arrays = [a.numpy() for a in (heat, layer_map, tgt, scores, preds)]
+        return {**dict(zip(OUTPUTS, arrays)), "channel_weights": weights}

@@ -2,26 +2,28 @@
 
 Smooth Grad-CAM++ averages over noisy copies of the input and Integrated Grad-CAM integrates along
 a path from a baseline; both run the same loop: pass ``chunk`` variants of every sample through
-the capture at a time, folding each pass into an accumulator, inside one compiled function.
+the capture at a time, folding each pass into an accumulator, inside one compiled function
+(``keras.ops`` only).
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+import keras
 
 from ..core.capture import Capture
+from ..core.targets import batch_of
 
 __all__ = ["by_variant", "join_variants", "repeated_passes"]
 
 
-def by_variant(t: tf.Tensor, k) -> tf.Tensor:
+def by_variant(t, k):
     """``(k * B, ...)`` laid out variant-major -> ``(k, B, ...)``."""
-    return tf.reshape(t, tf.concat([[k, -1], tf.shape(t)[1:]], axis=0))
+    return keras.ops.reshape(t, (k, -1, *keras.ops.shape(t)[1:]))
 
 
-def join_variants(t: tf.Tensor) -> tf.Tensor:
+def join_variants(t):
     """``(k, B, ...)`` -> ``(k * B, ...)``, variant-major: the inverse of :func:`by_variant`."""
-    return tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], axis=0))
+    return keras.ops.reshape(t, (-1, *keras.ops.shape(t)[2:]))
 
 
 def repeated_passes(capture: Capture, count: int, chunk: int, variants, targets, fold, init, gradients: bool = True):
@@ -37,7 +39,7 @@ def repeated_passes(capture: Capture, count: int, chunk: int, variants, targets,
     count, chunk : int
         Number of variants, and how many go through the model together.
     variants : callable ``idx (k,) int32 -> inputs of k * B samples``
-    targets : (B,) int32 tensor, or a callable target
+    targets : TargetBatch (or a (B,) int32 tensor of classes), tiled for the variants of each pass
     fold : callable ``(acc, idx, Captured) -> acc``
     init : nested tensors, the initial accumulator
     gradients : bool, default=True
@@ -45,9 +47,9 @@ def repeated_passes(capture: Capture, count: int, chunk: int, variants, targets,
     """
 
     def body(start, acc):
-        idx = tf.range(start, tf.minimum(start + chunk, count))
-        tk = targets if callable(targets) else tf.tile(targets, [tf.shape(idx)[0]])
+        idx = keras.ops.arange(start, keras.ops.minimum(start + chunk, count), dtype="int32")
+        tk = batch_of(targets).tile(keras.ops.shape(idx)[0])
         return start + chunk, fold(acc, idx, capture(variants(idx), tk, gradients=gradients))
 
-    _, acc = tf.while_loop(lambda start, acc: start < count, body, (tf.constant(0), init))
+    _, acc = keras.ops.while_loop(lambda start, acc: start < count, body, (keras.ops.convert_to_tensor(0), init))
     return acc

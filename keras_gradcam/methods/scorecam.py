@@ -14,6 +14,7 @@ from keras import ops
 
 from ..core.layers import LayerSpec
 from ..core.postprocess import Tensor, nonconstant, normalize, resize
+from ..core.targets import batch_of
 from ..core.validate import one_of
 from .inputs import refuse_token_inputs
 from .perturbation import ChannelPerturbation, fused
@@ -174,7 +175,7 @@ class ScoreCAM(ChannelPerturbation):
                 "has no such input; pass images shaped (n_samples, height, width, channels)."
             )
         cap = self._capture(masked, self._tile_targets(targets, c), gradients=False)
-        if callable(targets) or self.weights == "channel-softmax":
+        if not batch_of(targets).names_classes or self.weights == "channel-softmax":
             got = cap.scores
         else:
             out = ops.cast(cap.output, "float32")

@@ -12,6 +12,7 @@ from ..core.layers import LayerSpec
 from ..core.noise import stateless_normal
 from ..core.postprocess import Tensor, spatial_sum
 from ..core.smoothing import OPTIONS
+from ..core.targets import batch_of
 from ..core.validate import integer, one_of, positive_float, positive_int
 from .inputs import refuse_token_inputs
 from .sampling import by_variant, join_variants, repeated_passes
@@ -169,7 +170,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     def layer_map(self, x, targets, chunk: int) -> tuple[Tensor, Captured]:
         clean = self._capture(x, targets)
         acts = clean.activations[0]
-        targets = targets if callable(targets) else clean.targets
+        targets = batch_of(targets).with_classes(clean.targets)  # the classes resolved on the clean inputs
 
         def fold(acc, idx, cap):
             g = by_variant(self.signed(cap.gradients[0]), ops.shape(idx)[0])

@@ -3,7 +3,7 @@
 :class:`Scorer` runs a model on images and on perturbed copies of them (pixels deleted or
 inserted in order, windows occluded), the perturbed images built inside the compiled function so
 that nothing loops over pixels in Python. Its functions are compiled and cached by the engine's
-one compile-and-cache step, :func:`keras_gradcam.core.engine.compile_cached`, under the capture's
+one compile-and-cache step, :func:`keras_gradcam.core.cache.compile_cached`, under the capture's
 interception (:meth:`keras_gradcam.core.capture.Capture.active`), which computes logits for
 softmax and sigmoid heads on the fly without modifying the model. :func:`make_substrate` builds
 what replaces the perturbed pixels.
@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..core.cache import FunctionCache, compile_cached
 from ..core.capture import Capture
-from ..core.engine import FunctionCache, compile_cached
 from ..core.inputs import signature, signature_key
 from ..core.targets import check_range, resolve_targets
 from ..core.validate import one_of
@@ -44,7 +44,7 @@ class Scorer:
     Notes
     -----
     Every function is traced once per image shape (``None`` batch dimension) and kept in a
-    :class:`~keras_gradcam.core.engine.FunctionCache`; :func:`keras_gradcam.evaluate` shares one
+    :class:`~keras_gradcam.core.cache.FunctionCache`; :func:`keras_gradcam.evaluate` shares one
     scorer between all metrics and methods.
     """
 

@@ -115,10 +115,12 @@ def split_passes(explainer: BaseCAM, where: Placement) -> None:
     """Split the explainer's passes across ``where.devices`` (none: one device), or warn that it cannot.
 
     Only an explainer that runs its passes through the engine's one compiled function
-    (:meth:`BaseCAM.__call__`) can be split; the others (Score-CAM, Ablation-CAM, the guided
-    methods...) run on one device each pass, with a warning.
+    (:meth:`BaseCAM.passes`, not overridden, nor :meth:`~keras_gradcam.core.engine.Explainer.run`)
+    can be split; the others (Score-CAM, Ablation-CAM, the guided methods...) run on one device
+    each pass, with a warning.
     """
-    splits = type(explainer).__call__ is BaseCAM.__call__
+    kind = type(explainer)
+    splits = getattr(kind, "passes", None) is BaseCAM.passes and kind.run is BaseCAM.run
     explainer.devices = where.devices if splits else None
     if where.devices and not splits:
         warnings.warn(

@@ -1,6 +1,8 @@
-"""``GuidedTraining``: fit a model so that its Grad-CAM lies inside human annotation masks."""
+"""``GuidedTraining``: fit a model so that its Grad-CAM lies inside human annotation masks and its shortcut goes."""
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 import tensorflow as tf
@@ -9,11 +11,25 @@ from ..core.binary import two_classes
 from ..core.capture import output_link, thread_patches
 from ..core.layers import LayerSpec, ensure_built, output_layer, resolve_layer
 from ..core.validate import one_of, positive_float
-from .alignment import LOSSES, alignment_loss, annotated, compute_dtype, gradcam_map, layer_masks
+from .alignment import (
+    LOSSES,
+    alignment_loss,
+    annotated,
+    composite_loss,
+    composites,
+    compute_dtype,
+    gradcam_map,
+    input_gradient_map,
+    inside_share,
+    layer_masks,
+)
+from .masks import checked_masks, reraised
+from .report import progress_warning
 
 __all__ = ["GuidedTraining"]
 
-SCORES = ("logit", "contrast", "log_prob")
+SCORES = ("logit", "contrast", "log_prob", "sum_log_prob")
+METHODS = ("gradcam", "input_gradient")
 
 
 class GuidedTraining(keras.Model):
@@ -35,38 +51,60 @@ class GuidedTraining(keras.Model):
         The layer whose Grad-CAM is aligned (as in :func:`keras_gradcam.explain`; ``None`` is the
         last spatial feature map). It must run once per forward pass and be channels-last or
         channels-first spatial (token layers are not supported yet).
-    method : {"gradcam"}, default="gradcam"
-        The map that is aligned.
+    method : {"gradcam", "input_gradient"}, default="gradcam"
+        The map that is aligned: the layer's Grad-CAM, or ``"input_gradient"``, the squared
+        gradient of the score with respect to the input pixels (Ross et al.'s original "right
+        for the right reasons" map, :func:`~keras_gradcam.training.alignment.input_gradient_map`),
+        at the input's resolution.
     weight : float, default=1.0
-        ``lambda`` in ``loss = task_loss + lambda * L_align`` (``>= 0``; 0 is plain training).
+        ``lambda`` in ``loss = task_loss + lambda * (L_align + L_cf)`` (``>= 0``; 0 is plain
+        training, bit for bit). Both terms are on a fixed scale (a share in [0, 1], a
+        cross-entropy like the task loss), so 1 needs no tuning per dataset (see the table in
+        ``docs/guided-training.md``).
     loss : {"rrr", "hint"}, default="rrr"
-        The alignment term: ``"rrr"`` the share of the map outside the mask (Notes);
+        The map term ``L_align``: ``"rrr"`` the share of the map outside the mask (Notes);
         ``"hint"`` HINT's pairwise ranking loss on the map's cells
         (:func:`keras_gradcam.training.alignment.ranking_penalty`).
-    score : {"logit", "contrast", "log_prob"}, default="logit"
-        The score whose Grad-CAM is aligned: ``"logit"`` the label's logit ``y_c`` (the map
-        ``kg.explain`` gives); ``"contrast"`` ``y_c - mean_{c' != c} y_c'``, which also shows
-        evidence that works by lowering the other classes (a shortcut the logit's map cannot
-        see); ``"log_prob"`` ``log p_c`` (as in Ross et al.; it vanishes once ``p_c`` is near 1).
+    score : {"contrast", "logit", "log_prob", "sum_log_prob"}, default="contrast"
+        The score whose map is aligned: ``"contrast"`` ``y_c - mean_{c' != c} y_c'``, the margin
+        the softmax decides on, which also shows evidence that works by lowering the other
+        classes; ``"logit"`` the label's logit ``y_c`` (the map ``kg.explain`` gives; the default
+        before, which a shortcut can pass by acting on the other classes); ``"log_prob"``
+        ``log p_c`` (it vanishes once ``p_c`` is near 1); ``"sum_log_prob"`` ``sum_k log p_k``
+        over all classes, Ross et al.'s score, the same for every label.
+    counterfactual : bool, default=True
+        Add ``L_cf``: each annotated image's object pasted on another annotated image's
+        background (:func:`~keras_gradcam.training.alignment.composites`) must still be
+        classified as the object's label (Notes). It needs a model with one float image input.
     **kwargs
         Passed to ``keras.Model`` (``name``).
 
     Raises
     ------
     TypeError
-        ``model`` is not a ``keras.Model``, or ``weight`` is not a number.
+        ``model`` is not a ``keras.Model``, ``weight`` is not a number, ``counterfactual`` is not a bool.
     ValueError
-        Unknown ``method``, ``loss`` or ``score``, negative ``weight``, a layer that cannot be aligned, or a model with
-        several outputs.
+        Unknown ``method``, ``loss`` or ``score``, negative ``weight``, a layer that cannot be
+        aligned, or a model with several outputs. During ``fit``/``evaluate``: masks whose shape
+        does not match the batch's images (one ``(height, width)`` mask per image), whose values
+        are not finite or not in [0, 1] (0/255 masks included: :mod:`keras_gradcam.training.masks`).
+
+    Warns
+    -----
+    UserWarning
+        At the end of ``fit``, when the alignment loss did not fall or the share of the map inside
+        the masks (logged as ``evidence_inside``) did not rise, with both figures and what to try
+        (:func:`keras_gradcam.training.report.progress_warning`).
 
     Notes
     -----
-    For each sample, with ``A^k`` the layer's channels and ``y_c`` the logit of the sample's
-    label ``c`` (before the softmax),
+    **The map term.** For each sample, with ``A^k`` the layer's channels and ``s`` the score of
+    the sample's label ``c`` (``score="contrast"``: ``y_c - mean_{c' != c} y_c'`` of the logits,
+    before the softmax),
 
     .. math::
 
-        w_k = \\frac{1}{Z} \\sum_{ij} \\frac{\\partial y_c}{\\partial A^k_{ij}}, \\quad
+        w_k = \\frac{1}{Z} \\sum_{ij} \\frac{\\partial s}{\\partial A^k_{ij}}, \\quad
         M = \\mathrm{ReLU}\\Big(\\sum_k w_k A^k\\Big), \\quad
         \\mathrm{share} = \\frac{\\sum_{ij} M_{ij} (1 - m_{ij})}{\\sum_{ij} M_{ij} + \\epsilon}
 
@@ -76,26 +114,45 @@ class GuidedTraining(keras.Model):
     2017), which penalises input gradients outside the mask, applied to the map that HINT
     (Selvaraju et al., ICCV 2019) aligns: it is bounded in [0, 1] and scale-free (multiplying
     the map by a constant does not change it, so the network cannot lower it by shrinking its
-    activations), and it needs only a binary mask, not a ranked importance map. The weights
-    ``w_k`` are gradients of the forward pass (recorded by an inner tape), so training follows
-    a second-order gradient through them.
+    activations), and it needs only a binary mask. The weights ``w_k`` are gradients of the
+    forward pass (recorded by an inner tape), so training follows a second-order gradient
+    through them.
+
+    **The counterfactual term.** A map term alone leaves two loopholes, both seen on synthetic
+    shortcuts (``docs/guided-training.md``): a cue on one class only works through its *absence*
+    on the other classes, which leaves no evidence in their maps to penalise; and at the last
+    convolutional layer a cell's receptive field covers most of a small image, so evidence
+    placed on the object can be computed from the cue. ``L_cf`` asks for the behaviour directly:
+    with ``a`` an annotated sample and ``b`` another one (the previous annotated sample of the
+    batch, cyclically; at most ``max(1, batch // 4)`` composites, for the first annotated
+    samples of the batch), the composite ``m_a x_a + (1 - m_a)((1 - m_b) x_b + m_b mean_b)`` (``a``'s
+    object on ``b``'s background, ``b``'s object filled with the mean colour of its background)
+    must be classified as ``a``'s label: ``L_cf`` is the mean cross-entropy of the composites.
+    This is the "object on another image's background" counterfactual of Xiao et al. (ICLR
+    2021, "Mixed-Rand"), built from the user's masks as the counterexamples of explanatory
+    interactive learning are (Schramowski et al., 2020). The composites join the batch's
+    forward pass (so ``BatchNormalization`` sees them); their maps are not aligned.
 
     The forward pass is the user's model run once with ``training=True``: while the step is
     traced, the chosen layer's ``call`` and the head's softmax/sigmoid are wrapped (in this
     thread only, undone in ``finally``; :func:`keras_gradcam.core.capture.thread_patches`) to
     record the layer's output and the logits. The scores are summed over the batch before
     differentiating, which is exact unless a layer mixes samples in training mode
-    (``BatchNormalization``: then each map also carries the batch-statistics terms).
+    (``BatchNormalization``: then each map also carries the batch-statistics terms). The masks
+    are checked on the host as each batch arrives, so the step is not compiled with XLA.
 
     References
     ----------
     Ross, Hughes & Doshi-Velez, "Right for the Right Reasons: Training Differentiable Models by
     Constraining their Explanations", IJCAI 2017. Selvaraju et al., "Taking a HINT: Leveraging
-    Explanations to Make Vision and Language Models More Grounded", ICCV 2019.
+    Explanations to Make Vision and Language Models More Grounded", ICCV 2019. Xiao, Engstrom,
+    Ilyas & Madry, "Noise or Signal: The Role of Image Backgrounds in Object Recognition", ICLR
+    2021. Schramowski et al., "Making deep neural networks right for the right scientific
+    reasons by interacting with their explanations", Nature Machine Intelligence 2, 2020.
 
     Examples
     --------
-    >>> guided = kg.GuidedTraining(model, weight=1.0)                   # doctest: +SKIP
+    >>> guided = kg.GuidedTraining(model)                               # doctest: +SKIP
     >>> guided.compile(optimizer="adam", loss="sparse_categorical_crossentropy")  # doctest: +SKIP
     >>> guided.fit(tf.data.Dataset.from_tensor_slices((x, y, masks)).batch(32))  # doctest: +SKIP
     """
@@ -107,14 +164,18 @@ class GuidedTraining(keras.Model):
         method: str = "gradcam",
         weight: float = 1.0,
         loss: str = "rrr",
-        score: str = "logit",
+        score: str = "contrast",
+        counterfactual: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model; got {type(model).__name__}.")
-        one_of("method", method, ("gradcam",))
+        one_of("method", method, METHODS)
         self.method = method
+        if not isinstance(counterfactual, bool):
+            raise TypeError(f"counterfactual must be True or False; got {counterfactual!r}.")
+        self.counterfactual = counterfactual
         one_of("loss", loss, LOSSES)
         self.alignment = loss
         one_of("score", score, SCORES)
@@ -143,6 +204,9 @@ class GuidedTraining(keras.Model):
         found = output_link(head) if head is not None else None
         self._head, self._link = (head, found) if found else (None, None)
         self.alignment_tracker = keras.metrics.Mean(name="alignment_loss")
+        self.counterfactual_tracker = keras.metrics.Mean(name="counterfactual_loss")
+        self.inside_tracker = keras.metrics.Mean(name="evidence_inside")
+        self.supports_jit = False  # the masks are checked on the host when a batch arrives (tf.numpy_function)
         self.built = True
 
     @property
@@ -200,42 +264,108 @@ class GuidedTraining(keras.Model):
             logits = (classes * logits - tf.reduce_sum(logits, axis=-1, keepdims=True)) / (classes - 1)
         elif self.score == "log_prob":  # log p_c = y_c - logsumexp(y)
             logits = tf.nn.log_softmax(logits, axis=-1)
+        elif self.score == "sum_log_prob":  # sum_k log p_k, the same for every label (Ross et al.)
+            return tf.reduce_sum(tf.nn.log_softmax(logits, axis=-1), axis=-1)
+        return tf.gather(logits, self._labels(y, logits.shape[-1]), axis=1, batch_dims=1)
+
+    @staticmethod
+    def _labels(y, classes: int) -> tf.Tensor:
+        """The class index of each sample ``(B,)`` int32, from indices or one-hot rows."""
         y = tf.convert_to_tensor(y)
-        if y.shape.rank == 2 and y.shape[-1] == logits.shape[-1] and y.dtype.is_floating and logits.shape[-1] > 1:
-            labels = tf.argmax(y, axis=-1, output_type=tf.int32)  # one-hot labels
-        else:
-            labels = tf.reshape(tf.cast(y, tf.int32), [-1])
-        return tf.gather(logits, labels, axis=1, batch_dims=1)
+        if y.shape.rank == 2 and y.shape[-1] == classes and y.dtype.is_floating and classes > 1:
+            return tf.argmax(y, axis=-1, output_type=tf.int32)  # one-hot labels
+        return tf.reshape(tf.cast(y, tf.int32), [-1])
 
     def forward(self, x, y, masks=None, training: bool = False):
         """The model's output and the alignment loss of a batch: ``(y_pred, L_align)``.
 
-        ``L_align`` is differentiable with respect to the model's variables (see the class
-        Notes); it is 0 when ``masks`` is None or no sample is annotated.
+        ``L_align`` is the map term (the class Notes), differentiable with respect to the model's
+        variables; it is 0 when ``masks`` is None or no sample is annotated. The counterfactual
+        term is :meth:`counterfactual_loss`.
         """
+        y_pred, terms = self._forward(x, y, masks, training)
+        return y_pred, terms["align"]
+
+    def counterfactual_loss(self, x, y, masks, training: bool = False) -> tf.Tensor:
+        """``L_cf`` of a batch: the mean cross-entropy of the composites (class Notes); 0 without them."""
+        return self._forward(x, y, masks, training)[1]["counterfactual"]
+
+    def _forward(self, x, y, masks, training):
+        """The output of the batch's images and the terms: ``align``, ``counterfactual`` and ``inside``.
+
+        ``inside`` is ``(share, flags)`` per sample: the share of the aligned map inside the mask
+        and 1 for the annotated samples (None without masks).
+        """
+        zero = {"align": tf.constant(0.0), "counterfactual": tf.constant(0.0), "inside": None}
         if masks is None:
-            y_pred = self(x, training=training)
-            return y_pred, tf.constant(0.0)
-        masks = tf.convert_to_tensor(masks)
-        if masks.shape.rank == 4 and masks.shape[-1] == 1:
-            masks = masks[..., 0]
-        with tf.GradientTape(watch_accessed_variables=False, persistent=False) as inner:
-            y_pred, acts, logits = self._recorded_forward(x, training, inner)
-            total = tf.reduce_sum(self._label_scores(logits, y))
-        grads = inner.gradient(total, acts, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        dtype = compute_dtype(acts.dtype)
-        acts, grads = tf.cast(acts, dtype), tf.cast(grads, dtype)
-        if self._channels_first:
-            order = [0] + list(range(2, acts.shape.rank)) + [1]
-            acts, grads = tf.transpose(acts, order), tf.transpose(grads, order)
-        maps = gradcam_map(acts, grads)
-        if masks.shape.rank != maps.shape.rank:
+            return self(x, training=training), zero
+        x = keras.tree.map_structure(lambda t: t if t is None else tf.convert_to_tensor(t), x)
+        flat = [i for i in keras.tree.flatten(x) if i is not None]
+        images = flat[0]
+        masks = checked_masks(tf.convert_to_tensor(masks), images, self._channels_first)
+        flags = annotated(masks)
+        on_input = self.method == "input_gradient"
+        swapped = self.counterfactual and self.weight > 0  # weight 0: the forward pass of plain training
+        if (swapped or on_input) and (len(flat) != 1 or not images.dtype.is_floating):
+            option = "counterfactual=True" if swapped else "method='input_gradient'"
             raise ValueError(
-                f"masks must have shape (batch, {', '.join('...' for _ in maps.shape[1:])}) at the input's resolution, "
-                f"one per image; got shape {tuple(masks.shape)} for maps {tuple(maps.shape)} at layer {self._layer_path!r}."
+                f"{option} needs a model with one input "
+                f"of float images; this batch has {len(flat)} input(s), the first of dtype {images.dtype.name}. "
+                "Pass counterfactual=False and method='gradcam'."
             )
-        loss = alignment_loss(maps, layer_masks(masks, maps.shape[1:], dtype), annotated(masks), self.alignment)
-        return y_pred, loss
+        batch = tf.shape(images)[0]
+        with tf.GradientTape(watch_accessed_variables=False, persistent=False) as inner:
+            if on_input:
+                inner.watch(images)
+            if swapped:
+                # at most a quarter of the batch (at least one): the forward pass grows by 25 % at most
+                extra, index = composites(images, masks, flags, self._channels_first, tf.maximum(batch // 4, 1))
+                y_all, acts, logits_all = self._recorded_forward(tf.concat([images, extra], 0), training, inner)
+                y_pred = keras.tree.map_structure(lambda t: t[:batch], y_all)
+                logits = logits_all[:batch]
+            else:
+                y_pred, acts, logits = self._recorded_forward(x, training, inner)
+            total = tf.reduce_sum(self._label_scores(logits, y))
+        if on_input:
+            grads = inner.gradient(total, images, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            dtype = compute_dtype(grads.dtype)
+            maps = input_gradient_map(tf.cast(grads, dtype), self._channels_first)
+        else:
+            grads = inner.gradient(total, acts, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            dtype = compute_dtype(acts.dtype)
+            acts, grads = tf.cast(acts, dtype), tf.cast(grads, dtype)
+            if self._channels_first:
+                order = [0] + list(range(2, acts.shape.rank)) + [1]
+                acts, grads = tf.transpose(acts, order), tf.transpose(grads, order)
+            maps = gradcam_map(acts, grads)[:batch]  # the composites' maps are not aligned
+        small = layer_masks(masks, maps.shape[1:], dtype)
+        terms = dict(zero, align=alignment_loss(maps, small, flags, self.alignment))
+        terms["inside"] = (tf.stop_gradient(inside_share(maps, small)), tf.cast(flags, dtype))
+        if swapped:
+            terms["counterfactual"] = composite_loss(logits_all[batch:], tf.gather(self._labels(y, logits.shape[-1]), index))
+        return y_pred, terms
+
+    # -- a mask error raised inside a compiled step reaches the user as a ValueError --------------
+    def fit(self, *args, **kwargs):
+        """Keras's ``fit``; at the end it warns if the alignment did not improve (:func:`~keras_gradcam.training.report.progress_warning`)."""
+        with reraised():
+            history = super().fit(*args, **kwargs)
+        message = progress_warning(getattr(history, "history", None) or {}, self.weight)
+        if message:
+            warnings.warn(message, UserWarning, stacklevel=2)
+        return history
+
+    def evaluate(self, *args, **kwargs):
+        with reraised():
+            return super().evaluate(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        with reraised():
+            return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        with reraised():
+            return super().test_on_batch(*args, **kwargs)
 
     # -- Keras steps -------------------------------------------------------------------------
     @staticmethod
@@ -265,40 +395,45 @@ class GuidedTraining(keras.Model):
         """Keras's ``compute_metrics`` without sample weights (see :meth:`compute_loss`)."""
         return super().compute_metrics(x, y, y_pred, sample_weight=None)
 
-    def _total_loss(self, x, y, y_pred, align, masks, training: bool):
-        """``compute_loss`` (the compiled loss and regularisers) plus ``weight * L_align``.
+    def _total_loss(self, x, y, y_pred, terms, masks, training: bool):
+        """``compute_loss`` (the compiled loss and regularisers) plus ``weight * (L_align + L_cf)``.
 
         Under a ``tf.distribute`` strategy Keras scales each replica's loss by ``1 / replicas``
-        (the replicas' gradients are summed); the alignment term is scaled the same way.
+        (the replicas' gradients are summed); the alignment terms are scaled the same way.
         """
         loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=training)
         if masks is None:
             return loss
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return loss + tf.cast(self.weight / replicas, loss.dtype) * tf.cast(align, loss.dtype)
+        extra = tf.cast(terms["align"], loss.dtype) + tf.cast(terms["counterfactual"], loss.dtype)
+        return loss + tf.cast(self.weight / replicas, loss.dtype) * extra
 
-    def _track(self, x, loss, align) -> None:
-        """Update the compiled ``loss`` metric (per replica, unscaled) and ``alignment_loss``."""
+    def _track(self, x, loss, terms) -> None:
+        """Update the compiled ``loss`` metric (per replica, unscaled) and the terms' metrics."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         for metric in self.metrics:  # Keras's own loss tracker, found by name (its public metrics list)
             if metric.name == "loss":
                 metric.update_state(loss * tf.cast(replicas, loss.dtype), sample_weight=self._batch_size(x))
-        self.alignment_tracker.update_state(align)
+        self.alignment_tracker.update_state(terms["align"])
+        if self.counterfactual:
+            self.counterfactual_tracker.update_state(terms["counterfactual"])
+        if terms["inside"] is not None:  # the mean over the annotated samples only
+            self.inside_tracker.update_state(terms["inside"][0], sample_weight=terms["inside"][1])
 
     def train_step(self, data):
         x, y, masks = self._unpack(data)
         with tf.GradientTape() as tape:
-            y_pred, align = self.forward(x, y, masks, training=True)
-            loss = self._total_loss(x, y, y_pred, align, masks, training=True)
+            y_pred, terms = self._forward(x, y, masks, training=True)
+            loss = self._total_loss(x, y, y_pred, terms, masks, training=True)
             scaled = self.optimizer.scale_loss(loss)  # mixed_float16: LossScaleOptimizer's loss scale
         variables = self.trainable_weights
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self._track(x, loss, align)
+        self._track(x, loss, terms)
         return self.compute_metrics(x, y, y_pred, sample_weight=None)
 
     def test_step(self, data):
         x, y, masks = self._unpack(data)
-        y_pred, align = self.forward(x, y, masks, training=False)
-        self._track(x, self._total_loss(x, y, y_pred, align, masks, training=False), align)
+        y_pred, terms = self._forward(x, y, masks, training=False)
+        self._track(x, self._total_loss(x, y, y_pred, terms, masks, training=False), terms)
         return self.compute_metrics(x, y, y_pred, sample_weight=None)

@@ -1,0 +1,89 @@
+"""The TensorFlow side of the backend seam: ``tf.function`` and ``tf.GradientTape``.
+
+See :mod:`keras_gradcam.core.backend` for the contract. :class:`Compiled` is what
+:func:`compile` returns: the traced concrete function, never the ``tf.function``, which would
+retrace (outside the capture's interception) when called in another context, such as inside or
+outside a ``strategy.scope()`` or another device scope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+__all__ = ["Compiled", "compile", "layer_gradients"]
+
+
+def _spec(s):
+    if isinstance(s, keras.KerasTensor):
+        return tf.TensorSpec(s.shape, tf.as_dtype(s.dtype))
+    return s
+
+
+class Compiled:
+    """A traced concrete function, called like the ``tf.function`` it came from (arrays become tensors)."""
+
+    def __init__(self, traced, concrete, signature: list):
+        self.traced, self.concrete, self.signature = traced, concrete, list(signature)
+
+    @property
+    def graph(self):
+        return self.concrete.graph
+
+    def get_concrete_function(self):
+        """The traced function itself (as ``tf.function.get_concrete_function`` gives it)."""
+        return self.concrete
+
+    def experimental_get_tracing_count(self) -> int:
+        """How many times it was traced: 1 (calls never trace)."""
+        return self.traced.experimental_get_tracing_count()
+
+    def __call__(self, *args):
+        tensors = tf.nest.map_structure(lambda a, spec: tf.convert_to_tensor(a, spec.dtype), list(args),
+                                        self.signature, check_types=False)
+        return self.concrete(*tensors)
+
+
+def compile(body: Callable, signature: list, contexts: Callable = list) -> Compiled:  # noqa: A001 - the seam's name
+    """``tf.function(body)`` traced once for ``signature`` inside ``contexts()``.
+
+    A fixed input signature (never retraced) and autograph off: the package's graph code has no
+    Python control flow on tensors, and an error raised while tracing reaches the user as it was
+    raised, not inside TensorFlow's "in user code" trace.
+    """
+    signature = keras.tree.map_structure(_spec, list(signature))
+    traced = tf.function(body, input_signature=signature, autograph=False)
+    with contextlib.ExitStack() as stack:
+        for ctx in contexts():
+            stack.enter_context(ctx)
+        concrete = traced.get_concrete_function()
+    return Compiled(traced, concrete, signature)
+
+
+def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False):
+    """One forward pass under a ``tf.GradientTape``; see :mod:`keras_gradcam.core.backend`."""
+    outs: list = [None] * n_layers
+    with tf.GradientTape(watch_accessed_variables=False, persistent=False) as tape:
+        inputs = tf.nest.flatten(x)
+        if wrt_inputs:
+            tape.watch(inputs)
+
+        def hook(i, out):
+            if gradients:
+                tape.watch(out)
+            outs[i] = out
+            return out
+
+        total, aux = forward(hook)
+    grads, wrt = None, None
+    if gradients or wrt_inputs:
+        sources = (outs if gradients else []) + (inputs if wrt_inputs else [])
+        got = tape.gradient(total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        if gradients:
+            grads = got[:n_layers]
+        if wrt_inputs:
+            wrt = got[n_layers if gradients else 0 :]
+    return aux, outs, grads, wrt
