@@ -23,10 +23,11 @@ except ModuleNotFoundError as error:  # KERAS_BACKEND names a backend whose pack
 from . import datasets, metrics
 from .audit import AuditReport, audit
 from .callback import GradCAMCallback
-from .core.dense_targets import BoxTarget, RetinaNetDetections, SegmentationTarget
+from .core.dense_targets import BoxTarget, SegmentationTarget
 from .core.device import DeviceError
 from .core.engine import BaseCAM
 from .core.explanation import Explanation
+from .core.kerashub import RetinaNetDetections
 from .core.layers import list_layers
 from .core.sequence_targets import SequenceTarget, SimilarityTarget, TokenTarget
 from .core.targets import ClassTarget, OutputTarget

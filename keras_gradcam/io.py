@@ -1,6 +1,7 @@
 """Files: PNG encoding, an :class:`~keras_gradcam.core.explanation.Explanation` saved to a folder
 (maps as ``.npy``, PNG pictures, a JSON manifest) and read back, and model files loaded with a
-clear word when they cannot be read.
+clear word when they cannot be read. The pictures come drawn (:meth:`~keras_gradcam.Explanation.save`
+draws them): this module imports nothing of the package.
 
 The manifest is written last, and atomically (to a temporary file, then renamed), so a folder
 whose writing was interrupted has no manifest and is never read back as complete.
@@ -21,14 +22,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .viz.overlay import overlay
-
 __all__ = [
     "MANIFEST",
     "FORMAT",
     "ModelFileError",
     "encode_png",
     "write_png",
+    "file_stems",
     "save_explanation",
     "read_explanation",
     "library_versions",
@@ -98,42 +98,70 @@ def write_png(path, image) -> None:
         f.write(data)
 
 
+def file_stems(names, n: int) -> list[str]:
+    """The file stem of each of ``n`` samples: ``names`` checked, or ``000``, ``001``, ... by default.
+
+    Raises
+    ------
+    TypeError
+        A single str.
+    ValueError
+        Not one name per sample, duplicates, or a name with a path separator.
+    """
+    if names is None:
+        width = max(3, len(str(n - 1)))
+        return [f"{i:0{width}d}" for i in range(n)]
+    if isinstance(names, str):
+        raise TypeError("names must be a sequence of str, one file stem per sample; got a single str.")
+    names = [str(s) for s in names]
+    if len(names) != n:
+        raise ValueError(f"names has {len(names)} entries but the explanation has {n} samples; give one per sample.")
+    if len(set(names)) != n:
+        raise ValueError("names must be unique (they become file names); got duplicates.")
+    bad = [s for s in names if not s or os.sep in s or (os.altsep and os.altsep in s)]
+    if bad:
+        raise ValueError(f"names must be plain file stems without path separators; got {bad[:3]}.")
+    return names
+
+
 def save_explanation(
     exp,
     folder,
-    images=None,
+    pictures=None,
     *,
     names=None,
     class_names=None,
-    alpha: float = 0.4,
-    colormap: str = "jet",
+    drawn_with=None,
 ) -> dict[str, Any]:
-    """Write ``exp``'s maps (``.npy``), PNG pictures and a JSON manifest to ``folder``.
+    """Write ``exp``'s maps (``.npy``), the given pictures (PNG) and a JSON manifest to ``folder``.
 
-    The implementation of :meth:`keras_gradcam.Explanation.save`, which documents the arguments,
-    the files and the manifest. The manifest is written last and atomically.
+    The files of :meth:`keras_gradcam.Explanation.save`, which documents them and draws the
+    pictures; this module draws nothing. The manifest is written last and atomically.
+
+    Parameters
+    ----------
+    exp : Explanation
+    folder : str or os.PathLike
+        Created if missing.
+    pictures : dict of str to uint8 ndarray of shape (n_samples, height, width[, channels]), optional
+        Rendered pictures, one per sample for each key, written as ``<name>_<key>.png`` in the
+        order of the keys (e.g. ``{"heatmap": ..., "overlay": ...}``).
+    names, class_names
+        As in :meth:`~keras_gradcam.Explanation.save` (``names``: see :func:`file_stems`).
+    drawn_with : dict, optional
+        How the pictures were drawn, recorded as the manifest's ``overlay`` entry.
+
+    Returns
+    -------
+    dict
+        The manifest.
     """
     n = len(exp)
-    if names is None:
-        width = max(3, len(str(n - 1)))
-        names = [f"{i:0{width}d}" for i in range(n)]
-    else:
-        if isinstance(names, str):
-            raise TypeError("names must be a sequence of str, one file stem per sample; got a single str.")
-        names = [str(s) for s in names]
-        if len(names) != n:
-            raise ValueError(f"names has {len(names)} entries but the explanation has {n} samples; give one per sample.")
-        if len(set(names)) != n:
-            raise ValueError("names must be unique (they become file names); got duplicates.")
-        bad = [s for s in names if not s or os.sep in s or (os.altsep and os.altsep in s)]
-        if bad:
-            raise ValueError(f"names must be plain file stems without path separators; got {bad[:3]}.")
-    if images is not None:
-        images = np.asarray(images.numpy() if hasattr(images, "numpy") else images)
-        if images.shape[0] != n:
-            raise ValueError(
-                f"images has {images.shape[0]} samples but the explanation has {n}; pass the explained images."
-            )
+    names = file_stems(names, n)
+    pictures = dict(pictures or {})
+    for key, value in pictures.items():
+        if len(value) != n:
+            raise ValueError(f"pictures[{key!r}] has {len(value)} pictures but the explanation has {n} samples.")
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
 
@@ -148,20 +176,13 @@ def save_explanation(
         np.save(os.path.join(folder, f"{key}.npy"), value)
         array_info[key] = {"file": f"{key}.npy", "shape": [int(d) for d in value.shape], "dtype": str(value.dtype)}
 
-    two_d = exp.heatmaps.ndim == 3
-    if two_d:
-        coloured = overlay(np.zeros(exp.heatmaps.shape, np.uint8), exp.heatmaps, alpha=1.0, colormap=colormap)
-        blended = overlay(images, exp.heatmaps, alpha=alpha, colormap=colormap) if images is not None else None
     summary = exp.to_dict(class_names=class_names)
     samples = []
     for i, stem in enumerate(names):
         files = {}
-        if two_d:
-            files["heatmap"] = f"{stem}_heatmap.png"
-            write_png(os.path.join(folder, files["heatmap"]), coloured[i])
-            if blended is not None:
-                files["overlay"] = f"{stem}_overlay.png"
-                write_png(os.path.join(folder, files["overlay"]), blended[i])
+        for key, value in pictures.items():
+            files[key] = f"{stem}_{key}.png"
+            write_png(os.path.join(folder, files[key]), value[i])
         entry = {
             "index": i,
             "name": stem,
@@ -179,7 +200,7 @@ def save_explanation(
     manifest.update(
         arrays=array_info,
         samples=samples,
-        overlay={"alpha": float(alpha), "colormap": colormap if isinstance(colormap, str) else getattr(colormap, "name", None)},
+        overlay=dict(drawn_with or {}),
         versions=library_versions(),
         python=platform.python_version(),
     )

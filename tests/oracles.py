@@ -43,3 +43,51 @@ def same_explanation(a, b, atol=1e-5, detail_atol=None, labels=True):
     if labels:
         np.testing.assert_array_equal(a.targets, b.targets)
         np.testing.assert_array_equal(a.predictions, b.predictions)
+
+
+def scorecam(x, acts, logits_of, targets, up, variant="probability", masks_of=None, eps=1e-8):
+    """Score-CAM by hand, with each channel's score averaged over the masks ``masks_of`` gives.
+
+    Parameters
+    ----------
+    x : ndarray (N, H, W, C)
+        The images.
+    acts : ndarray (N, h, w, K)
+        The explained layer's activations on ``x``.
+    logits_of : callable
+        ``images -> (N, classes)`` logits of the model.
+    targets : ndarray (N,)
+        The explained class of each image.
+    up : callable
+        ``(N, h, w) -> (N, H, W)``: the upsampling to the image.
+    variant : {"probability", "channel-softmax"}
+        The weight of a channel: its mean target probability, or the softmax over the channels of
+        its mean target logit.
+    masks_of : callable, optional
+        ``(k, normalised upsampled channel k) -> list of (N, H, W) masks``; Score-CAM's own is the
+        channel itself (``[m]``); SS-CAM adds noise, IS-CAM scales it.
+    eps : float
+        A channel whose upsampled range is not above ``eps`` is constant: weight 0.
+
+    Returns
+    -------
+    weights (N, K), layer map (N, h, w) = ReLU(sum_k w_k A^k), heatmap (N, H, W) = minmax(up(layer map)).
+    """
+    masks_of = masks_of or (lambda k, m: [m])
+    n, channels = len(x), acts.shape[-1]
+    scores = np.zeros((n, channels))
+    valid = np.zeros((n, channels), bool)
+    for k in range(channels):
+        u = up(acts[..., k])
+        valid[:, k] = (u.max(axis=(1, 2)) - u.min(axis=(1, 2))) > eps
+        picked = []
+        for mask in masks_of(k, minmax(u)):
+            logits = logits_of(x * mask[..., None])
+            picked.append((softmax(logits) if variant == "probability" else logits)[np.arange(n), targets])
+        scores[:, k] = np.mean(picked, axis=0)
+    if variant == "probability":
+        weights = np.where(valid, scores, 0.0)
+    else:
+        weights = np.where(valid, softmax(np.where(valid, scores, -np.inf), axis=1), 0.0)
+    layer_map = relu((acts * weights[:, None, None]).sum(-1))
+    return weights, layer_map, minmax(up(layer_map))

@@ -3,7 +3,9 @@
 Every module of ``keras_gradcam`` is parsed (not imported) with :mod:`ast`; the imports of the
 package's own modules, at module level and inside functions, relative and absolute, form a graph.
 The checks fail on a cycle (naming it), on an import of a package module inside a function, on a
-private name (``_x``) imported from another package module, and on a module over ``MAX_LINES``.
+private name (``_x``) imported from another package module, on a module over ``MAX_LINES``, and on
+an import that goes up the layers of the table in ``docs/architecture.md`` (a module imports only
+modules of its own layer or of the layers above it in the table) or a module the table does not place.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import ast
 import pathlib
 import pkgutil
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -19,6 +22,7 @@ import keras_gradcam
 
 PACKAGE = "keras_gradcam"
 ROOT = pathlib.Path(keras_gradcam.__file__).parent
+ARCHITECTURE = ROOT.parent / "docs" / "architecture.md"
 MAX_LINES = 600
 
 # Known offenders, being split in issue 10 (metrics, callback, cli, datasets each become a
@@ -218,6 +222,70 @@ def long_problems(known, allowed=frozenset(), limit=MAX_LINES) -> list[str]:
     return problems
 
 
+def table_layers(text: str) -> list[tuple[str, list[str]]]:
+    """The rows of the layer table of ``docs/architecture.md``, lowest layer first: (name, module patterns).
+
+    A row is ``| layer | `a.py`, `pkg/`, `methods/<method>.py` | what each owns |``; a pattern is a
+    module file, a folder (every module under it) or a folder's ``<name>.py`` (every module of the
+    folder that no other pattern names).
+    """
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if len(cells) < 3 or cells[0] in ("layer", "") or set(cells[0]) <= set("-: "):
+            continue
+        rows.append((cells[0].strip("* "), re.findall(r"`([^`]+)`", cells[1])))
+    return rows
+
+
+def layer_of(rows, known: dict[str, pathlib.Path], package: str = PACKAGE) -> dict[str, int]:
+    """Each module placed by the table -> its row index (0 = lowest layer); exact names win over patterns."""
+    exact, folders, wildcards = {}, [], []
+    for index, (_, patterns) in enumerate(rows):
+        for pattern in patterns:
+            dotted = package + "." + pattern.rstrip("/").removesuffix(".py").replace("/", ".")
+            if pattern.endswith("/"):
+                folders.append((dotted, index))
+            elif "<" in pattern:
+                wildcards.append((dotted.rsplit(".", 1)[0], index))
+            else:
+                exact[dotted] = index
+    placed = {}
+    for module in known:
+        if module in exact:
+            placed[module] = exact[module]
+            continue
+        for prefix, index in folders:
+            if module == prefix or module.startswith(prefix + "."):
+                placed[module] = index
+        for folder, index in wildcards:
+            if module.rsplit(".", 1)[0] == folder and module not in placed and known[module].name != "__init__.py":
+                placed[module] = index
+    return placed
+
+
+def is_package_face(module: str, known: dict[str, pathlib.Path]) -> bool:
+    """The package itself, ``__main__``, and a subpackage's ``__init__`` (they re-export; no layer)."""
+    return known[module].name in ("__init__.py", "__main__.py")
+
+
+def layer_problems(known, edges, rows, package: str = PACKAGE) -> list[str]:
+    """Modules the table does not place, and imports of a module in a higher layer than the importer."""
+    placed = layer_of(rows, known, package)
+    problems = [
+        f"{m} is in no row of the layer table of docs/architecture.md: add it to the row of its layer"
+        for m in sorted(known)
+        if m not in placed and not is_package_face(m, known)
+    ]
+    for e in edges:
+        if e.source in placed and e.target in placed and placed[e.target] > placed[e.source]:
+            problems.append(
+                f"{e.source} (line {e.line}, layer {rows[placed[e.source]][0]!r}) imports {e.target}, "
+                f"a higher layer ({rows[placed[e.target]][0]!r})"
+            )
+    return problems
+
+
 @pytest.fixture(scope="module")
 def graph():
     known = modules()
@@ -247,6 +315,50 @@ def test_no_private_names_imported_across_modules(graph):
 
 def test_no_module_over_the_line_limit(graph):
     problems = long_problems(graph[0], allowed=ALLOWED["long"])
+    assert not problems, "\n".join(problems)
+
+
+def test_imports_follow_the_layers_of_docs_architecture(graph):
+    rows = table_layers(ARCHITECTURE.read_text(encoding="utf-8"))
+    placed = layer_of(rows, graph[0])
+    # the data type saves itself with the files and pictures below it; they never import it
+    for module in ("keras_gradcam.io", "keras_gradcam.viz.overlay"):
+        assert placed[module] < placed["keras_gradcam.core.explanation"], module
+    assert [e.target for e in graph[1] if e.source == "keras_gradcam.io"] == []  # io is given its pictures
+    problems = layer_problems(*graph, rows)
+    assert not problems, "\n".join(problems)
+
+
+# The maths written with keras.ops only, so that another Keras backend runs them: every method file
+# and the shared post-processing. The drivers below still use TensorFlow (issue 21's backend seam
+# moves what they need behind core/backend); core/noise.py is the one TensorFlow draw the methods use.
+KERAS_OPS_ONLY = {"keras_gradcam.core.postprocess", "keras_gradcam.core.smoothing", "keras_gradcam.core.binary"}
+METHOD_DRIVERS_ON_TENSORFLOW = {
+    "keras_gradcam.methods.perturbation", "keras_gradcam.methods.sampling", "keras_gradcam.methods.guided",
+    "keras_gradcam.methods.guided_model",
+}
+
+
+def imports_tensorflow(path: pathlib.Path) -> list[int]:
+    """The lines of ``path`` that import TensorFlow (``import tensorflow``, ``from tensorflow...``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tensorflow" for a in node.names))
+        or (isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "tensorflow")
+    ]
+
+
+def test_method_maths_import_no_tensorflow(graph):
+    known = graph[0]
+    methods = {m for m in known if m.startswith("keras_gradcam.methods.")} - METHOD_DRIVERS_ON_TENSORFLOW
+    assert len(methods) > 15 and METHOD_DRIVERS_ON_TENSORFLOW <= set(known)
+    problems = [
+        f"{m} imports tensorflow (line {line}): write its maths with keras.ops"
+        for m in sorted(methods | KERAS_OPS_ONLY)
+        for line in imports_tensorflow(known[m])
+    ]
     assert not problems, "\n".join(problems)
 
 
@@ -303,3 +415,25 @@ def test_planted_private_import_is_found(planted):
 def test_planted_long_module_is_found(planted):
     assert long_problems(planted[0], limit=5) == ["pkg.sub.c has 7 lines (at most 5)"]
     assert long_problems(planted[0], limit=7) == []
+
+
+PLANTED_TABLE = """
+| layer | modules | what each owns |
+|---|---|---|
+| bottom | `d.py` | |
+| middle | `sub/`, `b.py` | |
+| top | `<name>.py` | |
+"""
+
+
+def test_planted_upward_import_and_unplaced_module_are_found(planted, tmp_path):
+    known, edges = planted
+    rows = table_layers(PLANTED_TABLE)
+    assert rows == [("bottom", ["d.py"]), ("middle", ["sub/", "b.py"]), ("top", ["<name>.py"])]
+    assert layer_of(rows, known, "pkg") == {"pkg.d": 0, "pkg.b": 1, "pkg.sub": 1, "pkg.sub.c": 1, "pkg.a": 2}
+    # sub/c.py (middle) imports a.py (top): upwards; b (middle) imports sub.c and d: allowed
+    problems = layer_problems(known, edges, rows, "pkg")
+    assert problems == ["pkg.sub.c (line 1, layer 'middle') imports pkg.a, a higher layer ('top')"]
+    rows = table_layers(PLANTED_TABLE.replace("| top | `<name>.py` | |\n", ""))
+    assert "pkg.a is in no row of the layer table of docs/architecture.md: add it to the row of its layer" in (
+        layer_problems(known, edges, rows, "pkg"))

@@ -8,8 +8,6 @@ import pytest
 import tensorflow as tf
 from oracles import relu
 
-from keras_gradcam.methods.gradcam import GradCAM
-from keras_gradcam.methods.gradcam_plusplus import GradCAMPlusPlus
 from keras_gradcam.methods.guided import GuidedBackprop, GuidedGradCAM, GuidedGradCAMPlusPlus
 from keras_gradcam.methods.guided_model import guided_clone, guided_relu
 
@@ -278,17 +276,55 @@ def test_batch_equals_one_by_one(cnn, images):
 # -- Guided Grad-CAM(++) ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("guided_cls, cam_cls", [(GuidedGradCAM, GradCAM), (GuidedGradCAMPlusPlus, GradCAMPlusPlus)])
+# x (4, 4, 1) -> "c": Conv2D(2, 2x2, stride 2, ReLU, no bias) -> A (2, 2, 2) -> GAP -> Dense(2, no bias).
+# d y_c / d A_k(i, j) = V[k, c] / 4 everywhere, so every number below follows from the weights.
+CONV = np.zeros((2, 2, 1, 2))
+CONV[:, :, 0, 0] = [[1.0, 0.0], [0.0, 1.0]]
+CONV[:, :, 0, 1] = [[0.0, 1.0], [-1.0, 0.0]]
+HEAD = np.array([[1.0, -0.5], [-1.0, 2.0]])  # (channels, classes): each class has one positive channel
+UP = np.array([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])  # bilinear 2 -> 4, half-pixel centres
+
+
+def strided_net() -> keras.Model:
+    inp = keras.Input((4, 4, 1))
+    a = keras.layers.Conv2D(2, 2, strides=2, activation="relu", use_bias=False, name="c")(inp)
+    out = keras.layers.Dense(2, use_bias=False, name="head")(keras.layers.GlobalAveragePooling2D()(a))
+    model = keras.Model(inp, out)
+    model.get_layer("c").set_weights([CONV.astype("float32")])
+    model.get_layer("head").set_weights([HEAD.astype("float32")])
+    return model
+
+
+def guided_cam_by_hand(x, targets, plusplus, counterfactual):
+    """Guided backpropagation, the upsampled normalised map and their product, from the weights."""
+    sign = -1.0 if counterfactual else 1.0
+    blocks = x[..., 0].reshape(len(x), 2, 2, 2, 2)  # (n, i, p, j, q): pixel (2i + p, 2j + q)
+    z = np.einsum("nipjq,pqk->nijk", blocks, CONV[:, :, 0])  # (n, 2, 2, 2) pre-activations
+    acts = relu(z)
+    g = sign * HEAD[:, targets].T / 4  # (n, K): the (negated) gradient, the same at every position
+    if plusplus:  # with a constant gradient the map is ReLU(w_k A^k) of the one positive channel, w_k > 0
+        layer_map = np.where(g[:, None, None] > 0, acts, 0.0).sum(-1)
+    else:
+        layer_map = relu((acts * g[:, None, None]).sum(-1))
+    up = np.einsum("ai,nij,bj->nab", UP, layer_map, UP)
+    heat = (up - up.min(axis=(1, 2), keepdims=True)) / np.ptp(up, axis=(1, 2), keepdims=True)
+    r = g[:, None, None] * (z > 0) * (g[:, None, None] > 0)  # the guided gates: ReLU input and gradient
+    gb = np.einsum("nijk,pqk->nipjq", r, CONV[:, :, 0]).reshape(len(x), 4, 4, 1)
+    return gb, heat
+
+
+@pytest.mark.parametrize("guided_cls", [GuidedGradCAM, GuidedGradCAMPlusPlus])
 @pytest.mark.parametrize("counterfactual", [False, True])
-def test_guided_cam_is_guided_backprop_times_the_upsampled_map(cnn, images, guided_cls, cam_cls, counterfactual):
-    targets = [2, 0, 1]
-    exp = guided_cls(cnn, "c3", counterfactual=counterfactual)(images, targets=targets)
-    cam = cam_cls(cnn, "c3", counterfactual=counterfactual)(images, targets=targets)
-    gb = GuidedBackprop(cnn, counterfactual=counterfactual)(images, targets=targets)
-    np.testing.assert_allclose(exp.heatmaps, cam.heatmaps, atol=1e-6)
-    np.testing.assert_allclose(exp.extras["guided_backprop"], gb.attributions, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(exp.attributions, gb.attributions * cam.heatmaps[..., None], rtol=1e-5, atol=1e-7)
-    assert exp.attributions.shape == images.shape and exp.method == guided_cls.name
+def test_guided_cam_by_hand(guided_cls, counterfactual):
+    x = np.random.default_rng(1).uniform(-0.5, 1.0, size=(3, 4, 4, 1)).astype("float32")
+    targets = [0, 1, 0]
+    exp = guided_cls(strided_net(), "c", counterfactual=counterfactual)(x, targets=targets)
+    gb, heat = guided_cam_by_hand(x, np.array(targets), guided_cls is GuidedGradCAMPlusPlus, counterfactual)
+    assert (np.abs(gb).max(axis=(1, 2, 3)) > 0).all() and np.isfinite(heat).all()  # no degenerate image
+    np.testing.assert_allclose(exp.heatmaps, heat, atol=1e-6)
+    np.testing.assert_allclose(exp.extras["guided_backprop"], gb, atol=1e-6)
+    np.testing.assert_allclose(exp.attributions, gb * heat[..., None], atol=1e-6)
+    assert exp.attributions.shape == x.shape and exp.method == guided_cls.name
     assert exp.targets.tolist() == targets
 
 

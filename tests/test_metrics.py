@@ -7,7 +7,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from scipy import ndimage, stats
+from scipy import stats
 
 import keras_gradcam as kg
 from keras_gradcam import metrics as M
@@ -241,21 +241,52 @@ def test_localization_zero_map_and_several_gt_boxes():
     assert res.accuracy == 0.5
 
 
+# A drawing of two images: 4-connected, five components; 8-connected, (0,4) and (1,3) touch at a
+# corner and merge. Every foreground pixel is labelled with the row-major index, within its image,
+# of its component's first pixel; background is -1.
+DRAWN = np.array(
+    [
+        [[1, 1, 0, 0, 1],
+         [0, 1, 0, 1, 0],
+         [0, 0, 0, 0, 0],
+         [1, 0, 1, 1, 0]],
+        [[1, 0, 0, 0, 0],
+         [0, 1, 0, 0, 0],
+         [0, 0, 0, 0, 0],
+         [0, 0, 0, 0, 1]],
+    ],
+    bool,
+)
+_ = -1
+DRAWN_LABELS = {
+    4: [
+        [[0, 0, _, _, 4],
+         [_, 0, _, 8, _],
+         [_, _, _, _, _],
+         [15, _, 17, 17, _]],
+        [[0, _, _, _, _],
+         [_, 6, _, _, _],
+         [_, _, _, _, _],
+         [_, _, _, _, 19]],
+    ],
+    8: [
+        [[0, 0, _, _, 4],
+         [_, 0, _, 4, _],
+         [_, _, _, _, _],
+         [15, _, 17, 17, _]],
+        [[0, _, _, _, _],
+         [_, 0, _, _, _],
+         [_, _, _, _, _],
+         [_, _, _, _, 19]],
+    ],
+}
+
+
 @pytest.mark.parametrize("connectivity", [4, 8])
-def test_connected_components_match_scipy(connectivity):
-    rng = np.random.default_rng(connectivity)
-    binary = rng.random((6, 17, 13)) < 0.45
-    ours = label_components(binary, connectivity)
-    structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-    for b, lab in zip(binary, ours):
-        ref, _ = ndimage.label(b, structure=structure)
-        # same partition: a one-to-one map between our labels and scipy's
-        pairs = set(zip(lab[b].tolist(), ref[b].tolist()))
-        assert len(pairs) == len({p[0] for p in pairs}) == len({p[1] for p in pairs}) == ref.max()
-        # our label is the row-major index of the component's first pixel
-        flat = np.flatnonzero(b.ravel())
-        for label in np.unique(lab[b]):
-            assert label == flat[(lab.ravel()[flat] == label)].min()
+def test_connected_components_of_a_drawing(connectivity):
+    """Labels read off the drawing by hand; the images of a batch never connect to each other (pixel
+    (0, 0) is set in both: joined across the batch axis, image 1's would be labelled 0 - 20)."""
+    np.testing.assert_array_equal(label_components(DRAWN, connectivity), DRAWN_LABELS[connectivity])
 
 
 def test_boxes_masks_round_trip():
@@ -305,21 +336,51 @@ def test_auc_constant_and_linear_curves():
         M.auc([1.0])
 
 
-def test_spearman_matches_scipy_with_ties():
-    rng = np.random.default_rng(1)
-    a = rng.integers(0, 5, (7, 3, 4)).astype(float)  # many ties
-    b = rng.random((7, 3, 4))
-    b[:, 0, :2] = 0.5
-    ours = M.spearman(a, b)
-    ref = [stats.spearmanr(x.ravel(), y.ravel()).correlation for x, y in zip(a, b)]
-    np.testing.assert_allclose(ours, ref, atol=1e-12)
+def test_spearman_with_ties_by_hand():
+    # row 0: a's ranks (1, 2.5, 2.5, 4), b's (1, 3, 2, 4); centred (-1.5, 0, 0, 1.5) and
+    # (-1.5, 0.5, -0.5, 1.5): r = 4.5 / sqrt(4.5 * 5) = sqrt(0.9).
+    # row 1 (ties in both): ranks (1.5, 1.5, 3.5, 3.5) and (1.5, 3.5, 1.5, 3.5): r = 0.
+    # row 2: b reverses a's order with a tie: ranks (1, 2, 3, 4) and (4, 2.5, 2.5, 1): r = -4.5 / sqrt(5 * 4.5).
+    a = np.array([[1.0, 2.0, 2.0, 3.0], [1.0, 1.0, 2.0, 2.0], [0.1, 0.2, 0.3, 0.4]]).reshape(3, 2, 2)
+    b = np.array([[1.0, 3.0, 2.0, 4.0], [1.0, 2.0, 1.0, 2.0], [9.0, 5.0, 5.0, 1.0]]).reshape(3, 2, 2)
+    np.testing.assert_allclose(M.spearman(a, b), [math.sqrt(0.9), 0.0, -math.sqrt(0.9)], atol=1e-12)
     assert np.isnan(M.spearman(np.ones((1, 4)), np.arange(4.0)[None]))[0]
 
 
-def test_rise_blur_kernel_matches_scipy():
-    delta = np.zeros((11, 11))
-    delta[5, 5] = 1.0
-    np.testing.assert_allclose(rise_kernel(11, 5.0), ndimage.gaussian_filter(delta, 5.0), atol=1e-12)
+def gaussian_reflect_by_hand(size: int, sigma: float) -> np.ndarray:
+    """A centred delta on a ``size`` line smoothed by a Gaussian with reflected ("d c b a | a b c d") borders.
+
+    The Gaussian is truncated at ``round(4 sigma)`` and normalised to sum 1; reflecting the border
+    is the same as adding the mirror images of the delta, at ``-1 - c`` and ``2 size - 1 - c``
+    mirrored again every ``2 size``, so each output is a sum of kernel weights at the distances
+    from the output to those copies.
+    """
+    radius = int(4 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    g = np.exp(-(offsets**2) / (2 * sigma**2))
+    g /= g.sum()
+    c = size // 2
+    copies = [c + 2 * size * m for m in range(-3, 4)] + [-1 - c + 2 * size * m for m in range(-3, 4)]
+    out = np.zeros(size)
+    for i in range(size):
+        for p in copies:
+            if abs(p - i) <= radius:
+                out[i] += g[p - i + radius]
+    return out
+
+
+def test_rise_kernel_by_hand():
+    # size 3, sigma 1: radius 4, the delta at 1 mirrored to -2 and 4 (then -5, 7: out of reach),
+    # so the line is (g(2) + g(1) + g(4), g(3) + g(0) + g(3), g(4) + g(1) + g(2)) with
+    # g(d) = exp(-d^2 / 2) / sum_{|e| <= 4} exp(-e^2 / 2); the kernel is its outer product.
+    e = np.exp(-np.arange(5.0) ** 2 / 2)
+    g = e / (e[0] + 2 * e[1:].sum())
+    line = np.array([g[2] + g[1] + g[4], 2 * g[3] + g[0], g[4] + g[1] + g[2]])
+    np.testing.assert_allclose(rise_kernel(3, 1.0), np.outer(line, line), atol=1e-12)
+    np.testing.assert_allclose(gaussian_reflect_by_hand(3, 1.0), line, atol=1e-15)
+    line = gaussian_reflect_by_hand(11, 5.0)  # RISE's kernel: the flattened Gaussian of its reference
+    np.testing.assert_allclose(rise_kernel(11, 5.0), np.outer(line, line), atol=1e-12)
+    assert rise_kernel(11, 5.0).sum() == pytest.approx(1.0)
     x = np.full((1, 30, 30, 2), 2.0, np.float32)
     blurred = M.gaussian_blur(x)
     np.testing.assert_allclose(blurred[0, 5:25, 5:25], 2.0, rtol=1e-5)  # interior: constant stays

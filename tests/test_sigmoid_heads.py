@@ -16,6 +16,7 @@ from models import conv_gap_model
 from oracles import close, relu, sigmoid
 
 from keras_gradcam import metrics
+from keras_gradcam.core.binary import two_classes
 from keras_gradcam.methods.gradcam import GradCAM
 from keras_gradcam.methods.gradcam_plusplus import GradCAMPlusPlus
 from keras_gradcam.methods.guided import GuidedBackprop
@@ -76,6 +77,16 @@ def test_score_output_explains_the_sigmoid_as_it_is():
     s = np_logits(X, W3, B3)[np.arange(3), t]
     close(exp.scores, sigmoid(s), rtol=1e-5)
     close(exp.layer_heatmaps, np_gradcam(X, W3, t, scale=sigmoid(s) * (1 - sigmoid(s))), rtol=1e-4)
+
+
+def test_two_classes_of_a_binary_unit_by_hand():
+    """The one place that turns a one-unit head into two classes: [-s, s] for logits, [1 - p, p] for probabilities."""
+    close(two_classes(np.array([[0.5], [-2.0]], "float32")), [[-0.5, 0.5], [2.0, -2.0]])
+    close(two_classes(np.array([[0.25], [1.0]], "float32"), probability=True), [[0.75, 0.25], [0.0, 1.0]])
+    kernel = np.array([[1.5], [-0.5], [0.0]], "float32")  # a (channels, 1) head kernel: linear in the logit
+    close(two_classes(kernel), [[-1.5, 1.5], [0.5, -0.5], [0.0, 0.0]])
+    three = np.zeros((2, 3), "float32")
+    assert two_classes(three) is three and two_classes(np.zeros((2, 1, 1))).shape == (2, 1, 1)  # not binary units
 
 
 def test_binary_head_is_two_classes_negative_then_positive():

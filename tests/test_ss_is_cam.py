@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import oracles
 import pytest
 import tensorflow as tf
 from models import conv_gap_model
-from oracles import minmax, softmax
 
 import keras_gradcam as kg
 from keras_gradcam.methods.iscam import ISCAM
@@ -44,28 +44,8 @@ def up(maps):
 
 
 def np_averaged_cam(x, targets, masks_of, variant):
-    """Score-CAM with each channel's score averaged over the masks ``masks_of(k, H^k)`` gives.
-
-    ``masks_of`` returns a list of ``(N, 6, 6)`` masks for channel ``k``; the weight is the mean
-    target probability (``"probability"``) or the channel softmax of the mean logit.
-    """
-    acts = np_acts(x)
-    scores = np.zeros((len(x), 3))
-    valid = np.zeros((len(x), 3), bool)
-    for k in range(3):
-        u = up(acts[..., k])
-        valid[:, k] = (u.max(axis=(1, 2)) - u.min(axis=(1, 2))) > 1e-6
-        picked = []
-        for mask in masks_of(k, minmax(u)):
-            logits = np_logits(x * mask[..., None])
-            picked.append((softmax(logits) if variant == "probability" else logits)[np.arange(len(x)), targets])
-        scores[:, k] = np.mean(picked, axis=0)
-    if variant == "probability":
-        weights = np.where(valid, scores, 0.0)
-    else:
-        weights = np.where(valid, softmax(np.where(valid, scores, -np.inf), axis=1), 0.0)
-    layer_map = np.maximum((acts * weights[:, None, None]).sum(-1), 0)
-    return weights, layer_map, minmax(up(layer_map))
+    """Score-CAM with each channel's score averaged over the masks ``masks_of(k, H^k)`` gives."""
+    return oracles.scorecam(x, np_acts(x), np_logits, targets, up, variant, masks_of, eps=1e-6)
 
 
 def noise(seed, k, n, draws, std):

@@ -18,7 +18,8 @@ import keras
 import numpy as np
 
 from ..core.capture import Capture
-from ..core.inputs import as_inputs, preprocessor_of
+from ..core.inputs import as_inputs
+from ..core.kerashub import preprocessor_of
 from ..core.targets import ClassTarget, OutputTarget
 from ..core.validate import ClassIndexError
 from ..metrics import energy_pointing_game, pointing_game

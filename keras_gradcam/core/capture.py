@@ -23,6 +23,7 @@ from typing import Any
 import keras
 
 from . import backend
+from .binary import two_classes
 from .layers import LayerInfo, output_layer
 from .patching import TRACE_LOCK, thread_patches
 from .targets import batch_of, class_scores
@@ -153,10 +154,7 @@ class Capture:
             raise ValueError(self._ambiguous(names))
         else:
             out = flat[self.output_index]
-        if self.link == "sigmoid" and len(out.shape) == 2 and out.shape[-1] == 1:
-            negative = -out if self.logits else 1.0 - out
-            out = keras.ops.concatenate([negative, out], axis=-1)
-        return out
+        return two_classes(out, probability=not self.logits) if self.link == "sigmoid" else out
 
     def num_classes(self) -> int | None:
         """Static size of the explained class axis, from the model's symbolic outputs (None if unknown)."""

@@ -16,7 +16,7 @@ import tensorflow as tf
 from .targets import Target, digest, pick_output
 from .validate import boolean, check_classes, integer, one_of, positive_float, warn_user
 
-__all__ = ["SegmentationTarget", "BoxTarget", "RetinaNetDetections", "box_iou"]
+__all__ = ["SegmentationTarget", "BoxTarget", "box_iou"]
 
 CORNER_FORMATS = ("xyxy", "yxyx", "rel_xyxy", "rel_yxyx")
 
@@ -210,7 +210,8 @@ class BoxTarget(Target):
     detections : callable, optional
         ``outputs -> (boxes (B, A, 4), class_scores (B, A, C))``: the model's outputs as boxes and
         per-class scores (logits). None: the outputs are already that pair (a tuple, or a dict with
-        ``"boxes"`` and ``"scores"``). For KerasHub's RetinaNet use :class:`RetinaNetDetections`.
+        ``"boxes"`` and ``"scores"``). For KerasHub's RetinaNet use
+        :class:`~keras_gradcam.core.kerashub.RetinaNetDetections`.
     iou_threshold : float, default=0.5
         The least IoU of a match, in ``[0, 1]``.
     add_iou : bool, default=False
@@ -346,57 +347,3 @@ class BoxTarget(Target):
 
     def __call__(self, outputs) -> tf.Tensor:
         return _direct(self, outputs)
-
-
-class RetinaNetDetections:
-    """KerasHub ``RetinaNetObjectDetector`` raw outputs as ``(boxes, class logits)``, differentiably.
-
-    The model returns box deltas relative to its anchors (``"bbox_regression"``) and class logits
-    (``"cls_logits"``) before non-maximum suppression. This adapter decodes the deltas with the
-    model's own anchor generator and KerasHub's decoding (as ``decode_predictions`` does, without
-    the suppression), in keras ops, so gradients flow through the boxes.
-
-    Parameters
-    ----------
-    model : keras_hub.models.RetinaNetObjectDetector
-        Read only (its ``anchor_generator`` and ``bounding_box_format``).
-    image_shape : (height, width, channels), optional
-        The images' shape; by default the model's input shape (needed when it has ``None`` sides).
-    box_format : {"yxyx", "xyxy", "rel_yxyx", "rel_xyxy"}, optional
-        The corner format of the boxes returned (and so of :class:`BoxTarget`'s reference box); by
-        default the model's ``bounding_box_format``.
-    """
-
-    def __init__(self, model, image_shape=None, box_format: str | None = None):
-        generator = getattr(model, "anchor_generator", None)
-        if generator is None or not hasattr(model, "bounding_box_format"):
-            raise TypeError(f"RetinaNetDetections needs a KerasHub RetinaNetObjectDetector (with an anchor_generator); got {type(model).__name__}.")
-        shape = tuple(image_shape or tuple(model.input_shape)[1:])
-        if len(shape) != 3 or None in shape:
-            raise ValueError(f"the image shape must be known: pass image_shape=(height, width, channels); the model's input shape is {tuple(model.input_shape)}.")
-        self.model, self.image_shape = model, tuple(int(s) for s in shape)
-        self.box_format = one_of("box_format", box_format or model.bounding_box_format, CORNER_FORMATS,
-                                 expected=f"a corner format, one of {CORNER_FORMATS} (pass box_format=)")
-        levels = generator(np.zeros((1, *self.image_shape), np.float32))
-        self.anchors = _frozen(np.concatenate([keras.ops.convert_to_numpy(a) for a in levels.values()], axis=0))
-
-    def _key(self):
-        return (id(self.model), self.image_shape, self.box_format)
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other._key() == self._key()
-
-    def __hash__(self):
-        return hash(self._key())
-
-    def __call__(self, outputs):
-        h, w, _ = self.image_shape
-        boxes = keras.utils.bounding_boxes.decode_deltas_to_boxes(
-            anchors=tf.constant(self.anchors), boxes_delta=tf.cast(outputs["bbox_regression"], tf.float32),
-            encoded_format="center_xywh", anchor_format=self.model.anchor_generator.bounding_box_format,
-            box_format=self.model.bounding_box_format, image_shape=self.image_shape,
-        )
-        if self.box_format != self.model.bounding_box_format:
-            boxes = keras.utils.bounding_boxes.convert_format(boxes, source=self.model.bounding_box_format,
-                                                              target=self.box_format, height=h, width=w)
-        return boxes, outputs["cls_logits"]

@@ -37,7 +37,8 @@ from .device import device_errors
 from .diagnostics import NO_EVIDENCE, explain_warnings, probability_warning
 from .explanation import Explanation
 from .graph import OFF_BRANCH, check_reaches
-from .inputs import flat, heatmap_size, join_shared, map_inputs, prepare_inputs, preprocess, signature, signature_key
+from .inputs import flat, heatmap_size, join_shared, map_inputs, prepare_inputs, signature, signature_key
+from .kerashub import preprocess
 from .layers import LayerInfo, LayerSpec, ensure_built, prompt_images_input, resolve_layer
 from .postprocess import eigen_map, normalize, resize, weighted_sum
 from .replicas import split_body

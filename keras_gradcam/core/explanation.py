@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..io import read_explanation, save_explanation
+from ..io import file_stems, read_explanation, save_explanation
+from ..viz.overlay import overlay
 
 __all__ = ["Explanation"]
 
@@ -214,9 +215,22 @@ class Explanation:
         >>> sorted(os.listdir("outputs/cam"))[:3]                    # doctest: +SKIP
         ['000_heatmap.png', '000_overlay.png', '001_heatmap.png']
         """
-        return save_explanation(
-            self, folder, images, names=names, class_names=class_names, alpha=alpha, colormap=colormap
-        )
+        stems = file_stems(names, len(self))
+        if images is not None:
+            images = np.asarray(images.numpy() if hasattr(images, "numpy") else images)
+            if images.shape[0] != len(self):
+                raise ValueError(
+                    f"images has {images.shape[0]} samples but the explanation has {len(self)}; pass the explained "
+                    "images."
+                )
+        pictures = {}
+        if self.heatmaps.ndim == 3:  # 2-D maps: the coloured map, and the overlay on the images
+            pictures["heatmap"] = overlay(np.zeros(self.heatmaps.shape, np.uint8), self.heatmaps, alpha=1.0,
+                                          colormap=colormap)
+            if images is not None:
+                pictures["overlay"] = overlay(images, self.heatmaps, alpha=alpha, colormap=colormap)
+        drawn_with = {"alpha": float(alpha), "colormap": colormap if isinstance(colormap, str) else getattr(colormap, "name", None)}
+        return save_explanation(self, folder, pictures, names=stems, class_names=class_names, drawn_with=drawn_with)
 
     @classmethod
     def load(cls, folder) -> Explanation:

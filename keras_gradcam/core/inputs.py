@@ -26,8 +26,6 @@ __all__ = [
     "check_inputs",
     "cast_to_input_dtypes",
     "prepare_inputs",
-    "preprocess",
-    "preprocessor_of",
     "batch_slice",
     "signature",
     "signature_key",
@@ -216,52 +214,6 @@ def map_inputs(fn, x):
 def batch_slice(x, start: int, stop: int):
     """Samples ``start:stop`` of every array of an input structure."""
     return map_inputs(lambda a: a[start:stop], x)
-
-
-def preprocessor_of(model: keras.Model):
-    """The image preprocessor attached to a KerasHub task (``model.preprocessor`` with an ``image_converter``), or None.
-
-    Read by duck typing (no KerasHub import): a KerasHub ``ImageClassifier`` built with its
-    preprocessor, or from a preset, has one; the model's own call does not run it (``predict`` and
-    ``fit`` do), so keras-gradcam runs it on the raw images before explaining, as ``predict`` would.
-    """
-    pre = getattr(model, "preprocessor", None)
-    if pre is None or not callable(pre) or getattr(pre, "image_converter", None) is None:
-        return None
-    return pre
-
-
-def preprocess(model: keras.Model, images) -> tuple:
-    """Raw images through a KerasHub task's preprocessor: ``(preprocessed, raw spatial size)``.
-
-    ``(images, None)`` for a model without one (:func:`preprocessor_of`). The preprocessor (resize,
-    rescale, normalise) runs eagerly, outside any gradient: explanations are of the model on what
-    the preprocessor gives, and their maps are brought back to the raw images' size.
-
-    Raises
-    ------
-    ValueError
-        The images are not one batch ``(n_samples, height, width, channels)`` (or a list of single
-        images of one size), so there is no raw size to bring the maps back to.
-    """
-    pre = preprocessor_of(model)
-    if pre is None:
-        return images, None
-    x = stack_single_images(model, as_inputs(images))
-    if isinstance(x, np.ndarray) and x.ndim == 3:
-        x = x[None]  # one raw image
-    if not isinstance(x, np.ndarray) or x.ndim != 4:
-        got = type(x).__name__ if not isinstance(x, np.ndarray) else f"an array of shape {x.shape}"
-        raise ValueError(
-            f"model {model.name!r} has a KerasHub preprocessor, which keras-gradcam runs on the raw images; "
-            f"images must be one batch (n_samples, height, width, channels) of raw images, got {got}."
-        )
-    first = getattr(getattr(pre, "image_converter", None), "data_format", None) == "channels_first"
-    raw = tuple(int(d) for d in (x.shape[2:4] if first else x.shape[1:3]))
-    out = pre(x)
-    if isinstance(out, (tuple, list)):  # (x, y, sample_weight) packing
-        out = out[0]
-    return np.asarray(keras.ops.convert_to_numpy(out)), raw
 
 
 def prepare_inputs(model: keras.Model, images, shared_inputs=None, image_input=None) -> tuple:

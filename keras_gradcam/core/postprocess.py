@@ -6,66 +6,68 @@ are ``(B, *spatial, K)``, channels last.
 
 from __future__ import annotations
 
-import tensorflow as tf
+from typing import Any
+
+from keras import ops
+
+Tensor = Any  # what keras.ops returns on the Keras backend in use (tf.Tensor, jax.Array, torch.Tensor)
 
 EPS = 1e-8
 RELATIVE_EPS = 1e-6  # a map whose range is below this fraction of its magnitude is float rounding
 
-__all__ = ["spatial_sum", "spatial_mean", "weighted_sum", "resize", "normalize", "nonconstant", "eigen_map", "EPS", "RELATIVE_EPS"]
+__all__ = ["Tensor", "spatial_sum", "spatial_mean", "weighted_sum", "resize", "normalize", "nonconstant", "eigen_map", "EPS", "RELATIVE_EPS"]
 
 
-def _spatial_axes(t: tf.Tensor) -> list[int]:
-    return list(range(1, t.shape.rank - 1))
+def _spatial_axes(t) -> tuple[int, ...]:
+    return tuple(range(1, len(t.shape) - 1))
 
 
-def spatial_sum(t: tf.Tensor, keepdims: bool = False) -> tf.Tensor:
+def spatial_sum(t, keepdims: bool = False):
     """Sum over the spatial axes of ``(B, *spatial, K)``: ``(B, K)``."""
-    return tf.reduce_sum(t, axis=_spatial_axes(t), keepdims=keepdims)
+    return ops.sum(t, axis=_spatial_axes(t), keepdims=keepdims)
 
 
-def spatial_mean(t: tf.Tensor, keepdims: bool = False) -> tf.Tensor:
+def spatial_mean(t, keepdims: bool = False):
     """Mean over the spatial axes of ``(B, *spatial, K)``: ``(B, K)``."""
-    return tf.reduce_mean(t, axis=_spatial_axes(t), keepdims=keepdims)
+    return ops.mean(t, axis=_spatial_axes(t), keepdims=keepdims)
 
 
-def weighted_sum(acts: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+def weighted_sum(acts, weights):
     """``sum_k w_k A^k``: weights ``(B, K)`` per channel or ``(B, *spatial, K)`` per position."""
-    if weights.shape.rank == 2:
-        weights = tf.reshape(weights, [tf.shape(weights)[0]] + [1] * (acts.shape.rank - 2) + [-1])
-    return tf.reduce_sum(acts * weights, axis=-1)
+    if len(weights.shape) == 2:
+        for _ in range(len(acts.shape) - 2):
+            weights = ops.expand_dims(weights, 1)
+    return ops.sum(acts * weights, axis=-1)
 
 
-def _resize_axis(t: tf.Tensor, axis: int, size: int) -> tf.Tensor:
-    """Linear interpolation along one axis with half-pixel centres (``tf.image.resize`` bilinear)."""
-    n = t.shape[axis]
-    if n == size:
-        return t
-    pos = (tf.range(size, dtype=tf.float32) + 0.5) * (n / size) - 0.5
-    pos = tf.clip_by_value(pos, 0.0, float(n - 1))
-    lo = tf.floor(pos)
-    frac = pos - lo
-    lo = tf.cast(lo, tf.int32)
-    hi = tf.minimum(lo + 1, n - 1)
-    shape = [1] * t.shape.rank
-    shape[axis] = size
-    frac = tf.reshape(frac, shape)
-    return tf.gather(t, lo, axis=axis) * (1.0 - frac) + tf.gather(t, hi, axis=axis) * frac
+def _resize_2d(maps, size):
+    """``(B, h, w)`` -> ``(B, *size)``: ``keras.ops.image.resize``, bilinear with half-pixel centres."""
+    return ops.image.resize(maps[..., None], size, interpolation="bilinear", antialias=False)[..., 0]
 
 
-def resize(maps: tf.Tensor, size) -> tf.Tensor:
+def resize(maps, size):
     """Resize ``(B, *spatial)`` maps to ``size`` by separable linear interpolation.
 
-    In 2-D this is bilinear interpolation with half-pixel centres, the same as
-    ``tf.image.resize(method="bilinear")``, PyTorch ``align_corners=False`` and
-    ``cv2.INTER_LINEAR``; in 1-D and 3-D it is the linear and trilinear
-    analogue.
+    In 2-D this is bilinear interpolation with half-pixel centres, ``keras.ops.image.resize``
+    (``tf.image.resize(method="bilinear")``, PyTorch ``align_corners=False`` and
+    ``cv2.INTER_LINEAR``, no antialiasing); in 1-D and 3-D it is the linear and trilinear
+    analogue, the same 2-D resize along a line or applied twice (height and width, then depth: an
+    axis resized to its own size is unchanged).
     """
-    for axis, s in enumerate(size, start=1):
-        maps = _resize_axis(maps, axis, int(s))
-    return maps
+    size = tuple(int(s) for s in size)
+    if tuple(maps.shape[1:]) == size:
+        return maps
+    if len(size) == 1:  # a (B, L, 1) image resized along its height
+        return _resize_2d(maps[..., None], (size[0], 1))[..., 0]
+    if len(size) == 2:
+        return _resize_2d(maps, size)
+    d, h, w = maps.shape[1:]
+    planes = _resize_2d(ops.reshape(maps, (-1, h, w)), size[1:])  # every depth slice: (B * d, H, W)
+    columns = ops.reshape(planes, (-1, d, size[1] * size[2]))  # depth down, positions across
+    return ops.reshape(_resize_2d(columns, (size[0], size[1] * size[2])), (-1, *size))
 
 
-def nonconstant(maps: tf.Tensor, keepdims: bool = False, eps: float = RELATIVE_EPS) -> tf.Tensor:
+def nonconstant(maps, keepdims: bool = False, eps: float = RELATIVE_EPS):
     """Per sample, whether a ``(B, ...)`` map varies: ``max - min > eps * max(|max|, |min|)``.
 
     The threshold is relative to the map's own magnitude, so the answer does not depend on the
@@ -73,40 +75,40 @@ def nonconstant(maps: tf.Tensor, keepdims: bool = False, eps: float = RELATIVE_E
     a range of a few float32 rounding steps of the values counts as constant. Non-finite maps are
     constant (they carry no information).
     """
-    axes = list(range(1, maps.shape.rank))
-    lo = tf.reduce_min(maps, axis=axes, keepdims=keepdims)
-    hi = tf.reduce_max(maps, axis=axes, keepdims=keepdims)
+    axes = tuple(range(1, len(maps.shape)))
+    lo = ops.min(maps, axis=axes, keepdims=keepdims)
+    hi = ops.max(maps, axis=axes, keepdims=keepdims)
     span = hi - lo
-    magnitude = tf.maximum(tf.abs(hi), tf.abs(lo))
-    return (span > eps * magnitude) & (span > 0) & tf.math.is_finite(span)
+    magnitude = ops.maximum(ops.abs(hi), ops.abs(lo))
+    return ops.logical_and(ops.logical_and(span > eps * magnitude, span > 0), ops.isfinite(span))
 
 
-def normalize(maps: tf.Tensor, eps: float = RELATIVE_EPS) -> tf.Tensor:
+def normalize(maps, eps: float = RELATIVE_EPS):
     """Per-sample min-max to [0, 1]; a constant map (see :func:`nonconstant`) becomes all zeros.
 
     ``eps`` is relative to the map's magnitude, so that normalised maps do not depend on the
     scale of the model's scores.
     """
-    axes = list(range(1, maps.shape.rank))
-    lo = tf.reduce_min(maps, axis=axes, keepdims=True)
-    hi = tf.reduce_max(maps, axis=axes, keepdims=True)
-    out = tf.math.divide_no_nan(maps - lo, hi - lo)
-    return tf.where(nonconstant(maps, keepdims=True, eps=eps), out, tf.zeros_like(maps))
+    axes = tuple(range(1, len(maps.shape)))
+    lo = ops.min(maps, axis=axes, keepdims=True)
+    hi = ops.max(maps, axis=axes, keepdims=True)
+    out = ops.divide_no_nan(maps - lo, hi - lo)
+    return ops.where(nonconstant(maps, keepdims=True, eps=eps), out, ops.zeros_like(maps))
 
 
-def eigen_map(acts: tf.Tensor, center: bool = False) -> tf.Tensor:
+def eigen_map(acts, center: bool = False):
     r"""Projection of the activations on their first principal direction, one map per sample.
 
     Parameters
     ----------
-    acts : tf.Tensor of shape (B, *spatial, K)
+    acts : tensor of shape (B, *spatial, K)
         Activations, channels last.
     center : bool, default=False
         Subtract each channel's spatial mean before the SVD (and project the centred matrix).
 
     Returns
     -------
-    tf.Tensor of shape (B, *spatial)
+    tensor of shape (B, *spatial)
         :math:`O v_1` with the sign chosen so that the entry of largest absolute value is
         positive (a zero map stays zero).
 
@@ -114,7 +116,7 @@ def eigen_map(acts: tf.Tensor, center: bool = False) -> tf.Tensor:
     -----
     With :math:`O \in \mathbb{R}^{Z \times K}` the activations of one sample reshaped to
     (positions, channels) and :math:`O = U \Sigma V^\top` its thin SVD,
-    :math:`L = O v_1 = \sigma_1 u_1`. The SVD is batched (``tf.linalg.svd``).
+    :math:`L = O v_1 = \sigma_1 u_1`. The SVD is batched (``keras.ops.svd``).
 
     References
     ----------
@@ -123,18 +125,26 @@ def eigen_map(acts: tf.Tensor, center: bool = False) -> tf.Tensor:
 
     Examples
     --------
-    >>> acts = tf.constant([[[[1.0, 0.0]], [[3.0, 0.0]]]])   # (1, 2, 1, 2): one sample, 2x1 grid
-    >>> eigen_map(acts).numpy().round(3).tolist()
+    >>> import numpy as np
+    >>> acts = np.array([[[[1.0, 0.0]], [[3.0, 0.0]]]], "float32")   # (1, 2, 1, 2): one sample, 2x1 grid
+    >>> ops.convert_to_numpy(eigen_map(acts)).round(3).tolist()
     [[[1.0], [3.0]]]
     """
-    acts = tf.cast(acts, tf.float32)
-    shape = tf.shape(acts)
+    acts = ops.cast(acts, "float32")
     k = acts.shape[-1]
-    o = tf.reshape(acts, tf.stack([shape[0], -1, k]))  # (B, Z, K)
+    o = ops.reshape(acts, (-1, _positions(acts), k))  # (B, Z, K)
     if center:
-        o = o - tf.reduce_mean(o, axis=1, keepdims=True)
-    _, _, v = tf.linalg.svd(o, full_matrices=False)  # TF returns V, not V^H
-    projected = tf.einsum("bzk,bk->bz", o, v[..., 0])
-    peak = tf.gather(projected, tf.argmax(tf.abs(projected), axis=1, output_type=tf.int32), batch_dims=1)
-    sign = tf.where(peak < 0, -1.0, 1.0)
-    return tf.reshape(projected * sign[:, None], shape[:-1])
+        o = o - ops.mean(o, axis=1, keepdims=True)
+    _, _, vh = ops.svd(o, full_matrices=False)  # O = U diag(s) V^T: v_1 is the first row of V^T
+    projected = ops.einsum("bzk,bk->bz", o, vh[:, 0, :])
+    peak = ops.take_along_axis(projected, ops.argmax(ops.abs(projected), axis=1)[:, None], axis=1)[:, 0]
+    sign = ops.where(peak < 0, -1.0, 1.0)
+    return ops.reshape(projected * sign[:, None], (-1, *acts.shape[1:-1]))
+
+
+def _positions(t) -> int:
+    """The number of positions of ``(B, *spatial, K)`` (static spatial axes)."""
+    z = 1
+    for d in t.shape[1:-1]:
+        z *= int(d)
+    return z

@@ -11,8 +11,9 @@ folds the maps back. Eigen smoothing (``eigen_smooth=True``, likewise) is
 
 from __future__ import annotations
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from .validate import boolean
 
@@ -55,9 +56,9 @@ def check_options(cls, supports, aug_smooth, eigen_smooth, relu) -> tuple[bool, 
     return given["aug_smooth"], given["eigen_smooth"], bool(cls.relu) if given["relu"] is None else given["relu"]
 
 
-def flip_axis(a: tf.Tensor, channels_first: bool) -> int | None:
+def flip_axis(a, channels_first: bool) -> int | None:
     """The width axis of an image input ``(B, H, W, C)`` / ``(B, C, H, W)``; None for other inputs."""
-    if a.shape.rank != 4 or not a.dtype.is_floating:
+    if len(a.shape) != 4 or not keras.backend.is_float_dtype(a.dtype):
         return None
     return 3 if channels_first else 2
 
@@ -85,26 +86,26 @@ def augment(x, channels_first: bool):
     def one(a):
         axis = flip_axis(a, channels_first)
         if axis is None:
-            return tf.concat([a] * AUG_COPIES, axis=0)
+            return ops.concatenate([a] * AUG_COPIES, axis=0)
         copies = []
         for flip in AUG_FLIPS:
-            seen = tf.reverse(a, [axis]) if flip else a
-            copies.extend(seen * tf.cast(factor, a.dtype) for factor in AUG_FACTORS)
-        return tf.concat(copies, axis=0)
+            seen = ops.flip(a, axis=axis) if flip else a
+            copies.extend(seen * ops.cast(factor, a.dtype) for factor in AUG_FACTORS)
+        return ops.concatenate(copies, axis=0)
 
-    return tf.nest.map_structure(one, x)
+    return keras.tree.map_structure(one, x)
 
 
-def average_copies(maps: tf.Tensor) -> tf.Tensor:
+def average_copies(maps):
     """``(6 * B, rows, cols)`` maps of :func:`augment`'s copies -> ``(B, rows, cols)``, flips undone, averaged."""
-    per = tf.reshape(maps, tf.concat([[AUG_COPIES, -1], tf.shape(maps)[1:]], axis=0))
-    parts = tf.unstack(per, AUG_COPIES, axis=0)
-    unflipped = []
-    for j, part in enumerate(parts):
-        unflipped.append(tf.reverse(part, [2]) if AUG_FLIPS[j // len(AUG_FACTORS)] else part)
-    return tf.add_n(unflipped) / float(AUG_COPIES)
+    per = ops.reshape(maps, (AUG_COPIES, -1, *maps.shape[1:]))
+    total = None
+    for j, part in enumerate(ops.unstack(per, AUG_COPIES, axis=0)):
+        part = ops.flip(part, axis=2) if AUG_FLIPS[j // len(AUG_FACTORS)] else part
+        total = part if total is None else total + part
+    return total / float(AUG_COPIES)
 
 
-def all_copies(flags: tf.Tensor) -> tf.Tensor:
+def all_copies(flags):
     """``(6 * B,)`` bools of the copies -> ``(B,)``: true where every copy of the sample is."""
-    return tf.reduce_all(tf.reshape(flags, [AUG_COPIES, -1]), axis=0)
+    return ops.all(ops.reshape(flags, (AUG_COPIES, -1)), axis=0)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from ..core.capture import Capture
 from ..core.layers import LayerSpec
@@ -131,23 +132,22 @@ class AblationCAM(ChannelPerturbation):
     # -- the ablated passes --------------------------------------------------------------------
     def _perturbed_scores(self, xb, acts, channels, targets, size):
         info = self.layers[0]
-        c = tf.shape(channels)[1]
+        c = ops.shape(channels)[1]
         k = acts.shape[-1]
-        keep = tf.reshape(1.0 - tf.one_hot(tf.transpose(channels), k), [-1, k])  # (c * B, K)
-        rank = acts.shape.rank
+        keep = ops.reshape(1.0 - ops.one_hot(ops.transpose(channels), k), (-1, k))  # (c * B, K)
+        rank = len(acts.shape)
         tiled_targets = self._tile_targets(targets, c)
         if self._head_capture is not None:
-            ablated = self._tile(acts, c) * tf.reshape(keep, [-1] + [1] * (rank - 2) + [k])
+            ablated = self._tile(acts, c) * ops.reshape(keep, (-1,) + (1,) * (rank - 2) + (k,))
             if info.channels_first:
-                ablated = tf.transpose(ablated, [0, rank - 1] + list(range(1, rank - 1)))
-            ablated = tf.cast(ablated, info.layer.output.dtype)
+                ablated = ops.transpose(ablated, [0, rank - 1] + list(range(1, rank - 1)))
+            ablated = ops.cast(ablated, info.layer.output.dtype)
             cap = self._head_capture(ablated, tiled_targets, gradients=False)
         else:
-            tiled = tf.nest.map_structure(lambda a: self._tile(a, c), xb)
+            tiled = keras.tree.map_structure(lambda a: self._tile(a, c), xb)
             cap = self._capture(tiled, tiled_targets, gradients=False, edit=self._edit(keep))
-        shape = tf.stack([c, -1])
-        scores = tf.reshape(cap.scores, shape)
-        return scores, tf.ones_like(scores, tf.bool)
+        scores = ops.reshape(cap.scores, (c, -1))
+        return scores, ops.ones_like(scores, dtype="bool")
 
     def _edit(self, keep):
         """The edit of the layer's raw output that zeroes, in copy ``j``, the channels ``keep`` (c * B, K) drops."""
@@ -155,13 +155,13 @@ class AblationCAM(ChannelPerturbation):
         k = keep.shape[-1]
         if info.tokens:  # raw tokens (B, T, K): the channel is zeroed on the patch tokens only
             def edit(i, out):
-                drop = token_mask(out, info.prefix_tokens, info.reshape, info.grid) * (1.0 - tf.reshape(keep, [-1, 1, k]))
-                return out * tf.cast(1.0 - drop, out.dtype)
+                drop = token_mask(out, info.prefix_tokens, info.reshape, info.grid) * (1.0 - ops.reshape(keep, (-1, 1, k)))
+                return out * ops.cast(1.0 - drop, out.dtype)
 
             return edit
         rank = len(info.shape)
-        shape = [-1, k] + [1] * (rank - 2) if info.channels_first else [-1] + [1] * (rank - 2) + [k]
-        return lambda i, out: out * tf.cast(tf.reshape(keep, shape), out.dtype)
+        shape = (-1, k) + (1,) * (rank - 2) if info.channels_first else (-1,) + (1,) * (rank - 2) + (k,)
+        return lambda i, out: out * ops.cast(ops.reshape(keep, shape), out.dtype)
 
     def _begin(self) -> None:
         self._nonpositive = 0

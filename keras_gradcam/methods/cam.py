@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from ..core.binary import two_classes
 from ..core.capture import output_link
 from ..core.engine import BaseCAM
 from ..core.layers import LayerInfo, LayerSpec, passes_through
-from ..core.postprocess import weighted_sum
+from ..core.postprocess import Tensor, weighted_sum
 from ..core.targets import batch_of
 
 __all__ = ["CAM", "cam_map", "find_head"]
@@ -17,32 +18,33 @@ POOLS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2
 DENSE_ACTIVATIONS = ("linear", "softmax", "sigmoid")  # CAM reads the weights: a link after them is fine
 
 
-def cam_map(acts: tf.Tensor, kernel: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+def cam_map(acts: Tensor, kernel: Tensor, targets: Tensor) -> Tensor:
     r"""The class activation map :math:`M^c = \sum_k W_{kc} A^k`, one class per sample.
 
     Parameters
     ----------
-    acts : tf.Tensor of shape (B, *spatial, K)
+    acts : Tensor of shape (B, *spatial, K)
         The activations of the layer that the global average pooling reads, channels last.
-    kernel : tf.Tensor of shape (K, C)
+    kernel : Tensor of shape (K, C)
         The Dense head's kernel (the bias is not part of the map).
-    targets : tf.Tensor of shape (B,), int32
+    targets : Tensor of shape (B,), int32
         The class explained for each sample.
 
     Returns
     -------
-    tf.Tensor of shape (B, *spatial)
+    Tensor of shape (B, *spatial)
         The signed map (no ReLU).
 
     Examples
     --------
-    >>> acts = tf.constant([[[[1.0, 2.0]], [[3.0, 0.0]]]])      # (1, 2, 1, 2): a 2x1 grid, 2 channels
-    >>> kernel = tf.constant([[1.0, 0.0], [-1.0, 2.0]])          # (K=2, C=2)
-    >>> cam_map(acts, kernel, tf.constant([0])).numpy().tolist()  # 1*A^0 - 1*A^1
+    >>> import numpy as np
+    >>> acts = np.array([[[[1.0, 2.0]], [[3.0, 0.0]]]], "float32")     # (1, 2, 1, 2): a 2x1 grid, 2 channels
+    >>> kernel = np.array([[1.0, 0.0], [-1.0, 2.0]], "float32")         # (K=2, C=2)
+    >>> ops.convert_to_numpy(cam_map(acts, kernel, np.array([0]))).tolist()  # 1*A^0 - 1*A^1
     [[[-1.0], [3.0]]]
     """
-    weights = tf.gather(tf.transpose(tf.cast(kernel, tf.float32)), targets)  # (B, K): column c of W per sample
-    return weighted_sum(tf.cast(acts, tf.float32), weights)
+    weights = ops.take(ops.transpose(ops.cast(kernel, "float32")), targets, axis=0)  # (B, K): column c of W per sample
+    return weighted_sum(ops.cast(acts, "float32"), weights)
 
 
 def _describe(ops: list) -> str:
@@ -235,7 +237,7 @@ class CAM(BaseCAM):
                 "its index; for any other score use method='gradcam'."
             )
         cap = self._capture(x, targets, gradients=False)
-        kernel = tf.cast(tf.convert_to_tensor(self._dense.kernel), tf.float32)  # read when run, not when traced
-        if kernel.shape[-1] == 1 and self._capture.link == "sigmoid":  # a binary unit: classes 0 and 1
-            kernel = tf.concat([-kernel, kernel], axis=-1)
+        kernel = ops.cast(ops.convert_to_tensor(self._dense.kernel), "float32")  # read when run, not when traced
+        if self._capture.link == "sigmoid":  # a binary unit: classes 0 and 1
+            kernel = two_classes(kernel)
         return cam_map(cap.activations[0], kernel, cap.targets), cap

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
-
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
-from ..core.postprocess import eigen_map
+from ..core.postprocess import Tensor, eigen_map
 from ..core.validate import boolean
 
 __all__ = ["EigenCAM", "eigen_map"]
@@ -74,5 +72,5 @@ class EigenCAM(BaseCAM):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "center": self.center}
 
-    def compute(self, acts: tf.Tensor, grads: tf.Tensor | None) -> tf.Tensor:
+    def compute(self, acts: Tensor, grads: Tensor | None) -> Tensor:
         return eigen_map(acts, self.center)

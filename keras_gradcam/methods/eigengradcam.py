@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
-
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
+from ..core.postprocess import Tensor
 from ..core.validate import boolean
 from .eigencam import eigen_map
 
@@ -78,5 +77,5 @@ class EigenGradCAM(BaseCAM):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "center": self.center}
 
-    def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+    def compute(self, acts: Tensor, grads: Tensor) -> Tensor:
         return eigen_map(grads * acts, self.center)

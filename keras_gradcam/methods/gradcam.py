@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from ..core.engine import BaseCAM
-from ..core.postprocess import spatial_mean
+from ..core.postprocess import Tensor, spatial_mean
 from ..core.smoothing import OPTIONS
 
 
@@ -46,5 +44,5 @@ class GradCAM(BaseCAM):
     display_name = "Grad-CAM"
     supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
-    def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+    def compute(self, acts: Tensor, grads: Tensor) -> Tensor:
         return self.combine(acts, spatial_mean(grads))

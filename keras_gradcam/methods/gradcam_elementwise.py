@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from ..core.engine import BaseCAM
+from ..core.postprocess import Tensor
 from ..core.smoothing import OPTIONS
 
 
@@ -47,5 +48,5 @@ class GradCAMElementWise(BaseCAM):
     display_name = "Grad-CAM element-wise"
     supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
-    def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
-        return self.combine(tf.nn.relu(grads * acts))
+    def compute(self, acts: Tensor, grads: Tensor) -> Tensor:
+        return self.combine(ops.relu(grads * acts))

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
-from ..core.postprocess import spatial_sum
+from ..core.postprocess import Tensor, spatial_sum
 from ..core.smoothing import OPTIONS
 from ..core.validate import one_of
 
 ALPHA_NORMS = (None, "positive", "all")
 
 
-def gradcampp_alpha(acts: tf.Tensor, grads: tf.Tensor, mode: str | None = None, eps: float = 1e-7) -> tf.Tensor:
+def gradcampp_alpha(acts: Tensor, grads: Tensor, mode: str | None = None, eps: float = 1e-7) -> Tensor:
     r"""Paper Eq. 19 in its stable form, :math:`\alpha = 1 / (2 + g \sum_{ab} A_{ab})`.
 
     Equal to :math:`g^2 / (2g^2 + \sum_{ab}A_{ab}\, g^3)` wherever ``g != 0``. Zero where ``g <= 0``
@@ -26,12 +26,12 @@ def gradcampp_alpha(acts: tf.Tensor, grads: tf.Tensor, mode: str | None = None, 
     (tf-keras-vis).
     """
     den = 2.0 + grads * spatial_sum(acts, keepdims=True)
-    defined = (grads != 0) & (tf.abs(den) > eps)
-    alpha = tf.where(defined, 1.0 / tf.where(defined, den, 1.0), 0.0)
-    positive = tf.where((grads > 0) & (den > eps), alpha, 0.0)
+    defined = ops.logical_and(grads != 0, ops.abs(den) > eps)
+    alpha = ops.where(defined, 1.0 / ops.where(defined, den, 1.0), 0.0)
+    positive = ops.where(ops.logical_and(grads > 0, den > eps), alpha, 0.0)
     if mode is None:
         return positive
-    return tf.math.divide_no_nan(positive, spatial_sum(positive if mode == "positive" else alpha, keepdims=True))
+    return ops.divide_no_nan(positive, spatial_sum(positive if mode == "positive" else alpha, keepdims=True))
 
 
 class GradCAMPlusPlus(BaseCAM):
@@ -82,6 +82,6 @@ class GradCAMPlusPlus(BaseCAM):
     def get_config(self):
         return {**super().get_config(), "alpha_norm": self.alpha_norm}
 
-    def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+    def compute(self, acts: Tensor, grads: Tensor) -> Tensor:
         alpha = gradcampp_alpha(acts, grads, self.alpha_norm)
-        return self.combine(acts, spatial_sum(alpha * tf.nn.relu(grads)))
+        return self.combine(acts, spatial_sum(alpha * ops.relu(grads)))

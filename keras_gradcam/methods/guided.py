@@ -104,6 +104,7 @@ class GuidedBackprop(Explainer):
         "at positive inputs): the target has no positive evidence the input can show. Try another target."
     )
     display_name = "Guided Backprop"
+    input_action = "back-propagates to the input"  # refuses token models (methods.inputs)
     supports = frozenset()  # an input gradient: no combined map to smooth or rectify
 
     def __init__(self, model, layer: None = None, *, non_relu: str = "raise", **kwargs):
@@ -128,7 +129,7 @@ class GuidedBackprop(Explainer):
                 f"GuidedBackprop explains models with one input (attributions shaped like it); model "
                 f"{self.model.name!r} has {len(inputs)}. Wrap it in a one-input model that fixes the others."
             )
-        refuse_token_inputs(self.model, type(self).__name__, "back-propagates to the input")
+        refuse_token_inputs(self.model, type(self).__name__, self.input_action)
         self._edits, self._channels_first = checked_guided_edits(self.model, self.non_relu)
         # the user's model itself, its ReLUs guided while the function is traced (see _contexts)
         self._capture = Capture(self.model, [], output=self.output, score=self.score)
@@ -191,6 +192,7 @@ class _GuidedMixin:
     """Guided X: guided backpropagation times the upsampled, normalised map of method X."""
 
     raw_size_maps = False  # multiplied with the input gradient: maps at the preprocessed size
+    input_action = "back-propagates to the input"  # through GuidedBackprop: no token models
 
     def _init_guided(self, non_relu: str) -> None:
         self.non_relu = one_of("non_relu", non_relu, NON_RELU)

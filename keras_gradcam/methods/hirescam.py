@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from ..core.engine import BaseCAM
+from ..core.postprocess import Tensor
 from ..core.smoothing import OPTIONS
 
 
@@ -39,5 +38,5 @@ class HiResCAM(BaseCAM):
     display_name = "HiResCAM"
     supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
-    def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+    def compute(self, acts: Tensor, grads: Tensor) -> Tensor:
         return self.combine(acts, grads)

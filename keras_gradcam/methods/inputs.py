@@ -5,16 +5,40 @@ Score-CAM multiplies it by masks and guided backpropagation differentiates the s
 to it. None of this means anything for token ids feeding an ``Embedding``: a noisy or
 interpolated id is another word (or out of the vocabulary), and the gradient stops at the
 lookup. :func:`refuse_token_inputs` detects such models once, in one place, for all of them.
+
+A method that does something to the input says what in its class attribute ``input_action``
+(e.g. ``"adds Gaussian noise to the input"``); the others read a layer and leave the input as it
+is, so they work on token models: :func:`layer_methods` lists them from the method classes.
 """
 
 from __future__ import annotations
 
 import keras
 
-__all__ = ["LAYER_METHODS", "refuse_token_inputs", "token_inputs"]
+from ..core.engine import BaseCAM
 
-# methods that read a layer and never change the input: they work on token models
-LAYER_METHODS = "Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Ablation-CAM and Eigen-CAM"
+__all__ = ["layer_methods", "refuse_token_inputs", "token_inputs"]
+
+
+def layer_methods() -> list[type]:
+    """The library's methods that read a layer and never change the input: they work on token models.
+
+    Read from the method classes: every subclass of :class:`~keras_gradcam.core.engine.BaseCAM`
+    defined in ``keras_gradcam.methods`` with its own ``name`` and no ``input_action`` (what a
+    method does to the input, set by the methods that refuse token ids). Sorted by name.
+    """
+    found, todo = set(), [BaseCAM]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return sorted(
+        (cls for cls in found
+         if cls.__module__.startswith(__name__.rpartition(".")[0] + ".") and "name" in vars(cls)
+         and getattr(cls, "input_action", None) is None),
+        key=lambda cls: cls.name,
+    )
 
 
 def _is_integer(dtype) -> bool:
@@ -88,10 +112,11 @@ def refuse_token_inputs(model: keras.Model, method: str, action: str, *, only_if
     n_inputs = len(getattr(model, "inputs", None) or [])
     reasons = list(found.values()) if found and (not only_if_all or len(found) == n_inputs) else []
     if reasons:
+        names = [getattr(cls, "display_name", cls.name) for cls in layer_methods()]
         raise ValueError(
             f"{method} {action}, which is meaningless for integer token ids: in model {model.name!r} "
             f"{' and '.join(reasons)}. A perturbed or interpolated id is another token (or none), and "
             "gradients stop at the embedding lookup. Use a method that reads a layer and leaves the input "
-            f"as it is ({LAYER_METHODS}), or explain a sub-model that starts after the Embedding and takes "
+            f"as it is ({', '.join(names[:-1])} and {names[-1]}), or explain a sub-model that starts after the Embedding and takes "
             "the embedded sequence as its (float) input."
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from ..core.capture import Captured
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
+from ..core.postprocess import Tensor
 from ..core.targets import batch_of
 from ..core.validate import boolean, one_of, positive_int
 from .inputs import refuse_token_inputs
@@ -80,6 +82,7 @@ class IntegratedGradCAM(BaseCAM):
 
     name = "integrated-gradcam"
     display_name = "Integrated Grad-CAM"
+    input_action = "interpolates the input from a baseline"  # refuses token models (methods.inputs)
 
     def __init__(
         self,
@@ -113,7 +116,7 @@ class IntegratedGradCAM(BaseCAM):
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)
-        refuse_token_inputs(self.model, self.display_name, "interpolates the input from a baseline")
+        refuse_token_inputs(self.model, self.display_name, self.input_action)
 
     def _expansion(self) -> int:
         return len(self._coeffs)
@@ -127,40 +130,40 @@ class IntegratedGradCAM(BaseCAM):
                     f"baseline of shape {self.baseline.shape} does not broadcast to one sample of shape "
                     f"{tuple(a.shape[1:])}; pass a scalar or an array of the sample's shape."
                 ) from None
-            return tf.cast(tf.constant(np.ascontiguousarray(base)), a.dtype)
+            return ops.cast(ops.convert_to_tensor(np.ascontiguousarray(base)), a.dtype)
 
-        return tf.nest.map_structure(one, x)
+        return keras.tree.map_structure(one, x)
 
-    def layer_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
+    def layer_map(self, x, targets, chunk: int) -> tuple[Tensor, Captured]:
         clean = self._capture(x, targets)
         targets = batch_of(targets).with_classes(clean.targets)  # the classes resolved on the clean inputs
         base = self._baselines(x)
-        coeffs = tf.constant(self._coeffs, tf.float32)
-        weights = tf.constant(self._weights, tf.float32)
+        coeffs = ops.convert_to_tensor(self._coeffs, "float32")
+        weights = ops.convert_to_tensor(self._weights, "float32")
         acts0 = 0.0
         if self.subtract_baseline_activations:
-            at_base = tf.nest.map_structure(lambda a, b: tf.zeros_like(a) + b[None], x, base)
+            at_base = keras.tree.map_structure(lambda a, b: ops.zeros_like(a) + b[None], x, base)
             acts0 = self._capture(at_base, targets).activations[0]
 
         def variants(idx):
             def one(a, b):
-                t = tf.reshape(tf.cast(tf.gather(coeffs, idx), a.dtype), [-1] + [1] * a.shape.rank)
+                t = ops.reshape(ops.cast(ops.take(coeffs, idx, axis=0), a.dtype), (-1,) + (1,) * len(a.shape))
                 return join_variants(b[None, None] + t * (a[None] - b[None, None]))
 
-            return tf.nest.map_structure(one, x, base)
+            return keras.tree.map_structure(one, x, base)
 
         acts0_like = clean.activations[0]
 
         def fold(acc, idx, cap):
-            k = tf.shape(idx)[0]
+            k = ops.shape(idx)[0]
             acts = by_variant(cap.activations[0], k) - acts0
             grads = by_variant(self.signed(cap.gradients[0]), k)
-            alpha = tf.reduce_mean(grads, axis=list(range(2, acts0_like.shape.rank)), keepdims=True)
-            maps = tf.reduce_sum(acts * alpha, axis=-1)  # (k, B, *spatial)
+            alpha = ops.mean(grads, axis=tuple(range(2, len(acts0_like.shape))), keepdims=True)
+            maps = ops.sum(acts * alpha, axis=-1)  # (k, B, *spatial)
             if self.relu_per_step:
-                maps = tf.nn.relu(maps)
-            w = tf.reshape(tf.gather(weights, idx), [-1] + [1] * (maps.shape.rank - 1))
-            return acc + tf.reduce_sum(w * maps, axis=0)
+                maps = ops.relu(maps)
+            w = ops.reshape(ops.take(weights, idx, axis=0), (-1,) + (1,) * (len(maps.shape) - 1))
+            return acc + ops.sum(w * maps, axis=0)
 
-        init = tf.zeros(tf.shape(acts0_like)[:-1])
+        init = ops.zeros(ops.shape(acts0_like)[:-1])
         return repeated_passes(self._capture, len(self._coeffs), chunk, variants, targets, fold, init, self.gradients), clean

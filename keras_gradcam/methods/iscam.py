@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
+from keras import ops
 
 from ..core.layers import LayerSpec
+from ..core.postprocess import Tensor
 from ..core.validate import one_of, positive_int
 from .scorecam import ScoreCAM
 
@@ -104,8 +105,8 @@ class ISCAM(ScoreCAM):
     def _copies(self) -> int:
         return self.n_steps
 
-    def _mask_terms(self, ids: tf.Tensor, size: tuple) -> dict:
-        step = tf.cast(ids % self.n_steps + 1, tf.float32)  # i = 1..N
+    def _mask_terms(self, ids: Tensor, size: tuple) -> dict:
+        step = ops.cast(ids % self.n_steps + 1, "float32")  # i = 1..N
         n = float(self.n_steps)
         coefficient = step / n if self.path == "linear" else step * (step + 1.0) / (2.0 * n)
         return {"scale": coefficient}

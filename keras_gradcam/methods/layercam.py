@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import tensorflow as tf
+from keras import ops
 
 from ..core.capture import Captured
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
-from ..core.postprocess import resize
+from ..core.postprocess import Tensor, resize
 from ..core.smoothing import OPTIONS
 from ..core.validate import one_of, positive_float
 
@@ -97,26 +98,26 @@ class LayerCAM(BaseCAM):
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma, "fusion": self.fusion}
 
-    def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
-        return self.combine(acts, tf.nn.relu(grads))
+    def compute(self, acts: Tensor, grads: Tensor) -> Tensor:
+        return self.combine(acts, ops.relu(grads))
 
-    def layer_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
+    def layer_map(self, x, targets, chunk: int) -> tuple[Tensor, Captured]:
         cap = self._capture(x, targets)
         maps = [self.compute(a, self.signed(g)) for a, g in zip(cap.activations, cap.gradients)]
         if len(maps) == 1:
             return maps[0], cap  # the engine applies the ReLU (or not, relu=False)
-        maps = [tf.nn.relu(m) for m in maps]
-        finest = max(maps, key=lambda m: m.shape[1:].num_elements()).shape[1:]
-        deepest = min(range(len(maps)), key=lambda i: (maps[i].shape[1:].num_elements(), -i))
+        maps = [ops.relu(m) for m in maps]
+        finest = max(maps, key=lambda m: math.prod(m.shape[1:])).shape[1:]
+        deepest = min(range(len(maps)), key=lambda i: (math.prod(maps[i].shape[1:]), -i))
         scaled = []
         for i, m in enumerate(maps):
-            axes = list(range(1, m.shape.rank))
+            axes = tuple(range(1, len(m.shape)))
             if self.fusion == "minmax-mean":
-                m = m - tf.reduce_min(m, axis=axes, keepdims=True)
-            m = tf.math.divide_no_nan(m, tf.reduce_max(m, axis=axes, keepdims=True))
+                m = m - ops.min(m, axis=axes, keepdims=True)
+            m = ops.divide_no_nan(m, ops.max(m, axis=axes, keepdims=True))
             if self.fusion == "max" and i != deepest:
-                m = tf.tanh(self.gamma * m)
+                m = ops.tanh(self.gamma * m)
             scaled.append(resize(m, finest))
-        stacked = tf.stack(scaled, axis=0)
-        fused = tf.reduce_max(stacked, axis=0) if self.fusion == "max" else tf.reduce_mean(stacked, axis=0)
+        stacked = ops.stack(scaled, axis=0)
+        fused = ops.max(stacked, axis=0) if self.fusion == "max" else ops.mean(stacked, axis=0)
         return fused, cap

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from ..core.layers import LayerSpec
-from ..core.postprocess import nonconstant, normalize, resize
+from ..core.postprocess import Tensor, nonconstant, normalize, resize
 from ..core.targets import batch_of
 from ..core.validate import one_of
 from .inputs import refuse_token_inputs
@@ -33,16 +34,15 @@ def mask_images(images, maps, size, channels_first, *, scale=None, noise=None):
     """
     up = resize(maps, size)
     valid = nonconstant(up)
-    masks = tf.cast(normalize(up), images.dtype)
+    masks = ops.cast(normalize(up), images.dtype)
     if scale is not None:
-        masks = masks * tf.reshape(tf.cast(scale, masks.dtype), [-1] + [1] * len(size))
+        masks = masks * ops.reshape(ops.cast(scale, masks.dtype), (-1,) + (1,) * len(size))
     if noise is not None:
-        masks = masks + tf.cast(noise, masks.dtype)
-    b = tf.shape(images)[0]
-    masks = tf.reshape(masks, tf.concat([[-1, b], tf.shape(masks)[1:]], axis=0))  # (c, B, *size)
+        masks = masks + ops.cast(noise, masks.dtype)
+    masks = ops.reshape(masks, (-1, ops.shape(images)[0], *ops.shape(masks)[1:]))  # (c, B, *size)
     masks = masks[:, :, None] if channels_first else masks[..., None]
     masked = masks * images[None]
-    return tf.reshape(masked, tf.concat([[-1], tf.shape(images)[1:]], axis=0)), valid
+    return ops.reshape(masked, (-1, *ops.shape(images)[1:])), valid
 
 
 class ScoreCAM(ChannelPerturbation):
@@ -117,6 +117,7 @@ class ScoreCAM(ChannelPerturbation):
 
     name = "scorecam"
     display_name = "Score-CAM"
+    input_action = "multiplies the input by masks"  # refuses token models (methods.inputs)
     # the masks come from the layer, the score from the masked image through the model's own path
     off_branch = None
     off_branch_note = (
@@ -137,36 +138,37 @@ class ScoreCAM(ChannelPerturbation):
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)
-        refuse_token_inputs(self.model, self.display_name, "multiplies the input by masks", only_if_all=True)
+        refuse_token_inputs(self.model, self.display_name, self.input_action, only_if_all=True)
 
-    def _mask_terms(self, ids: tf.Tensor, size: tuple) -> dict:
+    def _mask_terms(self, ids: Tensor, size: tuple) -> dict:
         """Graph code: extra :func:`mask_images` arguments (``scale``, ``noise``) for the ``(c * B,)``
         copy-major copy ids of a pass; none for Score-CAM (SS-CAM and IS-CAM override it)."""
         return {}
 
     def _perturbed_scores(self, xb, acts, ids, targets, size):
-        c = tf.shape(ids)[1]
+        c = ops.shape(ids)[1]
         copies = self._copies()
         channels = ids // copies if copies > 1 else ids
-        terms = self._mask_terms(tf.reshape(tf.transpose(ids), [-1]), tuple(size))
-        maps = tf.gather(acts, channels, axis=-1, batch_dims=1)  # (B, *spatial, c)
-        rank = maps.shape.rank
-        maps = tf.transpose(maps, [rank - 1] + list(range(rank - 1)))  # (c, B, *spatial)
-        maps = tf.reshape(maps, tf.concat([[-1], tf.shape(maps)[2:]], axis=0))  # (c * B, *spatial)
+        terms = self._mask_terms(ops.reshape(ops.transpose(ids), (-1,)), tuple(size))
+        rank = len(acts.shape)
+        index = ops.reshape(channels, (-1,) + (1,) * (rank - 2) + (c,))
+        maps = ops.take_along_axis(acts, index, axis=-1)  # (B, *spatial, c)
+        maps = ops.transpose(maps, [rank - 1] + list(range(rank - 1)))  # (c, B, *spatial)
+        maps = ops.reshape(maps, (-1, *ops.shape(maps)[2:]))  # (c * B, *spatial)
         first = self.layers[0].channels_first
         valid, found = None, []
 
         def one(a):
             nonlocal valid
             dims = tuple(a.shape[2:] if first else a.shape[1:-1])
-            if a.shape.rank == len(size) + 2 and dims == tuple(size):
+            if len(a.shape) == len(size) + 2 and dims == tuple(size):
                 # fused by XLA, the masking costs a few percent of a forward pass; unfused, up to half
                 masked, valid = fused(lambda images, m, t: mask_images(images, m, tuple(size), first, **t), a, maps, terms)
                 found.append(True)
                 return masked
             return self._tile(a, c)
 
-        masked = tf.nest.map_structure(one, xb)
+        masked = keras.tree.map_structure(one, xb)
         if not found:
             raise ValueError(
                 f"Score-CAM masks image inputs of spatial size {tuple(size)} (the heatmap size), but the model "
@@ -176,11 +178,10 @@ class ScoreCAM(ChannelPerturbation):
         if not batch_of(targets).names_classes or self.weights == "channel-softmax":
             got = cap.scores
         else:
-            out = tf.cast(cap.output, tf.float32)
+            out = ops.cast(cap.output, "float32")
             probs = self._capture.probabilities(out)
-            got = tf.gather(probs, cap.targets, batch_dims=1)
-        shape = tf.stack([c, -1])
-        return tf.reshape(got, shape), tf.reshape(valid, shape)
+            got = ops.take_along_axis(probs, cap.targets[:, None], axis=1)[:, 0]
+        return ops.reshape(got, (c, -1)), ops.reshape(valid, (c, -1))
 
     def _weights(self, clean_scores, scores, valid):
         copies = self._copies()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from ..core.capture import Captured
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
-from ..core.postprocess import spatial_sum
+from ..core.noise import stateless_normal
+from ..core.postprocess import Tensor, spatial_sum
 from ..core.smoothing import OPTIONS
 from ..core.targets import batch_of
 from ..core.validate import integer, one_of, positive_float, positive_int
@@ -80,6 +82,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
 
     name = "smoothgradcam++"
     display_name = "Smooth Grad-CAM++"
+    input_action = "adds Gaussian noise to the input"  # refuses token models (methods.inputs)
     supports = frozenset(OPTIONS)  # aug_smooth, eigen_smooth, relu
 
     def __init__(
@@ -120,38 +123,38 @@ class SmoothGradCAMPlusPlus(BaseCAM):
 
     def _setup(self, sample=None) -> None:
         super()._setup(sample)
-        refuse_token_inputs(self.model, self.display_name, "adds Gaussian noise to the input")
+        refuse_token_inputs(self.model, self.display_name, self.input_action)
 
     def _expansion(self) -> int:
         return self.n_samples
 
     def _noisy_inputs(self, x):
         """A function ``idx -> x + sigma * eps[idx]`` for every input of the structure."""
-        flat = tf.nest.flatten(x)
+        flat = keras.tree.flatten(x)
         draws, sigmas = [], []
         for i, a in enumerate(flat):
-            eps = tf.random.stateless_normal((self.n_samples,) + tuple(a.shape[1:]), seed=[self.seed, i], dtype=a.dtype)
-            axes = list(range(1, a.shape.rank))
-            span = tf.reduce_max(a, axis=axes, keepdims=True) - tf.reduce_min(a, axis=axes, keepdims=True)
+            eps = stateless_normal((self.n_samples,) + tuple(a.shape[1:]), (self.seed, i), dtype=a.dtype)
+            axes = tuple(range(1, len(a.shape)))
+            span = ops.max(a, axis=axes, keepdims=True) - ops.min(a, axis=axes, keepdims=True)
             draws.append(eps)
             sigmas.append(self.noise_level * span)
 
         def variants(idx):
             out = []
             for a, eps, sigma in zip(flat, draws, sigmas):
-                out.append(join_variants(a[None] + sigma[None] * tf.gather(eps, idx)[:, None]))
-            return tf.nest.pack_sequence_as(x, out)
+                out.append(join_variants(a[None] + sigma[None] * ops.take(eps, idx, axis=0)[:, None]))
+            return keras.tree.pack_sequence_as(x, out)
 
         return variants
 
-    def _selection(self, acts: tf.Tensor) -> tf.Tensor | None:
+    def _selection(self, acts: Tensor) -> Tensor | None:
         """1 for the channels / neurons to explain, 0 elsewhere, broadcastable to ``acts``."""
         mask = None
         if self.channels is not None:
             k = acts.shape[-1]
             if self.channels.size and (self.channels.min() < 0 or self.channels.max() >= k):
                 raise ValueError(f"channels must be in 0 .. {k - 1} for this layer; got {self.channels.tolist()}.")
-            mask = tf.reduce_sum(tf.one_hot(self.channels, k), axis=0) > 0
+            mask = ops.sum(ops.one_hot(self.channels, k), axis=0) > 0
         if self.neurons is not None:
             try:
                 np.broadcast_to(self.neurons, tuple(acts.shape[1:]))
@@ -160,29 +163,29 @@ class SmoothGradCAMPlusPlus(BaseCAM):
                     f"neurons has shape {self.neurons.shape}; it must broadcast to the layer's "
                     f"(*spatial, channels) shape {tuple(acts.shape[1:])}."
                 ) from None
-            neurons = tf.constant(self.neurons)
-            mask = neurons if mask is None else mask & neurons
-        return None if mask is None else tf.cast(mask, acts.dtype)
+            neurons = ops.convert_to_tensor(self.neurons)
+            mask = neurons if mask is None else ops.logical_and(mask, neurons)
+        return None if mask is None else ops.cast(mask, acts.dtype)
 
-    def layer_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
+    def layer_map(self, x, targets, chunk: int) -> tuple[Tensor, Captured]:
         clean = self._capture(x, targets)
         acts = clean.activations[0]
         targets = batch_of(targets).with_classes(clean.targets)  # the classes resolved on the clean inputs
 
         def fold(acc, idx, cap):
-            g = by_variant(self.signed(cap.gradients[0]), tf.shape(idx)[0])
-            return tuple(s + tf.reduce_sum(g**p, axis=0) for s, p in zip(acc, (1, 2, 3)))
+            g = by_variant(self.signed(cap.gradients[0]), ops.shape(idx)[0])
+            return tuple(s + ops.sum(g**p, axis=0) for s, p in zip(acc, (1, 2, 3)))
 
-        zeros = tf.zeros_like(acts)
+        zeros = ops.zeros_like(acts)
         d1, d2, d3 = (
             s / self.n_samples
             for s in repeated_passes(self._capture, self.n_samples, chunk, self._noisy_inputs(x), targets, fold, (zeros,) * 3, self.gradients)
         )
         den = 2.0 * d2 + spatial_sum(acts, keepdims=True) * d3
         num = d2 if self.numerator == "d2" else d1
-        ok = (d1 > 0) & (den > 0)
-        alpha = tf.where(ok, num / tf.where(ok, den, 1.0), 0.0)
-        weights = spatial_sum(alpha * tf.nn.relu(d1))
+        ok = ops.logical_and(d1 > 0, den > 0)
+        alpha = ops.where(ok, num / ops.where(ok, den, 1.0), 0.0)
+        weights = spatial_sum(alpha * ops.relu(d1))
         selection = self._selection(acts)
         explained = acts if selection is None else acts * selection
         return self.combine(explained, weights), clean

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
-
 from ..core.layers import LayerSpec
+from ..core.noise import stateless_normals
+from ..core.postprocess import Tensor
 from ..core.validate import integer, positive_float, positive_int
 from .scorecam import ScoreCAM
 
@@ -111,13 +111,7 @@ class SSCAM(ScoreCAM):
     def _copies(self) -> int:
         return self.n_samples
 
-    def _mask_terms(self, ids: tf.Tensor, size: tuple) -> dict:
+    def _mask_terms(self, ids: Tensor, size: tuple) -> dict:
         if self.noise_std == 0:
             return {}
-        seed = tf.constant(self.seed, tf.int64)
-
-        def draw(i):
-            return tf.random.stateless_normal(size, seed=tf.stack([seed, tf.cast(i, tf.int64)]))
-
-        noise = tf.map_fn(draw, ids, fn_output_signature=tf.TensorSpec(size, tf.float32))
-        return {"noise": self.noise_std * noise}
+        return {"noise": self.noise_std * stateless_normals(size, self.seed, ids)}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
-from ..core.postprocess import spatial_sum
+from ..core.postprocess import Tensor, spatial_sum
 from ..core.smoothing import OPTIONS
 from ..core.validate import positive_float
 
@@ -53,8 +53,8 @@ class XGradCAM(BaseCAM):
     def get_config(self):
         return {**super().get_config(), "eps": self.eps}
 
-    def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+    def compute(self, acts: Tensor, grads: Tensor) -> Tensor:
         total = spatial_sum(acts)
-        ok = (tf.abs(total) > self.eps * spatial_sum(tf.abs(acts))) & (total != 0)
-        weights = tf.where(ok, spatial_sum(grads * acts) / tf.where(ok, total, 1.0), 0.0)
+        ok = ops.logical_and(ops.abs(total) > self.eps * spatial_sum(ops.abs(acts)), total != 0)
+        weights = ops.where(ok, spatial_sum(grads * acts) / ops.where(ok, total, 1.0), 0.0)
         return self.combine(acts, weights)

@@ -284,6 +284,15 @@ def _curve(mode, model, images, heatmaps, targets, steps, substrate, blur_kernel
     return scorer.curves(start, end, saliency_ranks(h), counts, classes, bs)
 
 
+def _area(mode, model, images, heatmaps, targets, steps, substrate, blur_kernel, blur_sigma, score, output, batch_size,
+          reduction):
+    """The area under the ``mode`` curve of each image, reduced: the one body of both AUCs."""
+    check_reduction(reduction)  # before the forward passes, not after
+    curves = _curve(mode, model, images, heatmaps, targets, steps, substrate, blur_kernel, blur_sigma, score, output,
+                    batch_size)
+    return reduce_values(auc(curves), reduction)
+
+
 def deletion_curve(
     model: keras.Model,
     images,
@@ -405,9 +414,8 @@ def deletion_auc(
     --------
     >>> kg.metrics.deletion_auc(model, images, exp.heatmaps, steps=32)   # doctest: +SKIP
     """
-    curves = deletion_curve(model, images, heatmaps, targets, steps=steps, substrate=substrate, score=score,
-                            output=output, batch_size=batch_size, blur_kernel=blur_kernel, blur_sigma=blur_sigma)
-    return reduce_values(auc(curves), reduction)
+    return _area("deletion", model, images, heatmaps, targets, steps, substrate, blur_kernel, blur_sigma, score,
+                 output, batch_size, reduction)
 
 
 def insertion_auc(
@@ -437,6 +445,5 @@ def insertion_auc(
     -------
     float or ndarray of shape (n_samples,)
     """
-    curves = insertion_curve(model, images, heatmaps, targets, steps=steps, substrate=substrate, score=score,
-                             output=output, batch_size=batch_size, blur_kernel=blur_kernel, blur_sigma=blur_sigma)
-    return reduce_values(auc(curves), reduction)
+    return _area("insertion", model, images, heatmaps, targets, steps, substrate, blur_kernel, blur_sigma, score,
+                 output, batch_size, reduction)

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from ..core import backend
+from ..core.binary import two_classes
 from ..core.capture import output_link, thread_patches
 from ..core.layers import LayerSpec, ensure_built, output_layer, resolve_layer
 from ..core.validate import one_of, positive_float
@@ -259,8 +260,7 @@ class GuidedTraining(keras.Model):
             raise ValueError(
                 f"GuidedTraining needs class logits of shape (batch, classes); the model gives {tuple(logits.shape)}."
             )
-        if logits.shape[-1] == 1:
-            logits = tf.concat([-logits, logits], axis=-1)
+        logits = two_classes(logits)
         if self.score == "contrast":  # y_c - mean of the other classes' logits: evidence against them counts too
             classes = logits.shape[-1]
             logits = (classes * logits - tf.reduce_sum(logits, axis=-1, keepdims=True)) / (classes - 1)
