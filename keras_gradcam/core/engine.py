@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from . import backend
 from .cache import FUNCTIONS_KEPT, FunctionCache, compile_cached
 from .call import SHARED_INPUT, Call
 from .capture import TRACE_LOCK, Capture, Captured
@@ -79,6 +79,7 @@ class Explainer:
                 f"model must be a Keras 3 keras.Model; got {type(model).__module__}.{type(model).__name__}. "
                 "tf_keras (Keras 2) models are not supported: load or rebuild the model with `import keras` (3.x)."
             )
+        backend.check_supported(self.name, self.display_name or self.name)
         self.batch_size = positive_int("batch_size", batch_size, expected="a positive int")
         self.score = one_of(
             "score", score, ("logit", "output"),
@@ -147,8 +148,7 @@ class Explainer:
         Raises
         ------
         ValueError
-            ``config["method"]`` names another method: use
-            ``kg.get_method(config["method"]).from_config(model, config)``.
+            ``config["method"]`` names another method: use ``kg.get_method(config["method"]).from_config``.
         """
         options = dict(config)
         method = options.pop("method", cls.name)
@@ -160,8 +160,7 @@ class Explainer:
         return cls(model, **options)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "method")
-        return f"{type(self).__name__}({args})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items() if k != 'method')})"
 
     # -- set-up --------------------------------------------------------------------------------
     @property
@@ -368,7 +367,7 @@ class Explainer:
     def outputs(fn, *args) -> list[np.ndarray]:
         """A compiled function's outputs as arrays (device errors said for people)."""
         with device_errors():
-            return [np.asarray(o) for o in fn(*args)]
+            return [keras.ops.convert_to_numpy(o) for o in fn(*args)]
 
 
 class BaseCAM(Explainer):
@@ -499,29 +498,29 @@ class BaseCAM(Explainer):
         """The layers this method reads (one, except LayerCAM fusion)."""
         return [self.layer_spec]
 
-    def compute(self, acts: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+    def compute(self, acts: backend.Tensor, grads: backend.Tensor) -> backend.Tensor:
         """The method's map before its ReLU, ``(B, *spatial)``, from ``(B, *spatial, K)`` inputs."""
         raise NotImplementedError
 
-    def combine(self, acts: tf.Tensor, weights: tf.Tensor | None = None) -> tf.Tensor:
+    def combine(self, acts: backend.Tensor, weights: backend.Tensor | None = None) -> backend.Tensor:
         """``sum_k w_k A^k``, weights ``(B, K)`` or shaped like ``acts`` (None: ``acts`` is already weighted).
 
         With ``eigen_smooth=True`` the first principal component of ``w * A`` instead (see
         :func:`~keras_gradcam.core.postprocess.eigen_map`): methods whose map goes through here support it.
         """
         if not self.eigen_smooth:
-            return tf.reduce_sum(acts, axis=-1) if weights is None else weighted_sum(acts, weights)
-        if weights is not None and weights.shape.rank == 2:
-            weights = tf.reshape(weights, [tf.shape(weights)[0]] + [1] * (acts.shape.rank - 2) + [-1])
+            return keras.ops.sum(acts, axis=-1) if weights is None else weighted_sum(acts, weights)
+        if weights is not None and len(weights.shape) == 2:
+            weights = keras.ops.reshape(weights, (-1,) + (1,) * (len(acts.shape) - 2) + (weights.shape[-1],))
         return eigen_map(acts if weights is None else acts * weights)
 
-    def layer_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
+    def layer_map(self, x, targets, chunk: int) -> tuple[backend.Tensor, Captured]:
         """One forward/backward pass and :meth:`compute`; methods with several passes override it."""
         cap = self._capture(x, targets, gradients=self.gradients)
         grads = self.signed(cap.gradients[0]) if self.gradients else None
         return self.compute(cap.activations[0], grads), cap
 
-    def signed(self, grads: tf.Tensor) -> tf.Tensor:
+    def signed(self, grads: backend.Tensor) -> backend.Tensor:
         """Gradients, negated for counterfactual explanations."""
         return -grads if self.counterfactual else grads
 
@@ -556,15 +555,15 @@ class BaseCAM(Explainer):
         size = heatmap_size(x, len(info.standard_shape), info.channels_first, image_input, prompt_images_input(self.model))
         return size or tuple(info.spatial_shape)
 
-    def _rectified_map(self, x, targets, chunk: int) -> tuple[tf.Tensor, Captured]:
+    def _rectified_map(self, x, targets, chunk: int) -> tuple[backend.Tensor, Captured]:
         """:meth:`layer_map` and the method's ReLU; with ``aug_smooth``, the average over the copies."""
         if not self.aug_smooth:
             layer_map, cap = self.layer_map(x, targets, chunk)
-            return (tf.nn.relu(layer_map) if self.relu else layer_map), cap
+            return (keras.ops.relu(layer_map) if self.relu else layer_map), cap
         clean = self._capture(x, targets, gradients=False)  # the image's own targets, scores, predictions
         copies = targets.with_classes(clean.targets).tile(AUG_COPIES)
         layer_map, cap = self.layer_map(augment(x, self.layers[0].channels_first), copies, chunk)
-        layer_map = average_copies(tf.nn.relu(layer_map) if self.relu else layer_map)
+        layer_map = average_copies(keras.ops.relu(layer_map) if self.relu else layer_map)
         zero = None if cap.zero_gradients is None else all_copies(cap.zero_gradients)
         return layer_map, dataclasses.replace(clean, zero_gradients=zero)
 
@@ -572,7 +571,7 @@ class BaseCAM(Explainer):
         """Graph code: the outputs of one batch (see :data:`OUTPUTS`) from :meth:`layer_map`."""
         layer_map, cap = self._rectified_map(x, targets, chunk)
         heat = normalize(resize(layer_map, size))
-        no = tf.zeros_like(cap.targets, tf.bool)
+        no = keras.ops.zeros_like(cap.targets, "bool")
         zero = cap.zero_gradients if cap.zero_gradients is not None else no
         rows = cap.probability_rows if cap.probability_rows is not None else no
         return heat, layer_map, cap.targets, cap.scores, cap.predictions, zero, rows

@@ -25,6 +25,8 @@ Each exports the same names:
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 name = keras.backend.backend()
@@ -40,16 +42,28 @@ else:
         "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
     )
 
-__all__ = ["name", "compile", "guided_relu", "layer_gradients", "Compiled", "TENSORFLOW_ONLY", "check_supported"]
+__all__ = ["name", "compile", "guided_relu", "layer_gradients", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
+           "check_supported"]
+
+Tensor = Any  # a tensor of the running backend (tf.Tensor, jax.Array, torch.Tensor), for annotations
 
 # what runs on TensorFlow only, by method name (and "guided-training"): guided backpropagation reads
 # the model's ReLUs from a traced TensorFlow graph (methods/guided_model.py), and GuidedTraining
 # differentiates the map inside its own train_step with two GradientTapes (training/guided.py)
 TENSORFLOW_ONLY = frozenset({"guided-backprop", "guided-gradcam", "guided-gradcam++", "guided-training"})
 
+# what does not run yet on a backend, by method name: the channel-perturbation driver
+# (methods/perturbation.py) and the seeded noise (core/noise.py) still call TensorFlow ops, and so do
+# Integrated Grad-CAM's path points and Ablation-CAM's edits under jax.jit (tests/test_backends.py)
+_PERTURBATION = frozenset({"scorecam", "sscam", "iscam", "smoothgradcam++"})
+NOT_YET = {"jax": _PERTURBATION | {"ablationcam", "integrated-gradcam"}, "torch": _PERTURBATION}
+
 
 def check_supported(what: str, display: str | None = None) -> None:
-    """Raise ``NotImplementedError`` naming this process's backend if ``what`` needs TensorFlow.
+    """Raise ``NotImplementedError`` naming this process's backend if ``what`` does not run on it.
+
+    ``what`` needs TensorFlow (:data:`TENSORFLOW_ONLY`), or does not run on this backend yet
+    (:data:`NOT_YET`): a clear error before any work, not a TensorFlow op failing inside a trace.
 
     Parameters
     ----------
@@ -63,4 +77,10 @@ def check_supported(what: str, display: str | None = None) -> None:
             f"{display or what} runs on the TensorFlow backend only, and Keras runs the {name!r} backend here "
             f"(KERAS_BACKEND={name}). Pick another method (e.g. 'gradcam' or 'gradcam++', which run on every "
             "backend), or set KERAS_BACKEND=tensorflow before importing keras."
+        )
+    if what in NOT_YET.get(name, ()):
+        raise NotImplementedError(
+            f"{display or what} does not run on the {name!r} backend yet (KERAS_BACKEND={name}): its passes still "
+            "call TensorFlow ops (see docs/backends.md). Pick a method that runs on every backend (e.g. 'gradcam', "
+            "'gradcam++', 'layercam', 'eigencam'), or set KERAS_BACKEND=tensorflow before importing keras."
         )
