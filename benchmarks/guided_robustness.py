@@ -29,7 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,6 +42,9 @@ import tensorflow as tf  # noqa: E402
 import keras_gradcam as kg  # noqa: E402
 from keras_gradcam import datasets  # noqa: E402
 from keras_gradcam.metrics import energy_pointing_game  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from models import shortcut_cnn  # noqa: E402  the tests' CNN, so the table is what the tests check
 
 KINDS = {
     "watermark": {"cue": "corner"},
@@ -53,20 +58,6 @@ N, SIZE, EPOCHS, GUIDED_EPOCHS, SHARE = 600, 32, 10, 15, 0.1
 SIZE_RANGE = (0.4, 0.6)  # objects 13-19 px across: a clean model learns them from 600 images at 32x32
 
 
-def tiny_cnn(size: int, classes: int) -> keras.Model:
-    """The demo's CNN, smaller: three conv blocks (8, 16, 32 filters, BatchNorm), a last conv, GAP, softmax."""
-    inputs = keras.Input((size, size, 3))
-    x = inputs
-    for i, filters in enumerate((8, 16, 32), start=1):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9)(x)
-        if i < 3:
-            x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="last_conv")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x))
-
-
 def annotate(data, share: float, seed: int) -> np.ndarray:
     """Object masks for a random ``share`` of the images, all zeros ("no annotation") elsewhere."""
     chosen = np.zeros(len(data), bool)
@@ -77,7 +68,7 @@ def annotate(data, share: float, seed: int) -> np.ndarray:
 def train(data, epochs: int, seed: int, masks=None, options=None):
     """A fresh CNN: plain ``fit`` without masks, else ``GuidedTraining(**options)``; (model, history)."""
     keras.utils.set_random_seed(seed)
-    model = tiny_cnn(data.images.shape[1], data.num_classes)
+    model = shortcut_cnn(data.images.shape[1], data.num_classes)
     trainer = model if masks is None else kg.GuidedTraining(model, **(options or {}))
     trainer.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     parts = (data.images, data.labels) if masks is None else (data.images, data.labels, masks)

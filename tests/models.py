@@ -179,3 +179,22 @@ def trained_audit_cnn(images, labels, epochs: int = 4) -> keras.Model:
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0)
     return model
+
+
+def shortcut_cnn(size: int, classes: int) -> keras.Model:
+    """The small CNN guided training is checked on: three conv blocks (8, 16, 32 filters, batch norm), "last_conv", GAP,
+    softmax.
+
+    ``tests/test_guided_training_shortcuts.py`` trains it on each shortcut, and
+    ``benchmarks/guided_robustness.py`` makes docs/guided-training.md's robustness table with the same model.
+    """
+    inputs = keras.Input((size, size, 3))
+    x = inputs
+    for i, filters in enumerate((8, 16, 32), start=1):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        if i < 3:
+            x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="last_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x))

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import shortcut_cnn
 
 import keras_gradcam as kg
 from keras_gradcam import datasets
@@ -84,19 +85,6 @@ def test_one_step_moves_off_the_cue_only_with_the_new_penalty(kind):
     assert (moves["defaults"] < 0).all(), moves  # the composites: the cue now names the wrong class
 
 
-def _cnn(size: int, classes: int) -> keras.Model:
-    inputs = keras.Input((size, size, 3))
-    x = inputs
-    for i, filters in enumerate((8, 16, 32), start=1):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9)(x)
-        if i < 3:
-            x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="last_conv")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x))
-
-
 @pytest.mark.slow  # six trainings of a tiny CNN: 6 min on 2 cores shared with other jobs (load ~12)
 @pytest.mark.parametrize("kind", ["one_class", "watermark"])
 def test_guided_defaults_remove_the_shortcut_on_shapes(kind):
@@ -112,7 +100,7 @@ def test_guided_defaults_remove_the_shortcut_on_shapes(kind):
     accuracy = {}
     for name, options in {"defaults": {}, "zero": {"weight": 0.0}, "old map": OLD}.items():
         keras.utils.set_random_seed(0)
-        model = _cnn(32, 3)
+        model = shortcut_cnn(32, 3)
         guided = kg.GuidedTraining(model, **options)
         guided.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
         ds = tf.data.Dataset.from_tensor_slices((biased.images, biased.labels, masks)).shuffle(600, seed=0).batch(32)
