@@ -266,6 +266,27 @@ def task_cli(data: dict) -> dict:
     return result
 
 
+def task_threads(data: dict) -> dict:
+    """One explainer of each kind called from two threads at once, three times each: the maps of each call,
+    and the ones of the same calls made one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import keras_gradcam as kg
+
+    model = backend_cnn()
+    model.load_weights(str(data["weights"]))
+    x = data["x"]
+    batches = [x, -x, 2 * x, x[::-1], -2 * x, x * 0.5]
+    result = {}
+    for method in ("gradcam++", "scorecam"):
+        explainer = kg.get_method(method)(model, layer="c2", **({"verbose": 0} if method == "scorecam" else {}))
+        with ThreadPoolExecutor(2) as pool:
+            together = [f.result().layer_heatmaps for f in [pool.submit(explainer, b) for b in batches]]
+        alone = [explainer(b).layer_heatmaps for b in batches]
+        result[f"together_{method}"], result[f"alone_{method}"] = np.stack(together), np.stack(alone)
+    return result
+
+
 def nested_cnn() -> keras.Model:
     """:func:`backend_cnn`'s layers with the convolutions in a Functional sub-model "backbone"."""
     inp = keras.Input((8, 8, 2), name="image")
@@ -288,7 +309,8 @@ def tiny_vit() -> keras.Model:
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
 TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback, "metrics": task_metrics,
-         "noise": task_noise, "cli": task_cli}
+         "noise": task_noise, "cli": task_cli,
+         "threads": task_threads}
 
 
 def main(argv) -> int:

@@ -64,6 +64,7 @@ def _jobs(tmp) -> dict:
         "callback": ("callback", {"log_dir": str(tmp / "logs")}, None),
         "metrics": ("metrics", {"x": np.concatenate([x, -x]), "weights": explain["weights_cnn"], "run_dir": str(tmp / "run")}, None),
         "cli": ("cli", _cli_files(tmp), None),
+        "threads": ("threads", {"x": x, "weights": explain["weights_cnn"]}, None),
         "noise": ("noise", {"x": x, "weights": explain["weights_cnn"], "weights_vit": explain["weights_vit"]}, None),
     }
 
@@ -207,6 +208,14 @@ def test_cli_explain_writes_the_maps_tensorflow_writes(backend, tmp_path):
         assert code == 0
         for field in ("heatmaps", "layer_heatmaps"):
             np.testing.assert_allclose(got[f"{field}_{method}"], np.load(out / f"{field}.npy"), rtol=1e-4, atol=1e-5)
+
+
+def test_two_threads_calling_one_explainer_get_the_maps_of_calls_made_one_after_the_other(backend):
+    """The capture's patching and the JAX seam's shape notes are per thread: concurrent calls do not mix."""
+    got = backend[1]["threads"]
+    for method in ("gradcam++", "scorecam"):
+        np.testing.assert_allclose(got[f"together_{method}"], got[f"alone_{method}"], rtol=1e-5, atol=1e-6)
+        assert np.ptp(got[f"alone_{method}"]) > 0
 
 
 def test_noise_is_reproducible_the_same_in_any_batch_and_changes_with_the_seed(backend):
