@@ -131,6 +131,32 @@ def task_guided_relu(data: dict) -> dict:
     return {"grad": keras.ops.convert_to_numpy(grads[0])}
 
 
+class OwnReLU(keras.layers.Layer):
+    """A custom layer that computes a ReLU in its ``call``: guided backpropagation cannot guide it."""
+
+    def call(self, x):
+        return keras.ops.relu(x)
+
+
+def task_guided_check(data: dict) -> dict:
+    """``GuidedBackprop`` of x (4,) -> Dense -> OwnReLU -> Dense: the error it raises, and whether the model is unchanged."""
+    import keras_gradcam as kg
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(3)(OwnReLU()(keras.layers.Dense(5)(inp))))
+    before = [w.copy() for w in model.get_weights()]
+    x = np.asarray(data["x"])
+    out = keras.ops.convert_to_numpy(model(x))
+    try:
+        kg.GuidedBackprop(model)
+        error = "no error"
+    except Exception as e:  # reported to the parent
+        error = f"{type(e).__name__}: {e}"
+    same = all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    same = same and np.array_equal(keras.ops.convert_to_numpy(model(x)), out)
+    return {"error": np.array(error), "unchanged": np.array(same)}
+
+
 def task_explain(data: dict) -> dict:
     """``kg.explain`` for each case of ``data["cases"]`` (JSON: id, method, layer, options, model):
     its maps, scores and classes, or the error it raised (``error_<id>``: "Type: message")."""
@@ -155,10 +181,12 @@ def task_explain(data: dict) -> dict:
         except Exception as error:  # reported to the parent, which decides whether it was expected
             result[f"error_{case['id']}"] = np.array(f"{type(error).__name__}: {error}")
         else:
-            for field in ("heatmaps", "layer_heatmaps", "scores", "targets"):
+            for field in ("heatmaps", "layer_heatmaps", "scores", "targets", "attributions"):
                 value = getattr(exp, field)
                 if value is not None:
                     result[f"{field}_{case['id']}"] = np.asarray(value)
+            for key, value in exp.extras.items():  # e.g. guided Grad-CAM's "guided_backprop" image
+                result[f"{key}_{case['id']}"] = np.asarray(value)
         after = model.get_weights()
         result[f"unchanged_{case['id']}"] = np.array(all(np.array_equal(a, b) for a, b in zip(before, after)))
     del x
@@ -240,7 +268,8 @@ def tiny_vit() -> keras.Model:
 
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
-TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback, "metrics": task_metrics}
+TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "guided_check": task_guided_check, "explain": task_explain,
+         "callback": task_callback, "metrics": task_metrics}
 
 
 def main(argv) -> int:

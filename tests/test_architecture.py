@@ -333,10 +333,7 @@ def test_imports_follow_the_layers_of_docs_architecture(graph):
 # and the shared post-processing. The drivers below still use TensorFlow (issue 21's backend seam
 # moves what they need behind core/backend); core/noise.py is the one TensorFlow draw the methods use.
 KERAS_OPS_ONLY = {"keras_gradcam.core.postprocess", "keras_gradcam.core.smoothing", "keras_gradcam.core.binary"}
-METHOD_DRIVERS_ON_TENSORFLOW = {
-    "keras_gradcam.methods.perturbation", "keras_gradcam.methods.sampling", "keras_gradcam.methods.guided",
-    "keras_gradcam.methods.guided_model",
-}
+METHOD_DRIVERS_ON_TENSORFLOW = {"keras_gradcam.methods.perturbation", "keras_gradcam.methods.sampling"}
 
 
 def imports_tensorflow(path: pathlib.Path) -> list[int]:

@@ -21,6 +21,10 @@ Each exports the same names:
     depend on them.
 ``guided_relu(x)``
     ReLU with guided backpropagation's gradient ``dy * (x > 0) * (dy > 0)``.
+``plain_relus(fn, shape, dtype) -> int``
+    How many ReLUs without that gradient one run of ``fn`` (a model call) on an input of
+    ``shape`` and ``dtype`` computes: ``Relu`` ops of the traced graph (TensorFlow), ``relu``
+    calls of the jaxpr (JAX), ``torch.relu`` calls of one eager run on zeros (PyTorch).
 """
 
 from __future__ import annotations
@@ -31,26 +35,25 @@ import keras
 
 name = keras.backend.backend()
 if name == "tensorflow":
-    from .tensorflow import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+    from .tensorflow import Compiled, compile, guided_relu, layer_gradients, plain_relus  # noqa: A004 - the seam's name
 elif name == "jax":
-    from .jax import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+    from .jax import Compiled, compile, guided_relu, layer_gradients, plain_relus  # noqa: A004 - the seam's name
 elif name == "torch":
-    from .torch import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+    from .torch import Compiled, compile, guided_relu, layer_gradients, plain_relus  # noqa: A004 - the seam's name
 else:
     raise ImportError(
         f"keras-gradcam explains models on the TensorFlow, JAX and PyTorch backends; KERAS_BACKEND is {name!r}. "
         "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
     )
 
-__all__ = ["name", "compile", "guided_relu", "layer_gradients", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
+__all__ = ["name", "compile", "guided_relu", "layer_gradients", "plain_relus", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
            "check_supported"]
 
 Tensor = Any  # a tensor of the running backend (tf.Tensor, jax.Array, torch.Tensor), for annotations
 
-# what runs on TensorFlow only, by method name (and "guided-training"): guided backpropagation reads
-# the model's ReLUs from a traced TensorFlow graph (methods/guided_model.py), and GuidedTraining
-# differentiates the map inside its own train_step with two GradientTapes (training/guided.py)
-TENSORFLOW_ONLY = frozenset({"guided-backprop", "guided-gradcam", "guided-gradcam++", "guided-training"})
+# what runs on TensorFlow only: GuidedTraining differentiates the map inside its own train_step with
+# two GradientTapes (training/guided.py)
+TENSORFLOW_ONLY = frozenset({"guided-training"})
 
 # what does not run yet on a backend, by method name: the channel-perturbation driver
 # (methods/perturbation.py) and the seeded noise (core/noise.py) still call TensorFlow ops, and so do
@@ -68,7 +71,7 @@ def check_supported(what: str, display: str | None = None) -> None:
     Parameters
     ----------
     what : str
-        A method's name (``"guided-backprop"``) or ``"guided-training"``.
+        A method's name (``"scorecam"``) or ``"guided-training"``.
     display : str, optional
         How to name it in the message (a method's display name).
     """
