@@ -113,7 +113,7 @@ CASES = [{"id": m, "method": m, "layer": None if m == "guided-backprop" else "c2
     {"id": "gradcam+eigen_smooth", "method": "gradcam", "layer": "c2", "options": {"eigen_smooth": True}},
     {"id": "gradcam+relu_false", "method": "gradcam", "layer": "c2", "options": {"relu": False}},
     {"id": "gradcam+nested", "method": "gradcam", "layer": "backbone/c2", "model": "nested"},
-    {"id": "guided-backprop+counterfactual", "method": "guided-backprop", "layer": None, "options": {"counterfactual": True}},
+    {"id": "guided-backprop+counterfactual", "method": "guided-backprop", "layer": None, "options": {"counterfactual": True, "targets": 0}},
     {"id": "gradcam++ +tokens", "method": "gradcam++", "layer": "block0_norm1", "model": "vit"},
     {"id": "guided-training", "method": "guided-training", "layer": "c2"},
 ]
