@@ -154,7 +154,20 @@ def task_guided_check(data: dict) -> dict:
         error = f"{type(e).__name__}: {e}"
     same = all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     same = same and np.array_equal(keras.ops.convert_to_numpy(model(x)), out)
-    return {"error": np.array(error), "unchanged": np.array(same)}
+    # the seam's count of plain ReLUs, for one function run before and while the ReLUs are guided
+    from keras_gradcam.core.backend import plain_relus
+    from keras_gradcam.methods.guided_model import guided_edits, guided_relus
+
+    cnn = backend_cnn()
+
+    def forward(t):
+        return cnn(t, training=False)
+
+    counts = [plain_relus(forward, (None, 8, 8, 2), "float32")]
+    with guided_relus(guided_edits(cnn)):
+        counts.append(plain_relus(forward, (None, 8, 8, 2), "float32"))
+    counts.append(plain_relus(forward, (None, 8, 8, 2), "float32"))
+    return {"error": np.array(error), "unchanged": np.array(same), "plain_relus": np.array(counts)}
 
 
 def task_explain(data: dict) -> dict:

@@ -313,6 +313,13 @@ def test_guided_backprop_refuses_a_relu_computed_inside_a_custom_layer(backend):
     assert bool(got["unchanged"])
 
 
+def test_plain_relus_counts_the_relus_the_guided_edits_leave(backend):
+    """backend_cnn has two ReLUs (the ReLU layer "r1", c2's activation): the seam counts 2, then 0 while the
+    guided edits are applied, then 2 again, for the same function (JAX must not reuse a cached trace)."""
+    _, results, _ = backend
+    np.testing.assert_array_equal(results["guided_check"]["plain_relus"], [2, 0, 2])
+
+
 @pytest.mark.parametrize("missing, extra", [("jax", "jax"), ("torch", "torch")])
 def test_import_under_a_backend_whose_package_is_missing_names_the_extra(missing, extra):
     """KERAS_BACKEND=jax without jax: an ImportError saying `pip install keras-gradcam[jax]`, not keras' own trace."""

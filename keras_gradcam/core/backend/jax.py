@@ -302,7 +302,9 @@ def plain_relus(fn: Callable, shape: tuple, dtype) -> int:
     is not (nor is ``tf.maximum`` in TensorFlow's count).
     """
     spec = jax.ShapeDtypeStruct(_concrete(shape), jnp.dtype(dtype))
-    return _relus(jax.make_jaxpr(fn)(spec).jaxpr)
+    # a new function each time: make_jaxpr caches traces by function, and the ReLUs of the same
+    # ``fn`` change when its model's ReLUs are swapped for guided ones
+    return _relus(jax.make_jaxpr(lambda x: fn(x))(spec).jaxpr)
 
 
 def _relus(jaxpr) -> int:
