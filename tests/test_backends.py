@@ -184,6 +184,15 @@ def test_tensorflow_only_features_raise_an_error_naming_the_backend(backend, cas
     assert bool(results["explain"][f"unchanged_{case['id']}"])
 
 
+def test_guided_methods_are_compared_on_every_backend_not_excused():
+    """Guided Backprop and Guided Grad-CAM(++) run on JAX and PyTorch: they are cases of the map comparison
+    above, neither TensorFlow-only nor pending on a backend (only GuidedTraining still needs TensorFlow)."""
+    guided = {"guided-backprop", "guided-gradcam", "guided-gradcam++"}
+    assert guided <= {c["method"] for c in SUPPORTED}
+    assert not guided & (TF_ONLY_NAMES | set().union(*backend_seam.NOT_YET.values()))
+    assert TF_ONLY_NAMES == {"guided-training"}
+
+
 def test_callback_writes_tensorboard_images_and_scalars_during_fit(backend):
     """``model.fit`` on the backend with a ``GradCAMCallback``: TensorBoard (TensorFlow's writer) gets the probe
     cards and the bias scalars at steps 0 and 1, and the model trains."""
