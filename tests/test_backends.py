@@ -62,6 +62,7 @@ def _jobs(tmp) -> dict:
         "explain": ("explain", explain, None),
         "callback": ("callback", {"log_dir": str(tmp / "logs")}, None),
         "metrics": ("metrics", {"x": np.concatenate([x, -x]), "weights": explain["weights_cnn"], "run_dir": str(tmp / "run")}, None),
+        "noise": ("noise", {"x": x, "weights": explain["weights_cnn"], "weights_vit": explain["weights_vit"]}, None),
     }
 
 
@@ -115,6 +116,9 @@ CASES = [{"id": m, "method": m, "layer": None if m == "guided-backprop" else "c2
     {"id": "gradcam+nested", "method": "gradcam", "layer": "backbone/c2", "model": "nested"},
     {"id": "guided-backprop+counterfactual", "method": "guided-backprop", "layer": None, "options": {"counterfactual": True, "targets": 0}},
     {"id": "gradcam++ +tokens", "method": "gradcam++", "layer": "block0_norm1", "model": "vit"},
+    {"id": "ablationcam+tokens", "method": "ablationcam", "layer": "block0_norm1", "model": "vit", "options": {"verbose": 0}},
+    {"id": "scorecam+max_channels", "method": "scorecam", "layer": "c2", "options": {"max_channels": 2, "verbose": 0}},
+    {"id": "ablationcam+nested", "method": "ablationcam", "layer": "backbone/c2", "model": "nested", "options": {"verbose": 0}},
     {"id": "guided-training", "method": "guided-training", "layer": "c2"},
 ]
 SUPPORTED = [c for c in CASES if c["method"] not in TF_ONLY_NAMES]
@@ -172,6 +176,25 @@ def test_same_weights_give_the_same_maps_as_tensorflow(backend, case, tf_maps, r
             scale = max(float(np.abs(value).max()), 1e-12)
             np.testing.assert_allclose(got[f"{field}_{case['id']}"], value, rtol=1e-4, atol=1e-4 * scale)
     assert bool(got[f"unchanged_{case['id']}"])
+
+
+def test_noise_is_reproducible_the_same_in_any_batch_and_changes_with_the_seed(backend):
+    """SS-CAM and Smooth Grad-CAM++ with noise on the backend: a draw depends on (seed, i) only, so the
+    maps equal each other at batch sizes 3 and 1 and change with the seed; the draws are standard normal.
+
+    (Each backend has its own counter-based generator, so noisy maps are compared within a backend;
+    with zero noise they equal TensorFlow's, in the test above.)"""
+    name, results, _ = backend
+    got = results["noise"]
+    for method in ("sscam", "smoothgradcam++"):
+        np.testing.assert_allclose(got[f"{method}_single"], got[f"{method}_whole"], rtol=1e-5, atol=1e-6)
+        assert np.abs(got[f"{method}_seed1"] - got[f"{method}_whole"]).max() > 1e-3, method
+    draws = got["draws"]
+    np.testing.assert_array_equal(draws[1], draws[2])  # the same (seed, i): the same numbers
+    assert np.abs(draws[0] - draws[1]).max() > 0.5  # another i: other numbers
+    np.testing.assert_array_equal(got["draw"], draws[1])  # one draw of (3, 1) is the row of id 1
+    for d in (draws[0], draws[1]):  # 4096 standard normal numbers: mean within 4 standard errors, std near 1
+        assert abs(d.mean()) < 4 / 64 and abs(d.std() - 1) < 0.06
 
 
 @pytest.mark.parametrize("case", TENSORFLOW_ONLY, ids=[c["id"] for c in TENSORFLOW_ONLY])
