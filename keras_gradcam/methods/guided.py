@@ -3,9 +3,9 @@
 Guided backpropagation needs different gradients at every ReLU. The explainers get them the way
 :class:`~keras_gradcam.core.capture.Capture` intercepts layers: while their compiled function is
 traced (on PyTorch, which runs it eagerly: while it runs), the user's model's ReLUs are swapped
-for :func:`guided_relu` and put back in a ``finally`` block. The compiled function therefore runs the user's model itself and reads its
-live weights (no copy to keep in sync after ``set_weights`` or training); outside tracing the
-model is never touched. :func:`guided_clone` makes a separate guided copy, for use on its own.
+for :func:`guided_relu` and put back in a ``finally`` block. The compiled function therefore
+runs the user's model itself and reads its live weights (no copy to keep in sync after
+``set_weights`` or training); outside tracing the model is never touched. :func:`guided_clone` makes a separate guided copy, for use on its own.
 The model surgery (finding and guiding ReLUs) is in :mod:`keras_gradcam.methods.guided_model`.
 """
 

@@ -127,9 +127,10 @@ def _walk(model: keras.Model) -> list:
 
 
 def _plain_relus(model: keras.Model) -> int:
-    """The ReLUs of one forward pass of ``model`` that are not guided (see :func:`~keras_gradcam.core.backend.plain_relus`)."""
+    """The ReLUs of one forward pass of ``model`` that are not guided (:func:`keras_gradcam.core.backend.plain_relus`)."""
     t = model.inputs[0]
-    return backend.plain_relus(lambda x: model(x, training=False), tuple(t.shape), keras.backend.standardize_dtype(t.dtype))
+    dtype = keras.backend.standardize_dtype(t.dtype)
+    return backend.plain_relus(lambda x: model(x, training=False), tuple(t.shape), dtype)
 
 
 def guided_clone(model: keras.Model, non_relu: str = "raise") -> keras.Model:

@@ -225,9 +225,9 @@ def plain_relus(fn: Callable, shape: tuple, dtype) -> int:
 
     PyTorch has no graph to read before running: ``fn`` runs once, eagerly and without gradients,
     on zeros of ``shape`` (a ``None`` batch axis taken as 1, other ``None`` axes as 64) and
-    ``dtype``, and every call of ``torch.relu`` / ``torch.nn.functional.relu`` / ``Tensor.relu`` (what ``keras.ops.relu`` and
-    every Keras ReLU call on PyTorch) is counted; :func:`guided_relu` computes its forward pass
-    with ``clamp`` and is not. A custom layer's ``keras.ops.relu`` or ``torch.relu`` is counted
+    ``dtype``, and every call of ``torch.relu`` / ``torch.nn.functional.relu`` / ``Tensor.relu``
+    (what ``keras.ops.relu`` and every Keras ReLU call on PyTorch) is counted; :func:`guided_relu`
+    computes its forward pass with ``clamp`` and is not. A custom layer's ``keras.ops.relu`` or ``torch.relu`` is counted
     too; a ReLU written as ``torch.clamp(x, min=0)`` is not (nor is ``tf.maximum`` in
     TensorFlow's count).
     """
