@@ -60,6 +60,7 @@ def _jobs(tmp) -> dict:
     return {
         "gradients": ("gradients", gradients, model),
         "guided_relu": ("guided_relu", guided, None),
+        "guided_check": ("guided_check", {"x": x[:, 0, 0, :].repeat(2, axis=1)}, None),
         "explain": ("explain", explain, None),
         "callback": ("callback", {"log_dir": str(tmp / "logs")}, None),
         "metrics": ("metrics", {"x": np.concatenate([x, -x]), "weights": explain["weights_cnn"], "run_dir": str(tmp / "run")}, None),
@@ -132,11 +133,14 @@ OPTIONS = {
     "integrated-gradcam": {"steps": 4},
     "iscam": {"n_steps": 2},
 }
-CASES = [{"id": m, "method": m, "layer": "c2", "options": OPTIONS.get(m, {})} for m in kg.METHODS] + [
+# (guided backpropagation explains the input: it takes no layer)
+CASES = [{"id": m, "method": m, "layer": None if m == "guided-backprop" else "c2", "options": OPTIONS.get(m, {})}
+         for m in kg.METHODS] + [
     {"id": "gradcam+aug_smooth", "method": "gradcam", "layer": "c2", "options": {"aug_smooth": True}},
     {"id": "gradcam+eigen_smooth", "method": "gradcam", "layer": "c2", "options": {"eigen_smooth": True}},
     {"id": "gradcam+relu_false", "method": "gradcam", "layer": "c2", "options": {"relu": False}},
     {"id": "gradcam+nested", "method": "gradcam", "layer": "backbone/c2", "model": "nested"},
+    {"id": "guided-backprop+counterfactual", "method": "guided-backprop", "layer": None, "options": {"counterfactual": True, "targets": 0}},
     {"id": "gradcam++ +tokens", "method": "gradcam++", "layer": "block0_norm1", "model": "vit"},
     {"id": "ablationcam+tokens", "method": "ablationcam", "layer": "block0_norm1", "model": "vit", "options": {"verbose": 0}},
     {"id": "scorecam+max_channels", "method": "scorecam", "layer": "c2", "options": {"max_channels": 2, "verbose": 0}},
@@ -173,7 +177,8 @@ def tf_maps(tmp_path_factory):
 
 @pytest.mark.parametrize("case", SUPPORTED, ids=[c["id"] for c in SUPPORTED])
 def test_same_weights_give_the_same_maps_as_tensorflow(backend, case, tf_maps, request):
-    """Every method the backend runs: layer maps, heatmaps, scores and classes equal TensorFlow's (1e-4)."""
+    """Every method the backend runs: layer maps, heatmaps, scores and classes equal TensorFlow's (1e-4), and
+    the guided methods' input-space maps (``attributions``, the guided-backpropagation image) too."""
     name, results, _ = backend
     if not KERAS_OPS_MATHS:
         pytest.skip(NOT_YET)
@@ -192,6 +197,10 @@ def test_same_weights_give_the_same_maps_as_tensorflow(backend, case, tf_maps, r
     np.testing.assert_allclose(got[f"heatmaps_{case['id']}"], expected.heatmaps, atol=1e-4)
     np.testing.assert_allclose(got[f"scores_{case['id']}"], expected.scores, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(got[f"targets_{case['id']}"], expected.targets)
+    for field, value in [("attributions", expected.attributions), *expected.extras.items()]:
+        if value is not None:  # input-space maps (guided methods): relative to their largest value
+            scale = max(float(np.abs(value).max()), 1e-12)
+            np.testing.assert_allclose(got[f"{field}_{case['id']}"], value, rtol=1e-4, atol=1e-4 * scale)
     assert bool(got[f"unchanged_{case['id']}"])
 
 
@@ -239,12 +248,21 @@ def test_noise_is_reproducible_the_same_in_any_batch_and_changes_with_the_seed(b
 
 @pytest.mark.parametrize("case", TENSORFLOW_ONLY, ids=[c["id"] for c in TENSORFLOW_ONLY])
 def test_tensorflow_only_features_raise_an_error_naming_the_backend(backend, case):
-    """Guided backpropagation and GuidedTraining: NotImplementedError saying which backend runs and what to do."""
+    """GuidedTraining: NotImplementedError saying which backend runs and what to do."""
     name, results, _ = backend
     error = str(results["explain"].get(f"error_{case['id']}"))
     assert error.startswith("NotImplementedError:"), error
     assert f"KERAS_BACKEND={name}" in error and "TensorFlow backend only" in error and "KERAS_BACKEND=tensorflow" in error
     assert bool(results["explain"][f"unchanged_{case['id']}"])
+
+
+def test_guided_methods_are_compared_on_every_backend_not_excused():
+    """Guided Backprop and Guided Grad-CAM(++) run on JAX and PyTorch: they are cases of the map comparison
+    above, neither TensorFlow-only nor pending on a backend (only GuidedTraining still needs TensorFlow)."""
+    guided = {"guided-backprop", "guided-gradcam", "guided-gradcam++"}
+    assert guided <= {c["method"] for c in SUPPORTED}
+    assert not guided & (TF_ONLY_NAMES | set().union(*backend_seam.NOT_YET.values()))
+    assert TF_ONLY_NAMES == {"guided-training"}
 
 
 def test_callback_writes_tensorboard_images_and_scalars_during_fit(backend):
@@ -363,6 +381,24 @@ def test_guided_relu_passes_only_positive_gradients_at_positive_inputs(backend):
     """x = [-1, 2, 3, .5], dy = [1, 1, -1, 2]: dy * (x > 0) * (dy > 0) = [0, 1, 0, 2] (Springenberg et al.)."""
     _, results, _ = backend
     np.testing.assert_array_equal(results["guided_relu"]["grad"], [0.0, 1.0, 0.0, 2.0])
+
+
+def test_guided_backprop_refuses_a_relu_computed_inside_a_custom_layer(backend):
+    """A ``keras.ops.relu`` in a custom layer's ``call`` cannot be guided: on every backend the one plain ReLU
+    left is found (TensorFlow: the traced graph; JAX: the jaxpr; PyTorch: the relu calls of a run) and
+    refused with a ValueError, not explained with its plain gradient; the model is left as it was."""
+    _, results, _ = backend
+    got = results["guided_check"]
+    error = str(got["error"])
+    assert error.startswith("ValueError: 1 ReLU(s) of model") and "could not be replaced" in error, error
+    assert bool(got["unchanged"])
+
+
+def test_plain_relus_counts_the_relus_the_guided_edits_leave(backend):
+    """backend_cnn has two ReLUs (the ReLU layer "r1", c2's activation): the seam counts 2, then 0 while the
+    guided edits are applied, then 2 again, for the same function (JAX must not reuse a cached trace)."""
+    _, results, _ = backend
+    np.testing.assert_array_equal(results["guided_check"]["plain_relus"], [2, 0, 2])
 
 
 @pytest.mark.parametrize("missing, extra", [("jax", "jax"), ("torch", "torch")])
