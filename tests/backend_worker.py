@@ -219,6 +219,30 @@ def task_metrics(data: dict) -> dict:
         return {"error": np.array(f"{type(error).__name__}: {error}")}
 
 
+def task_noise(data: dict) -> dict:
+    """SS-CAM and Smooth Grad-CAM++ with noise on: maps at two batch sizes and two seeds, and the seam's draws."""
+    import keras_gradcam as kg
+    from keras_gradcam.core import backend as seam
+
+    cnn, vit = backend_cnn(), tiny_vit()
+    cnn.load_weights(str(data["weights"]))
+    vit.load_weights(str(data["weights_vit"]))
+    x = data["x"]
+    result = {}
+    # the small CNN's gradients at c2 do not depend on the input (a linear head after pooling), so Smooth
+    # Grad-CAM++'s noise shows on the ViT's token layer only
+    for name, model, layer, options in (
+        ("sscam", cnn, "c2", {"n_samples": 3, "noise_std": 0.5, "verbose": 0}),
+        ("smoothgradcam++", vit, "block0_norm1", {"n_samples": 4, "noise_level": 0.3}),
+    ):
+        for key, extra in (("whole", {}), ("single", {"batch_size": 1}), ("seed1", {"seed": 1})):
+            exp = kg.explain(model, x, method=name, layer=layer, **options, **extra)
+            result[f"{name}_{key}"] = np.asarray(exp.layer_heatmaps)
+    result["draws"] = keras.ops.convert_to_numpy(seam.stateless_normals((4096,), 3, np.array([0, 1, 1], "int32")))
+    result["draw"] = keras.ops.convert_to_numpy(seam.stateless_normal((4096,), (3, 1)))
+    return result
+
+
 def nested_cnn() -> keras.Model:
     """:func:`backend_cnn`'s layers with the convolutions in a Functional sub-model "backbone"."""
     inp = keras.Input((8, 8, 2), name="image")
@@ -240,7 +264,8 @@ def tiny_vit() -> keras.Model:
 
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
-TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback, "metrics": task_metrics}
+TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback, "metrics": task_metrics,
+         "noise": task_noise}
 
 
 def main(argv) -> int:

@@ -330,12 +330,11 @@ def test_imports_follow_the_layers_of_docs_architecture(graph):
 
 
 # The maths written with keras.ops only, so that another Keras backend runs them: every method file
-# and the shared post-processing. The drivers below still use TensorFlow (issue 21's backend seam
-# moves what they need behind core/backend); core/noise.py is the one TensorFlow draw the methods use.
+# and the shared post-processing. The drivers below still use TensorFlow (guided backpropagation's
+# graph check); the noise draws and XLA fusion are the backend seam's (core/backend).
 KERAS_OPS_ONLY = {"keras_gradcam.core.postprocess", "keras_gradcam.core.smoothing", "keras_gradcam.core.binary"}
 METHOD_DRIVERS_ON_TENSORFLOW = {
-    "keras_gradcam.methods.perturbation", "keras_gradcam.methods.sampling", "keras_gradcam.methods.guided",
-    "keras_gradcam.methods.guided_model",
+    "keras_gradcam.methods.guided", "keras_gradcam.methods.guided_model",
 }
 
 

@@ -61,6 +61,7 @@ def _jobs(tmp) -> dict:
         "explain": ("explain", explain, None),
         "callback": ("callback", {"log_dir": str(tmp / "logs")}, None),
         "metrics": ("metrics", {"x": np.concatenate([x, -x]), "weights": explain["weights_cnn"], "run_dir": str(tmp / "run")}, None),
+        "noise": ("noise", {"x": x, "weights": explain["weights_cnn"], "weights_vit": explain["weights_vit"]}, None),
     }
 
 
@@ -113,6 +114,9 @@ CASES = [{"id": m, "method": m, "layer": "c2", "options": OPTIONS.get(m, {})} fo
     {"id": "gradcam +tokens", "method": "gradcam", "layer": "block0_norm1", "model": "vit"},
     {"id": "gradcam++ +tokens", "method": "gradcam++", "layer": "block0_norm1", "model": "vit"},
     {"id": "layercam +tokens", "method": "layercam", "layer": "block0_norm1", "model": "vit"},
+    {"id": "ablationcam+tokens", "method": "ablationcam", "layer": "block0_norm1", "model": "vit", "options": {"verbose": 0}},
+    {"id": "scorecam+max_channels", "method": "scorecam", "layer": "c2", "options": {"max_channels": 2, "verbose": 0}},
+    {"id": "ablationcam+nested", "method": "ablationcam", "layer": "backbone/c2", "model": "nested", "options": {"verbose": 0}},
     {"id": "guided-training", "method": "guided-training", "layer": "c2"},
 ]
 SUPPORTED = [c for c in CASES if c["method"] not in TF_ONLY_NAMES]
@@ -213,6 +217,25 @@ def test_gradcampp_on_the_token_layer_is_too_ill_conditioned_for_1e_4(tf_maps, t
     noise = 1e-6 * scale * np.random.default_rng(0).uniform(-1, 1, (20, *grads.shape))
     moved = [np.max(np.abs(gradcampp(grads + n) - clean) / np.maximum(clean, 1e-6)) for n in noise]
     assert np.median(moved) > 1e-4, moved
+
+
+def test_noise_is_reproducible_the_same_in_any_batch_and_changes_with_the_seed(backend):
+    """SS-CAM and Smooth Grad-CAM++ with noise on the backend: a draw depends on (seed, i) only, so the
+    maps equal each other at batch sizes 3 and 1 and change with the seed; the draws are standard normal.
+
+    (Each backend has its own counter-based generator, so noisy maps are compared within a backend;
+    with zero noise they equal TensorFlow's, in the test above.)"""
+    name, results, _ = backend
+    got = results["noise"]
+    for method in ("sscam", "smoothgradcam++"):
+        np.testing.assert_allclose(got[f"{method}_single"], got[f"{method}_whole"], rtol=1e-5, atol=1e-6)
+        assert np.abs(got[f"{method}_seed1"] - got[f"{method}_whole"]).max() > 1e-3, method
+    draws = got["draws"]
+    np.testing.assert_array_equal(draws[1], draws[2])  # the same (seed, i): the same numbers
+    assert np.abs(draws[0] - draws[1]).max() > 0.5  # another i: other numbers
+    np.testing.assert_array_equal(got["draw"], draws[1])  # one draw of (3, 1) is the row of id 1
+    for d in (draws[0], draws[1]):  # 4096 standard normal numbers: mean within 4 standard errors, std near 1
+        assert abs(d.mean()) < 4 / 64 and abs(d.std() - 1) < 0.06
 
 
 @pytest.mark.parametrize("case", TENSORFLOW_ONLY, ids=[c["id"] for c in TENSORFLOW_ONLY])

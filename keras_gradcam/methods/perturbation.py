@@ -10,23 +10,23 @@ turns it off).
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from ..core import backend
 from ..core.engine import OUTPUTS, BaseCAM, Call
-from ..core.inputs import batch_slice, flat, map_inputs
+from ..core.inputs import batch_slice, flat
 from ..core.layers import LayerInfo, LayerSpec
 from ..core.postprocess import normalize, resize, weighted_sum
 from ..core.progress import Progbar
 from ..core.targets import batch_of
 from ..core.validate import one_of, positive_int
 
-__all__ = ["plan_passes", "fused", "xla_works", "head_model", "ChannelPerturbation"]
+__all__ = ["plan_passes", "head_model", "ChannelPerturbation"]
 
 PASSES_PER_CALL = 8  # perturbed passes per compiled call: fewer calls, a progress bar still alive
 
@@ -59,31 +59,6 @@ def plan_passes(n: int, channels: int, batch_size: int) -> tuple[int, int]:
     samples = min(n, max(1, batch_size // channels))
     chunk = min(channels, max(1, batch_size // samples))
     return samples, chunk
-
-
-@functools.lru_cache(maxsize=1)
-def xla_works() -> bool:
-    """Whether this TensorFlow build can run ``jit_compile=True`` functions on the default device."""
-    try:
-        with tf.init_scope():  # run it now, eagerly, also when first asked while a function is traced
-            probe = tf.function(lambda a: tf.image.resize(a, (4, 4)) * 2.0, jit_compile=True)
-            probe(tf.ones([1, 2, 2, 1])).numpy()
-        return True
-    except (tf.errors.OpError, NotImplementedError, ValueError):  # pragma: no cover - builds without XLA
-        return False
-
-
-def fused(body, *args):
-    """Graph code: ``body(*args)``, in a new ``jit_compile=True`` function where XLA works.
-
-    XLA fuses element-wise work around the model's passes (Score-CAM's masking: upsample,
-    normalise, multiply) that would otherwise cost as much as a small forward pass. A new function
-    is made on each call, from inside the explainer's own compiled body, so that no compiled
-    function (nor its trace cache) is shared between explainers, layers or sizes.
-    """
-    if xla_works():
-        return tf.function(body, jit_compile=True)(*args)
-    return body(*args)
 
 
 def head_model(model: keras.Model, info: LayerInfo) -> keras.Model | None:
@@ -149,18 +124,17 @@ class ChannelPerturbation(BaseCAM):
         """
         return 1
 
-    def _select_channels(self, acts: tf.Tensor, count: int) -> tf.Tensor:
-        """``(B, count)`` int32 channel indices to perturb for each sample.
+    def _select_channels(self, acts: np.ndarray, count: int) -> np.ndarray:
+        """``(B, count)`` int32 channel indices to perturb for each sample (on the host).
 
         All channels in order; with ``max_channels``, the ``count`` channels with the largest
-        spatial standard deviation of their activation map in each sample (largest first).
+        spatial standard deviation of their activation map in each sample (largest first, the
+        lower index first on a tie).
         """
         if self.max_channels is None:
-            b = tf.shape(acts)[0]
-            return tf.tile(tf.range(count, dtype=tf.int32)[None], [b, 1])
-        spatial = list(range(1, acts.shape.rank - 1))
-        std = tf.math.reduce_std(acts, axis=spatial)
-        return tf.math.top_k(std, k=count).indices
+            return np.tile(np.arange(count, dtype=np.int32), (len(acts), 1))
+        std = acts.std(axis=tuple(range(1, acts.ndim - 1)))
+        return np.argsort(-std, axis=1, kind="stable")[:, :count].astype(np.int32)
 
     def _perturbed_scores(self, xb, acts, channels, targets, size):
         """Graph code: ``(scores, valid)``, each ``(c, B)``, for the ``(B, c)`` channel indices (copy ids, see :meth:`_copies`)."""
@@ -187,42 +161,39 @@ class ChannelPerturbation(BaseCAM):
         return self.compile(call, ("clean",), body)
 
     def _perturbed_function(self, call: Call):
-        """Compiled perturbed passes: ``(scores, valid)``, each ``(channels, B)``.
+        """Compiled perturbed passes: ``(scores, valid)``, each ``(channels, B)`` float32.
 
-        The ``(B, channels)`` channel indices given are processed ``chunk`` per pass, one pass after
-        the other (``parallel_iterations=1``, so that ``batch_size`` bounds the memory too), in one
-        call: several passes per call spare the Python-to-graph overhead of each.
+        The ``(B, channels)`` channel indices given (a multiple of ``chunk``, see :meth:`passes`)
+        are processed ``chunk`` per pass, one pass after the other
+        (:func:`~keras_gradcam.core.backend.map_sequential`, so that ``batch_size`` bounds the
+        memory too), in one call: several passes per call spare the Python-to-graph overhead of each.
         """
 
         chunk, size = call.chunk, call.size
 
         def body(xb, acts, channels, tb, targets):
             tgt = targets.with_classes(tb)  # class targets: those resolved on the clean pass
-            steps = (tf.shape(channels)[1] + chunk - 1) // chunk
+            rows = ops.shape(channels)[0]
 
-            def step(i, scores, valid):
-                part = channels[:, i * chunk : (i + 1) * chunk]
+            def step(i):
+                part = ops.slice(channels, (0, i * chunk), (rows, chunk))
                 s, v = self._perturbed_scores(xb, acts, part, tgt, size)
-                return i + 1, scores.write(i, s), valid.write(i, v)
+                return ops.cast(s, "float32"), ops.cast(v, "float32")
 
-            arrays = [tf.TensorArray(dtype, size=steps, infer_shape=False) for dtype in (tf.float32, tf.bool)]
-            _, scores, valid = tf.while_loop(
-                lambda i, *_: i < steps, step, [tf.constant(0)] + arrays, parallel_iterations=1
-            )
-            return scores.concat(), valid.concat()
+            scores, valid = backend.map_sequential(step, ops.shape(channels)[1] // chunk, 2)
+            return ops.reshape(scores, (-1, rows)), ops.reshape(valid, (-1, rows))
 
-        acts_spec = tf.TensorSpec((None,) + tuple(self._acts_shape()[1:]), tf.float32)
-        specs = [acts_spec, tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+        acts_spec = keras.KerasTensor((None,) + tuple(self._acts_shape()[1:]), "float32")
+        specs = [acts_spec, keras.KerasTensor((None, None), "int32"), keras.KerasTensor((None,), "int32")]
         return self.compile(call, ("perturbed", tuple(size), chunk), body, specs)
 
     def _acts_shape(self) -> tuple:
         """The layer's output shape as :class:`Capture` gives activations (channels last, tokens on their grid)."""
         return tuple(self.layers[0].standard_shape)
 
-    def _tile(self, t: tf.Tensor, c) -> tf.Tensor:
+    def _tile(self, t, c):
         """``(B, ...)`` -> ``(c * B, ...)``, copy-major (row ``j * B + b`` is copy ``j`` of sample ``b``)."""
-        tiled = tf.tile(t[None], tf.concat([[c], tf.ones([tf.rank(t)], tf.int32)], axis=0))
-        return tf.reshape(tiled, tf.concat([[-1], tf.shape(t)[1:]], axis=0))
+        return ops.tile(t, [c] + [1] * (len(t.shape) - 1))
 
     def _tile_targets(self, targets, c):
         """The target's rows for ``c`` copies of each sample, copy-major (see :meth:`_tile`)."""
@@ -258,33 +229,34 @@ class ChannelPerturbation(BaseCAM):
         k, total, samples, chunk = call.state["channels"], call.state["total"], call.state["samples"], call.chunk
         count, copies = total // self._copies(), self._copies()
         group = chunk * PASSES_PER_CALL
-        xblock = map_inputs(tf.convert_to_tensor, call.batch(start, stop))
+        xblock = call.batch(start, stop)
         m = int(flat(xblock)[0].shape[0])
         acts_all, tgt, scores, preds = call.state["clean"](xblock, *call.data(start, stop))
-        channels_all = self._select_channels(acts_all, count)
+        channels_all = self._select_channels(ops.convert_to_numpy(acts_all), count)
         ids_all = channels_all
         if copies > 1:  # copy ids: channel * copies + copy, the copies of a channel side by side
-            ids_all = channels_all[:, :, None] * copies + tf.range(copies, dtype=tf.int32)[None, None]
-            ids_all = tf.reshape(ids_all, [m, total])
+            ids_all = (channels_all[:, :, None] * copies + np.arange(copies, dtype=np.int32)).reshape(m, total)
         got, ok = [], []
         for j in range(0, m, samples):
             xb = batch_slice(xblock, j, j + samples)
-            acts, channels, tb = acts_all[j : j + samples], ids_all[j : j + samples], tgt[j : j + samples]
+            acts, tb = acts_all[j : j + samples], tgt[j : j + samples]
             rows, shared = call.data(start + j, start + j + samples)
             scs, vas = [], []
-            sizes = [min(group, total - s) for s in range(0, total, group)]
-            for part, width in zip(tf.split(channels, sizes, axis=1), sizes):
+            for first in range(0, total, group):
+                part = ids_all[j : j + samples, first : first + group]
+                width = part.shape[1]
+                part = np.pad(part, ((0, 0), (0, -width % chunk)), mode="edge")  # whole passes; the copies dropped below
                 sc, va = call.state["perturbed"](xb, acts, part, tb, rows, shared)
-                scs.append(sc)
-                vas.append(va)
+                scs.append(ops.convert_to_numpy(sc)[:width])
+                vas.append(ops.convert_to_numpy(va)[:width])
                 call.state["bar"].add(math.ceil(width / chunk))
-            got.append(tf.transpose(tf.concat(scs, axis=0)))  # (samples, total)
-            ok.append(tf.transpose(tf.concat(vas, axis=0)))
-        raw, valid = tf.concat(got, axis=0).numpy(), tf.concat(ok, axis=0).numpy()
+            got.append(np.concatenate(scs).T)  # (samples, total)
+            ok.append(np.concatenate(vas).T > 0.5)
+        raw, valid = np.concatenate(got), np.concatenate(ok)
         weights = np.zeros((m, k), np.float32)  # 0 for channels not perturbed
-        np.put_along_axis(weights, channels_all.numpy(), self._weights(scores.numpy(), raw, valid), axis=1)
-        layer_map = weighted_sum(acts_all, tf.constant(weights))
-        layer_map = tf.nn.relu(layer_map) if self.relu else layer_map
+        np.put_along_axis(weights, channels_all, self._weights(ops.convert_to_numpy(scores), raw, valid), axis=1)
+        layer_map = weighted_sum(acts_all, ops.convert_to_tensor(weights))
+        layer_map = ops.relu(layer_map) if self.relu else layer_map
         heat = normalize(resize(layer_map, call.size))
-        arrays = [a.numpy() for a in (heat, layer_map, tgt, scores, preds)]
+        arrays = [ops.convert_to_numpy(a) for a in (heat, layer_map, tgt, scores, preds)]
         return {**dict(zip(OUTPUTS, arrays)), "channel_weights": weights}

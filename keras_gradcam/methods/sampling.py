@@ -46,10 +46,20 @@ def repeated_passes(capture: Capture, count: int, chunk: int, variants, targets,
         Whether each pass computes the gradients at the layer.
     """
 
-    def body(start, acc):
-        idx = keras.ops.arange(start, keras.ops.minimum(start + chunk, count), dtype="int32")
-        tk = batch_of(targets).tile(keras.ops.shape(idx)[0])
-        return start + chunk, fold(acc, idx, capture(variants(idx), tk, gradients=gradients))
+    def one_pass(start, size, acc):
+        idx = keras.ops.arange(size, dtype="int32") + start
+        tk = batch_of(targets).tile(size)
+        return fold(acc, idx, capture(variants(idx), tk, gradients=gradients))
 
-    _, acc = keras.ops.while_loop(lambda start, acc: start < count, body, (keras.ops.convert_to_tensor(0), init))
+    # every pass has a static size (JAX traces fixed shapes): the full passes in a loop, then the rest
+    full, rest = divmod(count, chunk)
+    acc = init
+    if full:
+        _, acc = keras.ops.while_loop(
+            lambda start, acc: start < full * chunk,
+            lambda start, acc: (start + chunk, one_pass(start, chunk, acc)),
+            (keras.ops.convert_to_tensor(0, "int32"), acc),
+        )
+    if rest:
+        acc = one_pass(full * chunk, rest, acc)
     return acc

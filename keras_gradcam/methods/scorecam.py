@@ -12,12 +12,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..core.backend import fused
 from ..core.layers import LayerSpec
 from ..core.postprocess import Tensor, nonconstant, normalize, resize
 from ..core.targets import batch_of
 from ..core.validate import one_of
 from .inputs import refuse_token_inputs
-from .perturbation import ChannelPerturbation, fused
+from .perturbation import ChannelPerturbation
 
 __all__ = ["ScoreCAM", "mask_images"]
 

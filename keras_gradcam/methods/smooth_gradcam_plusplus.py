@@ -6,10 +6,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..core.backend import stateless_normal
 from ..core.capture import Captured
 from ..core.engine import BaseCAM
 from ..core.layers import LayerSpec
-from ..core.noise import stateless_normal
 from ..core.postprocess import Tensor, spatial_sum
 from ..core.smoothing import OPTIONS
 from ..core.targets import batch_of
@@ -42,7 +42,9 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     seed : int, default=0
         Seed of the noise. The noise draws depend only on the seed and the draw index, never on the
         global RNG, the batch composition or ``batch_size``: the same image gets the same map in
-        any batch.
+        any batch (draw ``i`` of input ``j`` is the backend's stateless normal of the
+        pair ``(seed, j)``, row ``i``: ``tf.random.stateless_normal`` on TensorFlow; JAX and PyTorch
+        have their own generators, so their noisy maps differ from TensorFlow's in the draws only).
     numerator : {"d2", "d1"}, default="d2"
         ``"d2"`` uses the averaged squared gradient in alpha's numerator, so that ``n_samples=1`` and
         ``noise_level=0`` give Grad-CAM++ exactly (torch-cam's correction); ``"d1"`` is the

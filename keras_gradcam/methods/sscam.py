@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.backend import stateless_normals
 from ..core.layers import LayerSpec
-from ..core.noise import stateless_normals
 from ..core.postprocess import Tensor
 from ..core.validate import integer, positive_float, positive_int
 from .scorecam import ScoreCAM
@@ -34,7 +34,10 @@ class SSCAM(ScoreCAM):
     seed : int, default=0
         Seed of the noise. The noise of draw ``n`` of channel ``k`` depends only on
         ``(seed, k, n)``, never on the global RNG, the image, the batch or ``batch_size``: the same
-        image gets the same map in any batch, and every image sees the same draws.
+        image gets the same map in any batch, and every image sees the same draws. The draw is
+        the backend's stateless normal of the pair ``(seed, k * n_samples + n)``:
+        ``tf.random.stateless_normal`` on TensorFlow; JAX and PyTorch have their own generators
+        (docs/backends.md), so their noisy maps differ from TensorFlow's in the draws only.
     weights : {"channel-softmax", "probability"}, default="channel-softmax"
         ``"channel-softmax"`` (torch-cam, Score-CAM's Algorithm 1): a softmax over channels of the
         mean explained score (the logit by default). ``"probability"``: the mean post-softmax

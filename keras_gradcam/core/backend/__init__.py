@@ -21,6 +21,17 @@ Each exports the same names:
     depend on them.
 ``guided_relu(x)``
     ReLU with guided backpropagation's gradient ``dy * (x > 0) * (dy > 0)``.
+``fused(body, *args)``
+    Graph code: ``body(*args)``, fused by XLA where that pays (a ``jit_compile=True`` function
+    inside TensorFlow's traced body; JAX's jitted body is fused as a whole; PyTorch runs it).
+``map_sequential(fn, count, n_outputs)``
+    Graph code: ``fn(i)`` for ``i in range(count)`` one at a time (memory holds one pass), its
+    ``n_outputs`` float32 outputs stacked: ``tf.map_fn`` with ``parallel_iterations=1``,
+    ``jax.lax.map``, a Python loop on PyTorch.
+``stateless_normal(shape, (seed, i))``, ``stateless_normals(shape, seed, ids)``
+    Standard normal noise from a seed pair (one draw per id of ``ids``): the same numbers on every
+    run and machine, drawn by the backend's own counter-based generator, so the numbers differ
+    between backends (``tf.random.stateless_normal``, ``jax.random`` keys, numpy's ``default_rng((seed, i))`` on PyTorch).
 """
 
 from __future__ import annotations
@@ -31,18 +42,46 @@ import keras
 
 name = keras.backend.backend()
 if name == "tensorflow":
-    from .tensorflow import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+    from .tensorflow import (  # noqa: A004 - the seam's name
+        Compiled,
+        compile,
+        fused,
+        guided_relu,
+        layer_gradients,
+        map_sequential,
+        stateless_normal,
+        stateless_normals,
+    )
 elif name == "jax":
-    from .jax import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+    from .jax import (  # noqa: A004 - the seam's name
+        Compiled,
+        compile,
+        fused,
+        guided_relu,
+        layer_gradients,
+        map_sequential,
+        stateless_normal,
+        stateless_normals,
+    )
 elif name == "torch":
-    from .torch import Compiled, compile, guided_relu, layer_gradients  # noqa: A004 - the seam's name
+    from .torch import (  # noqa: A004 - the seam's name
+        Compiled,
+        compile,
+        fused,
+        guided_relu,
+        layer_gradients,
+        map_sequential,
+        stateless_normal,
+        stateless_normals,
+    )
 else:
     raise ImportError(
         f"keras-gradcam explains models on the TensorFlow, JAX and PyTorch backends; KERAS_BACKEND is {name!r}. "
         "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
     )
 
-__all__ = ["name", "compile", "guided_relu", "layer_gradients", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
+__all__ = ["name", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal",
+           "stateless_normals", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
            "check_supported"]
 
 Tensor = Any  # a tensor of the running backend (tf.Tensor, jax.Array, torch.Tensor), for annotations
@@ -52,11 +91,8 @@ Tensor = Any  # a tensor of the running backend (tf.Tensor, jax.Array, torch.Ten
 # differentiates the map inside its own train_step with two GradientTapes (training/guided.py)
 TENSORFLOW_ONLY = frozenset({"guided-backprop", "guided-gradcam", "guided-gradcam++", "guided-training"})
 
-# what does not run yet on a backend, by method name: the channel-perturbation driver
-# (methods/perturbation.py) and the seeded noise (core/noise.py) still call TensorFlow ops, and so do
-# Integrated Grad-CAM's path points and Ablation-CAM's edits under jax.jit (tests/test_backends.py)
-_PERTURBATION = frozenset({"scorecam", "sscam", "iscam", "smoothgradcam++"})
-NOT_YET = {"jax": _PERTURBATION | {"ablationcam", "integrated-gradcam"}, "torch": _PERTURBATION}
+# what does not run yet on a backend, by method name (none today; the mechanism stays for what comes)
+NOT_YET: dict[str, frozenset] = {}
 
 
 def check_supported(what: str, display: str | None = None) -> None:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-__all__ = ["Compiled", "compile", "guided_relu", "layer_gradients", "to_numpy"]
+__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
 
 
 def _floating(dtype) -> bool:
@@ -281,6 +281,32 @@ def _guided_backward(x, dy):
 
 
 guided_relu.defvjp(_guided_forward, _guided_backward)
+
+
+def fused(body: Callable, *args):
+    """``body(*args)``: the body is already inside a ``jax.jit`` function, which XLA fuses as a whole."""
+    return body(*args)
+
+
+def map_sequential(fn: Callable, count: int, n_outputs: int):
+    """``fn(i)`` for ``i in range(count)``, one after the other (``jax.lax.map``), each output stacked on a new first axis."""
+    return tuple(jax.lax.map(fn, jnp.arange(int(count), dtype=jnp.int32)))
+
+
+def _key(seed: int, i):
+    return jax.random.fold_in(jax.random.key(seed), i)
+
+
+def stateless_normal(shape, seed: tuple[int, int], dtype="float32"):
+    """Standard normal noise of ``shape`` from the seed pair ``seed``: ``jax.random.normal`` of the key
+    ``fold_in(key(seed[0]), seed[1])`` (a counter-based draw: the same numbers on every run and machine)."""
+    return jax.random.normal(_key(int(seed[0]), int(seed[1])), tuple(shape), dtype=dtype)
+
+
+def stateless_normals(shape, seed: int, ids):
+    """One float32 draw of ``shape`` per entry ``i`` of the int array ``ids``, from the key of ``(seed, i)``."""
+    shape = tuple(shape)
+    return jax.vmap(lambda i: jax.random.normal(_key(int(seed), i), shape, dtype=jnp.float32))(jnp.asarray(ids))
 
 
 def to_numpy(t) -> np.ndarray:

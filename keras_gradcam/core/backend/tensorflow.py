@@ -9,12 +9,13 @@ outside a ``strategy.scope()`` or another device scope.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 
 import keras
 import tensorflow as tf
 
-__all__ = ["Compiled", "compile", "guided_relu", "layer_gradients"]
+__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals"]
 
 
 def _spec(s):
@@ -100,3 +101,55 @@ def guided_relu(x):
         return dy * tf.cast(x > 0, dy.dtype) * tf.cast(dy > 0, dy.dtype)
 
     return tf.nn.relu(x), grad
+
+
+@functools.lru_cache(maxsize=1)
+def xla_works() -> bool:
+    """Whether this TensorFlow build can run ``jit_compile=True`` functions on the default device."""
+    try:
+        with tf.init_scope():  # run it now, eagerly, also when first asked while a function is traced
+            probe = tf.function(lambda a: tf.image.resize(a, (4, 4)) * 2.0, jit_compile=True)
+            probe(tf.ones([1, 2, 2, 1])).numpy()
+        return True
+    except (tf.errors.OpError, NotImplementedError, ValueError):  # pragma: no cover - builds without XLA
+        return False
+
+
+def fused(body: Callable, *args):
+    """Graph code: ``body(*args)``, in a new ``jit_compile=True`` function where XLA works.
+
+    XLA fuses element-wise work around the model's passes (Score-CAM's masking: upsample,
+    normalise, multiply) that would otherwise cost as much as a small forward pass. A new function
+    is made on each call, from inside the explainer's own compiled body, so that no compiled
+    function (nor its trace cache) is shared between explainers, layers or sizes.
+    """
+    if xla_works():
+        return tf.function(body, jit_compile=True)(*args)
+    return body(*args)
+
+
+def stateless_normal(shape, seed: tuple[int, int], dtype="float32"):
+    """Standard normal noise of ``shape`` from the seed pair ``seed``: ``tf.random.stateless_normal``."""
+    return tf.random.stateless_normal(tuple(shape), seed=list(seed), dtype=dtype)
+
+
+def stateless_normals(shape, seed: int, ids):
+    """One float32 draw of ``shape`` per entry ``i`` of the int tensor ``ids``, from the pair ``(seed, i)``."""
+    first = tf.constant(seed, tf.int64)
+    shape = tuple(shape)
+
+    def draw(i):
+        return tf.random.stateless_normal(shape, seed=tf.stack([first, tf.cast(i, tf.int64)]))
+
+    return tf.map_fn(draw, ids, fn_output_signature=tf.TensorSpec(shape, tf.float32))
+
+
+def map_sequential(fn: Callable, count, n_outputs: int):
+    """Graph code: ``fn(i)`` for ``i in range(count)``, one after the other, each output stacked on a new first axis.
+
+    ``fn`` returns a tuple of ``n_outputs`` float32 tensors of the same shapes on every ``i``. One
+    iteration at a time (``parallel_iterations=1``), so that memory holds one pass, not several.
+    """
+    return tuple(
+        tf.map_fn(fn, tf.range(count), fn_output_signature=(tf.float32,) * n_outputs, parallel_iterations=1)
+    )

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import torch
 
-__all__ = ["Compiled", "compile", "guided_relu", "layer_gradients", "to_numpy"]
+__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
 
 
 class Compiled:
@@ -154,6 +154,45 @@ def guided_relu(x):
     no PyTorch implementation, hence a ``torch.autograd.Function``).
     """
     return _GuidedReLU.apply(x)
+
+
+def fused(body: Callable, *args):
+    """``body(*args)``, eagerly (see :func:`compile`)."""
+    return body(*args)
+
+
+def map_sequential(fn: Callable, count: int, n_outputs: int):
+    """``fn(i)`` for ``i in range(count)``, one after the other (eagerly), each output stacked on a new first axis."""
+    outs = [fn(i) for i in range(int(count))]
+    return tuple(torch.stack([o[j] for o in outs]) for j in range(n_outputs))
+
+
+def _normal(shape, seed: int, i: int) -> torch.Tensor:
+    # numpy's generator seeded by the pair (a SeedSequence: distinct pairs give independent streams; torch's own
+    # manual_seed keeps 32 bits), on the CPU, then moved: the same numbers on every run, machine and device
+    rng = np.random.default_rng([int(seed) % 2**64, int(i) % 2**64])
+    return torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32))
+
+
+def _device():
+    return keras.ops.convert_to_tensor(0.0).device
+
+
+def stateless_normal(shape, seed: tuple[int, int], dtype="float32"):
+    """Standard normal noise of ``shape`` from the seed pair ``seed``: numpy's ``default_rng(seed)``."""
+    return _normal(shape, *seed).to(device=_device(), dtype=getattr(torch, keras.backend.standardize_dtype(dtype)))
+
+
+def stateless_normals(shape, seed: int, ids):
+    """One float32 draw of ``shape`` per entry ``i`` of the int tensor ``ids``, from the pair ``(seed, i)``.
+
+    Eager PyTorch has no vectorised counter-based draw: one generator per id (a draw per perturbed copy
+    of a forward pass, so the loop is short next to the pass it feeds).
+    """
+    ids = keras.ops.convert_to_numpy(ids).reshape(-1).tolist()
+    draws = [_normal(shape, seed, i) for i in ids]
+    out = torch.stack(draws) if draws else torch.zeros((0, *tuple(shape)))
+    return out.to(_device())
 
 
 def to_numpy(t) -> np.ndarray:
