@@ -165,7 +165,9 @@ def main(argv=None) -> None:
     rows = []
     for backend in args.backends.split(","):
         python = args.torch_python if backend == "torch" else sys.executable
-        env = dict(os.environ, KERAS_BACKEND=backend)
+        # this checkout's package first, also for a Python whose environment has another one installed
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
         proc = subprocess.run([python, __file__, *child_args], env=env, capture_output=True, text=True)
         if proc.returncode:
             print(f"{backend}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)

@@ -243,6 +243,29 @@ def task_noise(data: dict) -> dict:
     return result
 
 
+def task_cli(data: dict) -> dict:
+    """``keras-gradcam explain`` of a saved ``.keras`` model on PNG files, for each method of ``data["methods"]``:
+    the ``heatmaps.npy`` and ``layer_heatmaps.npy`` it writes, or its exit code and standard error."""
+    import contextlib
+    import io
+
+    from keras_gradcam import cli
+
+    result = {}
+    for method in [str(m) for m in data["methods"]]:
+        out = os.path.join(str(data["out"]), method)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = cli.main(["explain", str(data["model"]), *[str(p) for p in data["images"]], "--out", out,
+                             "--method", method, "--layer", "c2", "--size", "12"])
+        if code != 0:
+            result[f"error_{method}"] = np.array(f"exit {code}: {err.getvalue()[-2000:]}")
+            continue
+        for name in ("heatmaps", "layer_heatmaps"):
+            result[f"{name}_{method}"] = np.load(os.path.join(out, f"{name}.npy"))
+    return result
+
+
 def nested_cnn() -> keras.Model:
     """:func:`backend_cnn`'s layers with the convolutions in a Functional sub-model "backbone"."""
     inp = keras.Input((8, 8, 2), name="image")
@@ -265,7 +288,7 @@ def tiny_vit() -> keras.Model:
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
 TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback, "metrics": task_metrics,
-         "noise": task_noise}
+         "noise": task_noise, "cli": task_cli}
 
 
 def main(argv) -> int:

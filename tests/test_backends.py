@@ -22,9 +22,11 @@ import tensorflow as tf
 from backend_worker import MODELS, ROOT, backend_cnn
 
 import keras_gradcam as kg
+from keras_gradcam import cli
 from keras_gradcam.core import backend as backend_seam
 from keras_gradcam.core import postprocess
 from keras_gradcam.core.backend import TENSORFLOW_ONLY as TF_ONLY_NAMES
+from keras_gradcam.io import write_png
 
 WORKER = os.path.join(ROOT, "tests", "backend_worker.py")
 CLS = 1
@@ -61,8 +63,31 @@ def _jobs(tmp) -> dict:
         "explain": ("explain", explain, None),
         "callback": ("callback", {"log_dir": str(tmp / "logs")}, None),
         "metrics": ("metrics", {"x": np.concatenate([x, -x]), "weights": explain["weights_cnn"], "run_dir": str(tmp / "run")}, None),
+        "cli": ("cli", _cli_files(tmp), None),
         "noise": ("noise", {"x": x, "weights": explain["weights_cnn"], "weights_vit": explain["weights_vit"]}, None),
     }
+
+
+CLI_METHODS = ["gradcam++", "scorecam"]
+
+
+def _cli_files(tmp) -> dict:
+    """A small RGB CNN saved as ``.keras`` (on TensorFlow) and two PNG images, for ``keras-gradcam explain``."""
+    folder = tmp / "cli"
+    folder.mkdir(exist_ok=True)
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((12, 12, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inputs)
+    h = keras.layers.Conv2D(5, 3, activation="relu", name="c2")(h)
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.GlobalAveragePooling2D()(h))
+    keras.Model(inputs, outputs).save(folder / "m.keras")
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(2):
+        write_png(folder / f"img{i}.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+        images.append(str(folder / f"img{i}.png"))
+    return {"model": str(folder / "m.keras"), "images": np.array(images), "methods": np.array(CLI_METHODS),
+            "out": str(folder / "out")}
 
 
 @pytest.fixture(scope="module", params=["jax", "torch"])
@@ -217,6 +242,21 @@ def test_gradcampp_on_the_token_layer_is_too_ill_conditioned_for_1e_4(tf_maps, t
     noise = 1e-6 * scale * np.random.default_rng(0).uniform(-1, 1, (20, *grads.shape))
     moved = [np.max(np.abs(gradcampp(grads + n) - clean) / np.maximum(clean, 1e-6)) for n in noise]
     assert np.median(moved) > 1e-4, moved
+
+
+def test_cli_explain_writes_the_maps_tensorflow_writes(backend, tmp_path):
+    """``keras-gradcam explain`` under the backend, on a ``.keras`` file saved on TensorFlow: the same maps on disk."""
+    name, results, jobs = backend
+    got = results["cli"]
+    data = jobs["cli"][1]
+    for method in CLI_METHODS:
+        assert f"error_{method}" not in got, str(got.get(f"error_{method}"))
+        out = tmp_path / method
+        code = cli.main(["explain", data["model"], *[str(p) for p in data["images"]], "--out", str(out),
+                         "--method", method, "--layer", "c2", "--size", "12"])
+        assert code == 0
+        for field in ("heatmaps", "layer_heatmaps"):
+            np.testing.assert_allclose(got[f"{field}_{method}"], np.load(out / f"{field}.npy"), rtol=1e-4, atol=1e-5)
 
 
 def test_noise_is_reproducible_the_same_in_any_batch_and_changes_with_the_seed(backend):
