@@ -328,6 +328,37 @@ def task_threads(data: dict) -> dict:
     return result
 
 
+def task_traces(data: dict) -> dict:
+    """How many times the model's Python runs (its layer ``c2``'s ``call``) over calls of one explainer:
+    after the first call, after four more of the same shape, and after one of another batch size."""
+    import keras_gradcam as kg
+
+    model = backend_cnn()
+    model.load_weights(str(data["weights"]))
+    layer = model.get_layer("c2")
+    runs = [0]
+    plain = layer.call
+
+    def counting(*args, **kwargs):
+        runs[0] += 1
+        return plain(*args, **kwargs)
+
+    layer.call = counting  # a test model: the count of Python runs of the layer (traces, or eager calls)
+    x = data["x"]
+    counts = []
+    for method in ("gradcam", "scorecam"):
+        explainer = kg.get_method(method)(model, layer="c2", **({"verbose": 0} if method == "scorecam" else {}))
+        runs[0] = 0
+        explainer(x)
+        first = runs[0]
+        for k in range(4):
+            explainer(x * (k + 2))
+        same = runs[0]
+        explainer(x[:2])
+        counts.append([first, same, runs[0]])
+    return {"counts": np.array(counts)}
+
+
 def nested_cnn() -> keras.Model:
     """:func:`backend_cnn`'s layers with the convolutions in a Functional sub-model "backbone"."""
     inp = keras.Input((8, 8, 2), name="image")
@@ -350,7 +381,8 @@ def tiny_vit() -> keras.Model:
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
 TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "guided_check": task_guided_check, "explain": task_explain,
-         "callback": task_callback, "metrics": task_metrics, "noise": task_noise, "cli": task_cli, "threads": task_threads}
+         "callback": task_callback, "metrics": task_metrics, "noise": task_noise, "cli": task_cli, "threads": task_threads,
+         "traces": task_traces}
 
 
 def main(argv) -> int:

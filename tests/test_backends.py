@@ -66,6 +66,7 @@ def _jobs(tmp) -> dict:
         "metrics": ("metrics", {"x": np.concatenate([x, -x]), "weights": explain["weights_cnn"], "run_dir": str(tmp / "run")}, None),
         "cli": ("cli", _cli_files(tmp), None),
         "threads": ("threads", {"x": x, "weights": explain["weights_cnn"]}, None),
+        "traces": ("traces", {"x": x, "weights": explain["weights_cnn"]}, None),
         "noise": ("noise", {"x": x, "weights": explain["weights_cnn"], "weights_vit": explain["weights_vit"]}, None),
     }
 
@@ -275,6 +276,19 @@ def test_two_threads_calling_one_explainer_get_the_maps_of_calls_made_one_after_
     for method in ("gradcam++", "scorecam"):
         np.testing.assert_allclose(got[f"together_{method}"], got[f"alone_{method}"], rtol=1e-5, atol=1e-6)
         assert np.ptp(got[f"alone_{method}"]) > 0
+
+
+def test_jax_traces_once_per_input_shape_and_torch_runs_eagerly(backend):
+    """JAX: the model's Python runs only while a new input shape is traced (an abstract pass and the jit
+    trace), never on a repeated call; PyTorch (eager, docs/backends.md) runs it on every call."""
+    name, results, _ = backend
+    for method, (first, same, other) in zip(("gradcam", "scorecam"), results["traces"]["counts"]):
+        assert first > 0, method
+        if name == "jax":
+            assert same == first, f"{method}: four calls of the same shape traced again ({first} -> {same} runs)"
+            assert first < other <= 2 * first, f"{method}: another batch size: {first} -> {other} runs"
+        else:
+            assert same == 5 * first and other > same, (method, first, same, other)
 
 
 def test_noise_is_reproducible_the_same_in_any_batch_and_changes_with_the_seed(backend):
