@@ -22,7 +22,8 @@ import keras
 import numpy as np
 import torch
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
+__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "stateless_normal",
+           "stateless_normals", "to_numpy"]
 
 
 class Compiled:
@@ -198,3 +199,9 @@ def stateless_normals(shape, seed: int, ids):
 def to_numpy(t) -> np.ndarray:
     """A torch tensor (or anything array-like) as a numpy array."""
     return keras.ops.convert_to_numpy(t)
+
+
+def on_host(fn: Callable, *tensors) -> tuple:
+    """Graph code: ``fn(*arrays)`` on the host, now (the body runs eagerly); returns ``tensors``."""
+    fn(*[keras.ops.convert_to_numpy(t) for t in tensors])
+    return tuple(tensors)
