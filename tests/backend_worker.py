@@ -307,7 +307,10 @@ TARGET_MODELS = {"seg": (seg_model, "feat"), "token": (token_model, "c1"), "box"
 
 
 def target_cases(kg) -> dict:
-    """Every target case: id -> (model kind, target); the masks and ids are fixed here for both processes."""
+    """Every target case: id -> (model kind, target[, method]); the masks and ids are fixed here for both processes.
+
+    Grad-CAM unless a method is named: Score-CAM and Ablation-CAM run the target in each of their
+    passes (per-image rows tiled, ``BoxTarget``'s warning from inside ``map_sequential``)."""
     mask = np.zeros((8, 8), np.float32)
     mask[2:6, 1:5] = 1.0
     masks = (np.random.default_rng(4).random((3, 8, 8)) < 0.5).astype(np.float32)
@@ -322,6 +325,8 @@ def target_cases(kg) -> dict:
         "similarity": ("token", kg.SimilarityTarget([0.5, -1.0, 0.25, 2.0, 0.0, 1.0], output="emb")),
         "box": ("box", kg.BoxTarget([[0, 0, 4, 4], [4, 4, 8, 8], [0, 0, 4, 4]], category=[0, 1, 0])),
         "box_unmatched": ("box", kg.BoxTarget([0, 0, 4, 4], category=[0, 1, 0], add_iou=True)),
+        "seg_per_image_scorecam": ("seg", kg.SegmentationTarget(2, mask=masks), "scorecam"),
+        "box_unmatched_ablationcam": ("box", kg.BoxTarget([0, 0, 4, 4], category=[0, 1, 0], add_iou=True), "ablationcam"),
         "bad_token": ("token", kg.TokenTarget(VOCAB, 0, output="lm")),
         "bad_position": ("token", kg.TokenTarget(3, SEQ, output="lm")),
         "bad_sequence": ("token", kg.SequenceTarget([1, VOCAB + 2], [0, -SEQ - 1], output="lm")),
@@ -338,15 +343,16 @@ def task_targets(data: dict) -> dict:
     import keras_gradcam as kg
 
     models, result = {}, {}
-    for case, (kind, target) in target_cases(kg).items():
+    for case, (kind, target, *method) in target_cases(kg).items():
         if kind not in models:
             models[kind] = TARGET_MODELS[kind][0]()
             models[kind].load_weights(str(data[f"weights_{kind}"]))
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             try:
-                exp = kg.explain(models[kind], target_inputs(kind, data), method="gradcam", layer=TARGET_MODELS[kind][1],
-                                 relu=False, targets=target)
+                exp = kg.explain(models[kind], target_inputs(kind, data), method=(method or ["gradcam"])[0], layer=TARGET_MODELS[kind][1],
+                                 relu=False, targets=target,
+                                 **({"verbose": 0} if method else {}))
             except Exception as error:  # reported to the parent, which compares it with TensorFlow's
                 result[f"error_{case}"] = np.array(f"{type(error).__name__}: {error}")
                 continue
