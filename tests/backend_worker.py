@@ -131,6 +131,45 @@ def task_guided_relu(data: dict) -> dict:
     return {"grad": keras.ops.convert_to_numpy(grads[0])}
 
 
+class OwnReLU(keras.layers.Layer):
+    """A custom layer that computes a ReLU in its ``call``: guided backpropagation cannot guide it."""
+
+    def call(self, x):
+        return keras.ops.relu(x)
+
+
+def task_guided_check(data: dict) -> dict:
+    """``GuidedBackprop`` of x (4,) -> Dense -> OwnReLU -> Dense: the error it raises, and whether the model is unchanged."""
+    import keras_gradcam as kg
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(3)(OwnReLU()(keras.layers.Dense(5)(inp))))
+    before = [w.copy() for w in model.get_weights()]
+    x = np.asarray(data["x"])
+    out = keras.ops.convert_to_numpy(model(x))
+    try:
+        kg.GuidedBackprop(model)
+        error = "no error"
+    except Exception as e:  # reported to the parent
+        error = f"{type(e).__name__}: {e}"
+    same = all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    same = same and np.array_equal(keras.ops.convert_to_numpy(model(x)), out)
+    # the seam's count of plain ReLUs, for one function run before and while the ReLUs are guided
+    from keras_gradcam.core.backend import plain_relus
+    from keras_gradcam.methods.guided_model import guided_edits, guided_relus
+
+    cnn = backend_cnn()
+
+    def forward(t):
+        return cnn(t, training=False)
+
+    counts = [plain_relus(forward, (None, 8, 8, 2), "float32")]
+    with guided_relus(guided_edits(cnn)):
+        counts.append(plain_relus(forward, (None, 8, 8, 2), "float32"))
+    counts.append(plain_relus(forward, (None, 8, 8, 2), "float32"))
+    return {"error": np.array(error), "unchanged": np.array(same), "plain_relus": np.array(counts)}
+
+
 def task_explain(data: dict) -> dict:
     """``kg.explain`` for each case of ``data["cases"]`` (JSON: id, method, layer, options, model):
     its maps, scores and classes, or the error it raised (``error_<id>``: "Type: message")."""
@@ -155,10 +194,12 @@ def task_explain(data: dict) -> dict:
         except Exception as error:  # reported to the parent, which decides whether it was expected
             result[f"error_{case['id']}"] = np.array(f"{type(error).__name__}: {error}")
         else:
-            for field in ("heatmaps", "layer_heatmaps", "scores", "targets"):
+            for field in ("heatmaps", "layer_heatmaps", "scores", "targets", "attributions"):
                 value = getattr(exp, field)
                 if value is not None:
                     result[f"{field}_{case['id']}"] = np.asarray(value)
+            for key, value in exp.extras.items():  # e.g. guided Grad-CAM's "guided_backprop" image
+                result[f"{key}_{case['id']}"] = np.asarray(value)
         after = model.get_weights()
         result[f"unchanged_{case['id']}"] = np.array(all(np.array_equal(a, b) for a, b in zip(before, after)))
     del x
@@ -374,6 +415,27 @@ def task_targets(data: dict) -> dict:
     return result
 
 
+def task_threads(data: dict) -> dict:
+    """One explainer of each kind called from two threads at once, three times each: the maps of each call,
+    and the ones of the same calls made one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import keras_gradcam as kg
+
+    model = backend_cnn()
+    model.load_weights(str(data["weights"]))
+    x = data["x"]
+    batches = [x, -x, 2 * x, x[::-1], -2 * x, x * 0.5]
+    result = {}
+    for method in ("gradcam++", "scorecam"):
+        explainer = kg.get_method(method)(model, layer="c2", **({"verbose": 0} if method == "scorecam" else {}))
+        with ThreadPoolExecutor(2) as pool:
+            together = [f.result().layer_heatmaps for f in [pool.submit(explainer, b) for b in batches]]
+        alone = [explainer(b).layer_heatmaps for b in batches]
+        result[f"together_{method}"], result[f"alone_{method}"] = np.stack(together), np.stack(alone)
+    return result
+
+
 def nested_cnn() -> keras.Model:
     """:func:`backend_cnn`'s layers with the convolutions in a Functional sub-model "backbone"."""
     inp = keras.Input((8, 8, 2), name="image")
@@ -395,8 +457,9 @@ def tiny_vit() -> keras.Model:
 
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
-TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback, "metrics": task_metrics,
-         "noise": task_noise, "cli": task_cli, "targets": task_targets}
+TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "guided_check": task_guided_check, "explain": task_explain,
+         "callback": task_callback, "metrics": task_metrics, "noise": task_noise, "cli": task_cli, "threads": task_threads,
+         "targets": task_targets}
 
 
 def main(argv) -> int:

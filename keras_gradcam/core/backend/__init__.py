@@ -21,6 +21,10 @@ Each exports the same names:
     depend on them.
 ``guided_relu(x)``
     ReLU with guided backpropagation's gradient ``dy * (x > 0) * (dy > 0)``.
+``plain_relus(fn, shape, dtype) -> int``
+    How many ReLUs without that gradient one run of ``fn`` (a model call) on an input of
+    ``shape`` and ``dtype`` computes: ``Relu`` ops of the traced graph (TensorFlow), ``relu``
+    calls of the jaxpr (JAX), ``torch.relu`` calls of one eager run on zeros (PyTorch).
 ``fused(body, *args)``
     Graph code: ``body(*args)``, fused by XLA where that pays (a ``jit_compile=True`` function
     inside TensorFlow's traced body; JAX's jitted body is fused as a whole; PyTorch runs it).
@@ -57,6 +61,7 @@ if name == "tensorflow":
         layer_gradients,
         map_sequential,
         on_host,
+        plain_relus,
         stateless_normal,
         stateless_normals,
     )
@@ -69,6 +74,7 @@ elif name == "jax":
         layer_gradients,
         map_sequential,
         on_host,
+        plain_relus,
         stateless_normal,
         stateless_normals,
     )
@@ -81,6 +87,7 @@ elif name == "torch":
         layer_gradients,
         map_sequential,
         on_host,
+        plain_relus,
         stateless_normal,
         stateless_normals,
     )
@@ -90,16 +97,15 @@ else:
         "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
     )
 
-__all__ = ["name", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "stateless_normal",
-           "stateless_normals", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
+__all__ = ["name", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+           "stateless_normal", "stateless_normals", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
            "check_supported"]
 
 Tensor = Any  # a tensor of the running backend (tf.Tensor, jax.Array, torch.Tensor), for annotations
 
-# what runs on TensorFlow only, by method name (and "guided-training"): guided backpropagation reads
-# the model's ReLUs from a traced TensorFlow graph (methods/guided_model.py), and GuidedTraining
-# differentiates the map inside its own train_step with two GradientTapes (training/guided.py)
-TENSORFLOW_ONLY = frozenset({"guided-backprop", "guided-gradcam", "guided-gradcam++", "guided-training"})
+# what runs on TensorFlow only: GuidedTraining differentiates the map inside its own train_step with
+# two GradientTapes (training/guided.py)
+TENSORFLOW_ONLY = frozenset({"guided-training"})
 
 # what does not run yet on a backend, by method name (none today; the mechanism stays for what comes)
 NOT_YET: dict[str, frozenset] = {}
@@ -114,7 +120,7 @@ def check_supported(what: str, display: str | None = None) -> None:
     Parameters
     ----------
     what : str
-        A method's name (``"guided-backprop"``) or ``"guided-training"``.
+        A method's name (``"scorecam"``) or ``"guided-training"``.
     display : str, optional
         How to name it in the message (a method's display name).
     """

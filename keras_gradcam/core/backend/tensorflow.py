@@ -15,8 +15,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "stateless_normal",
-           "stateless_normals"]
+__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+           "stateless_normal", "stateless_normals"]
 
 
 def _spec(s):
@@ -95,7 +95,8 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
 def guided_relu(x):
     """ReLU whose gradient passes only where the input and the incoming gradient are positive.
 
-    Springenberg et al. 2015's guided backpropagation: ``dy * (x > 0) * (dy > 0)``.
+    Springenberg et al. 2015's guided backpropagation: ``dy * (x > 0) * (dy > 0)``; the public,
+    documented name is :func:`keras_gradcam.methods.guided_model.guided_relu`.
     """
 
     def grad(dy):
@@ -173,3 +174,16 @@ def on_host(fn: Callable, *tensors) -> tuple:
     for o, t in zip(out, tensors):
         o.set_shape(t.shape)
     return tuple(out)
+
+
+def plain_relus(fn: Callable, shape: tuple, dtype) -> int:
+    """How many ReLU ops without the guided gradient one run of ``fn`` (a model call) holds.
+
+    ``fn`` is traced once (nothing is computed) for an input of ``shape`` (``None`` axes stay
+    symbolic) and ``dtype``; every ``Relu`` op of its graph is counted, less one per guided ReLU
+    (``tf.custom_gradient`` adds an ``IdentityN`` op next to its ``Relu``). So a ReLU that a
+    custom layer's ``call`` computes itself (``tf.nn.relu``, ``keras.ops.relu``) is counted too.
+    """
+    graph = tf.function(fn, autograph=False).get_concrete_function(tf.TensorSpec(shape, tf.as_dtype(dtype))).graph
+    types = [op.type for op in graph.get_operations()]
+    return types.count("Relu") - types.count("IdentityN")
