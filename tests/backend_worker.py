@@ -307,6 +307,114 @@ def task_cli(data: dict) -> dict:
     return result
 
 
+# -- dense-prediction, token and embedding targets (task "targets") -----------------------------------
+VOCAB, SEQ = 7, 4
+BOXES = np.array([[0, 0, 4, 4], [4, 4, 8, 8]], np.float32)
+
+
+def seg_model() -> keras.Model:
+    """(8, 8, 2) -> Conv2D "feat" (ReLU) -> 1x1 Conv2D "logits": a (8, 8, 3) segmentation map."""
+    inp = keras.Input((8, 8, 2), name="image")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="feat")(inp)
+    return keras.Model(inp, keras.layers.Conv2D(3, 1, name="logits")(h), name="seg")
+
+
+def token_model() -> keras.Model:
+    """Images and token ids -> {"lm": (B, T, VOCAB) logits, "emb": (B, 6) image embedding}.
+
+    The image's conv "c1" -> pooling -> Dense "emb" is added to every token's embedding, then a
+    Dense "lm" gives the logits; the sequence axis is not static (``Input((None,))``).
+    """
+    image = keras.Input((8, 8, 2), name="image")
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(image)
+    emb = keras.layers.Dense(6, name="emb")(keras.layers.GlobalAveragePooling2D(name="gap")(h))
+    words = keras.layers.Embedding(VOCAB, 6, name="words")(ids)
+    mixed = keras.layers.Lambda(lambda t: keras.ops.tanh(t[0] + keras.ops.expand_dims(t[1], 1)), name="mix")([words, emb])
+    return keras.Model({"image": image, "token_ids": ids}, {"lm": keras.layers.Dense(VOCAB, name="lm")(mixed), "emb": emb})
+
+
+def box_model() -> keras.Model:
+    """(4, 4, 1) -> Conv2D "feat" -> pooling -> Dense -> (B, 2 boxes, 2 classes) logits, with the fixed boxes :data:`BOXES`."""
+    inp = keras.Input((4, 4, 1), name="image")
+    feat = keras.layers.Conv2D(2, 1, activation="relu", name="feat")(inp)
+    dense = keras.layers.Dense(4, name="dense", bias_initializer=keras.initializers.Constant([5.0, -5.0, -5.0, 5.0]))
+    logits = keras.layers.Reshape((2, 2), name="logits")(dense(keras.layers.GlobalAveragePooling2D(name="gap")(feat)))
+    boxes = keras.layers.Lambda(lambda v: keras.ops.zeros_like(v[:, :, :1]) + keras.ops.convert_to_tensor(BOXES), name="boxes")(logits)
+    return keras.Model(inp, (boxes, logits), name="boxes")
+
+
+TARGET_MODELS = {"seg": (seg_model, "feat"), "token": (token_model, "c1"), "box": (box_model, "feat")}
+
+
+def target_cases(kg) -> dict:
+    """Every target case: id -> (model kind, target[, method]); the masks and ids are fixed here for both processes.
+
+    Grad-CAM unless a method is named: Score-CAM and Ablation-CAM run the target in each of their
+    passes (per-image rows tiled, ``BoxTarget``'s warning from inside ``map_sequential``)."""
+    mask = np.zeros((8, 8), np.float32)
+    mask[2:6, 1:5] = 1.0
+    masks = (np.random.default_rng(4).random((3, 8, 8)) < 0.5).astype(np.float32)
+    return {
+        "seg_mask": ("seg", kg.SegmentationTarget(1, mask=mask)),
+        "seg_per_image": ("seg", kg.SegmentationTarget(2, mask=masks)),
+        "seg_predicted": ("seg", kg.SegmentationTarget(0)),
+        "token": ("token", kg.TokenTarget([3, 5, 1], [2, -1, 0], output="lm")),
+        "token_log_prob": ("token", kg.TokenTarget(4, 1, score="log_prob", output="lm")),
+        "sequence": ("token", kg.SequenceTarget([[1, 2, 3], [4, 5, 6], [0, 2, 4]], [[0, 1, -2]] * 3,
+                                                mask=[[1, 1, 0], [1, 1, 1], [0, 1, 1]], output="lm")),
+        "similarity": ("token", kg.SimilarityTarget([0.5, -1.0, 0.25, 2.0, 0.0, 1.0], output="emb")),
+        "box": ("box", kg.BoxTarget([[0, 0, 4, 4], [4, 4, 8, 8], [0, 0, 4, 4]], category=[0, 1, 0])),
+        "box_unmatched": ("box", kg.BoxTarget([0, 0, 4, 4], category=[0, 1, 0], add_iou=True)),
+        "seg_per_image_scorecam": ("seg", kg.SegmentationTarget(2, mask=masks), "scorecam"),
+        "box_unmatched_ablationcam": ("box", kg.BoxTarget([0, 0, 4, 4], category=[0, 1, 0], add_iou=True), "ablationcam"),
+        "bad_token": ("token", kg.TokenTarget(VOCAB, 0, output="lm")),
+        "bad_position": ("token", kg.TokenTarget(3, SEQ, output="lm")),
+        "bad_sequence": ("token", kg.SequenceTarget([1, VOCAB + 2], [0, -SEQ - 1], output="lm")),
+    }
+
+
+def target_inputs(kind: str, data: dict):
+    return {"image": data["x"], "token_ids": data["token_ids"]} if kind == "token" else data[f"x_{kind}"]
+
+
+def task_targets(data: dict) -> dict:
+    """``kg.explain`` (Grad-CAM, ``relu=False``) with each case of :func:`target_cases`: maps, scores, the
+    warnings it gave, or the error it raised; and a ``BoxTarget`` called on hand-made detections."""
+    import keras_gradcam as kg
+
+    models, result = {}, {}
+    for case, (kind, target, *method) in target_cases(kg).items():
+        if kind not in models:
+            models[kind] = TARGET_MODELS[kind][0]()
+            models[kind].load_weights(str(data[f"weights_{kind}"]))
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                exp = kg.explain(models[kind], target_inputs(kind, data), method=(method or ["gradcam"])[0], layer=TARGET_MODELS[kind][1],
+                                 relu=False, targets=target,
+                                 **({"verbose": 0} if method else {}))
+            except Exception as error:  # reported to the parent, which compares it with TensorFlow's
+                result[f"error_{case}"] = np.array(f"{type(error).__name__}: {error}")
+                continue
+        result[f"layer_heatmaps_{case}"] = np.asarray(exp.layer_heatmaps)
+        result[f"scores_{case}"] = np.asarray(exp.scores)
+        result[f"warnings_{case}"] = np.array([str(w.message) for w in seen if "no detection" in str(w.message)] or [""])
+    # the callable form, outside an explainer: box 0 is class 1 with IoU 1 in sample 0, box 1 (IoU 0.75) in sample 1
+    boxes = keras.ops.convert_to_tensor(np.array([[[0, 0, 4, 4], [0, 0, 4, 3], [10, 10, 14, 14]]] * 2, np.float32))
+    logits = keras.ops.convert_to_tensor(np.array([[[0.1, 2.0], [3.0, 1.0], [0.0, 5.0]], [[2.0, 0.1], [0.5, 1.5], [0.0, 5.0]]], np.float32))
+    result["direct_box"] = keras.ops.convert_to_numpy(kg.BoxTarget([0, 0, 4, 4], category=1)((boxes, logits)))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result["direct_box_strict"] = keras.ops.convert_to_numpy(kg.BoxTarget([0, 0, 4, 4], category=1, iou_threshold=0.8)((boxes, logits)))
+    result["direct_box_warnings"] = np.array([str(w.message) for w in seen if "no detection" in str(w.message)] or [""])
+    try:
+        kg.TokenTarget(VOCAB, 0)(keras.ops.zeros((2, SEQ, VOCAB)))
+    except Exception as error:
+        result["direct_token_error"] = np.array(f"{type(error).__name__}: {error}")
+    return result
+
+
 def task_threads(data: dict) -> dict:
     """One explainer of each kind called from two threads at once, three times each: the maps of each call,
     and the ones of the same calls made one after the other."""
@@ -382,7 +490,7 @@ MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
 TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "guided_check": task_guided_check, "explain": task_explain,
          "callback": task_callback, "metrics": task_metrics, "noise": task_noise, "cli": task_cli, "threads": task_threads,
-         "traces": task_traces}
+         "traces": task_traces, "targets": task_targets}
 
 
 def main(argv) -> int:

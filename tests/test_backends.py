@@ -14,12 +14,13 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from backend_worker import MODELS, ROOT, backend_cnn
+from backend_worker import MODELS, ROOT, SEQ, TARGET_MODELS, VOCAB, backend_cnn, target_cases, target_inputs
 
 import keras_gradcam as kg
 from keras_gradcam import cli
@@ -68,7 +69,21 @@ def _jobs(tmp) -> dict:
         "threads": ("threads", {"x": x, "weights": explain["weights_cnn"]}, None),
         "traces": ("traces", {"x": x, "weights": explain["weights_cnn"]}, None),
         "noise": ("noise", {"x": x, "weights": explain["weights_cnn"], "weights_vit": explain["weights_vit"]}, None),
+        "targets": ("targets", _target_job(tmp), None),
     }
+
+
+def _target_job(tmp) -> dict:
+    """The inputs of the "targets" task: the three small models' weights and their inputs."""
+    rng = np.random.default_rng(2)
+    data = {"x": rng.normal(size=(3, 8, 8, 2)).astype("float32"), "token_ids": rng.integers(0, VOCAB, (3, SEQ)).astype("int32"),
+            "x_box": rng.random((3, 4, 4, 1)).astype("float32")}
+    data["x_seg"] = data["x"]
+    for kind, (build, _) in TARGET_MODELS.items():
+        keras.utils.set_random_seed(13)
+        data[f"weights_{kind}"] = str(tmp / f"target_{kind}.weights.h5")
+        build().save_weights(data[f"weights_{kind}"])
+    return data
 
 
 CLI_METHODS = ["gradcam++", "scorecam"]
@@ -475,3 +490,79 @@ def test_import_under_a_backend_whose_package_is_missing_names_the_extra(missing
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: keras-gradcam:"), last
     assert f"pip install keras-gradcam[{extra}]" in last and "KERAS_BACKEND" in last
+
+
+# -- dense-prediction, token and embedding targets -----------------------------------------------------
+TARGET_CASES = target_cases(kg)
+TARGET_ERRORS = {"bad_token": [f"{VOCAB} token ids", f"0 .. {VOCAB - 1}", f"received token ids [{VOCAB}]"],
+                 "bad_position": [f"{SEQ} positions", f"-{SEQ} .. {SEQ - 1}", f"received positions [{SEQ}]"],
+                 "bad_sequence": [f"{VOCAB} token ids", f"[{VOCAB + 2}]"]}
+TARGET_MAPS = [c for c in TARGET_CASES if c not in TARGET_ERRORS]
+
+
+@pytest.fixture(scope="module")
+def tf_targets(tmp_path_factory):
+    """Each target case explained here, on TensorFlow, with the weights the child loads: the explanation,
+    the "no detection" warnings it gave, or the error it raised."""
+    data = _target_job(tmp_path_factory.mktemp("tf_targets"))
+    models, out = {}, {}
+    for case, (kind, target, *method) in TARGET_CASES.items():
+        if kind not in models:
+            models[kind] = TARGET_MODELS[kind][0]()
+            models[kind].load_weights(data[f"weights_{kind}"])
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                out[case] = kg.explain(models[kind], target_inputs(kind, data), method=(method or ["gradcam"])[0], layer=TARGET_MODELS[kind][1],
+                                       relu=False, targets=target,
+                                 **({"verbose": 0} if method else {}))
+            except ValueError as error:
+                out[case] = error
+        out[f"warnings_{case}"] = [str(w.message) for w in seen if "no detection" in str(w.message)] or [""]
+    return out
+
+
+@pytest.mark.parametrize("case", TARGET_MAPS)
+def test_targets_give_the_maps_and_scores_tensorflow_gives(backend, case, tf_targets):
+    """Segmentation (a mask for all, one per image, the predicted region), token, sequence, similarity and box
+    targets on the backend: the layer maps and scores equal TensorFlow's (1e-4), and so do BoxTarget's warnings."""
+    name, results, _ = backend
+    got = results["targets"]
+    assert f"error_{case}" not in got, str(got.get(f"error_{case}"))
+    expected = tf_targets[case]
+    assert np.abs(expected.layer_heatmaps).max() > 0 or case == "box_unmatched"
+    np.testing.assert_allclose(got[f"layer_heatmaps_{case}"], expected.layer_heatmaps, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got[f"scores_{case}"], expected.scores, rtol=1e-4, atol=1e-6)
+    assert list(got[f"warnings_{case}"]) == tf_targets[f"warnings_{case}"]
+    if case.startswith("box_unmatched"):  # sample 1 asks for class 1 over box 0, whose class is 0: no match, score 0
+        assert tf_targets[f"warnings_{case}"][0].startswith("BoxTarget: 1 of 3 samples have no detection")
+        assert expected.scores[1] == 0 and expected.scores[0] > 1
+
+
+@pytest.mark.parametrize("case", list(TARGET_ERRORS))
+def test_bad_token_ids_and_positions_give_tensorflows_value_error(backend, case, tf_targets):
+    """A token id beyond the vocabulary (checked before anything is traced) or a position beyond the sequence
+    (the model's sequence axis is not static: checked on the host while the compiled function runs): the
+    ValueError TensorFlow gives, naming the valid range and what was received."""
+    name, results, _ = backend
+    error = tf_targets[case]
+    assert isinstance(error, ValueError), error
+    for words in TARGET_ERRORS[case]:
+        assert words in str(error), (words, str(error))
+    assert str(results["targets"][f"error_{case}"]) == f"ValueError: {error}"
+
+
+def test_targets_called_outside_an_explainer(backend):
+    """``BoxTarget(...)(detections)`` on hand-made detections: box 0 is class 1 with IoU 1 in sample 0 and box 1
+    (class 1, IoU 0.75) in sample 1, so the scores are their class-1 logits 2.0 and 1.5; with iou_threshold=0.8
+    sample 1 has no match (score 0, a warning). ``TokenTarget(...)(logits)`` with a bad id: the ValueError."""
+    name, results, _ = backend
+    got = results["targets"]
+    np.testing.assert_allclose(got["direct_box"], [2.0, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(got["direct_box_strict"], [2.0, 0.0], rtol=1e-6)
+    assert [str(w) for w in got["direct_box_warnings"]] == [
+        "BoxTarget: 1 of 2 samples have no detection of the class whose box overlaps the reference box with IoU >= "
+        "iou_threshold; their score is 0 and their map all zero. Lower iou_threshold (or min_score), or check the box "
+        "format and the class."]
+    error = str(got["direct_token_error"])
+    assert error.startswith("ValueError: TokenTarget: a token id is not in the vocabulary") and f"[{VOCAB}]" in error, error

@@ -32,6 +32,13 @@ Each exports the same names:
     Graph code: ``fn(i)`` for ``i in range(count)`` one at a time (memory holds one pass), its
     ``n_outputs`` float32 outputs stacked: ``tf.map_fn`` with ``parallel_iterations=1``,
     ``jax.lax.map``, a Python loop on PyTorch.
+``on_host(fn, *tensors) -> tensors``
+    Graph code: ``fn(*arrays)`` run on the host with the tensors' values each time the compiled
+    function runs (a target's check of its data, a warning), the tensors returned unchanged (use
+    them, so that the call is ordered before their uses): ``tf.py_function``,
+    ``jax.debug.callback``, a plain call on PyTorch. An exception ``fn`` raises reaches the caller
+    wrapped in the backend's runtime error, its message kept (:func:`~keras_gradcam.core.device.device_errors`
+    says a target's own as the ``ValueError`` it is).
 ``stateless_normal(shape, (seed, i))``, ``stateless_normals(shape, seed, ids)``
     Standard normal noise from a seed pair (one draw per id of ``ids``): the same numbers on every
     run and machine, drawn by the backend's own counter-based generator, so the numbers differ
@@ -53,6 +60,7 @@ if name == "tensorflow":
         guided_relu,
         layer_gradients,
         map_sequential,
+        on_host,
         plain_relus,
         stateless_normal,
         stateless_normals,
@@ -65,6 +73,7 @@ elif name == "jax":
         guided_relu,
         layer_gradients,
         map_sequential,
+        on_host,
         plain_relus,
         stateless_normal,
         stateless_normals,
@@ -77,6 +86,7 @@ elif name == "torch":
         guided_relu,
         layer_gradients,
         map_sequential,
+        on_host,
         plain_relus,
         stateless_normal,
         stateless_normals,
@@ -87,7 +97,7 @@ else:
         "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
     )
 
-__all__ = ["name", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "plain_relus",
+__all__ = ["name", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
            "stateless_normal", "stateless_normals", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
            "check_supported"]
 

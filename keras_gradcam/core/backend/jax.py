@@ -19,6 +19,7 @@ training, too), never weights baked into the program as constants, and no variab
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 
@@ -28,7 +29,8 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "plain_relus", "stateless_normal", "stateless_normals", "to_numpy"]
+__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+           "stateless_normal", "stateless_normals", "to_numpy"]
 
 
 def _floating(dtype) -> bool:
@@ -364,3 +366,33 @@ def _sub_jaxprs(eqn) -> list:
 def to_numpy(t) -> np.ndarray:
     """A JAX array (or anything array-like) as a numpy array."""
     return np.asarray(t)
+
+
+class _RaisedToCaller(logging.Filter):
+    """Drops JAX's log of an exception raised by an :func:`on_host` callback: the caller gets it anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not getattr(error, "keras_gradcam_on_host", False)
+
+
+logging.getLogger("jax._src.debugging").addFilter(_RaisedToCaller())
+
+
+def on_host(fn: Callable, *tensors) -> tuple:
+    """Graph code: ``fn(*arrays)`` on the host each time the function runs; returns ``tensors``.
+
+    A :func:`jax.debug.callback` (an effect: kept by ``jit``, never run by the abstract pass). An
+    exception ``fn`` raises reaches the caller inside a ``JaxRuntimeError`` holding its message
+    (JAX's own log of it is dropped).
+    """
+
+    def run(*values):
+        try:
+            fn(*[np.asarray(v) for v in values])
+        except Exception as error:
+            error.keras_gradcam_on_host = True
+            raise
+
+    jax.debug.callback(run, *tensors)
+    return tuple(tensors)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "plain_relus", "stateless_normal", "stateless_normals"]
+__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+           "stateless_normal", "stateless_normals"]
 
 
 def _spec(s):
@@ -154,6 +155,25 @@ def map_sequential(fn: Callable, count, n_outputs: int):
     return tuple(
         tf.map_fn(fn, tf.range(count), fn_output_signature=(tf.float32,) * n_outputs, parallel_iterations=1)
     )
+
+
+def on_host(fn: Callable, *tensors) -> tuple:
+    """Graph code: ``fn(*arrays)`` on the host each time the function runs; returns ``tensors``.
+
+    A ``tf.py_function`` whose outputs are the tensors themselves, so that it runs before their
+    uses and no graph transformation prunes it. An exception ``fn`` raises reaches the caller as
+    an ``InvalidArgumentError`` (a ``ValueError``) or ``UnknownError`` holding its message.
+    """
+    tensors = [tf.convert_to_tensor(t) for t in tensors]
+
+    def run(*values):
+        fn(*[v.numpy() for v in values])
+        return values
+
+    out = tf.py_function(run, tensors, Tout=[t.dtype for t in tensors])
+    for o, t in zip(out, tensors):
+        o.set_shape(t.shape)
+    return tuple(out)
 
 
 def plain_relus(fn: Callable, shape: tuple, dtype) -> int:

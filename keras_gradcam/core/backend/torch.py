@@ -22,7 +22,8 @@ import keras
 import numpy as np
 import torch
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "plain_relus", "stateless_normal", "stateless_normals", "to_numpy"]
+__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+           "stateless_normal", "stateless_normals", "to_numpy"]
 
 
 class Compiled:
@@ -241,3 +242,9 @@ def plain_relus(fn: Callable, shape: tuple, dtype) -> int:
 def to_numpy(t) -> np.ndarray:
     """A torch tensor (or anything array-like) as a numpy array."""
     return keras.ops.convert_to_numpy(t)
+
+
+def on_host(fn: Callable, *tensors) -> tuple:
+    """Graph code: ``fn(*arrays)`` on the host, now (the body runs eagerly); returns ``tensors``."""
+    fn(*[keras.ops.convert_to_numpy(t) for t in tensors])
+    return tuple(tensors)
