@@ -370,6 +370,7 @@ def target_cases(kg) -> dict:
         "box_unmatched_ablationcam": ("box", kg.BoxTarget([0, 0, 4, 4], category=[0, 1, 0], add_iou=True), "ablationcam"),
         "bad_token": ("token", kg.TokenTarget(VOCAB, 0, output="lm")),
         "bad_position": ("token", kg.TokenTarget(3, SEQ, output="lm")),
+        "bad_position_ablationcam": ("token", kg.TokenTarget(3, SEQ, output="lm"), "ablationcam"),
         "bad_sequence": ("token", kg.SequenceTarget([1, VOCAB + 2], [0, -SEQ - 1], output="lm")),
     }
 

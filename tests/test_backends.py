@@ -497,6 +497,7 @@ TARGET_CASES = target_cases(kg)
 TARGET_ERRORS = {"bad_token": [f"{VOCAB} token ids", f"0 .. {VOCAB - 1}", f"received token ids [{VOCAB}]"],
                  "bad_position": [f"{SEQ} positions", f"-{SEQ} .. {SEQ - 1}", f"received positions [{SEQ}]"],
                  "bad_sequence": [f"{VOCAB} token ids", f"[{VOCAB + 2}]"]}
+TARGET_ERRORS["bad_position_ablationcam"] = TARGET_ERRORS["bad_position"]  # a perturbation method's passes too
 TARGET_MAPS = [c for c in TARGET_CASES if c not in TARGET_ERRORS]
 
 
