@@ -53,49 +53,28 @@ import keras
 
 name = keras.backend.backend()
 if name == "tensorflow":
-    from .tensorflow import (  # noqa: A004 - the seam's name
-        Compiled,
-        compile,
-        fused,
-        guided_relu,
-        layer_gradients,
-        map_sequential,
-        on_host,
-        plain_relus,
-        stateless_normal,
-        stateless_normals,
-    )
+    from . import tensorflow as _impl
 elif name == "jax":
-    from .jax import (  # noqa: A004 - the seam's name
-        Compiled,
-        compile,
-        fused,
-        guided_relu,
-        layer_gradients,
-        map_sequential,
-        on_host,
-        plain_relus,
-        stateless_normal,
-        stateless_normals,
-    )
+    from . import jax as _impl
 elif name == "torch":
-    from .torch import (  # noqa: A004 - the seam's name
-        Compiled,
-        compile,
-        fused,
-        guided_relu,
-        layer_gradients,
-        map_sequential,
-        on_host,
-        plain_relus,
-        stateless_normal,
-        stateless_normals,
-    )
+    from . import torch as _impl
 else:
     raise ImportError(
         f"keras-gradcam explains models on the TensorFlow, JAX and PyTorch backends; KERAS_BACKEND is {name!r}. "
         "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
     )
+
+# the names every backend module exports (see above), from the one chosen
+Compiled = _impl.Compiled
+compile = _impl.compile  # noqa: A001 - the seam's name
+fused = _impl.fused
+guided_relu = _impl.guided_relu
+layer_gradients = _impl.layer_gradients
+map_sequential = _impl.map_sequential
+on_host = _impl.on_host
+plain_relus = _impl.plain_relus
+stateless_normal = _impl.stateless_normal
+stateless_normals = _impl.stateless_normals
 
 __all__ = ["name", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
            "stateless_normal", "stateless_normals", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
