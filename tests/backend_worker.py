@@ -487,11 +487,71 @@ def tiny_vit() -> keras.Model:
     return vit_model(image=8, patch=2, channels=2, dim=8, depth=1, heads=2, mlp=8, classes=3, seed=0)
 
 
+def guided_cnn() -> keras.Model:
+    """(8, 8, 2) -> Conv2D "c1" (ReLU) -> BatchNormalization -> Conv2D "c2" (ReLU) -> GAP -> Dense softmax (3)."""
+    inp = keras.Input((8, 8, 2))
+    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="c1")(inp)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(h)
+    out = keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.GlobalAveragePooling2D()(h))
+    return keras.Model(inp, out, name="guided_cnn")
+
+
+GUIDED_OPTIONS = {"default": {}, "logit_hint": {"score": "logit", "loss": "hint"},
+                  "input_gradient": {"method": "input_gradient", "counterfactual": False}}
+
+
+def guided_training_run(kg, data: dict) -> dict:
+    """GuidedTraining's terms of one batch (per option set) and its model's weights after ``fit`` (2 epochs of SGD).
+
+    Run here under the child's backend and by the parent on TensorFlow, from the same weights file.
+    """
+    x, y, masks = data["x"], data["y"], data["masks"]
+    model = guided_cnn()
+    model.load_weights(str(data["weights"]))
+    out = {}
+    for key, options in GUIDED_OPTIONS.items():
+        guided = kg.GuidedTraining(model, layer="c2", **options)
+        y_pred, align = guided.forward(x, y, masks)
+        out[f"align_{key}"] = keras.ops.convert_to_numpy(align)
+        out[f"y_pred_{key}"] = keras.ops.convert_to_numpy(y_pred)
+        if guided.counterfactual:
+            out[f"counterfactual_{key}"] = keras.ops.convert_to_numpy(guided.counterfactual_loss(x, y, masks))
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return x, y, masks
+
+    guided = kg.GuidedTraining(model, layer="c2")
+    guided.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # progress_warning after 2 epochs
+        history = guided.fit(Batches(), epochs=2, verbose=0).history
+    for key in ("loss", "alignment_loss", "counterfactual_loss", "evidence_inside"):
+        out[f"history_{key}"] = np.asarray(history[key], float)
+    for i, w in enumerate(model.get_weights()):
+        out[f"weight_{i}"] = w
+    return out
+
+
+def task_guided_training(data: dict) -> dict:
+    """``GuidedTraining`` on this backend (:func:`guided_training_run`), or the error it raised."""
+    import keras_gradcam as kg
+
+    try:
+        return guided_training_run(kg, data)
+    except Exception as error:  # reported to the parent (PyTorch: NotImplementedError naming it)
+        return {"error": np.array(f"{type(error).__name__}: {error}")}
+
+
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
 TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "guided_check": task_guided_check, "explain": task_explain,
          "callback": task_callback, "metrics": task_metrics, "noise": task_noise, "cli": task_cli, "threads": task_threads,
-         "traces": task_traces, "targets": task_targets}
+         "traces": task_traces, "targets": task_targets, "guided_training": task_guided_training}
 
 
 def main(argv) -> int:

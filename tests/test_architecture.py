@@ -333,7 +333,8 @@ def test_imports_follow_the_layers_of_docs_architecture(graph):
 # and the shared post-processing. No method driver uses TensorFlow any more: the noise draws, XLA
 # fusion, the guided ReLU and its every-ReLU check are the backend seam's (core/backend).
 KERAS_OPS_ONLY = {"keras_gradcam.core.postprocess", "keras_gradcam.core.smoothing", "keras_gradcam.core.binary",
-                  "keras_gradcam.core.dense_targets", "keras_gradcam.core.sequence_targets", "keras_gradcam.core.kerashub"}
+                  "keras_gradcam.core.dense_targets", "keras_gradcam.core.sequence_targets", "keras_gradcam.core.kerashub",
+                  "keras_gradcam.training.alignment"}
 METHOD_DRIVERS_ON_TENSORFLOW: set[str] = set()  # none left: guided backpropagation's too are on the seam
 
 

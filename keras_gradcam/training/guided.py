@@ -6,6 +6,7 @@ import warnings
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 from ..core import backend
 from ..core.binary import two_classes
@@ -256,27 +257,28 @@ class GuidedTraining(keras.Model):
 
     def _label_scores(self, logits, y):
         """The logit of each sample's label ``(B,)`` (a one-unit sigmoid as two classes ``[-s, s]``)."""
-        if logits.shape.rank != 2:
+        if len(logits.shape) != 2:
             raise ValueError(
                 f"GuidedTraining needs class logits of shape (batch, classes); the model gives {tuple(logits.shape)}."
             )
         logits = two_classes(logits)
         if self.score == "contrast":  # y_c - mean of the other classes' logits: evidence against them counts too
             classes = logits.shape[-1]
-            logits = (classes * logits - tf.reduce_sum(logits, axis=-1, keepdims=True)) / (classes - 1)
+            logits = (classes * logits - ops.sum(logits, axis=-1, keepdims=True)) / (classes - 1)
         elif self.score == "log_prob":  # log p_c = y_c - logsumexp(y)
-            logits = tf.nn.log_softmax(logits, axis=-1)
+            logits = ops.log_softmax(logits, axis=-1)
         elif self.score == "sum_log_prob":  # sum_k log p_k, the same for every label (Ross et al.)
-            return tf.reduce_sum(tf.nn.log_softmax(logits, axis=-1), axis=-1)
-        return tf.gather(logits, self._labels(y, logits.shape[-1]), axis=1, batch_dims=1)
+            return ops.sum(ops.log_softmax(logits, axis=-1), axis=-1)
+        labels = self._labels(y, logits.shape[-1])
+        return ops.take_along_axis(logits, ops.expand_dims(labels, -1), axis=1)[:, 0]
 
     @staticmethod
-    def _labels(y, classes: int) -> tf.Tensor:
+    def _labels(y, classes: int):
         """The class index of each sample ``(B,)`` int32, from indices or one-hot rows."""
-        y = tf.convert_to_tensor(y)
-        if y.shape.rank == 2 and y.shape[-1] == classes and y.dtype.is_floating and classes > 1:
-            return tf.argmax(y, axis=-1, output_type=tf.int32)  # one-hot labels
-        return tf.reshape(tf.cast(y, tf.int32), [-1])
+        y = ops.convert_to_tensor(y)
+        if len(y.shape) == 2 and y.shape[-1] == classes and "float" in keras.backend.standardize_dtype(y.dtype) and classes > 1:
+            return ops.cast(ops.argmax(y, axis=-1), "int32")  # one-hot labels
+        return ops.reshape(ops.cast(y, "int32"), (-1,))
 
     def forward(self, x, y, masks=None, training: bool = False):
         """The model's output and the alignment loss of a batch: ``(y_pred, L_align)``.
@@ -296,8 +298,17 @@ class GuidedTraining(keras.Model):
         """The output of the batch's images and the terms: ``align``, ``counterfactual`` and ``inside``.
 
         ``inside`` is ``(share, flags)`` per sample: the share of the aligned map inside the mask
-        and 1 for the annotated samples (None without masks).
+        and 1 for the annotated samples (None without masks). TensorFlow records the layer's
+        output on an inner ``GradientTape``; JAX takes its gradient through the backend seam
+        (:func:`keras_gradcam.core.backend.layer_gradients`), which the trainer's outer
+        ``jax.value_and_grad`` differentiates again.
         """
+        if backend.name == "tensorflow":
+            return self._forward_tf(x, y, masks, training)
+        return self._forward_seam(x, y, masks, training)
+
+    def _forward_tf(self, x, y, masks, training):
+        """:meth:`_forward` on TensorFlow: the layer's output watched by an inner tape."""
         zero = {"align": tf.constant(0.0), "counterfactual": tf.constant(0.0), "inside": None}
         if masks is None:
             return self(x, training=training), zero
@@ -347,6 +358,101 @@ class GuidedTraining(keras.Model):
             terms["counterfactual"] = composite_loss(logits_all[batch:], tf.gather(self._labels(y, logits.shape[-1]), index))
         return y_pred, terms
 
+    def _model_call(self, inputs, training):
+        """``(self(inputs), updates, losses)``; on JAX in a :class:`keras.StatelessScope` of its own.
+
+        It maps the model's variables to their current values (the trainer's scope's, in ``fit``), so
+        what a layer assigns while differentiated (``BatchNormalization``'s statistics) comes out as
+        a value of the differentiated function, not a traced value left in the trainer's scope.
+        """
+        if backend.name != "jax":
+            return self(inputs, training=training), None, None
+        variables = self.wrapped.variables
+        with keras.StatelessScope(state_mapping=[(v, v.value) for v in variables], collect_losses=True) as scope:
+            y = self(inputs, training=training)
+        updates = [scope.get_current_value(v) for v in self.wrapped.non_trainable_variables]
+        return y, updates, list(scope.losses)
+
+    def _forward_seam(self, x, y, masks, training):
+        """:meth:`_forward` on JAX: the layer's gradient from the seam (``jax.value_and_grad``), itself differentiable."""
+        zero = {"align": ops.convert_to_tensor(0.0), "counterfactual": ops.convert_to_tensor(0.0), "inside": None}
+        if masks is None:
+            return self(x, training=training), zero
+        x = keras.tree.map_structure(lambda t: t if t is None else ops.convert_to_tensor(t), x)
+        flat = [i for i in keras.tree.flatten(x) if i is not None]
+        images = flat[0]
+        masks = checked_masks(masks, images, self._channels_first)
+        flags = annotated(masks)
+        on_input = self.method == "input_gradient"
+        swapped = self.counterfactual and self.weight > 0  # weight 0: the forward pass of plain training
+        if (swapped or on_input) and (len(flat) != 1 or "float" not in keras.backend.standardize_dtype(images.dtype)):
+            option = "counterfactual=True" if swapped else "method='input_gradient'"
+            raise ValueError(
+                f"{option} needs a model with one input of float images; this batch has {len(flat)} input(s), the "
+                f"first of dtype {keras.backend.standardize_dtype(images.dtype)}. Pass counterfactual=False and method='gradcam'."
+            )
+        batch = int(images.shape[0])
+        index = None
+        if swapped:  # at most a quarter of the batch (at least one): the forward pass grows by 25 % at most
+            extra, index = composites(images, masks, flags, self._channels_first, max(batch // 4, 1))
+            inputs = ops.concatenate([images, extra], 0)
+        else:
+            inputs = x
+        layer_call = self._target_layer.call
+
+        def forward(hook, xs=None):
+            calls, logits = [], []
+
+            def recording_call(*args, **kwargs):
+                out = layer_call(*args, **kwargs)
+                calls.append(out)
+                return hook(0, out)
+
+            edits = [(self._target_layer, "call", recording_call)]
+            if self._link is not None:
+                name = "call" if self._link[1] == "layer" else "activation"
+                original = getattr(self._head, name)
+
+                def recording_head(head_inputs, *args, **kwargs):
+                    logits.append(head_inputs)
+                    return original(head_inputs, *args, **kwargs)
+
+                edits.append((self._head, name, recording_head))
+            with thread_patches(edits):
+                y_all, updates, losses = self._model_call(inputs if xs is None else xs, training)
+            if len(calls) != 1:
+                raise ValueError(
+                    f"layer {self._layer_path!r} ran {len(calls)} times in one forward pass; pick a layer that runs once."
+                )
+            logits_all = logits[-1] if logits else keras.tree.flatten(y_all)[0]
+            total = ops.sum(self._label_scores(logits_all[:batch], y))
+            return total, (y_all, logits_all, updates, losses)
+
+        aux, acts, grads, input_grads = backend.layer_gradients(forward, inputs, 1, gradients=not on_input, wrt_inputs=on_input)
+        y_all, logits_all, updates, losses = aux
+        if updates is not None and training:  # JAX: assigned into the trainer's scope during fit
+            for variable, value in zip(self.wrapped.non_trainable_variables, updates):
+                variable.assign(value)
+        self._forward_losses = losses
+        y_pred = keras.tree.map_structure(lambda t: t[:batch], y_all) if swapped else y_all
+        if on_input:
+            dtype = compute_dtype(input_grads[0].dtype)
+            maps = input_gradient_map(ops.cast(input_grads[0][:batch], dtype), self._channels_first)
+        else:
+            dtype = compute_dtype(acts[0].dtype)
+            acts, grads = ops.cast(acts[0], dtype), ops.cast(grads[0], dtype)
+            if self._channels_first:
+                order = [0] + list(range(2, len(acts.shape))) + [1]
+                acts, grads = ops.transpose(acts, order), ops.transpose(grads, order)
+            maps = gradcam_map(acts, grads)[:batch]  # the composites' maps are not aligned
+        small = layer_masks(masks, maps.shape[1:], dtype)
+        terms = dict(zero, align=alignment_loss(maps, small, flags, self.alignment))
+        terms["inside"] = (ops.stop_gradient(inside_share(maps, small)), ops.cast(flags, dtype))
+        if swapped:
+            labels = ops.take(self._labels(y, logits_all.shape[-1]), index, axis=0)
+            terms["counterfactual"] = composite_loss(logits_all[batch:], labels)
+        return y_pred, terms
+
     # -- a mask error raised inside a compiled step reaches the user as a ValueError --------------
     def fit(self, *args, **kwargs):
         """Keras's ``fit``; at the end it warns if the alignment did not improve (:func:`~keras_gradcam.training.report.progress_warning`)."""
@@ -383,7 +489,12 @@ class GuidedTraining(keras.Model):
         )
 
     def _batch_size(self, x):
-        return tf.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
+        return ops.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
+
+    @staticmethod
+    def _replicas() -> int:
+        """The replicas of the ``tf.distribute`` strategy in scope (1 on JAX and PyTorch)."""
+        return tf.distribute.get_strategy().num_replicas_in_sync if backend.name == "tensorflow" else 1
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras's ``compute_loss`` without sample weights: the third element of a batch is the masks.
@@ -406,23 +517,33 @@ class GuidedTraining(keras.Model):
         loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=training)
         if masks is None:
             return loss
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        extra = tf.cast(terms["align"], loss.dtype) + tf.cast(terms["counterfactual"], loss.dtype)
-        return loss + tf.cast(self.weight / replicas, loss.dtype) * extra
+        extra = ops.cast(terms["align"], loss.dtype) + ops.cast(terms["counterfactual"], loss.dtype)
+        return loss + ops.cast(self.weight / self._replicas(), loss.dtype) * extra
 
     def _track(self, x, loss, terms) -> None:
         """Update the compiled ``loss`` metric (per replica, unscaled) and the terms' metrics."""
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         for metric in self.metrics:  # Keras's own loss tracker, found by name (its public metrics list)
             if metric.name == "loss":
-                metric.update_state(loss * tf.cast(replicas, loss.dtype), sample_weight=self._batch_size(x))
+                metric.update_state(loss * ops.cast(self._replicas(), loss.dtype), sample_weight=self._batch_size(x))
+        self._track_terms(terms)
+
+    def _track_terms(self, terms) -> None:
+        """Update the metrics of the terms (``alignment_loss``, ``counterfactual_loss``, ``evidence_inside``)."""
         self.alignment_tracker.update_state(terms["align"])
         if self.counterfactual:
             self.counterfactual_tracker.update_state(terms["counterfactual"])
         if terms["inside"] is not None:  # the mean over the annotated samples only
             self.inside_tracker.update_state(terms["inside"][0], sample_weight=terms["inside"][1])
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        """One step of ``fit``: the task loss plus ``weight * (L_align + L_cf)``, on every backend.
+
+        TensorFlow runs the step here (``train_step(data)``); JAX runs Keras's own stateless step
+        (``train_step(state, data)``), which differentiates :meth:`compute_loss_and_updates`.
+        """
+        if backend.name == "jax":
+            return super().train_step(*args)
+        (data,) = args
         x, y, masks = self._unpack(data)
         with tf.GradientTape() as tape:
             y_pred, terms = self._forward(x, y, masks, training=True)
@@ -434,7 +555,44 @@ class GuidedTraining(keras.Model):
         self._track(x, loss, terms)
         return self.compute_metrics(x, y, y_pred, sample_weight=None)
 
-    def test_step(self, data):
+    def compute_loss_and_updates(
+        self, trainable_variables, non_trainable_variables, metrics_variables, x, y, sample_weight,
+        training=False, optimizer_variables=None,
+    ):
+        """JAX's stateless loss (what Keras's JAX ``train_step`` and ``test_step`` call): the guided loss.
+
+        Keras unpacks a batch ``(x, y, masks)`` as ``(x, y, sample_weight)``: ``sample_weight`` is the
+        masks here. The forward pass runs once, in a :class:`keras.StatelessScope` mapping the
+        given variables' values (the traced ones, while JAX differentiates), and the terms'
+        metrics are updated in the same scope; Keras's step then updates the ``loss`` metric.
+        """
+        mapping = list(zip(self.trainable_variables, trainable_variables))
+        mapping += list(zip(self.non_trainable_variables, non_trainable_variables))
+        mapping += list(zip(self.metrics_variables, metrics_variables))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self._forward_losses = None
+            y_pred, terms = self._forward(x, y, sample_weight, training)
+            if self._forward_losses:  # the layers' add_loss of the forward pass, for compute_loss (as Keras's step does)
+                self._losses_override = self._forward_losses
+            try:
+                loss = self._total_loss(x, y, y_pred, terms, sample_weight, training)
+            finally:
+                self._losses_override = []
+                self._forward_losses = None
+            self._track_terms(terms)
+        non_trainable_variables = [scope.get_current_value(v) for v in self.non_trainable_variables]
+        metrics_variables = [scope.get_current_value(v) for v in self.metrics_variables]
+        unscaled = loss
+        if training and self.optimizer is not None:  # mixed precision's loss scale, as Keras's step does
+            with keras.StatelessScope(state_mapping=list(zip(self.optimizer.variables, optimizer_variables))):
+                loss = self.optimizer.scale_loss(loss)
+        return loss, (unscaled, y_pred, non_trainable_variables, metrics_variables)
+
+    def test_step(self, *args):
+        """One step of ``evaluate`` (JAX: Keras's own stateless step, through :meth:`compute_loss_and_updates`)."""
+        if backend.name == "jax":
+            return super().test_step(*args)
+        (data,) = args
         x, y, masks = self._unpack(data)
         y_pred, terms = self._forward(x, y, masks, training=False)
         self._track(x, self._total_loss(x, y, y_pred, terms, masks, training=False), terms)

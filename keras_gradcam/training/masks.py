@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import re
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from ..core import backend
 from ..metrics.arrays import mask_weights
 
 __all__ = ["MARKER", "check_masks", "checked_masks", "static_check", "reraised"]
@@ -77,7 +79,7 @@ def check_masks(masks, batch: int, spatial: tuple) -> np.ndarray:
     return mask_weights(m, "masks").astype(np.float32)
 
 
-def static_check(masks: tf.Tensor, images: tf.Tensor, channels_first: bool) -> tuple:
+def static_check(masks, images, channels_first: bool) -> tuple:
     """Check what the traced shapes already say; return the images' ``(batch, spatial)``, None where unknown."""
     shape = tuple(images.shape)
     spatial = shape[2:] if channels_first else shape[1:-1]
@@ -96,13 +98,20 @@ def _check_in_step(masks, image_shape, channels_first):
         raise ValueError(MARKER + str(e)) from None
 
 
-def checked_masks(masks: tf.Tensor, images: tf.Tensor, channels_first: bool) -> tf.Tensor:
+def checked_masks(masks, images, channels_first: bool):
     """``masks`` as float32 ``(batch, *spatial)`` weights, checked against ``images`` (see :func:`check_masks`).
 
-    Eagerly the check raises at once; inside a compiled step it runs on the host when the batch
-    arrives (a ``tf.numpy_function``: not compilable with XLA) and :func:`reraised` turns its
-    failure back into a ``ValueError``.
+    Eagerly the check raises at once; inside a compiled TensorFlow step it runs on the host when
+    the batch arrives (a ``tf.numpy_function``: not compilable with XLA) and :func:`reraised`
+    turns its failure back into a ``ValueError``. On JAX and PyTorch the step runs eagerly
+    (``GuidedTraining`` is not jitted), so the masks' values are at hand and checked at once.
     """
+    if backend.name != "tensorflow":
+        static_check(masks, images, channels_first)
+        shape = tuple(images.shape)
+        spatial = shape[2:] if channels_first else shape[1:-1]
+        return keras.ops.convert_to_tensor(check_masks(keras.ops.convert_to_numpy(masks), shape[0], spatial))
+    masks = tf.convert_to_tensor(masks)
     static_check(masks, images, channels_first)
     if tf.executing_eagerly():
         shape = tuple(images.shape)

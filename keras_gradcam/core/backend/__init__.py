@@ -19,6 +19,8 @@ Each exports the same names:
     returns the hooked outputs, ``d total / d out_i`` (None unless ``gradients``) and
     ``d total / d x`` (flattened, None unless ``wrt_inputs``), zeros where the score does not
     depend on them.
+    On JAX the gradients are differentiable again as they are (``GuidedTraining`` trains on a loss
+    made of them); PyTorch's are detached.
 ``guided_relu(x)``
     ReLU with guided backpropagation's gradient ``dy * (x > 0) * (dy > 0)``.
 ``plain_relus(fn, shape, dtype) -> int``
@@ -82,12 +84,13 @@ __all__ = ["name", "compile", "fused", "guided_relu", "layer_gradients", "map_se
 
 Tensor = Any  # a tensor of the running backend (tf.Tensor, jax.Array, torch.Tensor), for annotations
 
-# what runs on TensorFlow only: GuidedTraining differentiates the map inside its own train_step with
-# two GradientTapes (training/guided.py)
-TENSORFLOW_ONLY = frozenset({"guided-training"})
+# what runs on TensorFlow only (none today; the mechanism stays for what comes)
+TENSORFLOW_ONLY: frozenset = frozenset()
 
-# what does not run yet on a backend, by method name (none today; the mechanism stays for what comes)
-NOT_YET: dict[str, frozenset] = {}
+# what does not run yet on a backend, by name: GuidedTraining on PyTorch (its public ``forward``
+# method is the name torch.nn.Module calls to run a Keras model on PyTorch, and its step needs
+# second-order gradients from the seam, ``create_graph=True``)
+NOT_YET: dict[str, frozenset] = {"torch": frozenset({"guided-training"})}
 
 
 def check_supported(what: str, display: str | None = None) -> None:
@@ -108,6 +111,11 @@ def check_supported(what: str, display: str | None = None) -> None:
             f"{display or what} runs on the TensorFlow backend only, and Keras runs the {name!r} backend here "
             f"(KERAS_BACKEND={name}). Pick another method (e.g. 'gradcam' or 'gradcam++', which run on every "
             "backend), or set KERAS_BACKEND=tensorflow before importing keras."
+        )
+    if what == "guided-training" and what in NOT_YET.get(name, ()):
+        raise NotImplementedError(
+            f"{display or what} does not run on the {name!r} backend yet (KERAS_BACKEND={name}); it runs on the "
+            "TensorFlow and JAX backends: set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax before importing keras."
         )
     if what in NOT_YET.get(name, ()):
         raise NotImplementedError(
