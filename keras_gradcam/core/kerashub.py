@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from .dense_targets import CORNER_FORMATS
 from .inputs import as_inputs, stack_single_images
@@ -73,7 +72,7 @@ class RetinaNetDetections:
     The model returns box deltas relative to its anchors (``"bbox_regression"``) and class logits
     (``"cls_logits"``) before non-maximum suppression. This adapter decodes the deltas with the
     model's own anchor generator and KerasHub's decoding (as ``decode_predictions`` does, without
-    the suppression), in keras ops, so gradients flow through the boxes.
+    the suppression), in ``keras.ops`` (on any backend), so gradients flow through the boxes.
 
     Parameters
     ----------
@@ -113,7 +112,7 @@ class RetinaNetDetections:
     def __call__(self, outputs):
         h, w, _ = self.image_shape
         boxes = keras.utils.bounding_boxes.decode_deltas_to_boxes(
-            anchors=tf.constant(self.anchors), boxes_delta=tf.cast(outputs["bbox_regression"], tf.float32),
+            anchors=keras.ops.convert_to_tensor(self.anchors), boxes_delta=keras.ops.cast(outputs["bbox_regression"], "float32"),
             encoded_format="center_xywh", anchor_format=self.model.anchor_generator.bounding_box_format,
             box_format=self.model.bounding_box_format, image_shape=self.image_shape,
         )

@@ -4,12 +4,14 @@ A KerasHub backbone is a functional model, but its transformer blocks live *insi
 subclassed layer (``ViTBackbone``'s ``vit_encoder`` holds ``transformer_block_1`` ...
 ``transformer_block_N`` and the final norm ``ln``): they are tracked sub-layers, not graph
 nodes, so the graph gives them no output shape. :func:`inner_layers` finds them with one probe:
-the subclassed layer's ``call`` is traced once (``tf.function``, ``training=False``, nothing is
-run) on symbolic inputs shaped like its graph inputs, while the ``call`` of every layer inside it
-is wrapped (in the tracing thread only, undone in ``finally``; see
-:func:`keras_gradcam.core.patching.thread_patches`) to record the output shape, how many times it
-ran and which recorded layers' outputs it read. The result is cached per layer; the model is not
-changed (no weight, attribute or state of it is written).
+the subclassed layer's ``call`` runs once (``training=False``) on abstract inputs shaped like its
+graph inputs, with a batch of :data:`PROBE_BATCH`, by the backend seam's
+:func:`~keras_gradcam.core.backend.abstract_call` (a ``tf.function`` traced, never run, on
+TensorFlow; :func:`jax.eval_shape` on JAX; torch's ``meta`` device on PyTorch, or zeros where an op
+has no meta kernel), while the ``call`` of every layer inside it is wrapped (in the probing thread only,
+undone in ``finally``; see :func:`keras_gradcam.core.patching.thread_patches`) to record the
+output shape, how many times it ran and which recorded layers' outputs it read. The result is
+cached per layer; the model is not changed (no weight, attribute or state of it is written).
 
 Only custom layers (not Keras' own) and nested models are looked into, attention layers not
 (:func:`attention_layer`): the query, key and value projections inside an attention are not maps
@@ -23,8 +25,8 @@ import weakref
 from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 
+from . import backend
 from .patching import thread_patches
 
 __all__ = ["Inner", "PROBE_BATCH", "attention_layer", "custom_layer", "inner_layers", "looks_inside", "traced_shape"]
@@ -140,8 +142,25 @@ def _spec(t):
         shape = tuple(t.shape)
         if len(shape) == 5 and shape[1] is None:  # (batch, images per prompt, H, W, C): one image per prompt
             shape = shape[:1] + (1,) + shape[2:]
-        return tf.TensorSpec((PROBE_BATCH,) + shape[1:] if shape else shape, t.dtype)
+        return keras.KerasTensor((PROBE_BATCH,) + shape[1:] if shape else shape, t.dtype)
     return t
+
+
+def _batch_shape(out) -> tuple | None:
+    """``(None, *rest)`` for one tensor whose first axis is the probe's batch, else None."""
+    if not keras.ops.is_tensor(out):
+        return None
+    shape = tuple(out.shape)
+    if not shape or shape[0] != PROBE_BATCH:
+        return None
+    try:
+        return (None,) + tuple(None if d is None else int(d) for d in shape[1:])
+    except TypeError:  # a dimension that is not a number
+        return None
+
+
+def _tensors(structure) -> list:
+    return [t for t in keras.tree.flatten(structure) if keras.ops.is_tensor(t)]
 
 
 def _probe(op) -> list[Inner]:
@@ -152,40 +171,45 @@ def _probe(op) -> list[Inner]:
     if "training" in inspect.signature(op.call).parameters:
         kwargs["training"] = False
     tree = _tree(op, "", {id(op)})
-    records = []  # (tree index, output, input tensors): kept alive until the trace is read
+    # per call of a layer inside: (tree index, output shape, ids of its output tensors, ids of its input tensors),
+    # read while the probe runs; the tensors are kept alive until it ends, so that no id is reused
+    records, alive, returned = [], [], []
 
     def recorder(call, index):
         def recording_call(*a, **k):
             out = call(*a, **k)
-            records.append((index, out, [t for t in tf.nest.flatten((a, k)) if tf.is_tensor(t)]))
+            inputs, outputs = _tensors((a, k)), _tensors(out)
+            alive.extend(inputs + outputs)
+            records.append((index, _batch_shape(out), [id(t) for t in outputs], [id(t) for t in inputs]))
             return out
 
         return recording_call
 
+    def run(*a, **k):
+        del records[:], alive[:], returned[:]  # the backend may run it again (PyTorch, off its meta device)
+        out = op.call(*a, **k)
+        returned.append(_batch_shape(out))
+        return out
+
     edits = [(layer, "call", recorder(layer.call, i)) for i, (layer, _) in enumerate(tree)]
-    returned = []
     with thread_patches(edits):
-        traced = tf.function(lambda *a, **k: returned.append(op.call(*a, **k)) or returned[-1], autograph=False)
-        traced.get_concrete_function(*args, **kwargs)
-    own = returned[0] if returned else None
-    if tf.is_tensor(own) and own.shape.rank and own.shape[0] == PROBE_BATCH:
+        backend.abstract_call(run, args, kwargs)
+    if returned and returned[0] is not None:
         try:
-            _SHAPES[op] = (None,) + tuple(own.shape.as_list()[1:])
+            _SHAPES[op] = returned[0]
         except TypeError:
             pass
     producer, first, calls = {}, {}, {}
-    for index, out, inputs in records:
+    for index, shape, outputs, inputs in records:
         calls[index] = calls.get(index, 0) + 1
         if index not in first:
-            first[index] = (out, [producer[id(t)] for t in inputs if id(t) in producer])
-        for t in tf.nest.flatten(out):
-            producer[id(t)] = index
+            first[index] = (shape, [producer[t] for t in inputs if t in producer])
+        for t in outputs:
+            producer[t] = index
     found = []
     for index in dict.fromkeys(r[0] for r in records):
-        out, sources = first[index]
-        shape = None
-        if tf.is_tensor(out) and out.shape.rank and out.shape[0] == PROBE_BATCH:
-            shape = (None,) + tuple(out.shape.as_list()[1:])
+        shape, sources = first[index]
         layer, path = tree[index]
         found.append(Inner(layer, path, shape, calls[index], tuple(tree[s][0] for s in dict.fromkeys(sources))))
+    del alive[:]
     return found

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
+__all__ = ["Compiled", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
 
 
 def _floating(dtype) -> bool:
@@ -312,3 +312,28 @@ def stateless_normals(shape, seed: int, ids):
 def to_numpy(t) -> np.ndarray:
     """A JAX array (or anything array-like) as a numpy array."""
     return np.asarray(t)
+
+
+def abstract_call(fn: Callable, args: tuple, kwargs: dict) -> None:
+    """``fn(*args, **kwargs)`` run once abstractly (:func:`jax.eval_shape`: nothing is computed).
+
+    Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` becomes an abstract array of its shape
+    and dtype (a tracer, whose shape ``fn`` can read); other values (``training=False``) are passed
+    as they are. It runs in a :class:`keras.StatelessScope`, so no variable is assigned.
+    """
+    specs = []
+
+    def spec(t):
+        if isinstance(t, keras.KerasTensor):
+            specs.append(jax.ShapeDtypeStruct(tuple(t.shape), t.dtype))
+        return t
+
+    structure = keras.tree.map_structure(spec, (tuple(args), dict(kwargs)))
+
+    def run(values):
+        leaves = iter(values)
+        a, k = keras.tree.map_structure(lambda t: next(leaves) if isinstance(t, keras.KerasTensor) else t, structure)
+        with keras.StatelessScope():
+            fn(*a, **k)
+
+    jax.eval_shape(run, specs)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals"]
+__all__ = ["Compiled", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals"]
 
 
 def _spec(s):
@@ -153,3 +153,14 @@ def map_sequential(fn: Callable, count, n_outputs: int):
     return tuple(
         tf.map_fn(fn, tf.range(count), fn_output_signature=(tf.float32,) * n_outputs, parallel_iterations=1)
     )
+
+
+def abstract_call(fn: Callable, args: tuple, kwargs: dict) -> None:
+    """``fn(*args, **kwargs)`` traced once (``tf.function``, autograph off), nothing run.
+
+    Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` becomes a symbolic tensor of its shape
+    and dtype; other values are passed as they are. What ``fn`` sees of the tensors it calls
+    layers on is read while it runs (the probe of :mod:`keras_gradcam.core.sublayers`).
+    """
+    args, kwargs = keras.tree.map_structure(_spec, (tuple(args), dict(kwargs)))
+    tf.function(fn, autograph=False).get_concrete_function(*args, **kwargs)

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import torch
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
+__all__ = ["Compiled", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
 
 
 class Compiled:
@@ -198,3 +198,28 @@ def stateless_normals(shape, seed: int, ids):
 def to_numpy(t) -> np.ndarray:
     """A torch tensor (or anything array-like) as a numpy array."""
     return keras.ops.convert_to_numpy(t)
+
+
+def abstract_call(fn: Callable, args: tuple, kwargs: dict) -> None:
+    """``fn(*args, **kwargs)`` run once on tensors of torch's ``meta`` device (nothing is computed).
+
+    Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` becomes a tensor of its shape and dtype;
+    other values (``training=False``) are passed as they are. Where an op has no ``meta`` kernel,
+    ``fn`` runs again, eagerly on zeros of keras' device (as keras' own ``compute_output_spec``
+    does), so ``fn`` must start afresh on each run. Under ``torch.no_grad()`` and a
+    :class:`keras.StatelessScope`: no gradient is kept, no variable assigned.
+    """
+
+    def run(meta: bool):
+        place = keras.device("meta") if meta else contextlib.nullcontext()
+        with place, torch.no_grad(), keras.StatelessScope():
+            a, k = keras.tree.map_structure(
+                lambda t: keras.ops.zeros(tuple(t.shape), t.dtype) if isinstance(t, keras.KerasTensor) else t,
+                (tuple(args), dict(kwargs)),
+            )
+            fn(*a, **k)
+
+    try:
+        run(True)
+    except Exception:  # noqa: BLE001 - an op without a meta kernel: run it on zeros instead
+        run(False)
