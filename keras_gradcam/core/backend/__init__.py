@@ -29,11 +29,13 @@ Each exports the same names:
     ``n_outputs`` float32 outputs stacked: ``tf.map_fn`` with ``parallel_iterations=1``,
     ``jax.lax.map``, a Python loop on PyTorch.
 ``abstract_call(fn, args, kwargs)``
-    ``fn(*args, **kwargs)`` run once on abstract tensors shaped like the symbolic inputs
-    (``keras.KerasTensor``) in ``args`` and ``kwargs`` (other values as they are), nothing computed, so that ``fn`` can read
-    the shapes of what it calls (the probe of the layers inside a subclassed layer,
-    :mod:`keras_gradcam.core.sublayers`): ``tf.function`` traced once, :func:`jax.eval_shape`,
-    torch's ``meta`` device (eagerly on zeros where an op has no meta kernel: ``fn`` must start afresh).
+    What ``fn(*args, **kwargs)`` returns, ``fn`` run once on abstract tensors shaped like the
+    symbolic inputs (``keras.KerasTensor``; sizes left unknown, ``None``, only where
+    ``UNKNOWN_SIZES`` is True: TensorFlow) in ``args`` and ``kwargs`` (other
+    values as they are), nothing computed; ``fn`` returns plain Python data, the shapes it read of
+    what it called (the probe of the layers inside a subclassed layer,
+    :mod:`keras_gradcam.core.sublayers`). A ``tf.function`` traced once; :func:`jax.eval_shape`;
+    torch's ``meta`` device (eagerly on zeros where an op has no meta kernel, so ``fn`` must start afresh).
 ``stateless_normal(shape, (seed, i))``, ``stateless_normals(shape, seed, ids)``
     Standard normal noise from a seed pair (one draw per id of ``ids``): the same numbers on every
     run and machine, drawn by the backend's own counter-based generator, so the numbers differ
@@ -49,6 +51,7 @@ import keras
 name = keras.backend.backend()
 if name == "tensorflow":
     from .tensorflow import (  # noqa: A004 - the seam's name
+        UNKNOWN_SIZES,
         Compiled,
         abstract_call,
         compile,
@@ -61,6 +64,7 @@ if name == "tensorflow":
     )
 elif name == "jax":
     from .jax import (  # noqa: A004 - the seam's name
+        UNKNOWN_SIZES,
         Compiled,
         abstract_call,
         compile,
@@ -73,6 +77,7 @@ elif name == "jax":
     )
 elif name == "torch":
     from .torch import (  # noqa: A004 - the seam's name
+        UNKNOWN_SIZES,
         Compiled,
         abstract_call,
         compile,
@@ -89,7 +94,7 @@ else:
         "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
     )
 
-__all__ = ["name", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal",
+__all__ = ["name", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal",
            "stateless_normals", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
            "check_supported"]
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-__all__ = ["Compiled", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
 
 
 def _floating(dtype) -> bool:
@@ -314,14 +314,19 @@ def to_numpy(t) -> np.ndarray:
     return np.asarray(t)
 
 
-def abstract_call(fn: Callable, args: tuple, kwargs: dict) -> None:
-    """``fn(*args, **kwargs)`` run once abstractly (:func:`jax.eval_shape`: nothing is computed).
+# whether abstract_call takes a size left unknown (None) in its inputs; the probe gives such a size two values in two runs instead
+UNKNOWN_SIZES = False
 
-    Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` becomes an abstract array of its shape
-    and dtype (a tracer, whose shape ``fn`` can read); other values (``training=False``) are passed
-    as they are. It runs in a :class:`keras.StatelessScope`, so no variable is assigned.
+
+def abstract_call(fn: Callable, args: tuple, kwargs: dict):
+    """What ``fn(*args, **kwargs)`` returns, run once abstractly (:func:`jax.eval_shape`: nothing is computed).
+
+    Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` (all sizes known) becomes an abstract
+    array of its shape and dtype (a tracer, whose shape ``fn`` can read); other values
+    (``training=False``) are passed as they are. ``fn`` returns plain Python data. It runs in a
+    :class:`keras.StatelessScope`: no variable is assigned.
     """
-    specs = []
+    specs, read = [], []
 
     def spec(t):
         if isinstance(t, keras.KerasTensor):
@@ -334,6 +339,7 @@ def abstract_call(fn: Callable, args: tuple, kwargs: dict) -> None:
         leaves = iter(values)
         a, k = keras.tree.map_structure(lambda t: next(leaves) if isinstance(t, keras.KerasTensor) else t, structure)
         with keras.StatelessScope():
-            fn(*a, **k)
+            read.append(fn(*a, **k))
 
     jax.eval_shape(run, specs)
+    return read[0]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-__all__ = ["Compiled", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals"]
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals"]
 
 
 def _spec(s):
@@ -155,12 +155,18 @@ def map_sequential(fn: Callable, count, n_outputs: int):
     )
 
 
-def abstract_call(fn: Callable, args: tuple, kwargs: dict) -> None:
-    """``fn(*args, **kwargs)`` traced once (``tf.function``, autograph off), nothing run.
+# whether abstract_call takes a size left unknown (None) in its inputs (a TensorSpec's None)
+UNKNOWN_SIZES = True
+
+
+def abstract_call(fn: Callable, args: tuple, kwargs: dict):
+    """What ``fn(*args, **kwargs)`` returns, traced once (``tf.function``, autograph off), nothing run.
 
     Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` becomes a symbolic tensor of its shape
-    and dtype; other values are passed as they are. What ``fn`` sees of the tensors it calls
-    layers on is read while it runs (the probe of :mod:`keras_gradcam.core.sublayers`).
+    (a ``None`` size stays unknown: :data:`UNKNOWN_SIZES`) and dtype; other values are passed as they are. ``fn`` returns
+    plain Python data read from the tensors it saw (the probe of :mod:`keras_gradcam.core.sublayers`).
     """
     args, kwargs = keras.tree.map_structure(_spec, (tuple(args), dict(kwargs)))
-    tf.function(fn, autograph=False).get_concrete_function(*args, **kwargs)
+    read = []
+    tf.function(lambda *a, **k: read.append(fn(*a, **k)), autograph=False).get_concrete_function(*args, **kwargs)
+    return read[0]

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import torch
 
-__all__ = ["Compiled", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
 
 
 class Compiled:
@@ -200,14 +200,19 @@ def to_numpy(t) -> np.ndarray:
     return keras.ops.convert_to_numpy(t)
 
 
-def abstract_call(fn: Callable, args: tuple, kwargs: dict) -> None:
-    """``fn(*args, **kwargs)`` run once on tensors of torch's ``meta`` device (nothing is computed).
+# whether abstract_call takes a size left unknown (None) in its inputs; the probe gives such a size two values in two runs instead
+UNKNOWN_SIZES = False
 
-    Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` becomes a tensor of its shape and dtype;
-    other values (``training=False``) are passed as they are. Where an op has no ``meta`` kernel,
-    ``fn`` runs again, eagerly on zeros of keras' device (as keras' own ``compute_output_spec``
-    does), so ``fn`` must start afresh on each run. Under ``torch.no_grad()`` and a
-    :class:`keras.StatelessScope`: no gradient is kept, no variable assigned.
+
+def abstract_call(fn: Callable, args: tuple, kwargs: dict):
+    """What ``fn(*args, **kwargs)`` returns, run on tensors of torch's ``meta`` device (nothing is computed).
+
+    Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` (all sizes known) becomes a tensor of
+    its shape and dtype; other values (``training=False``) are passed as they are. ``fn`` returns
+    plain Python data (the shapes it read). Where an op has no ``meta`` kernel, ``fn`` runs again,
+    eagerly on zeros of keras' device (as keras' own ``compute_output_spec`` does), so ``fn`` must
+    start afresh on each run. Under ``torch.no_grad()`` and a :class:`keras.StatelessScope`: no
+    gradient is kept, no variable assigned.
     """
 
     def run(meta: bool):
@@ -217,9 +222,9 @@ def abstract_call(fn: Callable, args: tuple, kwargs: dict) -> None:
                 lambda t: keras.ops.zeros(tuple(t.shape), t.dtype) if isinstance(t, keras.KerasTensor) else t,
                 (tuple(args), dict(kwargs)),
             )
-            fn(*a, **k)
+            return fn(*a, **k)
 
     try:
-        run(True)
+        return run(True)
     except Exception:  # noqa: BLE001 - an op without a meta kernel: run it on zeros instead
-        run(False)
+        return run(False)
