@@ -24,9 +24,11 @@ quickstart: install
 lint: install
 	$(PY) -m ruff check keras_gradcam tests benchmarks examples
 
-# the default suite: everything but the slow checks (the docs site builds, full-size examples)
+# the default suite: everything but the slow checks (the docs site builds, full-size examples), in two
+# processes (pytest-xdist; a module's tests stay in one, so its module fixtures, e.g. the JAX child, run once)
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadscope
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

@@ -131,6 +131,45 @@ def task_guided_relu(data: dict) -> dict:
     return {"grad": keras.ops.convert_to_numpy(grads[0])}
 
 
+class OwnReLU(keras.layers.Layer):
+    """A custom layer that computes a ReLU in its ``call``: guided backpropagation cannot guide it."""
+
+    def call(self, x):
+        return keras.ops.relu(x)
+
+
+def task_guided_check(data: dict) -> dict:
+    """``GuidedBackprop`` of x (4,) -> Dense -> OwnReLU -> Dense: the error it raises, and whether the model is unchanged."""
+    import keras_gradcam as kg
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(3)(OwnReLU()(keras.layers.Dense(5)(inp))))
+    before = [w.copy() for w in model.get_weights()]
+    x = np.asarray(data["x"])
+    out = keras.ops.convert_to_numpy(model(x))
+    try:
+        kg.GuidedBackprop(model)
+        error = "no error"
+    except Exception as e:  # reported to the parent
+        error = f"{type(e).__name__}: {e}"
+    same = all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    same = same and np.array_equal(keras.ops.convert_to_numpy(model(x)), out)
+    # the seam's count of plain ReLUs, for one function run before and while the ReLUs are guided
+    from keras_gradcam.core.backend import plain_relus
+    from keras_gradcam.methods.guided_model import guided_edits, guided_relus
+
+    cnn = backend_cnn()
+
+    def forward(t):
+        return cnn(t, training=False)
+
+    counts = [plain_relus(forward, (None, 8, 8, 2), "float32")]
+    with guided_relus(guided_edits(cnn)):
+        counts.append(plain_relus(forward, (None, 8, 8, 2), "float32"))
+    counts.append(plain_relus(forward, (None, 8, 8, 2), "float32"))
+    return {"error": np.array(error), "unchanged": np.array(same), "plain_relus": np.array(counts)}
+
+
 def task_explain(data: dict) -> dict:
     """``kg.explain`` for each case of ``data["cases"]`` (JSON: id, method, layer, options, model):
     its maps, scores and classes, or the error it raised (``error_<id>``: "Type: message")."""
@@ -155,10 +194,12 @@ def task_explain(data: dict) -> dict:
         except Exception as error:  # reported to the parent, which decides whether it was expected
             result[f"error_{case['id']}"] = np.array(f"{type(error).__name__}: {error}")
         else:
-            for field in ("heatmaps", "layer_heatmaps", "scores", "targets"):
+            for field in ("heatmaps", "layer_heatmaps", "scores", "targets", "attributions"):
                 value = getattr(exp, field)
                 if value is not None:
                     result[f"{field}_{case['id']}"] = np.asarray(value)
+            for key, value in exp.extras.items():  # e.g. guided Grad-CAM's "guided_backprop" image
+                result[f"{key}_{case['id']}"] = np.asarray(value)
         after = model.get_weights()
         result[f"unchanged_{case['id']}"] = np.array(all(np.array_equal(a, b) for a, b in zip(before, after)))
     del x
@@ -266,6 +307,167 @@ def task_cli(data: dict) -> dict:
     return result
 
 
+# -- dense-prediction, token and embedding targets (task "targets") -----------------------------------
+VOCAB, SEQ = 7, 4
+BOXES = np.array([[0, 0, 4, 4], [4, 4, 8, 8]], np.float32)
+
+
+def seg_model() -> keras.Model:
+    """(8, 8, 2) -> Conv2D "feat" (ReLU) -> 1x1 Conv2D "logits": a (8, 8, 3) segmentation map."""
+    inp = keras.Input((8, 8, 2), name="image")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="feat")(inp)
+    return keras.Model(inp, keras.layers.Conv2D(3, 1, name="logits")(h), name="seg")
+
+
+def token_model() -> keras.Model:
+    """Images and token ids -> {"lm": (B, T, VOCAB) logits, "emb": (B, 6) image embedding}.
+
+    The image's conv "c1" -> pooling -> Dense "emb" is added to every token's embedding, then a
+    Dense "lm" gives the logits; the sequence axis is not static (``Input((None,))``).
+    """
+    image = keras.Input((8, 8, 2), name="image")
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(image)
+    emb = keras.layers.Dense(6, name="emb")(keras.layers.GlobalAveragePooling2D(name="gap")(h))
+    words = keras.layers.Embedding(VOCAB, 6, name="words")(ids)
+    mixed = keras.layers.Lambda(lambda t: keras.ops.tanh(t[0] + keras.ops.expand_dims(t[1], 1)), name="mix")([words, emb])
+    return keras.Model({"image": image, "token_ids": ids}, {"lm": keras.layers.Dense(VOCAB, name="lm")(mixed), "emb": emb})
+
+
+def box_model() -> keras.Model:
+    """(4, 4, 1) -> Conv2D "feat" -> pooling -> Dense -> (B, 2 boxes, 2 classes) logits, with the fixed boxes :data:`BOXES`."""
+    inp = keras.Input((4, 4, 1), name="image")
+    feat = keras.layers.Conv2D(2, 1, activation="relu", name="feat")(inp)
+    dense = keras.layers.Dense(4, name="dense", bias_initializer=keras.initializers.Constant([5.0, -5.0, -5.0, 5.0]))
+    logits = keras.layers.Reshape((2, 2), name="logits")(dense(keras.layers.GlobalAveragePooling2D(name="gap")(feat)))
+    boxes = keras.layers.Lambda(lambda v: keras.ops.zeros_like(v[:, :, :1]) + keras.ops.convert_to_tensor(BOXES), name="boxes")(logits)
+    return keras.Model(inp, (boxes, logits), name="boxes")
+
+
+TARGET_MODELS = {"seg": (seg_model, "feat"), "token": (token_model, "c1"), "box": (box_model, "feat")}
+
+
+def target_cases(kg) -> dict:
+    """Every target case: id -> (model kind, target[, method]); the masks and ids are fixed here for both processes.
+
+    Grad-CAM unless a method is named: Score-CAM and Ablation-CAM run the target in each of their
+    passes (per-image rows tiled, ``BoxTarget``'s warning from inside ``map_sequential``)."""
+    mask = np.zeros((8, 8), np.float32)
+    mask[2:6, 1:5] = 1.0
+    masks = (np.random.default_rng(4).random((3, 8, 8)) < 0.5).astype(np.float32)
+    return {
+        "seg_mask": ("seg", kg.SegmentationTarget(1, mask=mask)),
+        "seg_per_image": ("seg", kg.SegmentationTarget(2, mask=masks)),
+        "seg_predicted": ("seg", kg.SegmentationTarget(0)),
+        "token": ("token", kg.TokenTarget([3, 5, 1], [2, -1, 0], output="lm")),
+        "token_log_prob": ("token", kg.TokenTarget(4, 1, score="log_prob", output="lm")),
+        "sequence": ("token", kg.SequenceTarget([[1, 2, 3], [4, 5, 6], [0, 2, 4]], [[0, 1, -2]] * 3,
+                                                mask=[[1, 1, 0], [1, 1, 1], [0, 1, 1]], output="lm")),
+        "similarity": ("token", kg.SimilarityTarget([0.5, -1.0, 0.25, 2.0, 0.0, 1.0], output="emb")),
+        "box": ("box", kg.BoxTarget([[0, 0, 4, 4], [4, 4, 8, 8], [0, 0, 4, 4]], category=[0, 1, 0])),
+        "box_unmatched": ("box", kg.BoxTarget([0, 0, 4, 4], category=[0, 1, 0], add_iou=True)),
+        "seg_per_image_scorecam": ("seg", kg.SegmentationTarget(2, mask=masks), "scorecam"),
+        "box_unmatched_ablationcam": ("box", kg.BoxTarget([0, 0, 4, 4], category=[0, 1, 0], add_iou=True), "ablationcam"),
+        "bad_token": ("token", kg.TokenTarget(VOCAB, 0, output="lm")),
+        "bad_position": ("token", kg.TokenTarget(3, SEQ, output="lm")),
+        "bad_position_ablationcam": ("token", kg.TokenTarget(3, SEQ, output="lm"), "ablationcam"),
+        "bad_sequence": ("token", kg.SequenceTarget([1, VOCAB + 2], [0, -SEQ - 1], output="lm")),
+    }
+
+
+def target_inputs(kind: str, data: dict):
+    return {"image": data["x"], "token_ids": data["token_ids"]} if kind == "token" else data[f"x_{kind}"]
+
+
+def task_targets(data: dict) -> dict:
+    """``kg.explain`` (Grad-CAM, ``relu=False``) with each case of :func:`target_cases`: maps, scores, the
+    warnings it gave, or the error it raised; and a ``BoxTarget`` called on hand-made detections."""
+    import keras_gradcam as kg
+
+    models, result = {}, {}
+    for case, (kind, target, *method) in target_cases(kg).items():
+        if kind not in models:
+            models[kind] = TARGET_MODELS[kind][0]()
+            models[kind].load_weights(str(data[f"weights_{kind}"]))
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                exp = kg.explain(models[kind], target_inputs(kind, data), method=(method or ["gradcam"])[0], layer=TARGET_MODELS[kind][1],
+                                 relu=False, targets=target,
+                                 **({"verbose": 0} if method else {}))
+            except Exception as error:  # reported to the parent, which compares it with TensorFlow's
+                result[f"error_{case}"] = np.array(f"{type(error).__name__}: {error}")
+                continue
+        result[f"layer_heatmaps_{case}"] = np.asarray(exp.layer_heatmaps)
+        result[f"scores_{case}"] = np.asarray(exp.scores)
+        result[f"warnings_{case}"] = np.array([str(w.message) for w in seen if "no detection" in str(w.message)] or [""])
+    # the callable form, outside an explainer: box 0 is class 1 with IoU 1 in sample 0, box 1 (IoU 0.75) in sample 1
+    boxes = keras.ops.convert_to_tensor(np.array([[[0, 0, 4, 4], [0, 0, 4, 3], [10, 10, 14, 14]]] * 2, np.float32))
+    logits = keras.ops.convert_to_tensor(np.array([[[0.1, 2.0], [3.0, 1.0], [0.0, 5.0]], [[2.0, 0.1], [0.5, 1.5], [0.0, 5.0]]], np.float32))
+    result["direct_box"] = keras.ops.convert_to_numpy(kg.BoxTarget([0, 0, 4, 4], category=1)((boxes, logits)))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result["direct_box_strict"] = keras.ops.convert_to_numpy(kg.BoxTarget([0, 0, 4, 4], category=1, iou_threshold=0.8)((boxes, logits)))
+    result["direct_box_warnings"] = np.array([str(w.message) for w in seen if "no detection" in str(w.message)] or [""])
+    try:
+        kg.TokenTarget(VOCAB, 0)(keras.ops.zeros((2, SEQ, VOCAB)))
+    except Exception as error:
+        result["direct_token_error"] = np.array(f"{type(error).__name__}: {error}")
+    return result
+
+
+def task_threads(data: dict) -> dict:
+    """One explainer of each kind called from two threads at once, three times each: the maps of each call,
+    and the ones of the same calls made one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import keras_gradcam as kg
+
+    model = backend_cnn()
+    model.load_weights(str(data["weights"]))
+    x = data["x"]
+    batches = [x, -x, 2 * x, x[::-1], -2 * x, x * 0.5]
+    result = {}
+    for method in ("gradcam++", "scorecam"):
+        explainer = kg.get_method(method)(model, layer="c2", **({"verbose": 0} if method == "scorecam" else {}))
+        with ThreadPoolExecutor(2) as pool:
+            together = [f.result().layer_heatmaps for f in [pool.submit(explainer, b) for b in batches]]
+        alone = [explainer(b).layer_heatmaps for b in batches]
+        result[f"together_{method}"], result[f"alone_{method}"] = np.stack(together), np.stack(alone)
+    return result
+
+
+def task_traces(data: dict) -> dict:
+    """How many times the model's Python runs (its layer ``c2``'s ``call``) over calls of one explainer:
+    after the first call, after four more of the same shape, and after one of another batch size."""
+    import keras_gradcam as kg
+
+    model = backend_cnn()
+    model.load_weights(str(data["weights"]))
+    layer = model.get_layer("c2")
+    runs = [0]
+    plain = layer.call
+
+    def counting(*args, **kwargs):
+        runs[0] += 1
+        return plain(*args, **kwargs)
+
+    layer.call = counting  # a test model: the count of Python runs of the layer (traces, or eager calls)
+    x = data["x"]
+    counts = []
+    for method in ("gradcam", "scorecam"):
+        explainer = kg.get_method(method)(model, layer="c2", **({"verbose": 0} if method == "scorecam" else {}))
+        runs[0] = 0
+        explainer(x)
+        first = runs[0]
+        for k in range(4):
+            explainer(x * (k + 2))
+        same = runs[0]
+        explainer(x[:2])
+        counts.append([first, same, runs[0]])
+    return {"counts": np.array(counts)}
+
+
 def nested_cnn() -> keras.Model:
     """:func:`backend_cnn`'s layers with the convolutions in a Functional sub-model "backbone"."""
     inp = keras.Input((8, 8, 2), name="image")
@@ -345,8 +547,9 @@ def task_hub(data: dict) -> dict:
 
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
-TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "explain": task_explain, "callback": task_callback, "metrics": task_metrics,
-         "noise": task_noise, "cli": task_cli, "hub": task_hub}
+TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "guided_check": task_guided_check, "explain": task_explain,
+         "callback": task_callback, "metrics": task_metrics, "noise": task_noise, "cli": task_cli, "threads": task_threads,
+         "traces": task_traces, "targets": task_targets, "hub": task_hub}
 
 
 def main(argv) -> int:

@@ -330,12 +330,11 @@ def test_imports_follow_the_layers_of_docs_architecture(graph):
 
 
 # The maths written with keras.ops only, so that another Keras backend runs them: every method file
-# and the shared post-processing. The drivers below still use TensorFlow (guided backpropagation's
-# graph check); the noise draws and XLA fusion are the backend seam's (core/backend).
-KERAS_OPS_ONLY = {"keras_gradcam.core.postprocess", "keras_gradcam.core.smoothing", "keras_gradcam.core.binary"}
-METHOD_DRIVERS_ON_TENSORFLOW = {
-    "keras_gradcam.methods.guided", "keras_gradcam.methods.guided_model",
-}
+# and the shared post-processing. No method driver uses TensorFlow any more: the noise draws, XLA
+# fusion, the guided ReLU and its every-ReLU check are the backend seam's (core/backend).
+KERAS_OPS_ONLY = {"keras_gradcam.core.postprocess", "keras_gradcam.core.smoothing", "keras_gradcam.core.binary",
+                  "keras_gradcam.core.dense_targets", "keras_gradcam.core.sequence_targets", "keras_gradcam.core.kerashub"}
+METHOD_DRIVERS_ON_TENSORFLOW: set[str] = set()  # none left: guided backpropagation's too are on the seam
 
 
 def imports_tensorflow(path: pathlib.Path) -> list[int]:

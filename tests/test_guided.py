@@ -184,6 +184,21 @@ def test_ops_relu_node_is_replaced():
     np.testing.assert_allclose(exp.attributions, three_forms_backprop(x, c, guided=True), rtol=1e-4, atol=1e-5)
 
 
+class OwnReLU(keras.layers.Layer):
+    """A custom layer that computes its ReLU in ``call``: no attribute to guide."""
+
+    def call(self, x):
+        return keras.ops.relu(x)
+
+
+def test_relu_inside_a_custom_layer_call_is_refused_not_left_plain():
+    """The traced graph still holds one plain ReLU after the edits: a ValueError naming how to fix it."""
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(3)(OwnReLU()(keras.layers.Dense(5, activation="relu")(inp))))
+    with pytest.raises(ValueError, match=r"1 ReLU\(s\) of model .* could not be replaced.*keras\.layers\.ReLU\(\)"):
+        GuidedBackprop(model)
+
+
 # -- never touch the user's model -------------------------------------------------------------------
 
 

@@ -217,7 +217,9 @@ class Capture:
         return recording_call
 
     # -- the pass ------------------------------------------------------------------------------
-    def __call__(self, x, targets, gradients: bool = True, edit=None, input_gradients: bool = False) -> Captured:
+    def __call__(
+        self, x, targets, gradients: bool = True, edit=None, input_gradients: bool = False, output_gradients: bool = False
+    ) -> Captured:
         """One forward (and backward) pass of ``x``; call inside a function traced under :meth:`active`.
 
         ``targets`` is a :class:`~keras_gradcam.core.targets.TargetBatch` (a target with its data
@@ -226,39 +228,56 @@ class Capture:
         of the i-th recorded layer in the forward pass (e.g. to ablate channels); it receives the
         layer's raw output (a token layer's ``(B, tokens, channels)``, channels first where the
         layer is), and what is recorded is the edited tensor. ``input_gradients=True`` also differentiates the score with respect
-        to the model's inputs (guided backpropagation). The differentiation is the backend's
-        (:func:`keras_gradcam.core.backend.layer_gradients`).
+        to the model's inputs (guided backpropagation). ``output_gradients=True`` differentiates it with respect to the
+        model's outputs too, only to say per sample whether the score has no gradient at all
+        (``Captured.zero_gradients``: the score, e.g. an ``argmax``, and not the network, is then why
+        nothing comes back); the layers' own ``zero_gradients`` are then not computed. The
+        differentiation is the backend's (:func:`keras_gradcam.core.backend.layer_gradients`).
         """
         batch = batch_of(targets)
         self._records = [[] for _ in self.layers]
+        n = len(self.layers)
+        n_outputs = len(keras.tree.flatten(self.model.outputs)) if output_gradients else 0
 
-        def forward(hook):
+        def forward(hook, xs=x):  # JAX and PyTorch pass the inputs to differentiate with respect to
             self._hook, self._edit = hook, edit
             try:
                 join = getattr(self, "_join", None)
-                outputs = self.model(x if join is None else join(x), training=False)
+                outputs = self.model(xs if join is None else join(xs), training=False)
             finally:
                 self._hook = self._edit = None
-            for i in range(len(self.layers)):
+            for i in range(n):
                 self._single(i)
+            if n_outputs:  # each output through the hook too, as if it were one more layer
+                leaves = keras.tree.flatten(outputs)
+                outputs = keras.tree.pack_sequence_as(outputs, [hook(n + j, o) for j, o in enumerate(leaves)])
             found = self._scores(outputs, batch)
             return keras.ops.sum(found[0]), found
 
         found, raw, grads, wrt_inputs = backend.layer_gradients(
-            forward, x, len(self.layers), gradients=gradients, wrt_inputs=input_gradients
+            forward, x, n + n_outputs, gradients=gradients or bool(n_outputs), wrt_inputs=input_gradients
         )
         scores, resolved, predictions, selected = found
+        zero = None
+        if n_outputs:
+            per_output = [g for o, g in zip(raw[n:], grads[n:]) if o is not None and g is not None and len(o.shape) > 0]
+            raw, grads = raw[:n], (grads[:n] if gradients else None)
+            zero = self._all_zero(per_output) if per_output else keras.ops.zeros_like(scores, "bool")
         if grads is not None:
             grads = [self._standard(g, info) for g, info in zip(grads, self.layers)]
         acts = [self._standard(a, info) for a, info in zip(raw, self.layers)]
-        zero = None
-        if grads:
-            per_layer = [keras.ops.all(keras.ops.reshape(g, [keras.ops.shape(g)[0], -1]) == 0, axis=1) for g in grads]
-            zero = keras.ops.all(keras.ops.stack(per_layer), axis=0)
+        if grads and zero is None:
+            zero = self._all_zero(grads)
         num_classes = selected.shape[-1] if selected is not None else None
         return Captured(
             acts, grads, scores, resolved, predictions, num_classes, selected, zero, self._distribution_rows(selected), wrt_inputs
         )
+
+    @staticmethod
+    def _all_zero(grads: list):
+        """Per sample, whether every gradient of ``grads`` (each ``(B, ...)``) is exactly zero."""
+        per_tensor = [keras.ops.all(keras.ops.reshape(g, [keras.ops.shape(g)[0], -1]) == 0, axis=1) for g in grads]
+        return keras.ops.all(keras.ops.stack(per_tensor), axis=0)
 
     def _scores(self, outputs, batch):
         """``(scores, resolved classes, predictions, selected output or None)`` of a batch's outputs."""

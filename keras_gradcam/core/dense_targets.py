@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from . import backend
 from .targets import Target, digest, pick_output
 from .validate import boolean, check_classes, integer, one_of, positive_float, warn_user
 
@@ -27,7 +27,7 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _direct(target: Target, outputs) -> tf.Tensor:
+def _direct(target: Target, outputs) -> backend.Tensor:
     """``target(outputs)`` outside an explainer: its rows and shared data as constants for the batch."""
     batch = keras.tree.flatten(outputs)[0].shape[0]
     rows = target.rows(batch) if batch is not None else {}
@@ -37,8 +37,8 @@ def _direct(target: Target, outputs) -> tf.Tensor:
                 f"{target.describe()} holds {r.shape[0]} per-image entries ({name}) but the outputs have {batch} "
                 "rows: call it on the outputs of as many images, or pass it to an explainer as targets=."
             )
-    data = {k: tf.constant(v) for k, v in rows.items()}
-    return target.score(outputs, data, {k: tf.constant(v) for k, v in target.shared().items()}, None)
+    data = {k: keras.ops.convert_to_tensor(v) for k, v in rows.items()}
+    return target.score(outputs, data, {k: keras.ops.convert_to_tensor(v) for k, v in target.shared().items()}, None)
 
 
 class SegmentationTarget(Target):
@@ -127,10 +127,10 @@ class SegmentationTarget(Target):
         mask = None if self.mask is None else f"<mask {self.mask.shape}>"
         return f"SegmentationTarget(category={self.category}, mask={mask}, output={self.output!r})"
 
-    def class_logits(self, outputs) -> tf.Tensor:
+    def class_logits(self, outputs) -> tuple:
         """The category's logit map ``(B, *spatial)`` and, for ``mask=None``, the predicted region."""
-        out = tf.cast(pick_output(outputs, self.output), tf.float32)
-        if out.shape.rank is None or out.shape.rank < 3:
+        out = keras.ops.cast(pick_output(outputs, self.output), "float32")
+        if len(out.shape) < 3:
             raise ValueError(
                 f"SegmentationTarget needs a segmentation output of shape (N, height, width, classes) (or classes "
                 f"first with data_format='channels_first'); the explained output has shape {tuple(out.shape)}."
@@ -139,10 +139,10 @@ class SegmentationTarget(Target):
         check_classes("category", [self.category], out.shape[axis],
                       fix=f"The output has shape {tuple(out.shape)} ({self.data_format}).")
         logit = out[:, self.category] if axis == 1 else out[..., self.category]
-        predicted = tf.stop_gradient(tf.cast(tf.equal(tf.argmax(out, axis=axis, output_type=tf.int32), self.category), tf.float32))
+        predicted = keras.ops.cast(keras.ops.argmax(out, axis=axis) == self.category, "float32")  # not differentiable
         return logit, predicted
 
-    def score(self, outputs, rows, shared, capture) -> tf.Tensor:
+    def score(self, outputs, rows, shared, capture) -> backend.Tensor:
         logit, predicted = self.class_logits(outputs)
         if self.mask is None:
             mask = predicted
@@ -155,29 +155,31 @@ class SegmentationTarget(Target):
                     "neighbour, to that shape)."
                 )
             mask = rows["mask"] if self.mask.ndim == 3 else shared["mask"][None]
-        return tf.reduce_sum(tf.reshape(logit * mask, [tf.shape(logit)[0], -1]), axis=1)
+        return keras.ops.sum(logit * keras.ops.cast(mask, "float32"), axis=tuple(range(1, len(logit.shape))))
 
-    def __call__(self, outputs) -> tf.Tensor:
+    def __call__(self, outputs) -> backend.Tensor:
         return _direct(self, outputs)
 
 
-def box_iou(boxes: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
+def box_iou(boxes: backend.Tensor, reference: backend.Tensor) -> backend.Tensor:
     """IoU of corner boxes ``(B, A, 4)`` with one reference box per sample ``(B, 4)``: ``(B, A)``.
 
     Both in the same corner format, ``(y1, x1, y2, x2)`` or ``(x1, y1, x2, y2)`` (IoU is the same
     in either). Differentiable with respect to ``boxes``.
     """
+    ops = keras.ops
     ref = reference[:, None, :]
-    lo = tf.maximum(boxes[..., :2], ref[..., :2])
-    hi = tf.minimum(boxes[..., 2:], ref[..., 2:])
-    inter = tf.reduce_prod(tf.maximum(hi - lo, 0.0), axis=-1)
-    area = tf.reduce_prod(tf.maximum(boxes[..., 2:] - boxes[..., :2], 0.0), axis=-1)
-    ref_area = tf.reduce_prod(tf.maximum(ref[..., 2:] - ref[..., :2], 0.0), axis=-1)
-    return inter / tf.maximum(area + ref_area - inter, 1e-9)
+    lo = ops.maximum(boxes[..., :2], ref[..., :2])
+    hi = ops.minimum(boxes[..., 2:], ref[..., 2:])
+    inter = ops.prod(ops.maximum(hi - lo, 0.0), axis=-1)
+    area = ops.prod(ops.maximum(boxes[..., 2:] - boxes[..., :2], 0.0), axis=-1)
+    ref_area = ops.prod(ops.maximum(ref[..., 2:] - ref[..., :2], 0.0), axis=-1)
+    return inter / ops.maximum(area + ref_area - inter, 1e-9)
 
 
-def _warn_unmatched(matched):
-    missing = int((~matched.numpy()).sum())
+def _warn_unmatched(matched) -> None:
+    """The warning of samples without a match, on the host while the compiled function runs (``backend.on_host``)."""
+    missing = int((~np.asarray(matched, bool)).sum())
     if missing:
         warn_user(
             f"BoxTarget: {missing} of {matched.shape[0]} samples have no detection of the class whose box overlaps "
@@ -185,7 +187,6 @@ def _warn_unmatched(matched):
             "iou_threshold (or min_score), or check the box format and the class.",
             RuntimeWarning,
         )
-    return matched
 
 
 class BoxTarget(Target):
@@ -300,8 +301,8 @@ class BoxTarget(Target):
                 f"{type(got).__name__}. Pass detections=<callable outputs -> (boxes, class_scores)>, e.g. "
                 "RetinaNetDetections(model) for KerasHub's RetinaNet."
             )
-        boxes, scores = (tf.cast(t, tf.float32) for t in got)
-        if boxes.shape.rank != 3 or boxes.shape[-1] != 4 or scores.shape.rank != 3:
+        boxes, scores = (keras.ops.cast(t, "float32") for t in got)
+        if len(boxes.shape) != 3 or boxes.shape[-1] != 4 or len(scores.shape) != 3:
             raise ValueError(
                 f"BoxTarget needs boxes of shape (N, A, 4) and class scores (N, A, classes); got {tuple(boxes.shape)} "
                 f"and {tuple(scores.shape)}."
@@ -317,33 +318,34 @@ class BoxTarget(Target):
         """
         if rows is None or shared is None:
             batch = keras.tree.flatten(outputs)[0].shape[0]
-            rows = {k: tf.constant(v) for k, v in self.rows(batch).items()}
-            shared = {k: tf.constant(v) for k, v in self.shared().items()}
+            rows = {k: keras.ops.convert_to_tensor(v) for k, v in self.rows(batch).items()}
+            shared = {k: keras.ops.convert_to_tensor(v) for k, v in self.shared().items()}
+        ops = keras.ops
         boxes, scores = self._pair(outputs)
-        batch = tf.shape(scores)[0]
-        box = rows["box"] if self.box.ndim == 2 else tf.tile(shared["box"][None], [batch, 1])
-        cat = rows["category"] if self.category.ndim == 1 else tf.fill([batch], tf.constant(self.category))
+        zero = ops.zeros_like(scores[:, 0, 0], "int32")  # (B,): the batch, of any size
+        box = rows["box"] if self.box.ndim == 2 else ops.cast(zero, "float32")[:, None] + shared["box"][None]
+        cat = rows["category"] if self.category.ndim == 1 else zero + int(self.category)
+        cat = ops.cast(cat, "int32")
         iou = box_iou(boxes, box)
-        cat_score = tf.gather(scores, cat, axis=2, batch_dims=1)  # (B, A)
-        candidate = tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int32), cat[:, None])
+        cat_score = ops.take_along_axis(scores, ops.expand_dims(cat[:, None] + ops.zeros_like(iou, "int32"), -1), axis=2)[..., 0]  # (B, A)
+        candidate = ops.cast(ops.argmax(scores, axis=-1), "int32") == cat[:, None]
         if self.min_score is not None:
-            candidate &= cat_score >= self.min_score
-        ranked = tf.stop_gradient(tf.where(candidate, iou, -1.0))
-        index = tf.argmax(ranked, axis=1, output_type=tf.int32)
-        matched = tf.gather(ranked, index, batch_dims=1) >= self.iou_threshold
-        best_iou = tf.gather(iou, index, batch_dims=1)
-        best_score = tf.gather(cat_score, index, batch_dims=1)
-        return best_score, best_iou, index, matched
+            candidate = ops.logical_and(candidate, cat_score >= self.min_score)
+        ranked = ops.stop_gradient(ops.where(candidate, iou, -1.0))
+        index = ops.cast(ops.argmax(ranked, axis=1), "int32")[:, None]
+        matched = ops.take_along_axis(ranked, index, axis=1)[:, 0] >= self.iou_threshold
+        best_iou = ops.take_along_axis(iou, index, axis=1)[:, 0]
+        best_score = ops.take_along_axis(cat_score, index, axis=1)[:, 0]
+        return best_score, best_iou, index[:, 0], matched
 
-    def score(self, outputs, rows, shared, capture) -> tf.Tensor:
+    def score(self, outputs, rows, shared, capture) -> backend.Tensor:
         score, iou, _, matched = self.match(outputs, rows, shared)
         if self.add_iou:
             score = score + iou
-        # the warning runs in the compiled function, on the host; its result (the same flags) is used
-        # so that no graph transformation prunes it
-        flags = tf.py_function(_warn_unmatched, [matched], Tout=tf.bool)
-        flags.set_shape(matched.shape)
-        return tf.where(flags, score, tf.zeros_like(score))
+        # the warning runs on the host with every call of the compiled function; the flags it returns
+        # (the same) are used, so that it runs before the score is
+        (flags,) = backend.on_host(_warn_unmatched, matched)
+        return keras.ops.where(flags, score, keras.ops.zeros_like(score))
 
-    def __call__(self, outputs) -> tf.Tensor:
+    def __call__(self, outputs) -> backend.Tensor:
         return _direct(self, outputs)

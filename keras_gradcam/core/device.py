@@ -6,7 +6,8 @@ import tensorflow as tf
 
 __all__ = ["DeviceError", "TARGET_ERROR", "device_errors"]
 
-# the start of the message of an in-graph check of a target's data (a token id, a position), said as a ValueError
+# the start of the message of a check of a target's data (a token id, a position) made while a compiled
+# function runs (backend.on_host), said as a ValueError
 TARGET_ERROR = "keras-gradcam target error: "
 
 
@@ -17,8 +18,9 @@ class DeviceError(RuntimeError):
 class device_errors:  # noqa: N801 - used as a context manager, like contextlib's
     """Turn TensorFlow's "no kernel on this device" errors into a :class:`DeviceError` that says why.
 
-    A failed in-graph check of a target's data (its message starts with :data:`TARGET_ERROR`)
-    becomes the ``ValueError`` it says.
+    A failed check of a target's data made while a compiled function ran (``backend.on_host``:
+    its message starts with :data:`TARGET_ERROR`, wrapped in any backend's runtime error) becomes
+    the ``ValueError`` it says.
 
     The common case: ``channels_first`` convolutions on a CPU, which TensorFlow runs only through
     its oneDNN kernels (on by default on some processors only).
@@ -28,14 +30,13 @@ class device_errors:  # noqa: N801 - used as a context manager, like contextlib'
         return self
 
     def __exit__(self, kind, error, tb):
-        if not isinstance(error, (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError)):
+        if error is None:
             return False
         text = str(error)
-        if TARGET_ERROR in text:  # a target's own check of its data, made in graph code
-            said = text.split(TARGET_ERROR, 1)[1].split("\n\t [[")[0].split(" [Op:")[0].strip()
-            said = said.replace("] [", " ").replace(" ; ", "; ")
-            said = said[:-1] if said.endswith("]") else said  # the bracket Assert puts around its data
-            raise ValueError(said) from None
+        if TARGET_ERROR in text:  # a target's own check of its data, made on the host while a compiled function ran
+            raise ValueError(text.split(TARGET_ERROR, 1)[1].splitlines()[0].strip()) from None
+        if not isinstance(error, (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError)):
+            return False
         if "NHWC" in text or "NDHWC" in text or isinstance(error, tf.errors.UnimplementedError):
             first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
             hint = (

@@ -257,7 +257,8 @@ class Explainer:
     def run(self, call: Call) -> dict[str, np.ndarray]:
         """Stage 2: :meth:`passes` over the batches, between :meth:`begin` and :meth:`finish`; outputs joined."""
         self.begin(call)
-        parts = [self.passes(call, i, min(i + call.per_batch, call.n)) for i in range(0, call.n, call.per_batch)]
+        with device_errors():  # every method's passes: device errors and a target's failed checks said for people
+            parts = [self.passes(call, i, min(i + call.per_batch, call.n)) for i in range(0, call.n, call.per_batch)]
         self.finish(call)
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -365,9 +366,8 @@ class Explainer:
 
     @staticmethod
     def outputs(fn, *args) -> list[np.ndarray]:
-        """A compiled function's outputs as arrays (device errors said for people)."""
-        with device_errors():
-            return [keras.ops.convert_to_numpy(o) for o in fn(*args)]
+        """A compiled function's outputs as arrays (inside :meth:`run`, which says device errors for people)."""
+        return [keras.ops.convert_to_numpy(o) for o in fn(*args)]
 
 
 class BaseCAM(Explainer):

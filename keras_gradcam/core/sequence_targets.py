@@ -26,9 +26,9 @@ from collections.abc import Mapping
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from .device import TARGET_ERROR
+from . import backend
+from .device import TARGET_ERROR, device_errors
 from .targets import Target, pick_output
 
 __all__ = ["TokenTarget", "SequenceTarget", "SimilarityTarget"]
@@ -70,31 +70,67 @@ def _sequence_output(outputs, output, what: str):
     return keras.ops.cast(out, "float32"), shape
 
 
-def _guarded(what: str, out, tokens, positions):
-    """``(tokens, positions)`` with a check that runs with every batch (a compiled function is reused
-    for targets of other tokens and positions, so a check while tracing sees only the first)."""
-    size, vocabulary = tf.shape(out)[1], tf.shape(out)[2]
-    ok_tokens = tf.reduce_all((tokens >= 0) & (tokens < vocabulary))
-    ok_positions = tf.reduce_all((positions >= -size) & (positions < size))
-    checks = [
-        tf.debugging.Assert(ok_tokens, [f"{TARGET_ERROR}{what}: a token id is not in the vocabulary: the explained output has",
-                                        vocabulary, "token ids, so ids must be 0 ..", vocabulary - 1, "; received token ids",
-                                        tokens], summarize=16),
-        tf.debugging.Assert(ok_positions, [f"{TARGET_ERROR}{what}: a position is beyond the sequence: the explained output has",
-                                           size, "positions, so positions must be", -size, "..", size - 1,
-                                           "(negative ones count from the end); received positions", positions], summarize=16),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(tokens), tf.identity(positions)
+def _vocabulary(capture, output) -> int | None:
+    """The vocabulary of the explained output as the model declares it (None where not static).
+
+    Only the vocabulary: a model's declared sequence length can differ from its outputs' (KerasHub's
+    Gemma3CausalLM declares the length of the sequence it was built with), so positions are checked
+    with the output of each call.
+    """
+    try:
+        shape = tuple(pick_output(capture.model.output, output).shape)  # the outputs nested as the model returns them
+    except (AttributeError, TypeError, ValueError):
+        return None  # no symbolic outputs (a subclassed model): nothing known before the call
+    return shape[2] if len(shape) == 3 else None
+
+
+def check_ids(what: str, tokens, positions, size, vocabulary) -> None:
+    """Raise ``ValueError`` naming the valid range if a token id is not below ``vocabulary`` or a
+    position is outside ``-size .. size - 1`` (a size that is None is not checked)."""
+    tokens, positions = np.asarray(tokens), np.asarray(positions)
+    if vocabulary is not None:
+        vocabulary = int(vocabulary)
+        bad = tokens[(tokens < 0) | (tokens >= vocabulary)]
+        if bad.size:
+            raise ValueError(
+                f"{what}: a token id is not in the vocabulary: the explained output has {vocabulary} token ids, so ids "
+                f"must be 0 .. {vocabulary - 1}; received token ids {sorted(set(bad.tolist()))}."
+            )
+    if size is not None:
+        size = int(size)
+        bad = positions[(positions < -size) | (positions >= size)]
+        if bad.size:
+            raise ValueError(
+                f"{what}: a position is beyond the sequence: the explained output has {size} positions, so positions "
+                f"must be {-size} .. {size - 1} (negative ones count from the end); received positions "
+                f"{sorted(set(bad.tolist()))}."
+            )
+
+
+def _checked_on_host(what: str, tokens, positions, size, vocabulary) -> None:
+    """:func:`check_ids` run while a compiled function runs: its message marked as a target's (see ``device_errors``)."""
+    try:
+        check_ids(what, tokens, positions, size, vocabulary)
+    except ValueError as error:
+        raise ValueError(f"{TARGET_ERROR}{error}") from None
 
 
 def _values(what: str, out, tokens, positions, length):
-    """``out[b, positions[b, k], tokens[b, k]]``: ``(B, K)`` for ``(B, K)`` tokens and positions."""
+    """``out[b, positions[b, k], tokens[b, k]]``: ``(B, K)`` for ``(B, K)`` tokens and positions.
+
+    The ids are checked against the output's sizes with every call of the compiled function, on
+    the host (``backend.on_host``): a compiled function is reused for targets of other tokens and
+    positions, so a check while tracing would see only the first. Out-of-range ids are clipped,
+    so that no backend's gather fails before the check's error is said.
+    """
     positions = keras.ops.cast(positions, "int32")
     tokens = keras.ops.cast(tokens, "int32")
-    tokens, positions = _guarded(what, out, tokens, positions)
-    size = keras.ops.shape(out)[1] if length is None else length
-    positions = keras.ops.where(positions < 0, positions + size, positions)
+    shape = keras.ops.shape(out)
+    size = shape[1] if length is None else length
+    sizes = keras.ops.convert_to_tensor([size, shape[2]], "int32")
+    tokens, positions, _ = backend.on_host(lambda t, p, s: _checked_on_host(what, t, p, s[0], s[1]), tokens, positions, sizes)
+    positions = keras.ops.clip(keras.ops.where(positions < 0, positions + size, positions), 0, size - 1)
+    tokens = keras.ops.clip(tokens, 0, shape[2] - 1)
     rows = keras.ops.take_along_axis(out, positions[:, :, None], axis=1)  # (B, K, V)
     return keras.ops.take_along_axis(rows, tokens[:, :, None], axis=2)[:, :, 0]
 
@@ -154,10 +190,11 @@ class _DataTarget(Target):
     def __call__(self, outputs):
         """The ``(B,)`` scores of a batch holding every sample (per-image data) or any batch (one for all)."""
         n = _samples(self)
-        if n is None:
-            flat = keras.tree.flatten(outputs)
-            return _broadcast(self, outputs, keras.ops.shape(flat[0])[0])
-        return _whole_batch(self, outputs, n)
+        with device_errors():  # a check of the ids on the host, said as the ValueError it is
+            if n is None:
+                flat = keras.tree.flatten(outputs)
+                return _broadcast(self, outputs, keras.ops.shape(flat[0])[0])
+            return _whole_batch(self, outputs, n)
 
 
 class TokenTarget(_DataTarget):
@@ -231,6 +268,10 @@ class TokenTarget(_DataTarget):
 
     def shared(self) -> dict[str, np.ndarray]:
         return {}
+
+    def check(self, n: int, capture) -> None:
+        """The token ids against the output's vocabulary where the model declares it, before anything is traced."""
+        check_ids("TokenTarget", self.rows(n)["token"], [], None, _vocabulary(capture, self._output))
 
     def score(self, outputs, rows: Mapping, shared: Mapping, capture=None):
         """Graph code: the ``(B,)`` scores of a batch, ``rows`` its per-sample ``token`` and ``position``."""
@@ -318,6 +359,10 @@ class SequenceTarget(_DataTarget):
 
     def shared(self) -> dict[str, np.ndarray]:
         return {}
+
+    def check(self, n: int, capture) -> None:
+        """The token ids against the output's vocabulary where the model declares it, before anything is traced."""
+        check_ids("SequenceTarget", self.rows(n)["tokens"], [], None, _vocabulary(capture, self._output))
 
     def score(self, outputs, rows: Mapping, shared: Mapping, capture=None):
         """Graph code: the ``(B,)`` summed scores of a batch."""

@@ -2,10 +2,10 @@
 
 Guided backpropagation needs different gradients at every ReLU. The explainers get them the way
 :class:`~keras_gradcam.core.capture.Capture` intercepts layers: while their compiled function is
-traced, the user's model's ReLUs are swapped for :func:`guided_relu` and put back in a
-``finally`` block. The compiled function therefore runs the user's model itself and reads its
-live weights (no copy to keep in sync after ``set_weights`` or training); outside tracing the
-model is never touched. :func:`guided_clone` makes a separate guided copy, for use on its own.
+traced (on PyTorch, which runs it eagerly: while it runs), the user's model's ReLUs are swapped
+for :func:`guided_relu` and put back in a ``finally`` block. The compiled function therefore
+runs the user's model itself and reads its live weights (no copy to keep in sync after
+``set_weights`` or training); outside tracing the model is never touched. :func:`guided_clone` makes a separate guided copy, for use on its own.
 The model surgery (finding and guiding ReLUs) is in :mod:`keras_gradcam.methods.guided_model`.
 """
 
@@ -14,13 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from ..core.capture import Capture
 from ..core.engine import Call, Explainer
 from ..core.layers import LayerSpec, ensure_built
 from ..core.postprocess import normalize
-from ..core.target_base import Target, TargetBatch
 from ..core.validate import one_of
 from .gradcam import GradCAM
 from .gradcam_plusplus import GradCAMPlusPlus
@@ -149,43 +148,18 @@ class GuidedBackprop(Explainer):
         """Graph code: the input gradient of a batch and its per-pixel maximum over channels."""
         if self.counterfactual:
             targets = targets.negated()  # differentiate -y; the classes stay those of y
-        probe: dict = {}
-        if self.counterfactual or not targets.names_classes:
-            targets = TargetBatch(ScoreGradientProbe(targets.target, probe), targets.rows, targets.shared)
-        cap = self.capture(xb, targets, gradients=False, input_gradients=True)
+        # per sample, whether the score itself has no gradient (ops.argmax...): then the score, not the
+        # guided ReLUs, is why nothing reaches the input (the engine's warning names it). A class's
+        # logit always has one, so only callable and negated targets are probed.
+        probe = self.counterfactual or not targets.names_classes
+        cap = self.capture(xb, targets, gradients=False, input_gradients=True, output_gradients=probe)
         scores = -cap.scores if self.counterfactual else cap.scores
-        attributions = tf.cast(cap.input_gradients[0], tf.float32)
-        amount = tf.abs(attributions)
-        if attributions.shape.rank >= 3:
-            amount = tf.reduce_max(amount, axis=1 if self._channels_first else -1)
-        # per sample, whether the score itself has no gradient (tf.argmax...): then the score, not the
-        # guided ReLUs, is why nothing reaches the input (the engine's warning names it)
-        flat = probe.get("flat", tf.zeros_like(scores, tf.bool))
+        attributions = ops.cast(cap.input_gradients[0], "float32")
+        amount = ops.abs(attributions)
+        if len(attributions.shape) >= 3:
+            amount = ops.max(amount, axis=1 if self._channels_first else -1)
+        flat = cap.zero_gradients if probe else ops.zeros_like(scores, "bool")
         return attributions, normalize(amount), amount, cap.targets, scores, cap.predictions, flat
-
-
-class ScoreGradientProbe(Target):
-    """A target that also records, per sample, whether its score's gradient w.r.t. the outputs is all zero."""
-
-    def __init__(self, target: Target, probe: dict):
-        self.target, self.probe, self.names_classes = target, probe, target.names_classes
-
-    @property
-    def key(self):
-        return (ScoreGradientProbe, self.target.key)
-
-    def score(self, outputs, rows, shared, capture):
-        watched = [o for o in tf.nest.flatten(outputs) if o.dtype.is_floating and o.shape.rank]
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(watched)
-            scores = tf.cast(self.target.score(outputs, rows, shared, capture), tf.float32)
-        grads = tape.gradient(scores, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)  # of their sum
-        flat = [tf.reduce_all(tf.reshape(g, [tf.shape(g)[0], -1]) == 0, axis=1) for g in grads]
-        self.probe["flat"] = tf.reduce_all(tf.stack(flat), axis=0) if flat else tf.zeros_like(scores, tf.bool)
-        return scores
-
-    def classes(self, outputs, rows, shared, capture):
-        return self.target.classes(outputs, rows, shared, capture)
 
 
 class _GuidedMixin:

@@ -4,6 +4,14 @@
 ``keras.layers.ReLU`` layer, a ``keras.ops.relu`` node of a Functional graph) and says which
 attribute to set to make it guided; :func:`guided_relus` applies those changes only while a block
 runs (the explainers trace under it), :func:`guided_clone` applies them to a copy for good.
+
+The guided ReLU's gradient is each backend's own (:func:`keras_gradcam.core.backend.guided_relu`:
+``tf.custom_gradient``, ``jax.custom_vjp``, a ``torch.autograd.Function``), and so is the check
+that no plain ReLU is left (:func:`keras_gradcam.core.backend.plain_relus`: the traced graph's
+``Relu`` ops, the jaxpr's ``relu`` calls, the ``torch.relu`` calls of one eager run). Every backend
+finds the same ReLUs: a ReLU computed in a custom layer's ``call`` with ``keras.ops.relu`` or the
+backend's own relu is counted, so the model is refused; one written as ``maximum(x, 0)`` is seen
+by no backend and keeps its plain gradient.
 """
 
 from __future__ import annotations
@@ -12,8 +20,8 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from ..core import backend
 from ..core.capture import thread_patches
 from ..core.validate import one_of, warn_user
 
@@ -28,18 +36,17 @@ _RECTIFIERS = frozenset(
 )
 
 
-@tf.custom_gradient
 def guided_relu(x):
     r"""ReLU whose backward pass follows the guided-backpropagation rule.
 
     Parameters
     ----------
-    x : tf.Tensor
-        Pre-activation.
+    x : tensor
+        Pre-activation (a tensor of the Keras backend).
 
     Returns
     -------
-    tf.Tensor
+    tensor
         ``max(x, 0)``; the gradient passed back for an incoming gradient ``dy`` is
         ``dy * 1[x > 0] * 1[dy > 0]``.
 
@@ -47,7 +54,10 @@ def guided_relu(x):
     -----
     .. math:: R_{in} = R_{out} \cdot \mathbb{1}[x > 0] \cdot \mathbb{1}[R_{out} > 0]
 
-    Plain backpropagation keeps only the first gate, the "deconvnet" only the second.
+    Plain backpropagation keeps only the first gate, the "deconvnet" only the second. The
+    gradient is the backend's own (:func:`keras_gradcam.core.backend.guided_relu`:
+    ``tf.custom_gradient`` on TensorFlow, ``jax.custom_vjp`` on JAX, a
+    ``torch.autograd.Function`` on PyTorch).
 
     References
     ----------
@@ -63,11 +73,7 @@ def guided_relu(x):
     >>> tape.gradient(y, x).numpy()                                   # doctest: +SKIP
     array([0., 1., 0.], dtype=float32)
     """
-
-    def grad(dy):
-        return dy * tf.cast(x > 0, dy.dtype) * tf.cast(dy > 0, dy.dtype)
-
-    return tf.nn.relu(x), grad
+    return backend.guided_relu(x)
 
 
 def _guided_call(inputs, *args, **kwargs):
@@ -120,11 +126,11 @@ def _walk(model: keras.Model) -> list:
     return found
 
 
-def _plain_relu_ops(model: keras.Model, spec: tf.TensorSpec) -> int:
-    """ReLU ops left in the traced forward graph that are not guided (a guided ReLU adds an IdentityN)."""
-    graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(spec).graph
-    types = [op.type for op in graph.get_operations()]
-    return types.count("Relu") - types.count("IdentityN")
+def _plain_relus(model: keras.Model) -> int:
+    """The ReLUs of one forward pass of ``model`` that are not guided (:func:`keras_gradcam.core.backend.plain_relus`)."""
+    t = model.inputs[0]
+    dtype = keras.backend.standardize_dtype(t.dtype)
+    return backend.plain_relus(lambda x: model(x, training=False), tuple(t.shape), dtype)
 
 
 def guided_clone(model: keras.Model, non_relu: str = "raise") -> keras.Model:
@@ -163,8 +169,10 @@ def guided_clone(model: keras.Model, non_relu: str = "raise") -> keras.Model:
     The copy is made with ``keras.models.clone_model(model, recursive=True)`` and the original
     weights; ReLUs are replaced *after* the copy is built, so the custom gradient only ever sees
     real tensors. The copy's forward pass equals the model's (checked on random inputs), and its
-    traced forward graph is checked to hold no ReLU op without the guided gradient. A ReLU
-    computed inside a custom layer's ``call`` cannot be replaced and raises instead.
+    forward pass is checked to compute no ReLU without the guided gradient (on each backend, see
+    :func:`~keras_gradcam.core.backend.plain_relus`). A ReLU computed inside a custom layer's
+    ``call`` (``keras.ops.relu``, ``tf.nn.relu``, ``jax.nn.relu``, ``torch.relu``) cannot be
+    replaced and raises instead.
 
     References
     ----------
@@ -188,13 +196,13 @@ def guided_clone(model: keras.Model, non_relu: str = "raise") -> keras.Model:
             "Functional or Sequential model, or give its custom layers get_config()."
         ) from err
     if not clone.built or not getattr(clone, "inputs", None):
-        clone(tf.zeros([1] + [d or 1 for d in model.inputs[0].shape[1:]], model.inputs[0].dtype))
+        clone(keras.ops.zeros([1] + [d or 1 for d in model.inputs[0].shape[1:]], model.inputs[0].dtype))
     clone.set_weights(model.get_weights())
     _check_same_outputs(model, clone)
     edits = guided_edits(clone, non_relu)
     for obj, name, value in edits:
         object.__setattr__(obj, name, value)
-    _check_all_replaced(model, _plain_relu_ops(clone, _input_spec(model)))
+    _check_all_replaced(model, _plain_relus(clone))
     _warn_if_none(model, edits, stacklevel=3)
     return clone
 
@@ -287,7 +295,7 @@ def checked_guided_edits(model: keras.Model, non_relu: str = "raise", stacklevel
     """
     edits = guided_edits(model, non_relu)
     with guided_relus(edits):
-        _check_all_replaced(model, _plain_relu_ops(model, _input_spec(model)))
+        _check_all_replaced(model, _plain_relus(model))
     _warn_if_none(model, edits, stacklevel=stacklevel + 1)
     channels_first = any(getattr(o, "data_format", "") == "channels_first" for o in _walk(model))
     return edits, channels_first
@@ -310,11 +318,6 @@ def _warn_if_none(model, edits, stacklevel: int = 0) -> None:
         )
 
 
-def _input_spec(model) -> tf.TensorSpec:
-    t = model.inputs[0]
-    return tf.TensorSpec(tuple(t.shape), tf.as_dtype(t.dtype))
-
-
 def _check_same_outputs(model, clone) -> None:
     """The copy must compute what the model computes (weights copied in the same order)."""
     t = model.inputs[0]
@@ -323,8 +326,8 @@ def _check_same_outputs(model, clone) -> None:
     shape = (2,) + tuple(t.shape[1:])
     dtype = np.dtype(keras.backend.standardize_dtype(t.dtype))
     x = np.random.default_rng(0).normal(size=shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
-    a = [np.asarray(v, np.float64) for v in tf.nest.flatten(model(x, training=False))]
-    b = [np.asarray(v, np.float64) for v in tf.nest.flatten(clone(x, training=False))]
+    a = [keras.ops.convert_to_numpy(v).astype(np.float64) for v in keras.tree.flatten(model(x, training=False))]
+    b = [keras.ops.convert_to_numpy(v).astype(np.float64) for v in keras.tree.flatten(clone(x, training=False))]
     same = len(a) == len(b) and all(
         u.shape == v.shape and np.allclose(u, v, rtol=1e-4, atol=1e-5 * (1 + np.abs(u).max())) for u, v in zip(a, b)
     )

@@ -21,6 +21,10 @@ Each exports the same names:
     depend on them.
 ``guided_relu(x)``
     ReLU with guided backpropagation's gradient ``dy * (x > 0) * (dy > 0)``.
+``plain_relus(fn, shape, dtype) -> int``
+    How many ReLUs without that gradient one run of ``fn`` (a model call) on an input of
+    ``shape`` and ``dtype`` computes: ``Relu`` ops of the traced graph (TensorFlow), ``relu``
+    calls of the jaxpr (JAX), ``torch.relu`` calls of one eager run on zeros (PyTorch).
 ``fused(body, *args)``
     Graph code: ``body(*args)``, fused by XLA where that pays (a ``jit_compile=True`` function
     inside TensorFlow's traced body; JAX's jitted body is fused as a whole; PyTorch runs it).
@@ -36,6 +40,13 @@ Each exports the same names:
     what it called (the probe of the layers inside a subclassed layer,
     :mod:`keras_gradcam.core.sublayers`). A ``tf.function`` traced once; :func:`jax.eval_shape`;
     torch's ``meta`` device (eagerly on zeros where an op has no meta kernel, so ``fn`` must start afresh).
+``on_host(fn, *tensors) -> tensors``
+    Graph code: ``fn(*arrays)`` run on the host with the tensors' values each time the compiled
+    function runs (a target's check of its data, a warning), the tensors returned unchanged (use
+    them, so that the call is ordered before their uses): ``tf.py_function``,
+    ``jax.debug.callback``, a plain call on PyTorch. An exception ``fn`` raises reaches the caller
+    wrapped in the backend's runtime error, its message kept (:func:`~keras_gradcam.core.device.device_errors`
+    says a target's own as the ``ValueError`` it is).
 ``stateless_normal(shape, (seed, i))``, ``stateless_normals(shape, seed, ids)``
     Standard normal noise from a seed pair (one draw per id of ``ids``): the same numbers on every
     run and machine, drawn by the backend's own counter-based generator, so the numbers differ
@@ -50,60 +61,40 @@ import keras
 
 name = keras.backend.backend()
 if name == "tensorflow":
-    from .tensorflow import (  # noqa: A004 - the seam's name
-        UNKNOWN_SIZES,
-        Compiled,
-        abstract_call,
-        compile,
-        fused,
-        guided_relu,
-        layer_gradients,
-        map_sequential,
-        stateless_normal,
-        stateless_normals,
-    )
+    from . import tensorflow as _impl
 elif name == "jax":
-    from .jax import (  # noqa: A004 - the seam's name
-        UNKNOWN_SIZES,
-        Compiled,
-        abstract_call,
-        compile,
-        fused,
-        guided_relu,
-        layer_gradients,
-        map_sequential,
-        stateless_normal,
-        stateless_normals,
-    )
+    from . import jax as _impl
 elif name == "torch":
-    from .torch import (  # noqa: A004 - the seam's name
-        UNKNOWN_SIZES,
-        Compiled,
-        abstract_call,
-        compile,
-        fused,
-        guided_relu,
-        layer_gradients,
-        map_sequential,
-        stateless_normal,
-        stateless_normals,
-    )
+    from . import torch as _impl
 else:
     raise ImportError(
         f"keras-gradcam explains models on the TensorFlow, JAX and PyTorch backends; KERAS_BACKEND is {name!r}. "
         "Set KERAS_BACKEND to tensorflow, jax or torch before importing keras."
     )
 
-__all__ = ["name", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal",
-           "stateless_normals", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
+# the names every backend module exports (see above), from the one chosen
+Compiled = _impl.Compiled
+UNKNOWN_SIZES = _impl.UNKNOWN_SIZES
+abstract_call = _impl.abstract_call
+compile = _impl.compile  # noqa: A001 - the seam's name
+fused = _impl.fused
+guided_relu = _impl.guided_relu
+layer_gradients = _impl.layer_gradients
+map_sequential = _impl.map_sequential
+on_host = _impl.on_host
+plain_relus = _impl.plain_relus
+stateless_normal = _impl.stateless_normal
+stateless_normals = _impl.stateless_normals
+
+__all__ = ["name", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+           "stateless_normal", "stateless_normals", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
            "check_supported"]
 
 Tensor = Any  # a tensor of the running backend (tf.Tensor, jax.Array, torch.Tensor), for annotations
 
-# what runs on TensorFlow only, by method name (and "guided-training"): guided backpropagation reads
-# the model's ReLUs from a traced TensorFlow graph (methods/guided_model.py), and GuidedTraining
-# differentiates the map inside its own train_step with two GradientTapes (training/guided.py)
-TENSORFLOW_ONLY = frozenset({"guided-backprop", "guided-gradcam", "guided-gradcam++", "guided-training"})
+# what runs on TensorFlow only: GuidedTraining differentiates the map inside its own train_step with
+# two GradientTapes (training/guided.py)
+TENSORFLOW_ONLY = frozenset({"guided-training"})
 
 # what does not run yet on a backend, by method name (none today; the mechanism stays for what comes)
 NOT_YET: dict[str, frozenset] = {}
@@ -118,7 +109,7 @@ def check_supported(what: str, display: str | None = None) -> None:
     Parameters
     ----------
     what : str
-        A method's name (``"guided-backprop"``) or ``"guided-training"``.
+        A method's name (``"scorecam"``) or ``"guided-training"``.
     display : str, optional
         How to name it in the message (a method's display name).
     """

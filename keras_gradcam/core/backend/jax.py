@@ -19,15 +19,18 @@ training, too), never weights baked into the program as constants, and no variab
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import keras
 import numpy as np
 
-__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+           "stateless_normal", "stateless_normals", "to_numpy"]
 
 
 def _floating(dtype) -> bool:
@@ -267,7 +270,8 @@ def guided_relu(x):
     """ReLU whose gradient passes only where the input and the incoming gradient are positive.
 
     Springenberg et al. 2015's guided backpropagation: ``dy * (x > 0) * (dy > 0)``; the same rule
-    as the TensorFlow version in ``methods/guided_model.py``.
+    as the TensorFlow and PyTorch versions (the public, documented name is
+    :func:`keras_gradcam.methods.guided_model.guided_relu`).
     """
     return jnp.maximum(x, 0)
 
@@ -309,9 +313,89 @@ def stateless_normals(shape, seed: int, ids):
     return jax.vmap(lambda i: jax.random.normal(_key(int(seed), i), shape, dtype=jnp.float32))(jnp.asarray(ids))
 
 
+def _concrete(shape) -> tuple:
+    """``shape`` with a ``None`` batch axis as 1 and other ``None`` axes (an image of any size) as 64."""
+    return tuple((1 if i == 0 else 64) if d is None else d for i, d in enumerate(shape))
+
+
+def plain_relus(fn: Callable, shape: tuple, dtype) -> int:
+    """How many ReLUs without the guided gradient one run of ``fn`` (a model call) holds.
+
+    ``fn`` is traced once to a jaxpr (:func:`jax.make_jaxpr`: nothing is computed) for an input of
+    ``shape`` (a ``None`` batch axis taken as 1, other ``None`` axes as 64) and ``dtype``.
+    ``jax.nn.relu``, which ``keras.ops.relu`` and every Keras ReLU call on JAX, is a
+    ``custom_jvp`` around a function jitted under the name ``relu``: those are counted, at any
+    depth of the jaxpr, but not inside the ``custom_vjp`` of :func:`guided_relu`. A custom layer's
+    ``jax.nn.relu`` or ``keras.ops.relu`` is counted too; a ReLU written as ``jnp.maximum(x, 0)``
+    is not (nor is ``tf.maximum`` in TensorFlow's count).
+    """
+    spec = jax.ShapeDtypeStruct(_concrete(shape), jnp.dtype(dtype))
+    # a new function each time: make_jaxpr caches traces by function, and the ReLUs of the same
+    # ``fn`` change when its model's ReLUs are swapped for guided ones
+    return _relus(jax.make_jaxpr(lambda x: fn(x))(spec).jaxpr)
+
+
+def _relus(jaxpr) -> int:
+    count = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "custom_vjp_call":  # a guided ReLU (or another custom gradient): not looked into
+            continue
+        if eqn.primitive.name == "custom_jvp_call" and any(_named_relu(e) for e in _sub_jaxprs(eqn)):
+            count += 1
+            continue
+        count += sum(_relus(sub) for sub in _sub_jaxprs(eqn))
+    return count
+
+
+def _named_relu(jaxpr) -> bool:
+    return any(e.params.get("name") == "relu" for e in jaxpr.eqns)
+
+
+def _sub_jaxprs(eqn) -> list:
+    """The jaxprs an equation holds (a jit's body, a custom rule's function, a loop's body...)."""
+    found = []
+    for value in eqn.params.values():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, jax.extend.core.ClosedJaxpr):
+                found.append(v.jaxpr)
+            elif isinstance(v, jax.extend.core.Jaxpr):
+                found.append(v)
+    return found
+
+
 def to_numpy(t) -> np.ndarray:
     """A JAX array (or anything array-like) as a numpy array."""
     return np.asarray(t)
+
+
+class _RaisedToCaller(logging.Filter):
+    """Drops JAX's log of an exception raised by an :func:`on_host` callback: the caller gets it anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not getattr(error, "keras_gradcam_on_host", False)
+
+
+logging.getLogger("jax._src.debugging").addFilter(_RaisedToCaller())
+
+
+def on_host(fn: Callable, *tensors) -> tuple:
+    """Graph code: ``fn(*arrays)`` on the host each time the function runs; returns ``tensors``.
+
+    A :func:`jax.debug.callback` (an effect: kept by ``jit``, never run by the abstract pass). An
+    exception ``fn`` raises reaches the caller inside a ``JaxRuntimeError`` holding its message
+    (JAX's own log of it is dropped).
+    """
+
+    def run(*values):
+        try:
+            fn(*[np.asarray(v) for v in values])
+        except Exception as error:
+            error.keras_gradcam_on_host = True
+            raise
+
+    jax.debug.callback(run, *tensors)
+    return tuple(tensors)
 
 
 # whether abstract_call takes a size left unknown (None) in its inputs; the probe gives such a size two values in two runs instead

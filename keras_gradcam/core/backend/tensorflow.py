@@ -15,7 +15,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals"]
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+           "stateless_normal", "stateless_normals"]
 
 
 def _spec(s):
@@ -94,7 +95,8 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
 def guided_relu(x):
     """ReLU whose gradient passes only where the input and the incoming gradient are positive.
 
-    Springenberg et al. 2015's guided backpropagation: ``dy * (x > 0) * (dy > 0)``.
+    Springenberg et al. 2015's guided backpropagation: ``dy * (x > 0) * (dy > 0)``; the public,
+    documented name is :func:`keras_gradcam.methods.guided_model.guided_relu`.
     """
 
     def grad(dy):
@@ -153,6 +155,38 @@ def map_sequential(fn: Callable, count, n_outputs: int):
     return tuple(
         tf.map_fn(fn, tf.range(count), fn_output_signature=(tf.float32,) * n_outputs, parallel_iterations=1)
     )
+
+
+def on_host(fn: Callable, *tensors) -> tuple:
+    """Graph code: ``fn(*arrays)`` on the host each time the function runs; returns ``tensors``.
+
+    A ``tf.py_function`` whose outputs are the tensors themselves, so that it runs before their
+    uses and no graph transformation prunes it. An exception ``fn`` raises reaches the caller as
+    an ``InvalidArgumentError`` (a ``ValueError``) or ``UnknownError`` holding its message.
+    """
+    tensors = [tf.convert_to_tensor(t) for t in tensors]
+
+    def run(*values):
+        fn(*[v.numpy() for v in values])
+        return values
+
+    out = tf.py_function(run, tensors, Tout=[t.dtype for t in tensors])
+    for o, t in zip(out, tensors):
+        o.set_shape(t.shape)
+    return tuple(out)
+
+
+def plain_relus(fn: Callable, shape: tuple, dtype) -> int:
+    """How many ReLU ops without the guided gradient one run of ``fn`` (a model call) holds.
+
+    ``fn`` is traced once (nothing is computed) for an input of ``shape`` (``None`` axes stay
+    symbolic) and ``dtype``; every ``Relu`` op of its graph is counted, less one per guided ReLU
+    (``tf.custom_gradient`` adds an ``IdentityN`` op next to its ``Relu``). So a ReLU that a
+    custom layer's ``call`` computes itself (``tf.nn.relu``, ``keras.ops.relu``) is counted too.
+    """
+    graph = tf.function(fn, autograph=False).get_concrete_function(tf.TensorSpec(shape, tf.as_dtype(dtype))).graph
+    types = [op.type for op in graph.get_operations()]
+    return types.count("Relu") - types.count("IdentityN")
 
 
 # whether abstract_call takes a size left unknown (None) in its inputs (a TensorSpec's None)

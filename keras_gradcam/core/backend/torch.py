@@ -22,7 +22,8 @@ import keras
 import numpy as np
 import torch
 
-__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "stateless_normal", "stateless_normals", "to_numpy"]
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+           "stateless_normal", "stateless_normals", "to_numpy"]
 
 
 class Compiled:
@@ -150,8 +151,10 @@ def guided_relu(x):
     """ReLU whose gradient passes only where the input and the incoming gradient are positive.
 
     Springenberg et al. 2015's guided backpropagation: ``dy * (x > 0) * (dy > 0)``; the same rule
-    as the TensorFlow version in ``methods/guided_model.py`` (Keras' ``ops.custom_gradient`` has
-    no PyTorch implementation, hence a ``torch.autograd.Function``).
+    as the TensorFlow and JAX versions (the public, documented name is
+    :func:`keras_gradcam.methods.guided_model.guided_relu`). Keras' ``ops.custom_gradient`` has
+    no PyTorch implementation, hence a ``torch.autograd.Function``, whose forward pass is a
+    ``clamp`` (so :func:`plain_relus` does not count it).
     """
     return _GuidedReLU.apply(x)
 
@@ -195,9 +198,56 @@ def stateless_normals(shape, seed: int, ids):
     return out.to(_device())
 
 
+# the torch functions a ReLU is computed with: Keras' relu on PyTorch calls torch.nn.functional.relu
+_RELUS = frozenset({torch.relu, torch.relu_, torch.nn.functional.relu, torch.nn.functional.relu_,
+                    torch.Tensor.relu, torch.Tensor.relu_})
+
+
+class _CountReLUs(torch.overrides.TorchFunctionMode):
+    """Counts the calls of the functions of ``_RELUS`` made while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _RELUS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _concrete(shape) -> tuple:
+    """``shape`` with a ``None`` batch axis as 1 and other ``None`` axes (an image of any size) as 64."""
+    return tuple((1 if i == 0 else 64) if d is None else d for i, d in enumerate(shape))
+
+
+def plain_relus(fn: Callable, shape: tuple, dtype) -> int:
+    """How many ReLUs without the guided gradient one run of ``fn`` (a model call) computes.
+
+    PyTorch has no graph to read before running: ``fn`` runs once, eagerly and without gradients,
+    on zeros of ``shape`` (a ``None`` batch axis taken as 1, other ``None`` axes as 64) and
+    ``dtype``, and every call of ``torch.relu`` / ``torch.nn.functional.relu`` / ``Tensor.relu``
+    (what ``keras.ops.relu`` and every Keras ReLU call on PyTorch) is counted; :func:`guided_relu`
+    computes its forward pass with ``clamp`` and is not. A custom layer's ``keras.ops.relu`` or ``torch.relu`` is counted
+    too; a ReLU written as ``torch.clamp(x, min=0)`` is not (nor is ``tf.maximum`` in
+    TensorFlow's count).
+    """
+    x = keras.ops.zeros(_concrete(shape), dtype)
+    counter = _CountReLUs()
+    with torch.no_grad(), counter:
+        fn(x)
+    return counter.count
+
+
 def to_numpy(t) -> np.ndarray:
     """A torch tensor (or anything array-like) as a numpy array."""
     return keras.ops.convert_to_numpy(t)
+
+
+def on_host(fn: Callable, *tensors) -> tuple:
+    """Graph code: ``fn(*arrays)`` on the host, now (the body runs eagerly); returns ``tensors``."""
+    fn(*[keras.ops.convert_to_numpy(t) for t in tensors])
+    return tuple(tensors)
 
 
 # whether abstract_call takes a size left unknown (None) in its inputs; the probe gives such a size two values in two runs instead
