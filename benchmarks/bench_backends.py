@@ -20,34 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from timing import paired  # noqa: E402
 
 METHODS = ["gradcam", "gradcam++", "scorecam"]
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def paired(fn, baseline, repeats: int) -> tuple[float, float]:
-    """Median time of ``fn`` and median of ``time(fn) / time(baseline)`` over alternating rounds."""
-    fn(), baseline()  # warm-up: tracing
-    times, ratios = [], []
-    for _ in range(repeats):
-        b = timed(baseline)
-        t = timed(fn)
-        times.append(t)
-        ratios.append(t / b)
-    return statistics.median(times), statistics.median(ratios)
 
 
 def seam_gradcam(model, layer_name: str):

@@ -15,7 +15,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import timed_cpu  # noqa: E402
 
 from keras_gradcam import datasets  # noqa: E402
 from keras_gradcam.callback import GradCAMCallback  # noqa: E402
@@ -52,13 +52,6 @@ def mobilenet(size: int, classes: int) -> keras.Model:
 MODELS = {"small": small_cnn, "mobilenetv2": mobilenet}
 
 
-def timed(fn) -> tuple[float, float]:
-    """Wall-clock and process CPU seconds of one call (CPU time is robust to a busy machine)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def bench(model_name: str, probes, repeats: int, calls: int, log_dir: str, **options) -> dict:
     keras.utils.set_random_seed(0)
     model = MODELS[model_name](probes.image_size, probes.num_classes)
@@ -84,8 +77,8 @@ def bench(model_name: str, probes, repeats: int, calls: int, log_dir: str, **opt
     for _ in range(repeats):
         cb_times, ex_times = [], []
         for _ in range(calls):  # interleaved, so that load on the machine hits both alike
-            ex_times.append(timed(explain_once))
-            cb_times.append(timed(callback_epoch))
+            ex_times.append(timed_cpu(explain_once))
+            cb_times.append(timed_cpu(callback_epoch))
         wall_cb, cpu_cb = (statistics.median(t) for t in zip(*cb_times))
         wall_ex, cpu_ex = (statistics.median(t) for t in zip(*ex_times))
         t_cb.append(wall_cb)

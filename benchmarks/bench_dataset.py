@@ -24,12 +24,12 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import timed  # noqa: E402
 
 import keras_gradcam as kg  # noqa: E402
 
@@ -53,12 +53,6 @@ def rss_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return float("nan")
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def compare(name: str, model, x, layer: str, batch: int, repeats: int, folder: str) -> dict:

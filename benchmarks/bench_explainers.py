@@ -22,36 +22,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from timing import paired  # noqa: E402
 
 import keras_gradcam as kg  # noqa: E402
 
 ONE_PASS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "cam", "gradcam-elementwise", "eigengradcam"]
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def paired(fn, baseline, repeats: int) -> tuple[float, float]:
-    """Median time of ``fn`` and median of ``time(fn) / time(baseline)`` over alternating rounds."""
-    fn(), baseline()  # warm-up: tracing
-    times, ratios = [], []
-    for _ in range(repeats):
-        b = timed(baseline)
-        t = timed(fn)
-        times.append(t)
-        ratios.append(t / b)
-    return statistics.median(times), statistics.median(ratios)
 
 
 def main(argv=None) -> list[dict]:

@@ -27,7 +27,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,17 +36,12 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from timing import timed_cpu  # noqa: E402
+
 from keras_gradcam.methods.ablationcam import AblationCAM  # noqa: E402
 from keras_gradcam.methods.iscam import ISCAM  # noqa: E402
 from keras_gradcam.methods.scorecam import ScoreCAM  # noqa: E402
 from keras_gradcam.methods.sscam import SSCAM  # noqa: E402
-
-
-def timed(fn) -> tuple[float, float]:
-    """Wall-clock and process CPU seconds of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def vgg_like(size: int, channels: int, classes: int = 10) -> keras.Model:
@@ -106,9 +100,9 @@ def main(argv=None) -> list[dict]:
     # shared machine hit numerator and denominator alike; the figure is the median of per-repeat ratios
     floors, times = [], [[] for _ in setups]
     for _ in range(args.repeats):
-        floors.append(timed(k_forwards))
+        floors.append(timed_cpu(k_forwards))
         for cam, ts in zip(cams, times):
-            ts.append(timed(lambda cam=cam: cam(x)))
+            ts.append(timed_cpu(lambda cam=cam: cam(x)))
     floor = statistics.median(f[0] for f in floors)
     print(
         f"VGG-like {args.size}x{args.size}, batch {args.batch}, layer {layer} ({k} channels), "

@@ -28,7 +28,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -39,17 +38,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from models import vit_model  # noqa: E402
+from timing import timed_cpu  # noqa: E402
 
 import keras_gradcam as kg  # noqa: E402
 
 METHODS = ["gradcam", "gradcam++"]
-
-
-def timed(fn) -> tuple[float, float]:
-    """Wall-clock and CPU seconds (all threads of this process) of one call."""
-    start, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def rounds(fns: dict, repeats: int) -> tuple[dict, dict]:
@@ -59,7 +52,7 @@ def rounds(fns: dict, repeats: int) -> tuple[dict, dict]:
     wall, cpu = {name: [] for name in fns}, {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            w, c = timed(fn)
+            w, c = timed_cpu(fn)
             wall[name].append(w)
             cpu[name].append(c)
     return wall, cpu
