@@ -57,7 +57,7 @@ TORCH_VENV ?= .venv-torch
 $(TORCH_VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(TORCH_VENV)/bin/python || $(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(TORCH_VENV)/bin/python -m pip install --quiet -e ".[test,torch]"
+	$(TORCH_VENV)/bin/python -m pip install --quiet -e ".[test,torch,hub]"
 	touch $@
 
 test-torch: $(TORCH_VENV)/.installed

@@ -547,11 +547,69 @@ def task_guided_training(data: dict) -> dict:
         return {"error": np.array(f"{type(error).__name__}: {error}")}
 
 
+# a KerasHub model from a tiny config (never a preset): 16x16 images in 4x4 patches (a 4x4 token grid), the
+# transformer blocks inside one subclassed encoder layer, whose inside the probe of keras_gradcam/core/sublayers.py
+# finds; built alike here and in the parent, so one weights file fits both. (CLIP, SigLIP, DeiT, DINOv2, Swin and
+# MiT were measured by hand, docs/backends.md: building each costs the JAX child seconds of XLA compiles.)
+HUB_SIZE = 16
+
+
+def hub_vit() -> keras.Model:
+    """A KerasHub ``ViTImageClassifier`` (class-token head) on 16x16 images, two transformer blocks."""
+    import keras_hub
+
+    backbone = keras_hub.models.ViTBackbone(image_shape=(HUB_SIZE, HUB_SIZE, 3), patch_size=4, num_layers=2, num_heads=2,
+                                            hidden_dim=8, mlp_dim=16, name="vit_backbone")
+    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=3)
+
+
+HUB_MODELS = {"vit": hub_vit}
+# the layer None: the library's default (the input of the last attention, inside the encoder layer)
+HUB_CASES = [
+    {"id": "vit", "model": "vit", "method": "gradcam", "layer": None},
+    {"id": "vit_inner", "model": "vit", "method": "gradcam++", "layer": "vit_backbone/vit_encoder/transformer_block_1/ln_2"},
+]
+
+
+def hub_explain(model, case: dict, data: dict):
+    """``kg.explain`` of one of :data:`HUB_CASES` (in the child and, for the reference, on TensorFlow)."""
+    import keras_gradcam as kg
+
+    return kg.explain(model, data["hub_images"], method=case["method"], layer=case["layer"], relu=False)
+
+
+def task_hub(data: dict) -> dict:
+    """Each of :data:`HUB_CASES` on KerasHub models loaded from the parent's weights: maps, scores, classes and
+    the layer explained, or the error (``error_<id>``); ``missing`` when keras_hub is not installed here."""
+    import importlib.util
+
+    if importlib.util.find_spec("keras_hub") is None:
+        return {"missing": np.array("keras_hub is not installed in this environment")}
+    models, result = {}, {}
+    for case in HUB_CASES:
+        if case["model"] not in models:
+            models[case["model"]] = HUB_MODELS[case["model"]]()
+            models[case["model"]].load_weights(str(data[f"weights_{case['model']}"]))
+        model = models[case["model"]]
+        before = [w.copy() for w in model.get_weights()]
+        try:
+            exp = hub_explain(model, case, data)
+        except Exception as error:  # reported to the parent
+            result[f"error_{case['id']}"] = np.array(f"{type(error).__name__}: {error}")
+        else:
+            for field in ("layer_heatmaps", "heatmaps", "scores", "targets"):
+                if getattr(exp, field) is not None:
+                    result[f"{field}_{case['id']}"] = np.asarray(getattr(exp, field))
+            result[f"layer_{case['id']}"] = np.array(exp.layer)
+        result[f"unchanged_{case['id']}"] = np.array(all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())))
+    return result
+
+
 MODELS = {"cnn": backend_cnn, "nested": nested_cnn, "vit": tiny_vit}
 
 TASKS = {"gradients": task_gradients, "guided_relu": task_guided_relu, "guided_check": task_guided_check, "explain": task_explain,
          "callback": task_callback, "metrics": task_metrics, "noise": task_noise, "cli": task_cli, "threads": task_threads,
-         "traces": task_traces, "targets": task_targets, "guided_training": task_guided_training}
+         "traces": task_traces, "targets": task_targets, "hub": task_hub, "guided_training": task_guided_training}
 
 
 def main(argv) -> int:

@@ -22,6 +22,9 @@ import pytest
 import tensorflow as tf
 from backend_worker import (
     GUIDED_OPTIONS,
+    HUB_CASES,
+    HUB_MODELS,
+    HUB_SIZE,
     MODELS,
     ROOT,
     SEQ,
@@ -30,6 +33,7 @@ from backend_worker import (
     backend_cnn,
     guided_cnn,
     guided_training_run,
+    hub_explain,
     target_cases,
     target_inputs,
 )
@@ -70,7 +74,7 @@ def _jobs(tmp) -> dict:
         keras.utils.set_random_seed(11)
         explain[f"weights_{kind}"] = str(tmp / f"{kind}.weights.h5")
         build().save_weights(explain[f"weights_{kind}"])
-    return {
+    jobs = {
         "gradients": ("gradients", gradients, model),
         "guided_relu": ("guided_relu", guided, None),
         "guided_check": ("guided_check", {"x": x[:, 0, 0, :].repeat(2, axis=1)}, None),
@@ -84,6 +88,23 @@ def _jobs(tmp) -> dict:
         "targets": ("targets", _target_job(tmp), None),
         "guided_training": ("guided_training", _guided_job(tmp), None),
     }
+    if HUB:
+        jobs["hub"] = ("hub", _hub_files(tmp), None)
+    return jobs
+
+
+HUB = importlib.util.find_spec("keras_hub") is not None
+HUB_MISSING = "keras_hub is not installed in this environment (the optional extra keras-gradcam[hub]): the KerasHub checks need it"
+
+
+def _hub_files(tmp) -> dict:
+    """Images and the weights of the tiny KerasHub model (saved here, on TensorFlow), for the ``hub`` task."""
+    data = {"hub_images": np.random.default_rng(3).random((2, HUB_SIZE, HUB_SIZE, 3)).astype("float32")}
+    for kind, build in HUB_MODELS.items():
+        keras.utils.set_random_seed(13)
+        data[f"weights_{kind}"] = str(tmp / f"hub_{kind}.weights.h5")
+        build().save_weights(data[f"weights_{kind}"])
+    return data
 
 
 def _guided_job(tmp) -> dict:
@@ -257,6 +278,44 @@ def test_same_weights_give_the_same_maps_as_tensorflow(backend, case, tf_maps, r
             scale = max(float(np.abs(value).max()), 1e-12)
             np.testing.assert_allclose(got[f"{field}_{case['id']}"], value, rtol=1e-4, atol=1e-4 * scale)
     assert bool(got[f"unchanged_{case['id']}"])
+
+
+@pytest.fixture(scope="module")
+def hub_tf_maps(backend):
+    """Each KerasHub case explained here, on TensorFlow, with the weights the child loaded."""
+    if not HUB:
+        pytest.skip(HUB_MISSING)
+    if not KERAS_OPS_MATHS:
+        pytest.skip(NOT_YET)
+    data = backend[2]["hub"][1]
+    models, out = {}, {}
+    for case in HUB_CASES:
+        if case["model"] not in models:
+            models[case["model"]] = HUB_MODELS[case["model"]]()
+            models[case["model"]].load_weights(data[f"weights_{case['model']}"])
+        out[case["id"]] = hub_explain(models[case["model"]], case, data)
+    return out
+
+
+@pytest.mark.parametrize("case", HUB_CASES, ids=[c["id"] for c in HUB_CASES])
+def test_kerashub_models_give_the_same_maps_as_tensorflow(backend, hub_tf_maps, case):
+    """A KerasHub ViT from a tiny config: the layers inside its encoder layer are found on the backend
+    (the default layer is the input of the last attention; a named inner layer is accepted) and give
+    TensorFlow's maps, scores and classes with the same weights (1e-4)."""
+    name, results, _ = backend
+    got, key, expected = results["hub"], case["id"], hub_tf_maps[case["id"]]
+    if "missing" in got:
+        pytest.skip(f"{got['missing']} ({name})")
+    assert f"error_{key}" not in got, f"{key} failed on {name}: {got[f'error_{key}']}"
+    if case["layer"] is None:  # the default is inside the subclassed encoder layer, which only the probe sees
+        assert "_encoder" in expected.layer and expected.layer.count("/") >= 2, expected.layer
+    assert str(got[f"layer_{key}"]) == expected.layer
+    np.testing.assert_allclose(got[f"layer_heatmaps_{key}"], expected.layer_heatmaps, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got[f"heatmaps_{key}"], expected.heatmaps, atol=1e-4)
+    np.testing.assert_allclose(got[f"scores_{key}"], expected.scores, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got[f"targets_{key}"], expected.targets)
+    assert np.abs(expected.layer_heatmaps).max() > 0
+    assert bool(got[f"unchanged_{key}"])
 
 
 def test_gradcampp_on_the_token_layer_is_too_ill_conditioned_for_1e_4(tf_maps, tmp_path):

@@ -72,7 +72,7 @@ class RetinaNetDetections:
     The model returns box deltas relative to its anchors (``"bbox_regression"``) and class logits
     (``"cls_logits"``) before non-maximum suppression. This adapter decodes the deltas with the
     model's own anchor generator and KerasHub's decoding (as ``decode_predictions`` does, without
-    the suppression), in keras ops, so gradients flow through the boxes.
+    the suppression), in ``keras.ops`` (on any backend), so gradients flow through the boxes.
 
     Parameters
     ----------

@@ -4,12 +4,14 @@ A KerasHub backbone is a functional model, but its transformer blocks live *insi
 subclassed layer (``ViTBackbone``'s ``vit_encoder`` holds ``transformer_block_1`` ...
 ``transformer_block_N`` and the final norm ``ln``): they are tracked sub-layers, not graph
 nodes, so the graph gives them no output shape. :func:`inner_layers` finds them with one probe:
-the subclassed layer's ``call`` is traced once (``tf.function``, ``training=False``, nothing is
-run) on symbolic inputs shaped like its graph inputs, while the ``call`` of every layer inside it
-is wrapped (in the tracing thread only, undone in ``finally``; see
-:func:`keras_gradcam.core.patching.thread_patches`) to record the output shape, how many times it
-ran and which recorded layers' outputs it read. The result is cached per layer; the model is not
-changed (no weight, attribute or state of it is written).
+the subclassed layer's ``call`` runs once (``training=False``) on abstract inputs shaped like its
+graph inputs, with a batch of :data:`PROBE_BATCH`, by the backend seam's
+:func:`~keras_gradcam.core.backend.abstract_call` (a ``tf.function`` traced, never run, on
+TensorFlow; :func:`jax.eval_shape` on JAX; torch's ``meta`` device on PyTorch, or zeros where an op
+has no meta kernel), while the ``call`` of every layer inside it is wrapped (in the probing thread only,
+undone in ``finally``; see :func:`keras_gradcam.core.patching.thread_patches`) to record the
+output shape, how many times it ran and which recorded layers' outputs it read. The result is
+cached per layer; the model is not changed (no weight, attribute or state of it is written).
 
 Only custom layers (not Keras' own) and nested models are looked into, attention layers not
 (:func:`attention_layer`): the query, key and value projections inside an attention are not maps
@@ -23,13 +25,14 @@ import weakref
 from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 
+from . import backend
 from .patching import thread_patches
 
-__all__ = ["Inner", "PROBE_BATCH", "attention_layer", "custom_layer", "inner_layers", "looks_inside", "traced_shape"]
+__all__ = ["Inner", "PROBE_BATCH", "PROBE_SIZES", "attention_layer", "custom_layer", "inner_layers", "looks_inside", "traced_shape"]
 
 PROBE_BATCH = 3  # the probe's batch size: an output whose first axis differs mixes the batch (windows)
+PROBE_SIZES = (4, 5)  # a size the graph leaves unknown (None) in the probe's two runs, off TensorFlow
 
 
 @dataclass(frozen=True)
@@ -135,57 +138,102 @@ def inner_layers(op) -> list[Inner]:
     return found
 
 
-def _spec(t):
+def _spec(t, fill: int):
+    """A symbolic input as the probe's: batch :data:`PROBE_BATCH`, an unknown size ``fill`` (None: left unknown)."""
     if isinstance(t, keras.KerasTensor):
         shape = tuple(t.shape)
         if len(shape) == 5 and shape[1] is None:  # (batch, images per prompt, H, W, C): one image per prompt
             shape = shape[:1] + (1,) + shape[2:]
-        return tf.TensorSpec((PROBE_BATCH,) + shape[1:] if shape else shape, t.dtype)
+        shape = (PROBE_BATCH,) + tuple(fill if d is None else d for d in shape[1:]) if shape else shape
+        return keras.KerasTensor(shape, t.dtype)
     return t
 
 
+def _unknown_sizes(structure) -> bool:
+    return any(None in tuple(t.shape)[1:] for t in keras.tree.flatten(structure) if isinstance(t, keras.KerasTensor))
+
+
+def _agree(a, b):
+    """``a`` where it equals ``b``; None where they differ (recursively through tuples and lists of one length)."""
+    if isinstance(a, (tuple, list)) and type(a) is type(b) and len(a) == len(b):
+        return type(a)(_agree(x, y) for x, y in zip(a, b))
+    return a if a == b else None
+
+
+def _dimension(d):
+    """A dimension as an int, or None where the backend does not know it (None, or JAX's symbolic size)."""
+    try:
+        return int(d) if d is not None else None
+    except TypeError:  # a symbolic dimension
+        return None
+
+
+def _batch_shape(out) -> tuple | None:
+    """``(None, *rest)`` for one tensor whose first axis is the probe's batch, else None."""
+    if not keras.ops.is_tensor(out):
+        return None
+    shape = tuple(_dimension(d) for d in out.shape)
+    if not shape or shape[0] != PROBE_BATCH:
+        return None
+    return (None,) + shape[1:]
+
+
+def _tensors(structure) -> list:
+    return [t for t in keras.tree.flatten(structure) if keras.ops.is_tensor(t)]
+
+
 def _probe(op) -> list[Inner]:
-    node = op._inbound_nodes[0]
-    arguments = node.arguments
-    args = keras.tree.map_structure(_spec, tuple(arguments.args))
-    kwargs = keras.tree.map_structure(_spec, dict(arguments.kwargs))
-    if "training" in inspect.signature(op.call).parameters:
-        kwargs["training"] = False
+    arguments = op._inbound_nodes[0].arguments
+    training = "training" in inspect.signature(op.call).parameters
     tree = _tree(op, "", {id(op)})
-    records = []  # (tree index, output, input tensors): kept alive until the trace is read
+    records = []  # per call of a layer inside: (tree index, its output, its input tensors), while the probe runs
 
     def recorder(call, index):
         def recording_call(*a, **k):
             out = call(*a, **k)
-            records.append((index, out, [t for t in tf.nest.flatten((a, k)) if tf.is_tensor(t)]))
+            records.append((index, out, _tensors((a, k))))
             return out
 
         return recording_call
 
+    def run(*a, **k):
+        """``op.call`` once, read as plain data: its own shape and, per layer inside, (index, shape, calls, sources)."""
+        del records[:]  # the backend may run it more than once (PyTorch)
+        own = _batch_shape(op.call(*a, **k))
+        producer, first, calls = {}, {}, {}
+        for index, out, inputs in records:  # the tensors are alive in records, so no id is reused
+            calls[index] = calls.get(index, 0) + 1
+            if index not in first:
+                first[index] = (_batch_shape(out), tuple(dict.fromkeys(producer[id(t)] for t in inputs if id(t) in producer)))
+            for t in _tensors(out):
+                producer[id(t)] = index
+        del records[:]
+        return own, [(index, first[index][0], calls[index], first[index][1]) for index in first]
+
     edits = [(layer, "call", recorder(layer.call, i)) for i, (layer, _) in enumerate(tree)]
-    returned = []
+    # a size unknown to the graph (a text's length) takes two values in two runs; what differs reads None
+    # (on TensorFlow it stays unknown: backend.UNKNOWN_SIZES)
+    fills = (None,)
+    if not backend.UNKNOWN_SIZES and _unknown_sizes((arguments.args, arguments.kwargs)):
+        fills = PROBE_SIZES
+    reads = []
     with thread_patches(edits):
-        traced = tf.function(lambda *a, **k: returned.append(op.call(*a, **k)) or returned[-1], autograph=False)
-        traced.get_concrete_function(*args, **kwargs)
-    own = returned[0] if returned else None
-    if tf.is_tensor(own) and own.shape.rank and own.shape[0] == PROBE_BATCH:
+        for fill in fills:
+            args = keras.tree.map_structure(lambda t, f=fill: _spec(t, f), tuple(arguments.args))
+            kwargs = keras.tree.map_structure(lambda t, f=fill: _spec(t, f), dict(arguments.kwargs))
+            if training:
+                kwargs["training"] = False
+            reads.append(backend.abstract_call(run, args, kwargs))
+    read = reads[0]
+    for other in reads[1:]:
+        read = _agree(read, other)
+    if read is None:  # the runs disagreed on what ran
+        return []
+    own, inside = read
+    if own is not None:
         try:
-            _SHAPES[op] = (None,) + tuple(own.shape.as_list()[1:])
+            _SHAPES[op] = own
         except TypeError:
             pass
-    producer, first, calls = {}, {}, {}
-    for index, out, inputs in records:
-        calls[index] = calls.get(index, 0) + 1
-        if index not in first:
-            first[index] = (out, [producer[id(t)] for t in inputs if id(t) in producer])
-        for t in tf.nest.flatten(out):
-            producer[id(t)] = index
-    found = []
-    for index in dict.fromkeys(r[0] for r in records):
-        out, sources = first[index]
-        shape = None
-        if tf.is_tensor(out) and out.shape.rank and out.shape[0] == PROBE_BATCH:
-            shape = (None,) + tuple(out.shape.as_list()[1:])
-        layer, path = tree[index]
-        found.append(Inner(layer, path, shape, calls[index], tuple(tree[s][0] for s in dict.fromkeys(sources))))
-    return found
+    return [Inner(tree[index][0], tree[index][1], shape, calls, tuple(tree[s][0] for s in sources))
+            for index, shape, calls, sources in inside]

@@ -34,6 +34,14 @@ Each exports the same names:
     Graph code: ``fn(i)`` for ``i in range(count)`` one at a time (memory holds one pass), its
     ``n_outputs`` float32 outputs stacked: ``tf.map_fn`` with ``parallel_iterations=1``,
     ``jax.lax.map``, a Python loop on PyTorch.
+``abstract_call(fn, args, kwargs)``
+    What ``fn(*args, **kwargs)`` returns, ``fn`` run once on abstract tensors shaped like the
+    symbolic inputs (``keras.KerasTensor``; sizes left unknown, ``None``, only where
+    ``UNKNOWN_SIZES`` is True: TensorFlow) in ``args`` and ``kwargs`` (other
+    values as they are), nothing computed; ``fn`` returns plain Python data, the shapes it read of
+    what it called (the probe of the layers inside a subclassed layer,
+    :mod:`keras_gradcam.core.sublayers`). A ``tf.function`` traced once; :func:`jax.eval_shape`;
+    torch's ``meta`` device (eagerly on zeros where an op has no meta kernel, so ``fn`` must start afresh).
 ``on_host(fn, *tensors) -> tensors``
     Graph code: ``fn(*arrays)`` run on the host with the tensors' values each time the compiled
     function runs (a target's check of its data, a warning), the tensors returned unchanged (use
@@ -68,6 +76,8 @@ else:
 
 # the names every backend module exports (see above), from the one chosen
 Compiled = _impl.Compiled
+UNKNOWN_SIZES = _impl.UNKNOWN_SIZES
+abstract_call = _impl.abstract_call
 compile = _impl.compile  # noqa: A001 - the seam's name
 fused = _impl.fused
 guided_relu = _impl.guided_relu
@@ -78,7 +88,7 @@ plain_relus = _impl.plain_relus
 stateless_normal = _impl.stateless_normal
 stateless_normals = _impl.stateless_normals
 
-__all__ = ["name", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+__all__ = ["name", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
            "stateless_normal", "stateless_normals", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
            "check_supported"]
 

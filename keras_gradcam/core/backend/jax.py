@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
            "stateless_normal", "stateless_normals", "to_numpy"]
 
 
@@ -396,3 +396,34 @@ def on_host(fn: Callable, *tensors) -> tuple:
 
     jax.debug.callback(run, *tensors)
     return tuple(tensors)
+
+
+# whether abstract_call takes a size left unknown (None) in its inputs; the probe gives such a size two values in two runs instead
+UNKNOWN_SIZES = False
+
+
+def abstract_call(fn: Callable, args: tuple, kwargs: dict):
+    """What ``fn(*args, **kwargs)`` returns, run once abstractly (:func:`jax.eval_shape`: nothing is computed).
+
+    Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` (all sizes known) becomes an abstract
+    array of its shape and dtype (a tracer, whose shape ``fn`` can read); other values
+    (``training=False``) are passed as they are. ``fn`` returns plain Python data. It runs in a
+    :class:`keras.StatelessScope`: no variable is assigned.
+    """
+    specs, read = [], []
+
+    def spec(t):
+        if isinstance(t, keras.KerasTensor):
+            specs.append(jax.ShapeDtypeStruct(tuple(t.shape), t.dtype))
+        return t
+
+    structure = keras.tree.map_structure(spec, (tuple(args), dict(kwargs)))
+
+    def run(values):
+        leaves = iter(values)
+        a, k = keras.tree.map_structure(lambda t: next(leaves) if isinstance(t, keras.KerasTensor) else t, structure)
+        with keras.StatelessScope():
+            read.append(fn(*a, **k))
+
+    jax.eval_shape(run, specs)
+    return read[0]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
            "stateless_normal", "stateless_normals"]
 
 
@@ -187,3 +187,20 @@ def plain_relus(fn: Callable, shape: tuple, dtype) -> int:
     graph = tf.function(fn, autograph=False).get_concrete_function(tf.TensorSpec(shape, tf.as_dtype(dtype))).graph
     types = [op.type for op in graph.get_operations()]
     return types.count("Relu") - types.count("IdentityN")
+
+
+# whether abstract_call takes a size left unknown (None) in its inputs (a TensorSpec's None)
+UNKNOWN_SIZES = True
+
+
+def abstract_call(fn: Callable, args: tuple, kwargs: dict):
+    """What ``fn(*args, **kwargs)`` returns, traced once (``tf.function``, autograph off), nothing run.
+
+    Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` becomes a symbolic tensor of its shape
+    (a ``None`` size stays unknown: :data:`UNKNOWN_SIZES`) and dtype; other values are passed as they are. ``fn`` returns
+    plain Python data read from the tensors it saw (the probe of :mod:`keras_gradcam.core.sublayers`).
+    """
+    args, kwargs = keras.tree.map_structure(_spec, (tuple(args), dict(kwargs)))
+    read = []
+    tf.function(lambda *a, **k: read.append(fn(*a, **k)), autograph=False).get_concrete_function(*args, **kwargs)
+    return read[0]

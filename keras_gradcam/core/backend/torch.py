@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import torch
 
-__all__ = ["Compiled", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
            "stateless_normal", "stateless_normals", "to_numpy"]
 
 
@@ -248,3 +248,33 @@ def on_host(fn: Callable, *tensors) -> tuple:
     """Graph code: ``fn(*arrays)`` on the host, now (the body runs eagerly); returns ``tensors``."""
     fn(*[keras.ops.convert_to_numpy(t) for t in tensors])
     return tuple(tensors)
+
+
+# whether abstract_call takes a size left unknown (None) in its inputs; the probe gives such a size two values in two runs instead
+UNKNOWN_SIZES = False
+
+
+def abstract_call(fn: Callable, args: tuple, kwargs: dict):
+    """What ``fn(*args, **kwargs)`` returns, run on tensors of torch's ``meta`` device (nothing is computed).
+
+    Every ``keras.KerasTensor`` in ``args`` and ``kwargs`` (all sizes known) becomes a tensor of
+    its shape and dtype; other values (``training=False``) are passed as they are. ``fn`` returns
+    plain Python data (the shapes it read). Where an op has no ``meta`` kernel, ``fn`` runs again,
+    eagerly on zeros of keras' device (as keras' own ``compute_output_spec`` does), so ``fn`` must
+    start afresh on each run. Under ``torch.no_grad()`` and a :class:`keras.StatelessScope`: no
+    gradient is kept, no variable assigned.
+    """
+
+    def run(meta: bool):
+        place = keras.device("meta") if meta else contextlib.nullcontext()
+        with place, torch.no_grad(), keras.StatelessScope():
+            a, k = keras.tree.map_structure(
+                lambda t: keras.ops.zeros(tuple(t.shape), t.dtype) if isinstance(t, keras.KerasTensor) else t,
+                (tuple(args), dict(kwargs)),
+            )
+            return fn(*a, **k)
+
+    try:
+        return run(True)
+    except Exception:  # noqa: BLE001 - an op without a meta kernel: run it on zeros instead
+        return run(False)
