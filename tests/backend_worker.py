@@ -519,14 +519,24 @@ def guided_training_run(kg, data: dict) -> dict:
             out[f"counterfactual_{key}"] = keras.ops.convert_to_numpy(guided.counterfactual_loss(x, y, masks))
 
     class Batches(keras.utils.PyDataset):
+        def __init__(self, scale=1.0):
+            super().__init__()
+            self.scale = scale
+
         def __len__(self):
             return 1
 
         def __getitem__(self, i):
-            return x, y, masks
+            return x, y, masks * self.scale
 
     guided = kg.GuidedTraining(model, layer="c2")
     guided.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    before = model.get_weights()
+    try:  # 0/255 masks: a ValueError from the first step, and the model as it was (JAX empties it for the step)
+        guided.fit(Batches(255.0), epochs=1, verbose=0)
+    except ValueError as error:
+        out["bad_masks"] = np.array(str(error))
+    out["unchanged_after_error"] = np.array(all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # progress_warning after 2 epochs
         history = guided.fit(Batches(), epochs=2, verbose=0).history

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from ..core.binary import two_classes
 from ..core.postprocess import EPS, resize, spatial_mean, weighted_sum
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "composites",
     "composite_loss",
     "alignment_loss",
+    "class_indices",
+    "label_scores",
     "LOSSES",
 ]
 
@@ -172,3 +175,33 @@ def alignment_loss(maps, masks, flags, loss: str = "rrr"):
     share = outside_share(maps, masks) if loss == "rrr" else ranking_penalty(maps, masks)
     weights = ops.cast(flags, share.dtype)
     return ops.sum(share * weights) / ops.maximum(ops.sum(weights), 1)
+
+
+def class_indices(y, classes: int):
+    """The class index of each sample ``(B,)`` int32, from indices or one-hot rows."""
+    y = ops.convert_to_tensor(y)
+    if len(y.shape) == 2 and y.shape[-1] == classes and _floating(y.dtype) and classes > 1:
+        return ops.cast(ops.argmax(y, axis=-1), "int32")  # one-hot labels
+    return ops.reshape(ops.cast(y, "int32"), (-1,))
+
+
+def label_scores(logits, y, score: str = "contrast"):
+    """The score of each sample's label ``(B,)`` from class ``logits`` ``(B, K)`` (a one-unit sigmoid as ``[-s, s]``).
+
+    ``score``: ``"logit"`` ``y_c``; ``"contrast"`` ``y_c - mean_{c' != c} y_c'``; ``"log_prob"``
+    ``log p_c``; ``"sum_log_prob"`` ``sum_k log p_k`` (the same for every label; see ``GuidedTraining``).
+    """
+    if len(logits.shape) != 2:
+        raise ValueError(
+            f"GuidedTraining needs class logits of shape (batch, classes); the model gives {tuple(logits.shape)}."
+        )
+    logits = two_classes(logits)
+    if score == "contrast":  # y_c - mean of the other classes' logits: evidence against them counts too
+        classes = logits.shape[-1]
+        logits = (classes * logits - ops.sum(logits, axis=-1, keepdims=True)) / (classes - 1)
+    elif score == "log_prob":  # log p_c = y_c - logsumexp(y)
+        logits = ops.log_softmax(logits, axis=-1)
+    elif score == "sum_log_prob":  # sum_k log p_k, the same for every label (Ross et al.)
+        return ops.sum(ops.log_softmax(logits, axis=-1), axis=-1)
+    labels = class_indices(y, logits.shape[-1])
+    return ops.take_along_axis(logits, ops.expand_dims(labels, -1), axis=1)[:, 0]

@@ -9,7 +9,6 @@ import tensorflow as tf
 from keras import ops
 
 from ..core import backend
-from ..core.binary import two_classes
 from ..core.capture import output_link, thread_patches
 from ..core.layers import LayerSpec, ensure_built, output_layer, resolve_layer
 from ..core.validate import one_of, positive_float
@@ -17,12 +16,14 @@ from .alignment import (
     LOSSES,
     alignment_loss,
     annotated,
+    class_indices,
     composite_loss,
     composites,
     compute_dtype,
     gradcam_map,
     input_gradient_map,
     inside_share,
+    label_scores,
     layer_masks,
 )
 from .masks import checked_masks, reraised
@@ -31,6 +32,7 @@ from .report import progress_warning
 __all__ = ["GuidedTraining"]
 
 SCORES = ("logit", "contrast", "log_prob", "sum_log_prob")
+_MODULE_CALL = object()  # forward() called without labels: PyTorch's nn.Module running the model
 METHODS = ("gradcam", "input_gradient")
 
 
@@ -117,8 +119,8 @@ class GuidedTraining(keras.Model):
     (Selvaraju et al., ICCV 2019) aligns: it is bounded in [0, 1] and scale-free (multiplying
     the map by a constant does not change it, so the network cannot lower it by shrinking its
     activations), and it needs only a binary mask. The weights ``w_k`` are gradients of the
-    forward pass (recorded by an inner tape), so training follows a second-order gradient
-    through them.
+    forward pass (an inner tape; on JAX and PyTorch the backend seam's differentiable layer
+    gradient), so training follows a second-order gradient through them.
 
     **The counterfactual term.** A map term alone leaves two loopholes, both seen on synthetic
     shortcuts (``docs/guided-training.md``): a cue on one class only works through its *absence*
@@ -141,7 +143,7 @@ class GuidedTraining(keras.Model):
     record the layer's output and the logits. The scores are summed over the batch before
     differentiating, which is exact unless a layer mixes samples in training mode
     (``BatchNormalization``: then each map also carries the batch-statistics terms). The masks
-    are checked on the host as each batch arrives, so the step is not compiled with XLA.
+    are checked on the host as each batch arrives: the step is not compiled with XLA (nor jitted on JAX).
 
     References
     ----------
@@ -209,7 +211,7 @@ class GuidedTraining(keras.Model):
         self.alignment_tracker = keras.metrics.Mean(name="alignment_loss")
         self.counterfactual_tracker = keras.metrics.Mean(name="counterfactual_loss")
         self.inside_tracker = keras.metrics.Mean(name="evidence_inside")
-        self.supports_jit = False  # the masks are checked on the host when a batch arrives (tf.numpy_function)
+        self.supports_jit = False  # the masks are checked on the host when a batch arrives; composites: data-dependent count
         self.built = True
 
     @property
@@ -255,38 +257,19 @@ class GuidedTraining(keras.Model):
             )
         return y_pred, acts[0], (logits[-1] if logits else keras.tree.flatten(y_pred)[0])
 
-    def _label_scores(self, logits, y):
-        """The logit of each sample's label ``(B,)`` (a one-unit sigmoid as two classes ``[-s, s]``)."""
-        if len(logits.shape) != 2:
-            raise ValueError(
-                f"GuidedTraining needs class logits of shape (batch, classes); the model gives {tuple(logits.shape)}."
-            )
-        logits = two_classes(logits)
-        if self.score == "contrast":  # y_c - mean of the other classes' logits: evidence against them counts too
-            classes = logits.shape[-1]
-            logits = (classes * logits - ops.sum(logits, axis=-1, keepdims=True)) / (classes - 1)
-        elif self.score == "log_prob":  # log p_c = y_c - logsumexp(y)
-            logits = ops.log_softmax(logits, axis=-1)
-        elif self.score == "sum_log_prob":  # sum_k log p_k, the same for every label (Ross et al.)
-            return ops.sum(ops.log_softmax(logits, axis=-1), axis=-1)
-        labels = self._labels(y, logits.shape[-1])
-        return ops.take_along_axis(logits, ops.expand_dims(labels, -1), axis=1)[:, 0]
-
-    @staticmethod
-    def _labels(y, classes: int):
-        """The class index of each sample ``(B,)`` int32, from indices or one-hot rows."""
-        y = ops.convert_to_tensor(y)
-        if len(y.shape) == 2 and y.shape[-1] == classes and "float" in keras.backend.standardize_dtype(y.dtype) and classes > 1:
-            return ops.cast(ops.argmax(y, axis=-1), "int32")  # one-hot labels
-        return ops.reshape(ops.cast(y, "int32"), (-1,))
-
-    def forward(self, x, y, masks=None, training: bool = False):
+    def forward(self, x, y=_MODULE_CALL, masks=None, training=_MODULE_CALL, **kwargs):
         """The model's output and the alignment loss of a batch: ``(y_pred, L_align)``.
 
         ``L_align`` is the map term (the class Notes), differentiable with respect to the model's
         variables; it is 0 when ``masks`` is None or no sample is annotated. The counterfactual
-        term is :meth:`counterfactual_loss`.
+        term is :meth:`counterfactual_loss`. (On PyTorch, ``torch.nn.Module`` runs a Keras model
+        through a method of this name, with the inputs alone: such a call runs the model.)
         """
+        if y is _MODULE_CALL:
+            if backend.name != "torch":
+                raise TypeError("forward() needs the batch's labels: forward(x, y, masks).")
+            return super().forward(x, **kwargs, **({} if training is _MODULE_CALL else {"training": training}))
+        training = False if training is _MODULE_CALL else training
         y_pred, terms = self._forward(x, y, masks, training)
         return y_pred, terms["align"]
 
@@ -299,9 +282,9 @@ class GuidedTraining(keras.Model):
 
         ``inside`` is ``(share, flags)`` per sample: the share of the aligned map inside the mask
         and 1 for the annotated samples (None without masks). TensorFlow records the layer's
-        output on an inner ``GradientTape``; JAX takes its gradient through the backend seam
-        (:func:`keras_gradcam.core.backend.layer_gradients`), which the trainer's outer
-        ``jax.value_and_grad`` differentiates again.
+        output on an inner ``GradientTape``; JAX and PyTorch take its gradient through the backend
+        seam (:func:`keras_gradcam.core.backend.layer_gradients`, ``differentiable``), which the
+        trainer's ``jax.value_and_grad`` or ``loss.backward()`` differentiates again.
         """
         if backend.name == "tensorflow":
             return self._forward_tf(x, y, masks, training)
@@ -338,7 +321,7 @@ class GuidedTraining(keras.Model):
                 logits = logits_all[:batch]
             else:
                 y_pred, acts, logits = self._recorded_forward(x, training, inner)
-            total = tf.reduce_sum(self._label_scores(logits, y))
+            total = tf.reduce_sum(label_scores(logits, y, self.score))
         if on_input:
             grads = inner.gradient(total, images, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             dtype = compute_dtype(grads.dtype)
@@ -355,7 +338,7 @@ class GuidedTraining(keras.Model):
         terms = dict(zero, align=alignment_loss(maps, small, flags, self.alignment))
         terms["inside"] = (tf.stop_gradient(inside_share(maps, small)), tf.cast(flags, dtype))
         if swapped:
-            terms["counterfactual"] = composite_loss(logits_all[batch:], tf.gather(self._labels(y, logits.shape[-1]), index))
+            terms["counterfactual"] = composite_loss(logits_all[batch:], tf.gather(class_indices(y, logits.shape[-1]), index))
         return y_pred, terms
 
     def _model_call(self, inputs, training):
@@ -374,7 +357,7 @@ class GuidedTraining(keras.Model):
         return y, updates, list(scope.losses)
 
     def _forward_seam(self, x, y, masks, training):
-        """:meth:`_forward` on JAX: the layer's gradient from the seam (``jax.value_and_grad``), itself differentiable."""
+        """:meth:`_forward` on JAX and PyTorch: the layer's gradient from the seam, itself differentiable."""
         zero = {"align": ops.convert_to_tensor(0.0), "counterfactual": ops.convert_to_tensor(0.0), "inside": None}
         if masks is None:
             return self(x, training=training), zero
@@ -425,10 +408,12 @@ class GuidedTraining(keras.Model):
                     f"layer {self._layer_path!r} ran {len(calls)} times in one forward pass; pick a layer that runs once."
                 )
             logits_all = logits[-1] if logits else keras.tree.flatten(y_all)[0]
-            total = ops.sum(self._label_scores(logits_all[:batch], y))
+            total = ops.sum(label_scores(logits_all[:batch], y, self.score))
             return total, (y_all, logits_all, updates, losses)
 
-        aux, acts, grads, input_grads = backend.layer_gradients(forward, inputs, 1, gradients=not on_input, wrt_inputs=on_input)
+        aux, acts, grads, input_grads = backend.layer_gradients(
+            forward, inputs, 1, gradients=not on_input, wrt_inputs=on_input, differentiable=True
+        )
         y_all, logits_all, updates, losses = aux
         if updates is not None and training:  # JAX: assigned into the trainer's scope during fit
             for variable, value in zip(self.wrapped.non_trainable_variables, updates):
@@ -449,14 +434,14 @@ class GuidedTraining(keras.Model):
         terms = dict(zero, align=alignment_loss(maps, small, flags, self.alignment))
         terms["inside"] = (ops.stop_gradient(inside_share(maps, small)), ops.cast(flags, dtype))
         if swapped:
-            labels = ops.take(self._labels(y, logits_all.shape[-1]), index, axis=0)
+            labels = ops.take(class_indices(y, logits_all.shape[-1]), index, axis=0)
             terms["counterfactual"] = composite_loss(logits_all[batch:], labels)
         return y_pred, terms
 
     # -- a mask error raised inside a compiled step reaches the user as a ValueError --------------
     def fit(self, *args, **kwargs):
         """Keras's ``fit``; at the end it warns if the alignment did not improve (:func:`~keras_gradcam.training.report.progress_warning`)."""
-        with reraised():
+        with reraised(self):
             history = super().fit(*args, **kwargs)
         message = progress_warning(getattr(history, "history", None) or {}, self.weight)
         if message:
@@ -464,15 +449,15 @@ class GuidedTraining(keras.Model):
         return history
 
     def evaluate(self, *args, **kwargs):
-        with reraised():
+        with reraised(self):
             return super().evaluate(*args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
-        with reraised():
+        with reraised(self):
             return super().train_on_batch(*args, **kwargs)
 
     def test_on_batch(self, *args, **kwargs):
-        with reraised():
+        with reraised(self):
             return super().test_on_batch(*args, **kwargs)
 
     # -- Keras steps -------------------------------------------------------------------------
@@ -538,11 +523,13 @@ class GuidedTraining(keras.Model):
     def train_step(self, *args):
         """One step of ``fit``: the task loss plus ``weight * (L_align + L_cf)``, on every backend.
 
-        TensorFlow runs the step here (``train_step(data)``); JAX runs Keras's own stateless step
-        (``train_step(state, data)``), which differentiates :meth:`compute_loss_and_updates`.
+        TensorFlow and PyTorch run the step here (``train_step(data)``); JAX runs Keras's own
+        stateless step (``train_step(state, data)``), which differentiates :meth:`compute_loss_and_updates`.
         """
         if backend.name == "jax":
             return super().train_step(*args)
+        if backend.name == "torch":
+            return self._train_step_torch(*args)
         (data,) = args
         x, y, masks = self._unpack(data)
         with tf.GradientTape() as tape:
@@ -553,6 +540,19 @@ class GuidedTraining(keras.Model):
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         self._track(x, loss, terms)
+        return self.compute_metrics(x, y, y_pred, sample_weight=None)
+
+    def _train_step_torch(self, data):
+        """PyTorch's step, as Keras's own (``loss.backward()``, the update under ``no_grad``) on the guided loss."""
+        x, y, masks = self._unpack(data)
+        y_pred, terms = self._forward(x, y, masks, training=True)
+        loss = self._total_loss(x, y, y_pred, terms, masks, training=True)
+        self.zero_grad()
+        self.optimizer.scale_loss(loss).backward()
+        variables = self.trainable_weights[:]
+        with backend.no_gradients():
+            self.optimizer.apply([v.value.grad for v in variables], variables)
+        self._track(x, ops.stop_gradient(loss), terms)
         return self.compute_metrics(x, y, y_pred, sample_weight=None)
 
     def compute_loss_and_updates(

@@ -127,12 +127,33 @@ def checked_masks(masks, images, channels_first: bool):
 
 
 @contextlib.contextmanager
-def reraised():
-    """Turn a mask error raised inside a compiled step (an ``InvalidArgumentError``) back into a ``ValueError``."""
+def reraised(model=None):
+    """Turn a mask error raised inside a compiled step (an ``InvalidArgumentError``) back into a ``ValueError``.
+
+    On JAX, Keras's ``fit`` and ``evaluate`` take the values out of the variables (the model's,
+    the optimizer's, the metrics') for the steps and put them back only after a step has run: an
+    error in the first step (bad masks) would leave them empty. After an error, each of
+    ``model``'s emptied variables gets back its value from before the call, or zeros (the initial
+    value of the optimizer's slots and the metrics' sums) if it was made during the call.
+    """
+    kept = {}
+    if backend.name == "jax" and model is not None:
+        kept = {id(v): v.value for v in _all_variables(model)}
     try:
         yield
-    except tf.errors.InvalidArgumentError as e:
+    except Exception as e:
+        if model is not None and backend.name == "jax":
+            for variable in _all_variables(model):
+                if getattr(variable, "_value", True) is None:  # emptied by Keras for the step that failed
+                    variable.assign(kept.get(id(variable), keras.ops.zeros(variable.shape, variable.dtype)))
+        if not isinstance(e, tf.errors.InvalidArgumentError):
+            raise
         found = re.search(re.escape(MARKER) + r"(.*?)(?:\n|$)", e.message or "")
         if not found:
             raise
         raise ValueError(found.group(1).strip()) from None
+
+
+def _all_variables(model) -> list:
+    optimizer = getattr(model, "optimizer", None)
+    return list(model.variables) + list(getattr(optimizer, "variables", [])) + list(model.metrics_variables)

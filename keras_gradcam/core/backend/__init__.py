@@ -11,7 +11,7 @@ Each exports the same names:
     backend specs, batch axes ``None``), traced inside the context managers ``contexts()``
     returns (the capture's thread-aware patching of the user's layers). The callable takes arrays
     or tensors shaped like ``signature`` and returns backend tensors.
-``layer_gradients(forward, x, n_layers, gradients=True, wrt_inputs=False)``
+``layer_gradients(forward, x, n_layers, gradients=True, wrt_inputs=False, differentiable=False)``
     ``-> (aux, activations, gradients, input_gradients)``. ``forward(hook)`` runs the model once
     on ``x`` and returns ``(total_score, aux)`` (JAX and PyTorch call ``forward(hook, inputs)``
     with ``wrt_inputs``, and JAX calls it twice: it must start afresh); the capture's patched
@@ -19,8 +19,12 @@ Each exports the same names:
     returns the hooked outputs, ``d total / d out_i`` (None unless ``gradients``) and
     ``d total / d x`` (flattened, None unless ``wrt_inputs``), zeros where the score does not
     depend on them.
-    On JAX the gradients are differentiable again as they are (``GuidedTraining`` trains on a loss
-    made of them); PyTorch's are detached.
+    With ``differentiable=True`` the gradients can be differentiated again (``GuidedTraining``
+    trains on a loss made of them): PyTorch takes them with ``create_graph=True`` and detaches
+    nothing; TensorFlow's tape and JAX's ``grad`` need nothing for it.
+``no_gradients()``
+    A context that records no gradient: ``torch.no_grad()`` on PyTorch (an optimizer's update),
+    nothing elsewhere.
 ``guided_relu(x)``
     ReLU with guided backpropagation's gradient ``dy * (x > 0) * (dy > 0)``.
 ``plain_relus(fn, shape, dtype) -> int``
@@ -83,12 +87,13 @@ fused = _impl.fused
 guided_relu = _impl.guided_relu
 layer_gradients = _impl.layer_gradients
 map_sequential = _impl.map_sequential
+no_gradients = _impl.no_gradients
 on_host = _impl.on_host
 plain_relus = _impl.plain_relus
 stateless_normal = _impl.stateless_normal
 stateless_normals = _impl.stateless_normals
 
-__all__ = ["name", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+__all__ = ["name", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "no_gradients", "on_host", "plain_relus",
            "stateless_normal", "stateless_normals", "Compiled", "Tensor", "TENSORFLOW_ONLY", "NOT_YET",
            "check_supported"]
 
@@ -97,10 +102,8 @@ Tensor = Any  # a tensor of the running backend (tf.Tensor, jax.Array, torch.Ten
 # what runs on TensorFlow only (none today; the mechanism stays for what comes)
 TENSORFLOW_ONLY: frozenset = frozenset()
 
-# what does not run yet on a backend, by name: GuidedTraining on PyTorch (its public ``forward``
-# method is the name torch.nn.Module calls to run a Keras model on PyTorch, and its step needs
-# second-order gradients from the seam, ``create_graph=True``)
-NOT_YET: dict[str, frozenset] = {"torch": frozenset({"guided-training"})}
+# what does not run yet on a backend, by method name (none today; the mechanism stays for what comes)
+NOT_YET: dict[str, frozenset] = {}
 
 
 def check_supported(what: str, display: str | None = None) -> None:
@@ -121,11 +124,6 @@ def check_supported(what: str, display: str | None = None) -> None:
             f"{display or what} runs on the TensorFlow backend only, and Keras runs the {name!r} backend here "
             f"(KERAS_BACKEND={name}). Pick another method (e.g. 'gradcam' or 'gradcam++', which run on every "
             "backend), or set KERAS_BACKEND=tensorflow before importing keras."
-        )
-    if what == "guided-training" and what in NOT_YET.get(name, ()):
-        raise NotImplementedError(
-            f"{display or what} does not run on the {name!r} backend yet (KERAS_BACKEND={name}); it runs on the "
-            "TensorFlow and JAX backends: set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax before importing keras."
         )
     if what in NOT_YET.get(name, ()):
         raise NotImplementedError(

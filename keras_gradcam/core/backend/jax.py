@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "no_gradients", "on_host", "plain_relus",
            "stateless_normal", "stateless_normals", "to_numpy"]
 
 
@@ -161,7 +161,8 @@ def compile(body: Callable, signature, contexts: Callable = list) -> Callable:  
     return Compiled(body, signature, contexts)
 
 
-def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False):
+def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False,
+                    differentiable: bool = False):
     """The explained layers' outputs and ``d total / d output`` for one batch, on JAX.
 
     Parameters
@@ -263,6 +264,11 @@ def _noting(forward, leaves, tree, n_layers, gradients, wrt_inputs):
     grads = [None if o is None else zeros(o) for o in outs] if gradients else None
     input_grads = [jnp.zeros(v.shape, jnp.float32) for v in leaves] if wrt_inputs else None
     return aux, outs, grads, input_grads
+
+
+def no_gradients():
+    """A context in which no gradient is recorded (PyTorch's ``no_grad``): nothing to do here."""
+    return contextlib.nullcontext()
 
 
 @jax.custom_vjp

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "no_gradients", "on_host", "plain_relus",
            "stateless_normal", "stateless_normals"]
 
 
@@ -65,7 +65,8 @@ def compile(body: Callable, signature: list, contexts: Callable = list) -> Compi
     return Compiled(traced, concrete, signature)
 
 
-def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False):
+def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False,
+                    differentiable: bool = False):
     """One forward pass under a ``tf.GradientTape``; see :mod:`keras_gradcam.core.backend`."""
     outs: list = [None] * n_layers
     with tf.GradientTape(watch_accessed_variables=False, persistent=False) as tape:
@@ -89,6 +90,11 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
         if wrt_inputs:
             wrt = got[n_layers if gradients else 0 :]
     return aux, outs, grads, wrt
+
+
+def no_gradients():
+    """A context in which no gradient is recorded (PyTorch's ``no_grad``): nothing to do here."""
+    return contextlib.nullcontext()
 
 
 @tf.custom_gradient

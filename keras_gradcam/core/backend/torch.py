@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import torch
 
-__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "on_host", "plain_relus",
+__all__ = ["Compiled", "UNKNOWN_SIZES", "abstract_call", "compile", "fused", "guided_relu", "layer_gradients", "map_sequential", "no_gradients", "on_host", "plain_relus",
            "stateless_normal", "stateless_normals", "to_numpy"]
 
 
@@ -71,14 +71,17 @@ def compile(body: Callable, signature, contexts: Callable = list) -> Callable:  
     return Compiled(body, signature, contexts)
 
 
-def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False):
+def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True, wrt_inputs: bool = False,
+                    differentiable: bool = False):
     """The explained layers' outputs and ``d total / d output`` for one batch, on PyTorch.
 
     Same contract as the JAX and TensorFlow versions: ``forward(hook) -> (total, aux)``, called as
     ``forward(hook, inputs)`` with ``wrt_inputs`` (``x`` with its floating leaves requiring a
     gradient); returns ``(aux, activations, gradients, input_gradients)``, gradients zero where
     the score does not depend on the output (None unless ``gradients``), ``input_gradients`` one
-    per leaf of ``x`` (zeros for integer leaves) or None.
+    per leaf of ``x`` (zeros for integer leaves) or None. With ``differentiable`` the gradients
+    are taken with ``create_graph=True`` and nothing is detached: a loss made of them can be
+    differentiated again (``GuidedTraining``'s ``loss.backward()``).
     """
     if not gradients and not wrt_inputs:
         kept: list = [None] * n_layers
@@ -109,12 +112,14 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
         sources = layer_sources + [leaves[i] for i in wrt]
         got = [None] * len(sources)
         if sources and torch.is_tensor(total) and total.requires_grad:
-            got = list(torch.autograd.grad(total, sources, allow_unused=True))
+            got = list(torch.autograd.grad(total, sources, allow_unused=True, create_graph=differentiable))
     got.reverse()
 
     def take(ref):
         g = got.pop()
-        return torch.zeros_like(ref, dtype=torch.float32) if g is None else g.detach()
+        if g is None:
+            return torch.zeros_like(ref, dtype=torch.float32)
+        return g if differentiable else g.detach()
 
     grads = None
     if gradients:
@@ -127,8 +132,15 @@ def layer_gradients(forward: Callable, x, n_layers: int, gradients: bool = True,
         input_grads = [torch.zeros_like(v, dtype=torch.float32) for v in leaves]
         for i in wrt:
             input_grads[i] = take(leaves[i])
+    if differentiable:
+        return aux, outs, grads, input_grads
     outs = [o.detach() if torch.is_tensor(o) else o for o in outs]
     return _detached(aux), outs, grads, input_grads
+
+
+def no_gradients():
+    """A context in which autograd records nothing: ``torch.no_grad()`` (an optimizer's update)."""
+    return torch.no_grad()
 
 
 def _detached(tree):
