@@ -569,11 +569,12 @@ class GuidedTraining(keras.Model):
         mapping = list(zip(self.trainable_variables, trainable_variables))
         mapping += list(zip(self.non_trainable_variables, non_trainable_variables))
         mapping += list(zip(self.metrics_variables, metrics_variables))
-        with keras.StatelessScope(state_mapping=mapping) as scope:
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             self._forward_losses = None
             y_pred, terms = self._forward(x, y, sample_weight, training)
-            if self._forward_losses:  # the layers' add_loss of the forward pass, for compute_loss (as Keras's step does)
-                self._losses_override = self._forward_losses
+            losses = self._forward_losses or list(scope.losses)  # the layers' add_loss (the model's own scope's, with masks)
+            if losses:  # for compute_loss, as Keras's step does
+                self._losses_override = losses
             try:
                 loss = self._total_loss(x, y, y_pred, terms, sample_weight, training)
             finally:
