@@ -187,9 +187,6 @@ def task_explain(data: dict) -> dict:
         before = [w.copy() for w in model.get_weights()]
         inputs = data[case.get("inputs", "x")]
         try:
-            if case["method"] == "guided-training":
-                kg.GuidedTraining(model, layer=case.get("layer"))
-                continue
             exp = kg.explain(model, inputs, method=case["method"], layer=case.get("layer"), **case.get("options", {}))
         except Exception as error:  # reported to the parent, which decides whether it was expected
             result[f"error_{case['id']}"] = np.array(f"{type(error).__name__}: {error}")
