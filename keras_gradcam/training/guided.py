@@ -228,16 +228,13 @@ class GuidedTraining(keras.Model):
         return self.wrapped(inputs, training=training)
 
     # -- the forward pass with the records ---------------------------------------------------
-    def _recorded_forward(self, x, training, tape):
-        """``self(x)`` with the layer's output watched by ``tape`` and the logits recorded."""
-        acts, logits = [], []
+    def _recording_edits(self, record, logits: list) -> list:
+        """The patches of a recorded forward pass: the layer's output goes through ``record(out) -> out``,
+        and the head's input logits are appended to ``logits``."""
         layer_call = self._target_layer.call
 
         def recording_call(*args, **kwargs):
-            out = layer_call(*args, **kwargs)
-            tape.watch(out)
-            acts.append(out)
-            return out
+            return record(layer_call(*args, **kwargs))
 
         edits = [(self._target_layer, "call", recording_call)]
         if self._link is not None:
@@ -249,6 +246,18 @@ class GuidedTraining(keras.Model):
                 return original(inputs, *args, **kwargs)
 
             edits.append((self._head, name, recording_head))
+        return edits
+
+    def _recorded_forward(self, x, training, tape):
+        """``self(x)`` with the layer's output watched by ``tape`` and the logits recorded."""
+        acts, logits = [], []
+
+        def record(out):
+            tape.watch(out)
+            acts.append(out)
+            return out
+
+        edits = self._recording_edits(record, logits)
         with thread_patches(edits):
             y_pred = self(x, training=training)
         if len(acts) != 1:
@@ -381,26 +390,15 @@ class GuidedTraining(keras.Model):
             inputs = ops.concatenate([images, extra], 0)
         else:
             inputs = x
-        layer_call = self._target_layer.call
 
         def forward(hook, xs=None):
             calls, logits = [], []
 
-            def recording_call(*args, **kwargs):
-                out = layer_call(*args, **kwargs)
+            def record(out):
                 calls.append(out)
                 return hook(0, out)
 
-            edits = [(self._target_layer, "call", recording_call)]
-            if self._link is not None:
-                name = "call" if self._link[1] == "layer" else "activation"
-                original = getattr(self._head, name)
-
-                def recording_head(head_inputs, *args, **kwargs):
-                    logits.append(head_inputs)
-                    return original(head_inputs, *args, **kwargs)
-
-                edits.append((self._head, name, recording_head))
+            edits = self._recording_edits(record, logits)
             with thread_patches(edits):
                 y_all, updates, losses = self._model_call(inputs if xs is None else xs, training)
             if len(calls) != 1:
