@@ -36,6 +36,11 @@ _MODULE_CALL = object()  # forward() called without labels: PyTorch's nn.Module 
 METHODS = ("gradcam", "input_gradient")
 
 
+def _no_terms() -> dict:
+    """The terms of a batch without masks: no alignment, no composites."""
+    return {"align": ops.convert_to_tensor(0.0), "counterfactual": ops.convert_to_tensor(0.0), "inside": None}
+
+
 class GuidedTraining(keras.Model):
     """Train ``model`` with a penalty on the Grad-CAM evidence that lies outside annotation masks.
 
@@ -295,30 +300,48 @@ class GuidedTraining(keras.Model):
         seam (:func:`keras_gradcam.core.backend.layer_gradients`, ``differentiable``), which the
         trainer's ``jax.value_and_grad`` or ``loss.backward()`` differentiates again.
         """
-        if backend.name == "tensorflow":
-            return self._forward_tf(x, y, masks, training)
-        return self._forward_seam(x, y, masks, training)
-
-    def _forward_tf(self, x, y, masks, training):
-        """:meth:`_forward` on TensorFlow: the layer's output watched by an inner tape."""
-        zero = {"align": tf.constant(0.0), "counterfactual": tf.constant(0.0), "inside": None}
         if masks is None:
-            return self(x, training=training), zero
-        x = keras.tree.map_structure(lambda t: t if t is None else tf.convert_to_tensor(t), x)
+            return self(x, training=training), _no_terms()
+        x = keras.tree.map_structure(lambda t: t if t is None else ops.convert_to_tensor(t), x)
         flat = [i for i in keras.tree.flatten(x) if i is not None]
         images = flat[0]
-        masks = checked_masks(tf.convert_to_tensor(masks), images, self._channels_first)
+        masks = checked_masks(masks, images, self._channels_first)
         flags = annotated(masks)
         on_input = self.method == "input_gradient"
         swapped = self.counterfactual and self.weight > 0  # weight 0: the forward pass of plain training
-        if (swapped or on_input) and (len(flat) != 1 or not images.dtype.is_floating):
+        dtype_name = keras.backend.standardize_dtype(images.dtype)
+        if (swapped or on_input) and (len(flat) != 1 or "float" not in dtype_name):
             option = "counterfactual=True" if swapped else "method='input_gradient'"
             raise ValueError(
-                f"{option} needs a model with one input "
-                f"of float images; this batch has {len(flat)} input(s), the first of dtype {images.dtype.name}. "
-                "Pass counterfactual=False and method='gradcam'."
+                f"{option} needs a model with one input of float images; this batch has {len(flat)} input(s), the "
+                f"first of dtype {dtype_name}. Pass counterfactual=False and method='gradcam'."
             )
+        step = self._forward_tf if backend.name == "tensorflow" else self._forward_seam
+        y_pred, maps, dtype, logits_all, index, batch = step(x, y, images, masks, flags, on_input, swapped, training)
+        small = layer_masks(masks, maps.shape[1:], dtype)
+        terms = dict(_no_terms(), align=alignment_loss(maps, small, flags, self.alignment))
+        terms["inside"] = (ops.stop_gradient(inside_share(maps, small)), ops.cast(flags, dtype))
+        if swapped:
+            labels = ops.take(class_indices(y, logits_all.shape[-1]), index, axis=0)
+            terms["counterfactual"] = composite_loss(logits_all[batch:], labels)
+        return y_pred, terms
+
+    def _gradcam_maps(self, acts, grads, batch):
+        """Grad-CAM maps of the batch's first ``batch`` samples in the computation's dtype, channels last."""
+        dtype = compute_dtype(acts.dtype)
+        acts, grads = ops.cast(acts, dtype), ops.cast(grads, dtype)
+        if self._channels_first:
+            order = [0] + list(range(2, len(acts.shape))) + [1]
+            acts, grads = ops.transpose(acts, order), ops.transpose(grads, order)
+        return gradcam_map(acts, grads)[:batch], dtype  # the composites' maps are not aligned
+
+    def _forward_tf(self, x, y, images, masks, flags, on_input, swapped, training):
+        """:meth:`_forward`'s pass on TensorFlow: the layer's output watched by an inner tape.
+
+        Returns ``(y_pred, maps, dtype, logits of the batch and composites, composites' sources, batch)``.
+        """
         batch = tf.shape(images)[0]
+        index = None
         with tf.GradientTape(watch_accessed_variables=False, persistent=False) as inner:
             if on_input:
                 inner.watch(images)
@@ -330,25 +353,16 @@ class GuidedTraining(keras.Model):
                 logits = logits_all[:batch]
             else:
                 y_pred, acts, logits = self._recorded_forward(x, training, inner)
+                logits_all = logits
             total = tf.reduce_sum(label_scores(logits, y, self.score))
         if on_input:
             grads = inner.gradient(total, images, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             dtype = compute_dtype(grads.dtype)
-            maps = input_gradient_map(tf.cast(grads, dtype), self._channels_first)
+            maps = input_gradient_map(ops.cast(grads, dtype), self._channels_first)
         else:
             grads = inner.gradient(total, acts, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            dtype = compute_dtype(acts.dtype)
-            acts, grads = tf.cast(acts, dtype), tf.cast(grads, dtype)
-            if self._channels_first:
-                order = [0] + list(range(2, acts.shape.rank)) + [1]
-                acts, grads = tf.transpose(acts, order), tf.transpose(grads, order)
-            maps = gradcam_map(acts, grads)[:batch]  # the composites' maps are not aligned
-        small = layer_masks(masks, maps.shape[1:], dtype)
-        terms = dict(zero, align=alignment_loss(maps, small, flags, self.alignment))
-        terms["inside"] = (tf.stop_gradient(inside_share(maps, small)), tf.cast(flags, dtype))
-        if swapped:
-            terms["counterfactual"] = composite_loss(logits_all[batch:], tf.gather(class_indices(y, logits.shape[-1]), index))
-        return y_pred, terms
+            maps, dtype = self._gradcam_maps(acts, grads, batch)
+        return y_pred, maps, dtype, logits_all, index, batch
 
     def _model_call(self, inputs, training):
         """``(self(inputs), updates, losses)``; on JAX in a :class:`keras.StatelessScope` of its own.
@@ -365,24 +379,11 @@ class GuidedTraining(keras.Model):
         updates = [scope.get_current_value(v) for v in self.wrapped.non_trainable_variables]
         return y, updates, list(scope.losses)
 
-    def _forward_seam(self, x, y, masks, training):
-        """:meth:`_forward` on JAX and PyTorch: the layer's gradient from the seam, itself differentiable."""
-        zero = {"align": ops.convert_to_tensor(0.0), "counterfactual": ops.convert_to_tensor(0.0), "inside": None}
-        if masks is None:
-            return self(x, training=training), zero
-        x = keras.tree.map_structure(lambda t: t if t is None else ops.convert_to_tensor(t), x)
-        flat = [i for i in keras.tree.flatten(x) if i is not None]
-        images = flat[0]
-        masks = checked_masks(masks, images, self._channels_first)
-        flags = annotated(masks)
-        on_input = self.method == "input_gradient"
-        swapped = self.counterfactual and self.weight > 0  # weight 0: the forward pass of plain training
-        if (swapped or on_input) and (len(flat) != 1 or "float" not in keras.backend.standardize_dtype(images.dtype)):
-            option = "counterfactual=True" if swapped else "method='input_gradient'"
-            raise ValueError(
-                f"{option} needs a model with one input of float images; this batch has {len(flat)} input(s), the "
-                f"first of dtype {keras.backend.standardize_dtype(images.dtype)}. Pass counterfactual=False and method='gradcam'."
-            )
+    def _forward_seam(self, x, y, images, masks, flags, on_input, swapped, training):
+        """:meth:`_forward`'s pass on JAX and PyTorch: the layer's gradient from the seam, itself differentiable.
+
+        Returns what :meth:`_forward_tf` returns.
+        """
         batch = int(images.shape[0])
         index = None
         if swapped:  # at most a quarter of the batch (at least one): the forward pass grows by 25 % at most
@@ -422,19 +423,8 @@ class GuidedTraining(keras.Model):
             dtype = compute_dtype(input_grads[0].dtype)
             maps = input_gradient_map(ops.cast(input_grads[0][:batch], dtype), self._channels_first)
         else:
-            dtype = compute_dtype(acts[0].dtype)
-            acts, grads = ops.cast(acts[0], dtype), ops.cast(grads[0], dtype)
-            if self._channels_first:
-                order = [0] + list(range(2, len(acts.shape))) + [1]
-                acts, grads = ops.transpose(acts, order), ops.transpose(grads, order)
-            maps = gradcam_map(acts, grads)[:batch]  # the composites' maps are not aligned
-        small = layer_masks(masks, maps.shape[1:], dtype)
-        terms = dict(zero, align=alignment_loss(maps, small, flags, self.alignment))
-        terms["inside"] = (ops.stop_gradient(inside_share(maps, small)), ops.cast(flags, dtype))
-        if swapped:
-            labels = ops.take(class_indices(y, logits_all.shape[-1]), index, axis=0)
-            terms["counterfactual"] = composite_loss(logits_all[batch:], labels)
-        return y_pred, terms
+            maps, dtype = self._gradcam_maps(acts[0], grads[0], batch)
+        return y_pred, maps, dtype, logits_all, index, batch
 
     # -- a mask error raised inside a compiled step reaches the user as a ValueError --------------
     def fit(self, *args, **kwargs):
